@@ -1,0 +1,25 @@
+"""Round robin: each eligible backend in turn.
+
+The index advances over the eligible list as it is at pick time, so when a
+backend leaves, the cycle continues over the rest without a restart.
+"""
+from __future__ import annotations
+
+from proxy.balancers.base import Balancer, Decision, register
+
+
+@register
+class RoundRobin(Balancer):
+    name = "round_robin"
+    summary = "Each backend in turn, ignoring load and weight."
+
+    def rebuild(self, backends):
+        super().rebuild(backends)
+        self._next = getattr(self, "_next", 0)
+
+    def pick(self, ctx, eligible):
+        if not eligible:
+            return None
+        index = self._next % len(eligible)
+        self._next = index + 1
+        return Decision(eligible[index], {"index": index, "of": len(eligible)})

@@ -1,0 +1,489 @@
+"""The proxy's configuration: YAML validated once into frozen typed objects.
+
+Shape (objects refer to each other by name, as in Traefik's dynamic config):
+
+    admin:     where the admin API listens (token needed beyond loopback)
+    listeners: name -> bind address, protocol (http|tcp), the routes it tries
+    routes:    name -> match (host, path, header, method, query, cookie) + one action
+    pools:     name -> balancer, backends, stickiness, health, timeouts, draining
+
+`load_config(text)` returns a `Config` or raises `ConfigError` carrying *every*
+problem with its path ("pools.web.balancer.algorithm: ..."), both the ones
+pydantic finds in a single object and the cross-object ones found afterwards
+(dangling names, impossible pairings such as a cookie-sticky pool behind a TCP
+listener). A refused config changes nothing: callers swap only on success.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from proxy.durations import format_duration, parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration),
+                     PlainSerializer(format_duration, when_used="json")]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+def _parse_address(value: object) -> tuple[str, int]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        host, port = value
+    elif isinstance(value, str) and value.rpartition(":")[0]:
+        host, _, port = value.rpartition(":")
+        host = host.strip("[]")
+    else:
+        raise ValueError(f"expected 'host:port' such as '127.0.0.1:8080', got {value!r}")
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f"port must be a number in {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0-65535")
+    return str(host), port
+
+
+Address = Annotated[tuple[str, int], BeforeValidator(_parse_address),
+                    PlainSerializer(lambda a: f"{a[0]}:{a[1]}", when_used="json")]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a typo must not silently become a default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- admin
+
+class AdminConfig(Strict):
+    listen: Address = ("127.0.0.1", 9900)
+    token: str | None = None
+    # Events kept for GET /requests/<id> lookups.
+    request_history: int = Field(10_000, ge=100, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self):
+        if not is_loopback(self.listen[0]) and not self.token:
+            raise ValueError(
+                f"admin listens on {self.listen[0]}, beyond loopback: set admin.token"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- listeners
+
+class ListenerTimeouts(Strict):
+    """Client-facing timeouts."""
+
+    client_header: Duration = 10.0  # whole request head must arrive within this (408)
+    request_body: Duration = 60.0  # no body byte for this long (408)
+    client_idle: Duration = 60.0  # keep-alive connection idle between requests
+    tunnel_idle: Duration = 300.0  # upgraded (WebSocket) or TCP relay idle
+
+
+class Limits(Strict):
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)  # 431 beyond
+    max_body_bytes: int = Field(100 * 1024 * 1024, ge=0)  # 413 beyond
+    max_connections: int = Field(10_000, ge=1)
+
+
+class ListenerConfig(Strict):
+    bind: Address
+    protocol: Literal["http", "tcp"] = "http"
+    # HTTP listeners: route names, tried by route priority (then by this order).
+    routes: list[Name] = []
+    # TCP listeners: the pool every connection goes to.
+    pool: Name | None = None
+    timeouts: ListenerTimeouts = ListenerTimeouts()
+    limits: Limits = Limits()
+
+
+# ---------------------------------------------------------------- routes
+
+class RouteMatch(Strict):
+    """Every given condition must hold; an empty match matches everything."""
+
+    host: str | None = None  # exact, or "*.example.com"
+    path_prefix: str | None = None
+    path_regex: str | None = None
+    methods: list[str] | None = None
+    headers: dict[str, str] = {}  # exact value; "*" means present
+    query: dict[str, str] = {}
+    cookies: dict[str, str] = {}
+
+    @field_validator("path_regex")
+    @classmethod
+    def _compiles(cls, value):
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"path_regex does not compile: {exc}") from None
+        return value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _starts_with_slash(cls, value):
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"path_prefix must start with '/', got {value!r}")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, value):
+        return None if value is None else [m.upper() for m in value]
+
+    @property
+    def needs_http(self) -> bool:
+        return any([self.host, self.path_prefix, self.path_regex, self.methods,
+                    self.headers, self.query, self.cookies])
+
+
+class SplitTarget(Strict):
+    pool: Name
+    weight: int = Field(ge=0, le=10_000)
+
+
+class Respond(Strict):
+    status: int = Field(200, ge=100, le=599)
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+
+
+class Redirect(Strict):
+    location: str
+    status: Literal[301, 302, 303, 307, 308] = 302
+
+
+class RouteConfig(Strict):
+    # Higher priority is tried first; ties keep the listener's order.
+    priority: int = 0
+    match: RouteMatch = RouteMatch()
+    # Exactly one action:
+    forward: Name | None = None
+    split: list[SplitTarget] | None = None
+    respond: Respond | None = None
+    redirect: Redirect | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self):
+        given = [a for a in ("forward", "split", "respond", "redirect")
+                 if getattr(self, a) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a route needs exactly one action of forward, split, respond, redirect; "
+                f"got {given or 'none'}"
+            )
+        if self.split is not None and sum(t.weight for t in self.split) == 0:
+            raise ValueError("split weights add up to 0: give at least one a weight")
+        return self
+
+    def pools(self) -> list[str]:
+        if self.forward:
+            return [self.forward]
+        return [t.pool for t in self.split or []]
+
+
+# ---------------------------------------------------------------- pools
+
+HashSource = Literal["client_ip", "header", "cookie", "uri"]
+
+
+class HashKey(Strict):
+    source: HashSource = "client_ip"
+    name: str | None = None  # header or cookie name
+
+    @model_validator(mode="after")
+    def _name_when_needed(self):
+        if self.source in ("header", "cookie") and not self.name:
+            raise ValueError(f"hash_key.source {self.source!r} needs hash_key.name")
+        return self
+
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
+class BalancerConfig(Strict):
+    algorithm: str = "round_robin"
+    choices: int = Field(2, ge=2, le=16)  # power_of_two_choices
+    hash_key: HashKey = HashKey()  # ip_hash, consistent_hash, maglev, bounded
+    virtual_nodes: int = Field(160, ge=1, le=10_000)  # consistent_hash
+    table_size: int = Field(65537, ge=7)  # maglev, must be prime
+    load_factor: float = Field(1.25, gt=1.0, le=10.0)  # consistent_hash_bounded
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known(cls, value):
+        from proxy.balancers import REGISTRY
+
+        if value not in REGISTRY:
+            raise ValueError(
+                f"unknown algorithm {value!r}; choose one of {', '.join(sorted(REGISTRY))}"
+            )
+        return value
+
+    @field_validator("table_size")
+    @classmethod
+    def _prime(cls, value):
+        if not _is_prime(value):
+            raise ValueError(f"maglev table_size must be prime (e.g. 65537, 251), got {value}")
+        return value
+
+    def needs_http(self) -> bool:
+        from proxy.balancers import REGISTRY
+
+        return REGISTRY[self.algorithm].needs_http(self)
+
+
+class StickyConfig(Strict):
+    # cookie: the proxy inserts a signed cookie naming the backend.
+    # app_cookie: follow the application's own session cookie (hash of its value).
+    # source_ip: a stick table keyed by client address, entries expire after ttl.
+    mode: Literal["cookie", "app_cookie", "source_ip"]
+    cookie: str = "LBSTICKY"
+    ttl: Duration = 3600.0
+    # HMAC secret for inserted cookies; when absent the proxy makes one at start.
+    secret: str | None = None
+    table_size: int = Field(100_000, ge=1)
+
+    def needs_http(self) -> bool:
+        return self.mode in ("cookie", "app_cookie")
+
+
+class BackendConfig(Strict):
+    name: Name
+    address: Address
+    weight: int = Field(1, ge=0, le=1000)
+    state: Literal["active", "draining", "maintenance"] = "active"
+
+
+class HealthCheckConfig(Strict):
+    type: Literal["http", "tcp"] = "http"
+    path: str = "/health"
+    expect_status: list[int] = [200]
+    body_contains: str | None = None
+    interval: Duration = 2.0
+    timeout: Duration = 1.0
+    healthy_threshold: int = Field(2, ge=1, le=100)
+    unhealthy_threshold: int = Field(3, ge=1, le=100)
+    jitter: Duration = 0.0  # each probe is delayed by a random 0..jitter
+    unhealthy_interval: Duration | None = None  # probe interval while down
+    grace: Duration = 0.0  # no probe before this after a backend joins
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self):
+        if self.interval <= 0:
+            raise ValueError("health.interval must be above 0")
+        if self.timeout <= 0:
+            raise ValueError("health.timeout must be above 0")
+        return self
+
+
+class OutlierConfig(Strict):
+    """Passive health: eject backends from what real traffic shows (as Envoy)."""
+
+    consecutive_5xx: int | None = Field(5, ge=1)
+    consecutive_gateway_failure: int | None = Field(None, ge=1)
+    failure_percentage: float | None = Field(None, gt=0, le=100)
+    failure_window: Duration = 10.0
+    failure_min_requests: int = Field(10, ge=1)
+    base_ejection: Duration = 30.0  # grows with each ejection: base * count
+    max_ejection: Duration = 300.0
+    max_ejection_percent: float = Field(50, ge=0, le=100)
+
+
+class PoolTimeouts(Strict):
+    """Backend-facing timeouts."""
+
+    connect: Duration = 2.0  # TCP connect (counts as a connect failure: retried)
+    response_header: Duration = 30.0  # from request sent to response head (504)
+    backend_idle: Duration = 30.0  # pooled keep-alive connection reuse limit
+
+
+class PoolConfig(Strict):
+    balancer: BalancerConfig = BalancerConfig()
+    backends: list[BackendConfig] = []
+    sticky: StickyConfig | None = None
+    health: HealthCheckConfig | None = None
+    outlier: OutlierConfig | None = None
+    timeouts: PoolTimeouts = PoolTimeouts()
+    slow_start: Duration = 0.0
+    deregistration_delay: Duration = 30.0
+    # 0 = documented default: 503 when no backend is eligible. Above 0 = fail
+    # open: when the share of eligible backends falls below it, spread over all.
+    panic_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    retries: int = Field(1, ge=0, le=5)
+    max_connections_per_backend: int | None = Field(None, ge=1)  # 503 when all are full
+
+    @model_validator(mode="after")
+    def _unique_backends(self):
+        names = [b.name for b in self.backends]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"backend names must be unique in a pool: {', '.join(dupes)}")
+        return self
+
+    def needs_http(self) -> list[str]:
+        """Reasons this pool can only sit behind an HTTP listener."""
+        reasons = []
+        if self.balancer.needs_http():
+            reasons.append(
+                f"balancer {self.balancer.algorithm} hashes on "
+                f"{self.balancer.hash_key.source}, which only exists in HTTP"
+            )
+        if self.sticky and self.sticky.needs_http():
+            reasons.append(f"sticky mode {self.sticky.mode} needs HTTP cookies")
+        return reasons
+
+
+# ---------------------------------------------------------------- root
+
+class Config(Strict):
+    admin: AdminConfig = AdminConfig()
+    listeners: dict[Name, ListenerConfig]
+    routes: dict[Name, RouteConfig] = {}
+    pools: dict[Name, PoolConfig] = {}
+    # "-" for stdout, a file path, or null for none.
+    access_log: str | None = None
+
+
+class ConfigError(Exception):
+    """Every problem found, each as (path, message)."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{p}: {m}" for p, m in errors))
+
+    def lines(self) -> list[str]:
+        return [f"{path}: {message}" if path else message for path, message in self.errors]
+
+    def as_json(self) -> dict:
+        return {"error": "config refused",
+                "errors": [{"path": p, "message": m} for p, m in self.errors]}
+
+
+def _format_loc(loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _pydantic_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    errors = []
+    for err in exc.errors():
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see proxy/examples/)"
+        errors.append((_format_loc(err["loc"]), message))
+    return errors
+
+
+def cross_check(config: Config) -> list[tuple[str, str]]:
+    """Problems that span objects: dangling names and impossible pairings."""
+    errors: list[tuple[str, str]] = []
+    binds: dict[tuple[str, int], str] = {}
+    for lname, listener in config.listeners.items():
+        path = f"listeners.{lname}"
+        if listener.bind in binds and listener.bind[1] != 0:
+            errors.append((f"{path}.bind", f"already used by listener {binds[listener.bind]}"))
+        binds[listener.bind] = lname
+        if listener.protocol == "http":
+            if listener.pool is not None:
+                errors.append((f"{path}.pool", "http listeners pick pools through routes; "
+                               "write a route with forward: POOL"))
+            if not listener.routes:
+                errors.append((f"{path}.routes", "an http listener needs at least one route"))
+            for i, rname in enumerate(listener.routes):
+                if rname not in config.routes:
+                    errors.append((f"{path}.routes[{i}]", f"no route named {rname!r}"))
+        else:
+            if listener.routes:
+                errors.append((f"{path}.routes", "a tcp listener cannot route on HTTP: at L4 "
+                               "the proxy sees only bytes, no host, path or headers; "
+                               "use protocol: http, or give pool: NAME"))
+            if listener.pool is None:
+                errors.append((f"{path}.pool", "a tcp listener needs pool: NAME"))
+            elif listener.pool not in config.pools:
+                errors.append((f"{path}.pool", f"no pool named {listener.pool!r}"))
+            else:
+                for reason in config.pools[listener.pool].needs_http():
+                    errors.append((f"listeners.{lname}", f"pool {listener.pool}: {reason}; "
+                                   "a tcp listener cannot see it"))
+    for rname, route in config.routes.items():
+        for pname in route.pools():
+            if pname not in config.pools:
+                errors.append((f"routes.{rname}", f"no pool named {pname!r}"))
+    seen_backends: dict[str, str] = {}
+    for pname, pool in config.pools.items():
+        for i, backend in enumerate(pool.backends):
+            key = backend.name
+            if key in seen_backends and seen_backends[key] != pname:
+                errors.append((f"pools.{pname}.backends[{i}].name",
+                               f"{key!r} is already a backend of pool {seen_backends[key]}; "
+                               "backend names are unique across pools"))
+            seen_backends.setdefault(key, pname)
+    return errors
+
+
+def parse_config(data: object) -> Config:
+    """Validate a mapping (already parsed YAML/JSON) into a Config or raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError([("", "the config must be a mapping with listeners, routes, pools")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_errors(exc)) from None
+    errors = cross_check(config)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(text: str) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([("", f"not valid YAML: {exc}")]) from None
+    return parse_config(data)
+
+
+def load_config_file(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")]) from None
+    return load_config(text)
+
+
+def to_data(config: Config) -> dict:
+    """Back to plain data that `parse_config` accepts again (durations as "500ms")."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,111 @@
+"""Runtime state of backends: what the balancers read and the data plane updates.
+
+A backend's *observed health* (initial, healthy, unhealthy) is kept apart from
+its *intent* (active, draining, maintenance), as HAProxy does: a draining
+backend can be perfectly healthy, and an unhealthy one is still meant to be in
+the pool. Only a backend that is both meant to serve and not known to be down
+is *eligible*; balancers never see the others.
+
+Counters are plain attributes because the data plane touches them on every
+request; no locks are needed inside one asyncio loop.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Health(str, enum.Enum):
+    INITIAL = "initial"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class Intent(str, enum.Enum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    MAINTENANCE = "maintenance"
+
+
+# EWMA smoothing for least_response_time: weight of the newest sample.
+EWMA_ALPHA = 0.3
+
+
+@dataclass(eq=False, slots=True)
+class BackendState:
+    """One backend of one pool, alive across config reloads while its address stays."""
+
+    name: str
+    host: str
+    port: int
+    pool: str
+    weight: int = 1
+    health: Health = Health.INITIAL
+    intent: Intent = Intent.ACTIVE
+    health_reason: str = "not checked yet"
+    # When the backend last became healthy (for slow start), on the injected clock.
+    healthy_since: float | None = None
+    # Slow start window in seconds (0 = off); set from the pool config.
+    slow_start: float = 0.0
+    # Passive health (outlier detection) can eject a backend until this time.
+    ejected_until: float = 0.0
+    # Live counters.
+    active_connections: int = 0  # client connections currently pinned to it
+    outstanding: int = 0  # requests in flight
+    ewma_ms: float = 0.0  # smoothed response time
+    requests: int = 0
+    failures: int = 0  # 5xx and gateway failures seen by the proxy
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def is_eligible(self, now: float) -> bool:
+        """Meant to serve, not known down, not ejected by outlier detection."""
+        return (
+            self.intent is Intent.ACTIVE
+            and self.health is not Health.UNHEALTHY
+            and self.ejected_until <= now
+        )
+
+    def effective_weight(self, now: float) -> float:
+        """Configured weight, ramped linearly during slow start (never below 1% of it)."""
+        if self.slow_start <= 0 or self.healthy_since is None:
+            return float(self.weight)
+        elapsed = now - self.healthy_since
+        if elapsed >= self.slow_start:
+            return float(self.weight)
+        return max(self.weight * 0.01, self.weight * elapsed / self.slow_start)
+
+    def request_started(self) -> None:
+        self.outstanding += 1
+        self.requests += 1
+
+    def request_finished(self, latency_s: float, failed: bool) -> None:
+        self.outstanding -= 1
+        if failed:
+            self.failures += 1
+        ms = latency_s * 1000.0
+        self.ewma_ms = ms if self.ewma_ms == 0.0 else (
+            EWMA_ALPHA * ms + (1 - EWMA_ALPHA) * self.ewma_ms
+        )
+
+    def snapshot(self, now: float) -> dict:
+        """The view used by events and GET /state."""
+        return {
+            "name": self.name,
+            "address": self.address,
+            "weight": self.weight,
+            "effective_weight": round(self.effective_weight(now), 3),
+            "health": self.health.value,
+            "health_reason": self.health_reason,
+            "intent": self.intent.value,
+            "eligible": self.is_eligible(now),
+            "ejected": self.ejected_until > now,
+            "active_connections": self.active_connections,
+            "outstanding": self.outstanding,
+            "ewma_ms": round(self.ewma_ms, 3),
+            "requests": self.requests,
+            "failures": self.failures,
+        }

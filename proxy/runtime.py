@@ -1,0 +1,333 @@
+"""The live state built from a Config: pools, their backends and balancers.
+
+No I/O here. The data plane asks a pool to `choose` a backend for a request;
+the admin API changes things only through `Runtime.apply` (a whole new
+Config, validated exactly like a file) or the verbs built on it, so a change
+from the API is refused or accepted by the same rules as the YAML, whole.
+
+Backend state (counters, health, drain) survives a reload when the backend
+keeps its pool, name and address; requests in flight keep the objects they
+started with, so they finish on the config they began under.
+"""
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from proxy import balancers
+from proxy.balancers.base import PickContext
+from proxy.config import (
+    BackendConfig,
+    Config,
+    ConfigError,
+    ListenerConfig,
+    PoolConfig,
+    parse_config,
+    to_data,
+)
+from proxy.events import AdminChange, EventBus, PoolEvent, StateChange
+from proxy.model import BackendState, Health, Intent
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Choice:
+    """The outcome of choosing a backend, with everything an event needs to say why."""
+
+    backend: BackendState | None
+    algorithm: str
+    candidates: list = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)
+    sticky: dict | None = None
+    set_cookie: str | None = None  # header value the data plane adds to the response
+    panic: bool = False
+    reason: str = ""  # why there is no backend (503 text)
+
+
+def candidate_view(backend: BackendState, now: float) -> dict:
+    """A compact snapshot of one candidate at decision time."""
+    return {
+        "name": backend.name,
+        "health": backend.health.value,
+        "intent": backend.intent.value,
+        "eligible": backend.is_eligible(now),
+        "weight": backend.weight,
+        "outstanding": backend.outstanding,
+        "connections": backend.active_connections,
+    }
+
+
+class PoolRuntime:
+    def __init__(self, name: str, config: PoolConfig, bus: EventBus, clock: Clock,
+                 rng: random.Random, previous: "PoolRuntime | None" = None,
+                 cause: str = "config applied"):
+        self.name = name
+        self.config = config
+        self.bus = bus
+        self.clock = clock
+        self.rng = rng
+        self.backends: dict[str, BackendState] = {}
+        old = previous.backends if previous else {}
+        for bc in config.backends:
+            self.backends[bc.name] = self._carry_over(bc, old.get(bc.name), cause)
+        self.balancer = balancers.create(config.balancer, list(self.backends.values()),
+                                         rng=rng, clock=clock)
+        self.sticky = None
+        if config.sticky is not None:
+            from proxy import sticky
+
+            keep = previous.sticky if previous and previous.config.sticky == config.sticky else None
+            self.sticky = keep or sticky.create(config.sticky, name, clock=clock, rng=rng)
+        self.in_panic = previous.in_panic if previous else False
+        # Hooks for passive health (outlier detection) and the health checker.
+        self.outlier = None
+        self.extra: dict = {}
+
+    def _carry_over(self, bc: BackendConfig, old: BackendState | None,
+                    cause: str) -> BackendState:
+        host, port = bc.address
+        if old is not None and (old.host, old.port) == (host, port):
+            state = old
+            state.weight = bc.weight
+        else:
+            state = BackendState(name=bc.name, host=host, port=port, pool=self.name,
+                                 weight=bc.weight)
+            # Without active checks nothing will ever move it out of "initial";
+            # it is eligible there (initial is not unhealthy).
+        state.slow_start = self.config.slow_start
+        if state is old:
+            self.set_intent(state, Intent(bc.state), cause)
+        else:
+            state.intent = Intent(bc.state)
+        return state
+
+    # ------------------------------------------------------------ choosing
+
+    def eligible(self, now: float) -> list[BackendState]:
+        return [b for b in self.backends.values() if b.is_eligible(now)]
+
+    def choose(self, ctx: PickContext) -> Choice:
+        now = ctx.now
+        all_backends = list(self.backends.values())
+        eligible = [b for b in all_backends if b.is_eligible(now)]
+        algorithm = self.config.balancer.algorithm
+        choice = Choice(None, algorithm, [candidate_view(b, now) for b in all_backends])
+        eligible = self._apply_panic(eligible, all_backends, now, choice)
+        if self.sticky is not None:
+            target, why = self.sticky.find(ctx, self.backends)
+            if target is not None and target in eligible:
+                choice.backend = target
+                choice.sticky = {"mode": self.sticky.mode, "hit": True,
+                                 "target": target.name, "reason": why}
+                return choice
+            if target is not None:
+                why = (f"sticky target {target.name} is {_unavailable(target, now)}: "
+                       "re-picked and re-stuck")
+            choice.sticky = {"mode": self.sticky.mode, "hit": False,
+                             "target": target.name if target else None, "reason": why}
+        decision = self.balancer.pick(ctx, eligible) if eligible else None
+        if decision is None:
+            choice.reason = self._no_backend_reason(all_backends, now)
+            self.bus.publish(PoolEvent(pool=self.name, what="no_eligible",
+                                       eligible=0, total=len(all_backends),
+                                       detail=choice.reason))
+            return choice
+        choice.backend = decision.backend
+        choice.inputs = decision.inputs
+        if self.sticky is not None:
+            choice.set_cookie = self.sticky.stick(ctx, decision.backend)
+        return choice
+
+    def _apply_panic(self, eligible, all_backends, now, choice):
+        """Fail open (Envoy's panic threshold, ALB's fail-open) when too few are eligible."""
+        threshold = self.config.panic_threshold
+        serving = [b for b in all_backends if b.intent is Intent.ACTIVE]
+        panic = threshold > 0 and serving and len(eligible) < threshold * len(serving)
+        if panic != self.in_panic:
+            self.in_panic = panic
+            self.bus.publish(PoolEvent(
+                pool=self.name, what="panic_on" if panic else "panic_off",
+                eligible=len(eligible), total=len(serving),
+                detail=(f"{len(eligible)}/{len(serving)} eligible is below "
+                        f"{threshold:.0%}: spreading over all active backends")
+                if panic else "enough backends eligible again"))
+        if panic:
+            choice.panic = True
+            return serving
+        return eligible
+
+    def _no_backend_reason(self, all_backends, now) -> str:
+        if not all_backends:
+            return f"pool {self.name} has no backends"
+        states = ", ".join(f"{b.name} {_unavailable(b, now)}" for b in all_backends)
+        return f"no eligible backend in pool {self.name} ({states})"
+
+    # ------------------------------------------------------------ lifecycle
+
+    def set_health(self, backend: BackendState, health: Health, cause: str) -> None:
+        if backend.health is health:
+            backend.health_reason = cause
+            return
+        old = backend.health
+        backend.health = health
+        backend.health_reason = cause
+        if health is Health.HEALTHY:
+            backend.healthy_since = self.clock()
+        self.bus.publish(StateChange(pool=self.name, backend=backend.name, kind="health",
+                                     old=old.value, new=health.value, cause=cause))
+
+    def set_intent(self, backend: BackendState, intent: Intent, cause: str) -> None:
+        if backend.intent is intent:
+            return
+        old = backend.intent
+        backend.intent = intent
+        self.bus.publish(StateChange(pool=self.name, backend=backend.name, kind="intent",
+                                     old=old.value, new=intent.value, cause=cause))
+
+    def state(self, now: float) -> dict:
+        return {
+            "name": self.name,
+            "algorithm": self.config.balancer.algorithm,
+            "balancer": self.config.balancer.model_dump(mode="json"),
+            "sticky": self.config.sticky.model_dump(mode="json") if self.config.sticky else None,
+            "health_check": self.config.health.model_dump(mode="json") if self.config.health else None,
+            "panic": self.in_panic,
+            "backends": [b.snapshot(now) for b in self.backends.values()],
+        }
+
+
+def _unavailable(backend: BackendState, now: float) -> str:
+    if backend.intent is not Intent.ACTIVE:
+        return backend.intent.value
+    if backend.health is Health.UNHEALTHY:
+        return "unhealthy"
+    if backend.ejected_until > now:
+        return "ejected"
+    return "eligible"
+
+
+class Runtime:
+    """Everything the data plane and the admin API share."""
+
+    def __init__(self, config: Config, bus: EventBus | None = None,
+                 clock: Clock = time.monotonic, rng: random.Random | None = None):
+        self.bus = bus or EventBus(history=config.admin.request_history)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.config = config
+        self.pools: dict[str, PoolRuntime] = {}
+        self.generation = 0
+        # Called after every successful apply (the server re-binds listeners,
+        # restarts health checkers...). Each gets (old_config, new_config).
+        self.on_apply: list[Callable[[Config, Config], None]] = []
+        self._build(config)
+
+    def _build(self, config: Config, cause: str = "config applied") -> None:
+        pools = {name: PoolRuntime(name, pc, self.bus, self.clock, self.rng,
+                                   previous=self.pools.get(name), cause=cause)
+                 for name, pc in config.pools.items()}
+        self.pools = pools
+        self.config = config
+        self.generation += 1
+
+    @property
+    def listeners(self) -> dict[str, ListenerConfig]:
+        return self.config.listeners
+
+    # ------------------------------------------------------------ changes
+
+    def apply(self, config: Config, verb: str = "put_config", target: str = "config",
+              detail: dict | None = None) -> None:
+        """Swap to a validated config; listeners are told through on_apply."""
+        old = self.config
+        self._build(config, cause=f"{verb} {target}")
+        for hook in self.on_apply:
+            hook(old, config)
+        self.bus.publish(AdminChange(verb=verb, target=target, detail=detail or {}))
+
+    def apply_data(self, data: dict, verb: str, target: str, detail: dict | None = None) -> Config:
+        """Validate plain data as a whole config and apply it, or raise ConfigError."""
+        config = parse_config(data)
+        self.apply(config, verb=verb, target=target, detail=detail)
+        return config
+
+    def _edit(self) -> dict:
+        return copy.deepcopy(to_data(self.config))
+
+    def _pool_data(self, data: dict, pool: str) -> dict:
+        if pool not in data["pools"]:
+            raise ConfigError([(f"pools.{pool}", f"no pool named {pool!r}")])
+        return data["pools"][pool]
+
+    def _backend_index(self, pool_data: dict, pool: str, name: str) -> int:
+        for i, b in enumerate(pool_data["backends"]):
+            if b["name"] == name:
+                return i
+        raise ConfigError([(f"pools.{pool}.backends", f"no backend named {name!r}")])
+
+    def add_backend(self, pool: str, backend: dict) -> None:
+        data = self._edit()
+        self._pool_data(data, pool)["backends"].append(backend)
+        self.apply_data(data, "add_backend", f"{pool}/{backend.get('name')}", dict(backend))
+
+    def remove_backend(self, pool: str, name: str) -> None:
+        data = self._edit()
+        pool_data = self._pool_data(data, pool)
+        del pool_data["backends"][self._backend_index(pool_data, pool, name)]
+        self.apply_data(data, "remove_backend", f"{pool}/{name}")
+
+    def set_weight(self, pool: str, name: str, weight: object) -> None:
+        data = self._edit()
+        pool_data = self._pool_data(data, pool)
+        pool_data["backends"][self._backend_index(pool_data, pool, name)]["weight"] = weight
+        self.apply_data(data, "set_weight", f"{pool}/{name}", {"weight": weight})
+
+    def set_balancer(self, pool: str, balancer: dict) -> None:
+        """Change a pool's algorithm (and its knobs): {"algorithm": "maglev", ...}."""
+        data = self._edit()
+        self._pool_data(data, pool)["balancer"] = balancer
+        self.apply_data(data, "set_algorithm", pool, dict(balancer))
+
+    def set_pool_settings(self, pool: str, settings: dict) -> None:
+        """Replace top-level pool settings (health, outlier, slow_start, timeouts...)."""
+        data = self._edit()
+        pool_data = self._pool_data(data, pool)
+        for key, value in settings.items():
+            if key in ("backends",):
+                raise ConfigError([(f"pools.{pool}.{key}", "use the backend verbs to change backends")])
+            pool_data[key] = value
+        self.apply_data(data, "set_pool", pool, dict(settings))
+
+    def set_backend_state(self, pool: str, name: str, state: str) -> None:
+        """active | draining | maintenance, recorded in the config so it survives reloads."""
+        data = self._edit()
+        pool_data = self._pool_data(data, pool)
+        index = self._backend_index(pool_data, pool, name)
+        pool_data["backends"][index]["state"] = state
+        self.apply_data(data, "set_state", f"{pool}/{name}", {"state": state})
+
+    # ------------------------------------------------------------ views
+
+    def backend(self, pool: str, name: str) -> BackendState:
+        try:
+            return self.pools[pool].backends[name]
+        except KeyError:
+            raise ConfigError([(f"pools.{pool}", f"no backend {name!r} in pool {pool!r}")]) from None
+
+    def state(self) -> dict:
+        now = self.clock()
+        return {
+            "generation": self.generation,
+            "listeners": {
+                name: {"bind": f"{l.bind[0]}:{l.bind[1]}", "protocol": l.protocol,
+                       "routes": list(l.routes), "pool": l.pool}
+                for name, l in self.config.listeners.items()
+            },
+            "routes": {name: r.model_dump(mode="json", exclude_none=True)
+                       for name, r in self.config.routes.items()},
+            "pools": {name: p.state(now) for name, p in self.pools.items()},
+        }
