@@ -1,0 +1,291 @@
+"""Prometheus metrics for the proxy, served by the admin API at GET /metrics.
+
+Theory of operation. Two kinds of numbers, fed two ways:
+
+* Things that *happen* (requests, connections, health changes) are counted as
+  they are published on the EventBus: `Metrics.sink` is added with
+  `bus.add_sink(metrics.sink)` and sees every event object synchronously, in
+  the proxy's hot path. So it does almost nothing per event: one dict lookup
+  by event class, one by label tuple, then `inc`/`observe` on a cached child
+  (prometheus_client's `labels()` is the slow part, and runs once per tuple).
+* Things that *are* (a backend's health, in-flight requests, effective
+  weight, a pool's panic) are read from `runtime` at scrape time by a custom
+  collector, so they can never drift from what the balancers see and cost
+  nothing between scrapes.
+
+Responses are split by who made them, as AWS ALB splits ELB 5XX from target
+5XX: `source="backend"` when a backend answered, `source="proxy"` when the
+proxy answered on its own (502/503/504 it generated, per
+`RequestEvent.proxy_error`, or a route's fixed respond/redirect with no backend).
+
+Label values: "-" stands for "no pool"/"no backend" (a name can never be "-",
+config names start with a letter or digit). Series for a removed backend stay
+until restart, as Prometheus counters should.
+
+Every metric has its own CollectorRegistry so tests and several proxies in one
+process never collide.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from proxy.events import (
+    AdminChange,
+    ConnectionEvent,
+    Event,
+    HealthProbe,
+    PoolEvent,
+    RequestEvent,
+    StateChange,
+)
+from proxy.model import Health, Intent
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
+NONE = "-"
+
+# 1 ms .. 30 s: a toy backend's fast path is ~1 ms, the default response
+# header timeout is 30 s.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0, 30.0)
+# TCP connections live longer: 1 ms .. 1 h.
+DURATION_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+def status_class(status: int) -> str:
+    """200 -> "2xx"; 0 (no response, e.g. the client left first) -> "none"."""
+    if 100 <= status <= 599:
+        return f"{status // 100}xx"
+    return "none"
+
+
+class Metrics:
+    def __init__(self, runtime: "Runtime", prefix: str = "lblab"):
+        self.runtime = runtime
+        self.registry = CollectorRegistry(auto_describe=True)
+        p = prefix
+        r = self.registry
+        self.requests = Counter(
+            f"{p}_requests", "HTTP requests finished, by who made the response "
+            "(source=backend|proxy) and status class.",
+            ["pool", "backend", "code_class", "source"], registry=r)
+        self.terminations = Counter(
+            f"{p}_request_terminations", "HTTP requests by termination code "
+            "(two letters: who ended it, at which phase; '--' is a clean finish).",
+            ["pool", "backend", "termination"], registry=r)
+        self.latency = Histogram(
+            f"{p}_request_duration_seconds", "HTTP request latency, accept to last byte.",
+            ["pool", "backend"], buckets=LATENCY_BUCKETS, registry=r)
+        self.bytes = Counter(
+            f"{p}_bytes", "Body bytes relayed: direction=in from clients, out to clients; "
+            "layer=http (requests) or tcp (L4 connections).",
+            ["pool", "backend", "direction", "layer"], registry=r)
+        self.connections = Counter(
+            f"{p}_connections", "L4 connections (and upgraded tunnels) closed, by who closed them.",
+            ["listener", "pool", "backend", "closed_by"], registry=r)
+        self.connection_duration = Histogram(
+            f"{p}_connection_duration_seconds", "L4 connection lifetime.",
+            ["pool", "backend"], buckets=DURATION_BUCKETS, registry=r)
+        self.state_changes = Counter(
+            f"{p}_backend_state_changes", "Backend state transitions: kind=health|intent|"
+            "ejection, to the new state.",
+            ["pool", "backend", "kind", "new"], registry=r)
+        self.probes = Counter(
+            f"{p}_health_probes", "Active health probes by result.",
+            ["pool", "backend", "result"], registry=r)
+        self.pool_events = Counter(
+            f"{p}_pool_events", "Pool conditions: panic_on, panic_off, no_eligible...",
+            ["pool", "what"], registry=r)
+        self.admin_changes = Counter(
+            f"{p}_admin_changes", "Changes applied through the admin API or a reload.",
+            ["verb"], registry=r)
+        r.register(_StateCollector(runtime, p))
+
+        # Per-label-tuple caches of children (labels() is the slow call).
+        self._request_children: dict[tuple, tuple] = {}
+        self._status_children: dict[tuple, object] = {}
+        self._termination_children: dict[tuple, object] = {}
+        self._connection_children: dict[tuple, object] = {}
+        self._conn_pb_children: dict[tuple, tuple] = {}
+        self._dispatch: dict[type, Callable[[Event], None]] = {
+            RequestEvent: self._on_request,
+            ConnectionEvent: self._on_connection,
+            StateChange: self._on_state_change,
+            HealthProbe: self._on_probe,
+            PoolEvent: self._on_pool_event,
+            AdminChange: self._on_admin,
+        }
+
+    # ------------------------------------------------------------ events
+
+    def sink(self, event: Event) -> None:
+        """EventBus sink: count one event. Must be quick and must not raise."""
+        handler = self._dispatch.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _on_request(self, ev: RequestEvent) -> None:
+        pool = ev.pool or NONE
+        backend = ev.backend or NONE
+        pb = (pool, backend)
+        children = self._request_children.get(pb)
+        if children is None:
+            children = self._request_children[pb] = (
+                self.latency.labels(pool, backend),
+                self.bytes.labels(pool, backend, "in", "http"),
+                self.bytes.labels(pool, backend, "out", "http"),
+            )
+        latency, bytes_in, bytes_out = children
+        latency.observe(ev.latency_ms / 1000.0)
+        if ev.bytes_in:
+            bytes_in.inc(ev.bytes_in)
+        if ev.bytes_out:
+            bytes_out.inc(ev.bytes_out)
+        # The proxy made the response when it says so, or when no backend was involved.
+        proxy_made = ev.proxy_error or ev.backend is None
+        skey = (pool, backend, ev.status, proxy_made)
+        child = self._status_children.get(skey)
+        if child is None:
+            child = self._status_children[skey] = self.requests.labels(
+                pool, backend, status_class(ev.status), "proxy" if proxy_made else "backend")
+        child.inc()
+        tkey = (pool, backend, ev.termination)
+        child = self._termination_children.get(tkey)
+        if child is None:
+            child = self._termination_children[tkey] = self.terminations.labels(
+                pool, backend, ev.termination)
+        child.inc()
+
+    def _on_connection(self, ev: ConnectionEvent) -> None:
+        pool = ev.pool or NONE
+        backend = ev.backend or NONE
+        key = (ev.listener, pool, backend, ev.closed_by)
+        child = self._connection_children.get(key)
+        if child is None:
+            child = self._connection_children[key] = self.connections.labels(
+                ev.listener, pool, backend, ev.closed_by or "unknown")
+        child.inc()
+        pb = (pool, backend)
+        children = self._conn_pb_children.get(pb)
+        if children is None:
+            children = self._conn_pb_children[pb] = (
+                self.connection_duration.labels(pool, backend),
+                self.bytes.labels(pool, backend, "in", "tcp"),
+                self.bytes.labels(pool, backend, "out", "tcp"),
+            )
+        duration, bytes_in, bytes_out = children
+        duration.observe(ev.duration_ms / 1000.0)
+        if ev.bytes_in:
+            bytes_in.inc(ev.bytes_in)
+        if ev.bytes_out:
+            bytes_out.inc(ev.bytes_out)
+
+    # Rare events: labels() directly is fine.
+    def _on_state_change(self, ev: StateChange) -> None:
+        self.state_changes.labels(ev.pool, ev.backend, ev.kind, ev.new).inc()
+
+    def _on_probe(self, ev: HealthProbe) -> None:
+        self.probes.labels(ev.pool, ev.backend, "ok" if ev.ok else "fail").inc(ev.count)
+
+    def _on_pool_event(self, ev: PoolEvent) -> None:
+        self.pool_events.labels(ev.pool, ev.what).inc()
+
+    def _on_admin(self, ev: AdminChange) -> None:
+        self.admin_changes.labels(ev.verb).inc()
+
+    # ------------------------------------------------------------ exposition
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition (format 0.0.4, read by every Prometheus)."""
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+class _StateCollector:
+    """Gauges read from the runtime at scrape time."""
+
+    def __init__(self, runtime: "Runtime", prefix: str):
+        self.runtime = runtime
+        self.p = prefix
+
+    def describe(self):
+        # Names only; lets the registry detect clashes at register time.
+        return list(self._families().values())
+
+    def collect(self):
+        families = self._families()
+        runtime = self.runtime
+        now = runtime.clock()
+        for pool_name, pool in runtime.pools.items():
+            eligible = 0
+            for b in pool.backends.values():
+                labels = [pool_name, b.name]
+                up = b.is_eligible(now)
+                eligible += up
+                families["up"].add_metric(labels, 1.0 if up else 0.0)
+                for h in Health:
+                    families["health"].add_metric(labels + [h.value], 1.0 if b.health is h else 0.0)
+                for i in Intent:
+                    families["intent"].add_metric(labels + [i.value], 1.0 if b.intent is i else 0.0)
+                families["ejected"].add_metric(labels, 1.0 if b.ejected_until > now else 0.0)
+                families["outstanding"].add_metric(labels, b.outstanding)
+                families["connections"].add_metric(labels, b.active_connections)
+                families["weight"].add_metric(labels, b.weight)
+                families["effective_weight"].add_metric(labels, b.effective_weight(now))
+                families["ewma"].add_metric(labels, b.ewma_ms / 1000.0)
+            families["panic"].add_metric([pool_name], 1.0 if pool.in_panic else 0.0)
+            families["backends"].add_metric([pool_name], len(pool.backends))
+            families["eligible"].add_metric([pool_name], eligible)
+        bus = runtime.bus
+        families["subscribers"].add_metric([], bus.subscriber_count)
+        families["published"].add_metric([], bus.published)
+        families["generation"].add_metric([], runtime.generation)
+        yield from families.values()
+
+    def _families(self) -> dict:
+        p = self.p
+        pb = ["pool", "backend"]
+        return {
+            "up": GaugeMetricFamily(
+                f"{p}_backend_up", "1 when the backend is eligible: active, not unhealthy, "
+                "not ejected.", labels=pb),
+            "health": GaugeMetricFamily(
+                f"{p}_backend_health", "Observed health: 1 for the current state.",
+                labels=pb + ["state"]),
+            "intent": GaugeMetricFamily(
+                f"{p}_backend_intent", "Intended state: 1 for the current intent.",
+                labels=pb + ["intent"]),
+            "ejected": GaugeMetricFamily(
+                f"{p}_backend_ejected", "1 while outlier detection ejects the backend.",
+                labels=pb),
+            "outstanding": GaugeMetricFamily(
+                f"{p}_backend_outstanding_requests", "Requests in flight to the backend.",
+                labels=pb),
+            "connections": GaugeMetricFamily(
+                f"{p}_backend_active_connections", "Client connections pinned to the backend.",
+                labels=pb),
+            "weight": GaugeMetricFamily(
+                f"{p}_backend_weight", "Configured weight.", labels=pb),
+            "effective_weight": GaugeMetricFamily(
+                f"{p}_backend_effective_weight", "Weight after slow start ramping.", labels=pb),
+            "ewma": GaugeMetricFamily(
+                f"{p}_backend_response_time_ewma_seconds", "Smoothed response time "
+                "(what least_response_time compares).", labels=pb),
+            "panic": GaugeMetricFamily(
+                f"{p}_pool_panic", "1 while the pool fails open (panic threshold).",
+                labels=["pool"]),
+            "backends": GaugeMetricFamily(
+                f"{p}_pool_backends", "Backends configured in the pool.", labels=["pool"]),
+            "eligible": GaugeMetricFamily(
+                f"{p}_pool_eligible_backends", "Backends eligible in the pool.", labels=["pool"]),
+            "subscribers": GaugeMetricFamily(
+                f"{p}_event_stream_subscribers", "Open GET /events streams."),
+            "published": CounterMetricFamily(
+                f"{p}_events_published", "Events published on the bus."),
+            "generation": GaugeMetricFamily(
+                f"{p}_config_generation", "How many configs have been applied since start."),
+        }
