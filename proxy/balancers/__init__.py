@@ -2,7 +2,20 @@
 from proxy.balancers.base import REGISTRY, Balancer, Decision, PickContext, register
 
 # Importing a module registers its algorithm(s).
-from proxy.balancers import round_robin  # noqa: F401,E402
+from proxy.balancers import (  # noqa: F401,E402
+    consistent_hash,
+    consistent_hash_bounded,
+    ip_hash,
+    least_connections,
+    least_outstanding_requests,
+    least_response_time,
+    maglev,
+    power_of_two_choices,
+    random_choice,
+    round_robin,
+    weighted_random,
+    weighted_round_robin,
+)
 
 __all__ = ["REGISTRY", "Balancer", "Decision", "PickContext", "register", "create"]
 

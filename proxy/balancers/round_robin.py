@@ -2,6 +2,11 @@
 
 The index advances over the eligible list as it is at pick time, so when a
 backend leaves, the cycle continues over the rest without a restart.
+
+When it is right: identical backends and requests of similar cost; it is
+simple, fair by count and easy to predict. Failure mode: it ignores weight
+and load, so a slow or overloaded backend keeps getting its full 1/n share
+while its queue grows (least_outstanding_requests reacts to that).
 """
 from __future__ import annotations
 

@@ -1,0 +1,28 @@
+"""Least connections: send the new connection to the backend holding fewest.
+
+Reads `backend.active_connections`, the client connections currently pinned
+to each backend. When effective weights differ the score is
+(connections + 1) / effective_weight, so a weight-2 backend is allowed about
+twice the connections; with equal weights it is the raw count. Ties rotate
+round-robin among the tied backends rather than always taking the first, so a
+quiet pool (all at 0) still spreads.
+
+When it is right: long-lived connections of unequal length (WebSockets,
+database sessions, TCP relays), where counting them is counting load.
+Failure mode: a connection is not a unit of work: one keep-alive connection
+may carry thousands of cheap requests or one expensive one; and a backend that
+fails fast (closes connections at once) looks idle and attracts everything,
+a "black hole" that health checks and outlier detection must catch.
+"""
+from __future__ import annotations
+
+from proxy.balancers.base import register
+from proxy.balancers.scoring import LeastBase
+
+
+@register
+class LeastConnections(LeastBase):
+    name = "least_connections"
+    summary = "The backend with the fewest open connections (per unit of weight)."
+    counter = "active_connections"
+    label = "counts"
