@@ -74,8 +74,15 @@ class PoolRuntime:
         old = previous.backends if previous else {}
         for bc in config.backends:
             self.backends[bc.name] = self._carry_over(bc, old.get(bc.name), cause)
-        self.balancer = balancers.create(config.balancer, list(self.backends.values()),
-                                         rng=rng, clock=clock)
+        if previous is not None and previous.config.balancer == config.balancer:
+            # Same algorithm and knobs: keep its state (round-robin index,
+            # smooth-WRR current weights) so a weight change or an added
+            # backend does not restart the cycle.
+            self.balancer = previous.balancer
+            self.balancer.rebuild(list(self.backends.values()))
+        else:
+            self.balancer = balancers.create(config.balancer, list(self.backends.values()),
+                                             rng=rng, clock=clock)
         self.sticky = None
         if config.sticky is not None:
             from proxy import sticky
