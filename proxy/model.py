@@ -6,6 +6,16 @@ backend can be perfectly healthy, and an unhealthy one is still meant to be in
 the pool. Only a backend that is both meant to serve and not known to be down
 is *eligible*; balancers never see the others.
 
+A backend that joins a pool with active health checks (`requires_check`)
+is not eligible while its health is still *initial*: it must first pass
+`healthy_threshold` consecutive checks, as an ALB target does after
+registration. Without active checks nothing will ever move it out of
+*initial*, so there it is eligible (the proxy trusts it until traffic says
+otherwise: passive health). The health manager sets `requires_check` (for
+every backend of a checked pool at startup and for backends added later; a
+backend already serving when checks are switched on keeps serving until its
+checks give a verdict).
+
 Counters are plain attributes because the data plane touches them on every
 request; no locks are needed inside one asyncio loop.
 """
@@ -43,6 +53,9 @@ class BackendState:
     health: Health = Health.INITIAL
     intent: Intent = Intent.ACTIVE
     health_reason: str = "not checked yet"
+    # True when this backend must pass active checks before it serves: then
+    # "initial" means "not proven yet" and is not eligible.
+    requires_check: bool = False
     # When the backend last became healthy (for slow start), on the injected clock.
     healthy_since: float | None = None
     # Slow start window in seconds (0 = off); set from the pool config.
@@ -62,10 +75,15 @@ class BackendState:
         return f"{self.host}:{self.port}"
 
     def is_eligible(self, now: float) -> bool:
-        """Meant to serve, not known down, not ejected by outlier detection."""
+        """Meant to serve, not known down, not ejected by outlier detection.
+
+        When it must pass active checks first, "initial" is not enough.
+        """
+        health = self.health
         return (
             self.intent is Intent.ACTIVE
-            and self.health is not Health.UNHEALTHY
+            and health is not Health.UNHEALTHY
+            and not (health is Health.INITIAL and self.requires_check)
             and self.ejected_until <= now
         )
 
@@ -101,6 +119,7 @@ class BackendState:
             "health": self.health.value,
             "health_reason": self.health_reason,
             "intent": self.intent.value,
+            "requires_check": self.requires_check,
             "eligible": self.is_eligible(now),
             "ejected": self.ejected_until > now,
             "active_connections": self.active_connections,
