@@ -1,0 +1,508 @@
+"""Sandboxes: one proxy plus its toy backends on their own ports, with an id.
+
+Theory of operation
+-------------------
+The service keeps no state in memory that matters: each sandbox is one JSON file,
+``<state_dir>/sandboxes/<id>.json`` (ids, URLs, ports, pids, the config path, times), next to
+a directory ``<state_dir>/sandboxes/<id>/`` with its proxy config and one log per part.
+So any process can look at, touch, restart a part of, or stop any sandbox: the launcher
+creates the default one, the site reads it (and may restart a backend of it), a reaper in
+yet another process stops idle ones. Changes are read-modify-write under an ``flock`` on
+``<state_dir>/sandboxes/.lock`` and files are replaced atomically, so concurrent services
+neither lose updates nor hand out the same port twice.
+
+Creating a sandbox: reserve (under the lock: the cap, the id, ports no other sandbox has
+recorded and that nothing listens on), write the proxy config (a template with this
+sandbox's addresses put in, checked by the proxy's own validator), start every part at once
+(``python -m labs.backend`` per backend, ``python -m proxy``; each in its own process group,
+see procs.py), then wait until each answers: a backend's ``GET /health/live`` is 200, the
+proxy's admin ``GET /healthz`` is 200 and its main listener accepts connections. A part
+that exits or stays silent fails the whole creation with an error naming that part and the
+tail of its log; whatever was started is stopped again.
+
+Parts are identified by pid plus the kernel's start time of that pid, so a recorded pid that
+was reused by an unrelated process is never signalled, and reported as not running.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from labs.sandbox import procs, topology
+from labs.sandbox.commands import REPO_ROOT, backend_cmd, proxy_cmd
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+DEFAULT_PORT_RANGE = (20000, 29999)  # below Linux's ephemeral range (32768-60999)
+_BIND_FAILED = re.compile(r"address already in use|errno 98", re.IGNORECASE)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("LBLAB_STATE_DIR") or REPO_ROOT / "var")
+
+
+# ---------------------------------------------------------------- errors
+
+class SandboxError(Exception):
+    """Something a caller can fix; the message says what."""
+
+
+class SandboxNotFound(SandboxError, LookupError):
+    pass
+
+
+class SandboxExists(SandboxError):
+    pass
+
+
+class SandboxLimit(SandboxError):
+    pass
+
+
+class PortInUse(SandboxError):
+    def __init__(self, part: str, port: int, message: str | None = None):
+        self.part, self.port = part, port
+        super().__init__(message or f"port {port} ({part}) is already in use")
+
+
+class SandboxStartError(SandboxError):
+    """A part did not come up: ``part`` names it, ``log_tail`` is the end of its log."""
+
+    def __init__(self, sandbox_id: str, part: str, reason: str, log_path: Path | None):
+        self.sandbox_id, self.part, self.reason = sandbox_id, part, reason
+        self.log_path = log_path
+        self.log_tail = procs.tail(log_path) if log_path else ""
+        where = f"\n--- last lines of {log_path} ---\n{self.log_tail}" if log_path else ""
+        super().__init__(f"sandbox {sandbox_id}: {part} did not come up: {reason}{where}")
+
+
+# ---------------------------------------------------------------- the record
+
+@dataclass
+class Sandbox:
+    id: str
+    host: str
+    proxy_url: str
+    admin_url: str
+    backends: dict[str, str]  # name -> http://host:port
+    ports: dict[str, int]  # part -> port: proxy, admin, b1.., listener.NAME
+    pids: dict[str, int] = field(default_factory=dict)  # part -> pid (proxy, b1..)
+    pid_starts: dict[str, int] = field(default_factory=dict)  # part -> kernel start ticks
+    listeners: dict[str, str] = field(default_factory=dict)  # proxy listener -> URL
+    config_path: str = ""
+    log_dir: str = ""
+    created_at: float = 0.0
+    last_used: float = 0.0
+    status: str = "starting"  # starting | running
+    pinned: bool = False  # never reaped for idleness (the launcher's own sandbox)
+    start_seconds: float | None = None  # from spawn to every part answering
+    redis_url: str | None = None
+    inner_host: str = "127.0.0.1"  # where the admin API and toy backends listen
+
+    @property
+    def part_names(self) -> list[str]:
+        return ["proxy", *self.backends]
+
+    def log_path(self, part: str) -> Path:
+        return Path(self.log_dir) / f"{part}.log"
+
+    def alive(self, part: str) -> bool:
+        return procs.pid_alive(self.pids.get(part), self.pid_starts.get(part))
+
+    def measure(self, kind: str = "rss") -> dict[str, int]:
+        """Resident memory in bytes per part (with its child processes) and "total".
+
+        ``kind="pss"`` counts shared pages (interpreter, libraries) once across processes:
+        the sandbox's real cost; plain RSS counts them in every process."""
+        out = {part: (procs.tree_rss_bytes(self.pids[part], kind) if self.alive(part) else 0)
+               for part in self.part_names if part in self.pids}
+        out["total"] = sum(out.values())
+        return out
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Sandbox":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ---------------------------------------------------------------- the service
+
+class SandboxService:
+    def __init__(self, state_dir: str | Path | None = None, host: str = "127.0.0.1",
+                 max_sandboxes: int = 40, *, port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+                 start_timeout: float = 20.0, die_with_parent: bool = False,
+                 python: str = sys.executable):
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.dir = self.state_dir / "sandboxes"
+        self.host = host
+        # Only the proxy's listeners face the network when ``host`` is beyond loopback: the
+        # admin API (which would need a token there) and the toy backends (whose /_control
+        # anyone could use) stay on 127.0.0.1, reached through the proxy or from this machine.
+        self.inner_host = host if procs.is_loopback(host) else "127.0.0.1"
+        self.max_sandboxes = max_sandboxes
+        self.port_range = port_range
+        self.start_timeout = start_timeout
+        self.die_with_parent = die_with_parent
+        self.python = python
+        self._popens: dict[tuple[str, str], subprocess.Popen] = {}
+
+    # -- files ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _path(self, sandbox_id: str) -> Path:
+        return self.dir / f"{sandbox_id}.json"
+
+    def _read(self, sandbox_id: str) -> Sandbox | None:
+        try:
+            data = json.loads(self._path(sandbox_id).read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise SandboxError(f"sandbox state file {self._path(sandbox_id)} is damaged ({exc}): "
+                               "delete it (its processes, if any, must be stopped by hand)")
+        return Sandbox.from_json(data)
+
+    def _write(self, sb: Sandbox) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{sb.id}.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(sb.to_json(), indent=2, sort_keys=True))
+        os.replace(tmp, self._path(sb.id))
+
+    def _all(self) -> list[Sandbox]:
+        if not self.dir.exists():
+            return []
+        out = []
+        for path in self.dir.glob("*.json"):
+            sb = self._read(path.stem)
+            if sb is not None:
+                out.append(sb)
+        return sorted(out, key=lambda s: (s.created_at, s.id))
+
+    def _update(self, sandbox_id: str, **changes) -> Sandbox:
+        with self._lock():
+            sb = self.get(sandbox_id)
+            for key, value in changes.items():
+                setattr(sb, key, value)
+            self._write(sb)
+            return sb
+
+    # -- queries -------------------------------------------------------------------------
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        sb = self._read(sandbox_id) if ID_RE.match(sandbox_id or "") else None
+        if sb is None:
+            known = ", ".join(s.id for s in self._all()) or "none"
+            raise SandboxNotFound(f"no sandbox named {sandbox_id!r} (running: {known})")
+        return sb
+
+    def list(self) -> list[Sandbox]:
+        return self._all()
+
+    def parts(self, sandbox_id: str) -> dict[str, dict]:
+        """{part: {"alive": bool, "detail": str}}: the process runs *and* answers."""
+        sb = self.get(sandbox_id)
+        self._reap()
+        with ThreadPoolExecutor(max_workers=len(sb.part_names)) as pool:
+            results = pool.map(lambda part: (part, self._probe(sb, part)), sb.part_names)
+            return {part: {"alive": ok, "detail": detail} for part, (ok, detail) in results}
+
+    def _probe(self, sb: Sandbox, part: str, timeout: float = 1.0) -> tuple[bool, str]:
+        pid = sb.pids.get(part)
+        if not sb.alive(part):
+            state = f"pid {pid} is gone" if pid else "never started"
+            return False, f"not running ({state}); log: {sb.log_path(part)}"
+        if part == "proxy":
+            status, why = procs.http_status(procs.connect_host(sb.inner_host), sb.ports["admin"],
+                                            "/healthz", timeout)
+            if status != 200:
+                return False, (f"pid {pid} runs but the admin API at {sb.admin_url} does not "
+                               f"answer /healthz ({status or why})")
+            if not procs.tcp_open(procs.connect_host(sb.host), sb.ports["proxy"], timeout):
+                return False, f"pid {pid} runs but its listener {sb.proxy_url} refuses connections"
+            return True, f"pid {pid}, listening on {sb.proxy_url}, admin {sb.admin_url}"
+        status, why = procs.http_status(procs.connect_host(sb.inner_host), sb.ports[part],
+                                        "/health/live", timeout)
+        if status != 200:
+            return False, (f"pid {pid} runs but GET {sb.backends[part]}/health/live gave "
+                           f"{status or why}")
+        return True, f"pid {pid}, answering on {sb.backends[part]}"
+
+    # -- create --------------------------------------------------------------------------
+
+    def create(self, sandbox_id: str | None = None, backends: int | list[str] = 4,
+               config: dict | None = None, ports: dict | None = None, wait: bool = True, *,
+               pinned: bool = False, timeout: float | None = None,
+               redis_url: str | None = None) -> Sandbox:
+        """Start a sandbox and (with ``wait``) return once every part answers.
+
+        ``backends``: how many toy backends (named b1..bN), or their names.
+        ``config``: a proxy config (mapping in the proxy's YAML shape); default: the default
+        topology (proxy/examples/default.yaml) over these backends. Only addresses are
+        rewritten (topology.place): main listener, admin, and pool backends named like ours.
+        ``ports``: any of {"proxy", "admin", "b1".., "listener.NAME"} -> port; the rest are
+        allocated. Raises SandboxExists, SandboxLimit, PortInUse, SandboxStartError.
+        """
+        sandbox_id = sandbox_id or f"sb-{secrets.token_hex(4)}"
+        if not ID_RE.match(sandbox_id):
+            raise SandboxError(f"sandbox id {sandbox_id!r}: use 1-40 letters, digits, '-' or '_'")
+        names = ([f"b{i}" for i in range(1, backends + 1)] if isinstance(backends, int)
+                 else list(backends))
+        if not names or len(names) > 64 or len(set(names)) != len(names):
+            raise SandboxError(f"backends: give 1-64 distinct names or a count, got {backends!r}")
+        for name in names:
+            if name in ("proxy", "admin") or not ID_RE.match(name):
+                raise SandboxError(f"backend name {name!r} is not allowed")
+        template = config if config is not None else topology.default_config(names)
+        if not isinstance(template, dict) or not template.get("listeners"):
+            raise SandboxError("config: give a proxy config mapping with listeners (see "
+                               "proxy/examples/default.yaml)")
+        keys = ["proxy", "admin", *names]
+        keys += [k for k in topology.listener_port_keys(template, names).values() if k != "proxy"]
+        unknown = set(ports or {}) - set(keys)
+        if unknown:
+            raise SandboxError(f"ports: unknown part(s) {', '.join(sorted(unknown))}; "
+                               f"parts are {', '.join(keys)}")
+
+        given = set(ports or {})
+        proxy_keys = {k for k in keys if k not in names}
+        for attempt in range(3):
+            try:
+                return self._create_once(sandbox_id, names, template, keys, dict(ports or {}),
+                                         wait, pinned, timeout, redis_url)
+            except SandboxStartError as exc:
+                # Another process (not a sandbox of this state dir) may have taken an
+                # allocated port between our check and the part's bind: try other ports.
+                own = proxy_keys if exc.part == "proxy" else {exc.part}
+                if attempt == 2 or own & given or not _BIND_FAILED.search(exc.log_tail):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _create_once(self, sandbox_id: str, names: list[str], template: dict, keys: list[str],
+                     ports: dict, wait: bool, pinned: bool, timeout: float | None,
+                     redis_url: str | None) -> Sandbox:
+        with self._lock():
+            existing = self._read(sandbox_id)
+            if existing is not None:
+                if any(existing.alive(p) for p in existing.part_names) or (
+                        existing.status == "starting" and time.time() - existing.created_at < 60):
+                    raise SandboxExists(f"sandbox {sandbox_id!r} is already running "
+                                        f"(proxy {existing.proxy_url}); stop it first or pick "
+                                        "another id")
+                # A stale record (its processes are gone): forget it; we hold the lock.
+                self._path(sandbox_id).unlink(missing_ok=True)
+            others = [s for s in self._all() if s.id != sandbox_id]
+            live = [s for s in others if s.status == "starting"
+                    or any(s.alive(p) for p in s.part_names)]
+            if len(live) >= self.max_sandboxes:
+                raise SandboxLimit(
+                    f"{len(live)} sandboxes are running, the most this service allows "
+                    f"(max_sandboxes={self.max_sandboxes}): stop one, let idle ones be reaped, "
+                    "or raise the limit")
+            chosen = self._allocate(keys, ports, {p for s in others for p in s.ports.values()})
+            placed = topology.place(template, self.host, chosen, inner_host=self.inner_host)
+            problems = topology.validate(placed)
+            if problems:
+                raise SandboxError("the proxy refuses this config:\n  " + "\n  ".join(problems))
+            sb = self._record(sandbox_id, names, chosen, placed, pinned, redis_url)
+            self._write(sb)
+        try:
+            started = time.monotonic()
+            self._start(sb, names)
+            if wait:
+                self._wait_ready(sb, sb.part_names, timeout or self.start_timeout)
+                sb.start_seconds = round(time.monotonic() - started, 3)
+            return self._update(sb.id, status="running", start_seconds=sb.start_seconds)
+        except BaseException:
+            self._remove(sb, keep_logs=True)
+            raise
+
+    def _record(self, sandbox_id: str, names: list[str], ports: dict[str, int], placed: dict,
+                pinned: bool, redis_url: str | None) -> Sandbox:
+        host = procs.url_host(self.host)
+        sandbox_dir = self.dir / sandbox_id
+        sandbox_dir.mkdir(parents=True, exist_ok=True)
+        config_path = sandbox_dir / "proxy.yaml"
+        config_path.write_text(f"# sandbox {sandbox_id}, written by labs.sandbox\n"
+                               + yaml.safe_dump(placed, sort_keys=False))
+        keys = topology.listener_port_keys(placed, names)
+        now = time.time()
+        return Sandbox(
+            id=sandbox_id, host=self.host,
+            proxy_url=f"http://{host}:{ports['proxy']}",
+            admin_url=f"http://{procs.url_host(self.inner_host)}:{ports['admin']}",
+            backends={n: f"http://{procs.url_host(self.inner_host)}:{ports[n]}" for n in names},
+            listeners={name: f"http://{host}:{ports[key]}" for name, key in keys.items()},
+            ports=ports, config_path=str(config_path), log_dir=str(sandbox_dir),
+            created_at=now, last_used=now, pinned=pinned, redis_url=redis_url,
+            inner_host=self.inner_host,
+        )
+
+    def _allocate(self, keys: list[str], given: dict[str, int], reserved: set[int]) -> dict:
+        taken: set[int] = set()
+        for key, port in given.items():
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                raise SandboxError(f"ports.{key}: {port!r} is not a TCP port (1-65535)")
+            if port in taken:
+                raise SandboxError(f"port {port} is given to two parts; give each its own")
+            if port in reserved or not procs.port_free(self.host, port):
+                raise PortInUse(key, port)
+            if key != "proxy" and not key.startswith("listener.") and \
+                    not procs.port_free(self.inner_host, port):
+                raise PortInUse(key, port)
+            taken.add(port)
+        out = {}
+        lo, hi = self.port_range
+        candidates = random.Random().sample(range(lo, hi + 1), k=hi - lo + 1)
+        it = iter(candidates)
+        for key in keys:
+            if key in given:
+                out[key] = given[key]
+                continue
+            for port in it:
+                if port not in taken and port not in reserved and procs.port_free(self.host, port):
+                    out[key] = port
+                    taken.add(port)
+                    break
+            else:
+                raise SandboxError(f"no free port left in {lo}-{hi} for {key}")
+        return out
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH"))
+                                            if p)
+        return env
+
+    def _spawn(self, sb: Sandbox, part: str) -> None:
+        if part == "proxy":
+            argv = proxy_cmd(sb.config_path, python=self.python)
+        else:
+            argv = backend_cmd(part, sb.ports[part], sb.inner_host, sb.redis_url, python=self.python)
+        proc = procs.spawn(argv, sb.log_path(part), cwd=REPO_ROOT, env=self._env(),
+                           die_with_parent=self.die_with_parent)
+        self._popens[(sb.id, part)] = proc
+        sb.pids[part] = proc.pid
+        sb.pid_starts[part] = procs.start_ticks(proc.pid)
+
+    def _start(self, sb: Sandbox, names: list[str]) -> None:
+        for part in [*names, "proxy"]:  # backends first: the proxy's first probes find them
+            self._spawn(sb, part)
+        with self._lock():
+            current = self._read(sb.id)
+            if current is not None:
+                current.pids, current.pid_starts = sb.pids, sb.pid_starts
+                self._write(current)
+
+    def _wait_ready(self, sb: Sandbox, parts: list[str], timeout: float) -> None:
+        pending = list(parts)
+        last: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            for part in list(pending):
+                proc = self._popens.get((sb.id, part))
+                if proc is not None and proc.poll() is not None or not sb.alive(part):
+                    code = proc.returncode if proc is not None else "?"
+                    raise SandboxStartError(sb.id, part, f"it exited (status {code})",
+                                            sb.log_path(part))
+                ok, last[part] = self._probe(sb, part, timeout=0.5)
+                if ok:
+                    pending.remove(part)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                part = pending[0]
+                raise SandboxStartError(sb.id, part, f"not answering after {timeout:g}s: "
+                                        f"{last.get(part, '')}", sb.log_path(part))
+            time.sleep(0.03)
+
+    # -- change --------------------------------------------------------------------------
+
+    def restart_backend(self, sandbox_id: str, name: str, wait: bool = True) -> Sandbox:
+        """Start toy backend ``name`` again on its port (stopping it first if it still runs)."""
+        sb = self.get(sandbox_id)
+        if name not in sb.backends:
+            raise SandboxError(f"sandbox {sandbox_id} has no backend {name!r}; it has "
+                               f"{', '.join(sb.backends)}")
+        if sb.alive(name):
+            procs.stop_groups([(sb.pids[name], sb.pid_starts.get(name))], grace=3.0,
+                              popens=[p for k, p in self._popens.items() if k == (sb.id, name)])
+        deadline = time.monotonic() + 5.0
+        while not procs.port_free(sb.inner_host, sb.ports[name]):
+            if time.monotonic() > deadline:
+                raise PortInUse(name, sb.ports[name],
+                                f"port {sb.ports[name]} of {name} is still taken by another "
+                                "process; cannot start it again there")
+            time.sleep(0.05)
+        self._spawn(sb, name)
+        with self._lock():
+            current = self.get(sandbox_id)
+            current.pids[name], current.pid_starts[name] = sb.pids[name], sb.pid_starts[name]
+            current.last_used = time.time()
+            self._write(current)
+        if wait:
+            self._wait_ready(current, [name], self.start_timeout)
+        return current
+
+    def touch(self, sandbox_id: str) -> Sandbox:
+        return self._update(sandbox_id, last_used=time.time())
+
+    def stop(self, sandbox_id: str, grace: float = 5.0, keep_logs: bool = False) -> None:
+        """Terminate every part (SIGTERM, SIGKILL after ``grace``) and forget the sandbox."""
+        self._remove(self.get(sandbox_id), grace=grace, keep_logs=keep_logs)
+
+    def _remove(self, sb: Sandbox, grace: float = 5.0, keep_logs: bool = False) -> None:
+        popens = [p for (sid, _), p in self._popens.items() if sid == sb.id]
+        procs.stop_groups([(sb.pids[p], sb.pid_starts.get(p)) for p in sb.pids], grace, popens)
+        for key in [k for k in self._popens if k[0] == sb.id]:
+            del self._popens[key]
+        with self._lock():
+            current = self._read(sb.id)
+            # Only forget the record we stopped (not a newer sandbox with the same id).
+            if current is not None and current.created_at == sb.created_at:
+                self._path(sb.id).unlink(missing_ok=True)
+        if not keep_logs:
+            shutil.rmtree(self.dir / sb.id, ignore_errors=True)
+
+    def reap_idle(self, max_idle_s: float) -> list[str]:
+        """Stop sandboxes unused for ``max_idle_s``, and those whose processes all died;
+        returns their ids. Pinned sandboxes (the launcher's own) are never reaped."""
+        now = time.time()
+        reaped = []
+        for sb in self._all():
+            if sb.pinned or (sb.status == "starting" and now - sb.created_at < 120):
+                continue
+            dead = not any(sb.alive(p) for p in sb.part_names)
+            idle = now - sb.last_used > max_idle_s
+            if dead or idle:
+                self._remove(sb)
+                reaped.append(sb.id)
+        return reaped
+
+    def _reap(self) -> None:
+        procs.reap(self._popens.values())

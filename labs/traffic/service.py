@@ -1,0 +1,260 @@
+"""Traffic runs: locust profiles (labs/locust/) against a sandbox, as separate processes.
+
+Theory of operation
+-------------------
+Locust is never imported here: it monkeypatches the standard library with gevent, which
+would break Django, daphne and asyncio in the calling process. A run is a headless locust
+process (``labs.sandbox.commands.locust_cmd``) in its own process group, wrapped by
+``/bin/sh`` only to record its exit status in a file:
+
+    <state_dir>/traffic/<run_id>.json      the run: sandbox, profile, options, pid, times
+    <state_dir>/traffic/<run_id>/          locust.log, rc (exit status), stats CSVs
+
+Like sandboxes, runs are files, so the process that asks for a status need not be the one
+that started the run. The locustfiles write their CSV every second (lblab_common), so
+``status`` reads live numbers from ``<prefix>_stats.csv`` (the "Aggregated" row, plus one
+row per request name) while the run goes on. Locust exits 0 even when requests fail
+(``--exit-code-on-error 0``: failures are what many labs are about); any other exit status
+means locust itself failed and the status carries the end of its log.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from labs.sandbox import procs
+from labs.sandbox.commands import REPO_ROOT, local_executables, locust_cmd
+from labs.sandbox.service import default_state_dir
+
+LOCUST_DIR = REPO_ROOT / "labs" / "locust"
+PROFILES = {name: LOCUST_DIR / f"{name}.py"
+            for name in ("steady", "bursty", "heavy_user", "nat", "uploads")}
+RUN_ID = re.compile(r"^[a-z0-9-]{1,40}$")
+
+
+class TrafficError(Exception):
+    """A run cannot be started or found; the message says what to change."""
+
+
+class TrafficService:
+    def __init__(self, state_dir: str | Path | None = None, max_runs: int = 8,
+                 locust: str | None = None):
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.dir = self.state_dir / "traffic"
+        self.max_runs = max_runs
+        self.locust = locust or local_executables()["locust"]
+        self._popens: dict[str, subprocess.Popen] = {}
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _path(self, run_id: str) -> Path:
+        return self.dir / f"{run_id}.json"
+
+    def _read(self, run_id: str) -> dict:
+        if not RUN_ID.match(run_id or ""):
+            raise TrafficError(f"{run_id!r} is not a run id")
+        try:
+            return json.loads(self._path(run_id).read_text())
+        except FileNotFoundError:
+            raise TrafficError(f"no traffic run {run_id!r}") from None
+
+    def _write(self, run: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{run['run_id']}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(run, indent=2))
+        os.replace(tmp, self._path(run["run_id"]))
+
+    def _runs(self) -> list[dict]:
+        if not self.dir.exists():
+            return []
+        runs = []
+        for path in self.dir.glob("*.json"):
+            try:
+                runs.append(json.loads(path.read_text()))
+            except (json.JSONDecodeError, FileNotFoundError):
+                continue
+        return sorted(runs, key=lambda r: r["started_at"])
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self, sandbox, profile: str, users: int = 10, spawn_rate: float = 10,
+              duration_s: int = 30) -> dict:
+        """Start ``profile`` against ``sandbox`` (a Sandbox, or anything with ``id`` and
+        ``proxy_url``, or a mapping with those keys); returns the run record."""
+        sandbox_id, url = _sandbox_fields(sandbox)
+        if profile not in PROFILES:
+            raise TrafficError(f"unknown traffic profile {profile!r}; choose one of "
+                               f"{', '.join(PROFILES)}")
+        problems = []
+        if not isinstance(users, int) or not 1 <= users <= 5000:
+            problems.append(f"users must be 1-5000, got {users!r}")
+        if not isinstance(spawn_rate, (int, float)) or not 0 < spawn_rate <= 5000:
+            problems.append(f"spawn_rate must be above 0 and at most 5000, got {spawn_rate!r}")
+        if not isinstance(duration_s, int) or not 1 <= duration_s <= 3600:
+            problems.append(f"duration_s must be a whole number of seconds 1-3600, "
+                            f"got {duration_s!r}")
+        if problems:
+            raise TrafficError("; ".join(problems))
+        running = [r for r in self._runs() if self._state(r) == "running"]
+        if len(running) >= self.max_runs:
+            raise TrafficError(f"{len(running)} traffic runs are going on, the most allowed "
+                               f"(max_runs={self.max_runs}): stop one or wait for it to end")
+
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        run_dir = self.dir / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        argv = locust_cmd(str(PROFILES[profile]), url, users, spawn_rate, duration_s,
+                          str(run_dir / "locust"), locust=self.locust)
+        rc_file = run_dir / "rc"
+        # sh records locust's exit status; "$@" keeps every argument intact.
+        wrapped = ["/bin/sh", "-c", 'rc_file=$1; shift; "$@"; echo $? > "$rc_file"', "sh",
+                   str(rc_file), *argv]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LOCUST_DIR), env.get("PYTHONPATH"))
+                                            if p)
+        proc = procs.spawn(wrapped, run_dir / "locust.log", cwd=REPO_ROOT, env=env)
+        self._popens[run_id] = proc
+        run = {
+            "run_id": run_id, "sandbox_id": sandbox_id, "profile": profile, "host": url,
+            "users": users, "spawn_rate": spawn_rate, "duration_s": duration_s,
+            "pid": proc.pid, "pid_start": procs.start_ticks(proc.pid),
+            "started_at": time.time(), "ended_at": None, "stopped": False,
+            "dir": str(run_dir), "csv_prefix": str(run_dir / "locust"),
+            "log": str(run_dir / "locust.log"), "command": argv,
+        }
+        self._write(run)
+        return run
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _alive(self, run: dict) -> bool:
+        proc = self._popens.get(run["run_id"])
+        if proc is not None:
+            return proc.poll() is None
+        return procs.pid_alive(run["pid"], run.get("pid_start"))
+
+    def _rc(self, run: dict) -> int | None:
+        try:
+            return int((Path(run["dir"]) / "rc").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _state(self, run: dict) -> str:
+        if self._alive(run):
+            return "running"
+        if run.get("stopped"):
+            return "stopped"
+        return "done" if self._rc(run) == 0 else "failed"
+
+    def status(self, run_id: str) -> dict:
+        """{"state": running|done|failed|stopped, "progress": 0..1, "stats": {...}, ...}."""
+        run = self._read(run_id)
+        state = self._state(run)
+        if state != "running" and not run.get("ended_at"):
+            rc_file = Path(run["dir"]) / "rc"
+            run["ended_at"] = rc_file.stat().st_mtime if rc_file.exists() else time.time()
+            self._write(run)
+        elapsed = (run.get("ended_at") or time.time()) - run["started_at"]
+        progress = 1.0 if state == "done" else min(elapsed / run["duration_s"], 1.0)
+        if state == "running":
+            progress = min(progress, 0.99)
+        out = {"run_id": run_id, "sandbox_id": run["sandbox_id"], "profile": run["profile"],
+               "state": state, "progress": round(progress, 3), "elapsed_s": round(elapsed, 1),
+               "users": run["users"], "duration_s": run["duration_s"],
+               "stats": parse_stats(run["csv_prefix"])}
+        if state == "failed":
+            rc = self._rc(run)
+            out["error"] = (f"locust exited with status {rc}" if rc is not None
+                            else "locust ended without reporting a status") + \
+                f"; last lines of {run['log']}:\n{procs.tail(Path(run['log']), 15)}"
+        return out
+
+    def stop(self, run_id: str, grace: float = 10.0) -> dict:
+        """Stop a run (locust writes its final numbers on SIGTERM); returns its status."""
+        run = self._read(run_id)
+        if self._alive(run):
+            run["stopped"] = True
+            self._write(run)
+            # The wrapper's group holds sh and locust: signal only locust first so it can
+            # write its final CSV while sh waits to record the exit status.
+            for pid in procs.descendants(run["pid"]):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + grace
+            while self._alive(run) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            procs.stop_groups([(run["pid"], run.get("pid_start"))], grace=2.0,
+                              popens=[p for rid, p in self._popens.items() if rid == run_id])
+        return self.status(run_id)
+
+    def runs_for(self, sandbox_id: str) -> list[dict]:
+        """Every run against ``sandbox_id``, oldest first, each as ``status`` returns it."""
+        return [self.status(r["run_id"]) for r in self._runs() if r["sandbox_id"] == sandbox_id]
+
+    def wait(self, run_id: str, timeout: float) -> dict:
+        """Block until the run is no longer running (or ``timeout``); returns its status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status(run_id)
+            if st["state"] != "running":
+                return st
+            time.sleep(0.2)
+        return self.status(run_id)
+
+
+def _sandbox_fields(sandbox) -> tuple[str, str]:
+    if isinstance(sandbox, dict):
+        sandbox_id, url = sandbox.get("id"), sandbox.get("proxy_url")
+    else:
+        sandbox_id, url = getattr(sandbox, "id", None), getattr(sandbox, "proxy_url", None)
+    if not sandbox_id or not url:
+        raise TrafficError("give a sandbox with an id and a proxy_url (labs.sandbox.Sandbox)")
+    return str(sandbox_id), str(url)
+
+
+def _number(row: dict, key: str) -> float | None:
+    try:
+        return float(row[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def parse_stats(csv_prefix: str) -> dict:
+    """Numbers from locust's ``<prefix>_stats.csv``: totals ("Aggregated") and per name.
+
+    {"requests", "failures", "rps", "p50", "p99", "avg_ms", "max_ms", "endpoints": [...]};
+    zeros before the first request.
+    """
+    empty = {"requests": 0, "failures": 0, "rps": 0.0, "p50": None, "p99": None,
+             "avg_ms": None, "max_ms": None, "endpoints": []}
+    try:
+        with open(f"{csv_prefix}_stats.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        return empty
+
+    def pick(row: dict) -> dict:
+        count = int(_number(row, "Request Count") or 0)
+        return {"requests": count, "failures": int(_number(row, "Failure Count") or 0),
+                "rps": round(_number(row, "Requests/s") or 0.0, 2),
+                "p50": _number(row, "50%") if count else None,
+                "p99": _number(row, "99%") if count else None,
+                "avg_ms": round(_number(row, "Average Response Time") or 0.0, 2) if count else None,
+                "max_ms": _number(row, "Max Response Time") if count else None}
+
+    out = dict(empty)
+    for row in rows:
+        if row.get("Name") == "Aggregated":
+            out.update(pick(row))
+        elif row.get("Name"):
+            out["endpoints"].append({"method": row.get("Type"), "name": row["Name"], **pick(row)})
+    return out
