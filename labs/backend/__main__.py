@@ -1,0 +1,186 @@
+"""python -m labs.backend: run one toy backend.
+
+    python -m labs.backend --name b1 --port 9001 [--host 127.0.0.1]
+                           [--redis-url redis://127.0.0.1:6379/0] [--seed 42]
+                           [--latency-ms 200 --error-rate 0.1 --warmup 5 ...]
+
+Endpoints (every response has the header ``X-Backend: <name>``):
+
+  GET  /                    echo JSON: backend, method, path, query, http_version, client
+  (any other path/method)   (peer ip:port), host, x_forwarded_for, x_forwarded_proto,
+                            x_forwarded_host, forwarded, request_id (X-Request-Id),
+                            connection_id, connection_request, body_bytes, headers
+  GET  /work?ms=200[&cpu_ms=50]  sleep ms (and burn cpu_ms); {"work_ms", "cpu_ms", "took_ms"}
+  POST /upload              streaming sink: {"bytes", "chunks", "duration_ms", "chunked"};
+                            a client leaving mid-body counts as an aborted upload
+  GET  /health/live         liveness: 200 while the process runs (even warming up)
+  GET  /health/ready        readiness (alias /health): 503 when warming up, health_fail,
+                            dependency_down, or Redis (if configured) does not answer
+  POST /login?user=alice    new session (memory, or Redis with --redis-url), cookie SESSIONID
+  GET  /profile (or /me)    200 {"user", "created_by"} with a known session, else 401
+  POST /logout              forget the session
+  GET  /_control            this backend's view: requests, in-flight, sessions, faults...
+  GET|PUT|POST|DELETE /_control/faults   read / partially update / clear the faults
+  DELETE /_control/stats    reset counters
+  POST /_control/crash      (alias /_control/kill) exit the process now, ?code=N
+
+The /_control endpoints are never subject to faults. Every fault knob below can also be
+given at start; ``--warmup S`` starts a warm-up of S seconds at process start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import sys
+import time
+
+from .faults import FLAG, FLAG_OR_RATE, KNOBS, STATUS, FaultState, check_value, validate_patch
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _rate_or_flag(text: str) -> bool | int | float:
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    return _number(text)
+
+
+def _flag_name(knob_name: str) -> str:
+    return "--" + knob_name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m labs.backend", description="Run one LBLab toy backend.",
+        epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--name", required=True, help="backend name, sent as X-Backend (e.g. b1)")
+    p.add_argument("--port", required=True, type=int, help="TCP port (0 = any free port, printed)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--redis-url", help="keep sessions in Redis (e.g. redis://127.0.0.1:6379/0); "
+                                       "default: in this process's memory")
+    p.add_argument("--redis-prefix", default="lblab:session:", help="Redis key prefix for sessions")
+    p.add_argument("--session-ttl", type=float, default=3600, help="session lifetime in seconds")
+    p.add_argument("--seed", type=int, help="seed the fault random source (reproducible error rates)")
+    p.add_argument("--keepalive-timeout", type=float, default=60.0,
+                   help="close idle keep-alive connections after this many seconds (0 = never)")
+    p.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio event loop")
+    p.add_argument("--faults", metavar="JSON", help='initial faults as a JSON object, e.g. \'{"latency_ms": 50}\'')
+    g = p.add_argument_group("faults at start (same names as PUT /_control/faults)")
+    for knob in KNOBS:
+        flags = [_flag_name(knob.name)]
+        if knob.name == "warmup_s":
+            flags.insert(0, "--warmup")
+        if knob.kind == FLAG:
+            g.add_argument(*flags, dest=knob.name, action="store_const", const=True, default=None,
+                           help=knob.help)
+        elif knob.kind == FLAG_OR_RATE:
+            g.add_argument(*flags, dest=knob.name, nargs="?", const=True, default=None,
+                           type=_rate_or_flag, metavar="RATE", help=knob.help)
+        else:
+            g.add_argument(*flags, dest=knob.name, default=None,
+                           type=int if knob.kind == STATUS else _number, help=knob.help)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict]:
+    """Parse and validate the command line; return the args and the initial fault patch."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not NAME_RE.fullmatch(args.name):
+        parser.error(f"--name must be 1-64 letters, digits, '.', '_' or '-' starting with a "
+                     f"letter or digit, got {args.name!r}")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, got {args.port}")
+    if args.session_ttl <= 0:
+        parser.error(f"--session-ttl must be > 0 seconds, got {args.session_ttl}")
+    patch: dict = {}
+    if args.faults:
+        try:
+            patch.update(validate_patch(json.loads(args.faults)))
+        except ValueError as exc:  # FaultError is a ValueError, so is bad JSON
+            parser.error(f"--faults: {exc}")
+    for knob in KNOBS:
+        value = getattr(args, knob.name)
+        if value is None:
+            continue
+        problem = check_value(knob.name, value)
+        if problem:
+            parser.error(f"{_flag_name(knob.name)}: {problem}")
+        patch[knob.name] = value
+    return args, patch
+
+
+async def run(args: argparse.Namespace, patch: dict) -> None:
+    from .app import BackendApp
+    from .server import serve
+    from .sessions import MemorySessionStore, RedisSessionStore
+
+    clock = time.monotonic
+    faults = FaultState(clock)
+    faults.apply(patch)  # already validated; a warm-up given here starts now
+    rng = random.Random(args.seed)
+    if args.redis_url:
+        store = RedisSessionStore(args.redis_url, ttl_s=args.session_ttl, prefix=args.redis_prefix)
+    else:
+        store = MemorySessionStore(ttl_s=args.session_ttl)
+    app = BackendApp(args.name, store, faults, rng, host=args.host, port=args.port, clock=clock)
+    try:
+        server = await serve(app, args.host, args.port,
+                             keepalive_timeout=args.keepalive_timeout or None)
+    except OSError as exc:
+        await store.close()
+        raise SystemExit(f"labs.backend {args.name}: cannot listen on {args.host}:{args.port}: {exc}")
+    app.port = server.sockets[0].getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"labs.backend {args.name} listening on http://{host}:{app.port} "
+          f"(pid {os.getpid()}, sessions: {store.kind})", flush=True)
+    if args.redis_url:
+        try:
+            await asyncio.wait_for(store.ping(), 2.0)
+        except Exception as exc:  # report and keep serving: readiness will say it too
+            print(f"labs.backend {args.name}: warning: {exc}", file=sys.stderr, flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, patch = parse_args(argv)
+    try:
+        if args.no_uvloop:
+            raise ImportError
+        import uvloop
+    except ImportError:
+        asyncio.run(run(args, patch))
+    else:
+        uvloop.run(run(args, patch))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
