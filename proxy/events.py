@@ -65,6 +65,8 @@ class RequestEvent(Event):
     candidates: list = dataclasses.field(default_factory=list)
     inputs: dict = dataclasses.field(default_factory=dict)  # the algorithm's inputs
     sticky: dict | None = None  # {"mode", "hit", "target", "reason"}
+    # A route that splits between pools: {"weights": {pool: w}, "roll", "chosen"}.
+    split: dict | None = None
     backend: str | None = None
     status: int = 0
     latency_ms: float = 0.0

@@ -117,15 +117,33 @@ class PoolRuntime:
     def eligible(self, now: float) -> list[BackendState]:
         return [b for b in self.backends.values() if b.is_eligible(now)]
 
-    def choose(self, ctx: PickContext) -> Choice:
+    def choose(self, ctx: PickContext, exclude=None) -> Choice:
+        """Pick a backend for one request.
+
+        `exclude` (a set of BackendState) is left out of this pick: the data
+        plane passes the backends that already failed this request (retries go
+        elsewhere) and those at max_connections_per_backend.
+        """
         now = ctx.now
         all_backends = list(self.backends.values())
         eligible = [b for b in all_backends if b.is_eligible(now)]
         algorithm = self.config.balancer.algorithm
         choice = Choice(None, algorithm, [candidate_view(b, now) for b in all_backends])
         eligible = self._apply_panic(eligible, all_backends, now, choice)
+        if exclude and eligible:
+            remaining = [b for b in eligible if b not in exclude]
+            if not remaining:
+                # The pool has eligible backends; this request may not use them.
+                choice.reason = (f"every eligible backend of pool {self.name} is excluded "
+                                 f"for this request ({', '.join(b.name for b in eligible)}: "
+                                 "failed already or at max_connections_per_backend)")
+                return choice
+            eligible = remaining
         if self.sticky is not None:
             target, why = self.sticky.find(ctx, self.backends)
+            if target is not None and exclude and target in exclude:
+                why = f"sticky target {target.name} failed on this request: re-picked"
+                target = None
             if target is not None and target in eligible:
                 choice.backend = target
                 choice.sticky = {"mode": self.sticky.mode, "hit": True,
@@ -231,6 +249,10 @@ class Runtime:
         # Called after every successful apply (the server re-binds listeners,
         # restarts health checkers...). Each gets (old_config, new_config).
         self.on_apply: list[Callable[[Config, Config], None]] = []
+        # Called before a config is swapped in, with (old_config, new_config);
+        # may raise ConfigError to refuse it whole (the server opens new
+        # listener sockets here, so a bind that fails refuses the change).
+        self.before_apply: list[Callable[[Config, Config], None]] = []
         self._build(config)
 
     def _build(self, config: Config, cause: str = "config applied") -> None:
@@ -251,6 +273,8 @@ class Runtime:
               detail: dict | None = None) -> None:
         """Swap to a validated config; listeners are told through on_apply."""
         old = self.config
+        for check in self.before_apply:
+            check(old, config)
         self._build(config, cause=f"{verb} {target}")
         for hook in self.on_apply:
             hook(old, config)

@@ -1,0 +1,219 @@
+"""The error contract: every response the proxy makes itself, as one table.
+
+Each row says which status the client gets, the short code sent in the
+`X-LBLab-Error` header (so a learner can tell a proxy-made 502 from a 502 the
+backend sent: backends' own responses never carry it), the two-letter
+termination code of the request event, when it happens and what to change.
+
+Termination codes follow HAProxy's spirit. First letter, who ended the
+request: C client, S server (backend), P proxy, - nobody (normal end).
+Second letter, in which phase: R reading the request, Q picking a backend
+(queue), C connecting to it, H waiting for the response headers, D relaying
+the response data, - done.
+
+`docs/errors.md` is rendered from this module (`python -m proxy.errors >
+docs/errors.md`); a test keeps the two in step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyError:
+    code: str  # X-LBLab-Error value
+    status: int
+    termination: str
+    when: str
+    fix: str
+    closes: bool = True  # the client connection is closed after the response
+
+
+ERRORS: dict[str, ProxyError] = {e.code: e for e in [
+    ProxyError("bad-request", 400, "PR",
+               "The request line or a header is malformed (not HTTP/1.x, invalid "
+               "characters, a header without a colon, an HTTP/1.1 request without Host).",
+               "Fix the client: send a valid HTTP/1.1 request head."),
+    ProxyError("ambiguous-length", 400, "PR",
+               "The body length is ambiguous: Content-Length together with "
+               "Transfer-Encoding, several Content-Length headers, or a Transfer-Encoding "
+               "that does not end in chunked. This is how request smuggling starts, so "
+               "the connection is closed.",
+               "Send exactly one of Content-Length or Transfer-Encoding: chunked."),
+    ProxyError("bad-chunk", 400, "PR",
+               "A chunked request body has an invalid chunk size or framing.",
+               "Fix the client's chunked encoding (hex size, CRLF after each chunk, a "
+               "final 0-size chunk)."),
+    ProxyError("unsupported-method", 501, "PR",
+               "CONNECT: the proxy is a reverse proxy, not a forward proxy.",
+               "Send the request to the backend's URL through the listener instead."),
+    ProxyError("http-version", 505, "PR",
+               "The request line names an HTTP version other than 1.0 or 1.1.",
+               "Speak HTTP/1.1 (or 1.0) to this listener."),
+    ProxyError("header-timeout", 408, "PR",
+               "The client did not send a complete request head within "
+               "listeners.NAME.timeouts.client_header (a slow-headers client cannot hold "
+               "the proxy).",
+               "Send the head at once, or raise timeouts.client_header."),
+    ProxyError("body-timeout", 408, "PR",
+               "The client sent no request-body byte for listeners.NAME.timeouts.request_body.",
+               "Send the body without long pauses, or raise timeouts.request_body."),
+    ProxyError("body-too-large", 413, "PR",
+               "The request body is larger than listeners.NAME.limits.max_body_bytes "
+               "(refused up front by Content-Length, or while a chunked body streams).",
+               "Send a smaller body or raise limits.max_body_bytes."),
+    ProxyError("headers-too-large", 431, "PR",
+               "The request line and headers are larger than "
+               "listeners.NAME.limits.max_header_bytes.",
+               "Send fewer or smaller headers (often: too many cookies), or raise "
+               "limits.max_header_bytes."),
+    ProxyError("no-route", 404, "PR",
+               "No route of the listener matched the request (host, path, method, "
+               "headers, query, cookies). The body names the listener, host and path.",
+               "Add a route that matches, or a catch-all route with match: {}.",
+               closes=False),
+    ProxyError("no-backend", 503, "PQ",
+               "The pool has no eligible backend: all are unhealthy, ejected, draining or "
+               "in maintenance, or the pool is empty. The body says which state each "
+               "backend is in.",
+               "Bring a backend back (fix it, end its maintenance, add one), or set "
+               "panic_threshold to fail open.",
+               closes=False),
+    ProxyError("backend-limit", 503, "PQ",
+               "Every eligible backend already has pools.NAME.max_connections_per_backend "
+               "requests in flight.",
+               "Add backends or raise max_connections_per_backend.",
+               closes=False),
+    ProxyError("connect-failed", 503, "PC",
+               "No connection to a backend could be made within pools.NAME.timeouts.connect "
+               "(refused, unreachable, timed out), after the allowed retries to other "
+               "backends. (nginx answers 502 here; HAProxy and Envoy 503.)",
+               "Start the backend or fix its address; health checks take it out of "
+               "rotation so clients stop seeing this.",
+               closes=False),
+    ProxyError("backend-closed", 502, "SH",
+               "The backend closed or reset the connection before sending a complete "
+               "response head.",
+               "Look at the backend: it crashed, or closes keep-alive connections sooner "
+               "than pools.NAME.timeouts.backend_idle.",
+               closes=False),
+    ProxyError("bad-response", 502, "SH",
+               "The backend sent something that is not a valid HTTP/1.x response.",
+               "Fix the backend (or point the pool at the right port).",
+               closes=False),
+    ProxyError("response-timeout", 504, "PH",
+               "The backend did not send the response head within "
+               "pools.NAME.timeouts.response_header after the request was sent.",
+               "Make the backend faster, or raise timeouts.response_header.",
+               closes=False),
+    ProxyError("drain-cut", 502, "PD",
+               "The backend was drained and this request was still in flight at the drain "
+               "deadline (deregistration_delay): the proxy cut it.",
+               "Raise pools.NAME.deregistration_delay above your longest request.",
+               closes=True),
+    ProxyError("internal", 500, "P-",
+               "A bug in the proxy while handling this request (the proxy keeps serving).",
+               "Report it with the request id from X-Request-Id."),
+]}
+
+
+# Termination codes, including the ones that produce no proxy-made response.
+TERMINATIONS: dict[str, str] = {
+    "--": "Clean finish: the response went out completely.",
+    "CR": "The client closed the connection while sending the request (head or body).",
+    "CH": "The client closed the connection while the proxy waited for the backend's "
+          "response head.",
+    "CD": "The client closed the connection during the response body (the backend "
+          "connection is closed, not reused).",
+    "SH": "The backend closed or reset the connection before a complete response head "
+          "(502 bad-response or backend-closed).",
+    "SD": "The backend closed, reset or went silent (longer than "
+          "timeouts.response_header) in the middle of the response body; the client "
+          "connection is closed because its response cannot be completed.",
+    "PR": "The proxy refused the request (400, 404, 408, 413, 431, 501, 505).",
+    "PQ": "No eligible backend or every backend at its limit (503).",
+    "PC": "Connecting to the backends failed, retries included (503).",
+    "PH": "The backend's response head did not come in time (504).",
+    "PD": "The proxy cut the request: the backend was drained and the deadline passed.",
+    "P-": "An internal proxy error (500).",
+}
+
+
+def error(code: str) -> ProxyError:
+    return ERRORS[code]
+
+
+def render_markdown() -> str:
+    """docs/errors.md: the tables above, for humans."""
+    lines = [
+        "# Errors the proxy makes, and termination codes",
+        "",
+        "<!-- Generated by `python -m proxy.errors > docs/errors.md` from proxy/errors.py;"
+        " edit the table there. -->",
+        "",
+        "Every response the proxy makes itself carries `X-LBLab-Error: <code>` and a JSON "
+        "body `{\"error\", \"status\", \"message\", \"request_id\"}`; its request event has "
+        "`proxy_error: true`. A 5xx the *backend* sends passes through unchanged, without "
+        "that header: that is how to tell who failed.",
+        "",
+        "| Status | X-LBLab-Error | Termination | When | What to change |",
+        "|---|---|---|---|---|",
+    ]
+    for e in ERRORS.values():
+        closes = " The client connection is then closed." if e.closes else ""
+        lines.append(f"| {e.status} | `{e.code}` | `{e.termination}` | {e.when}{closes} "
+                     f"| {e.fix} |")
+    lines += [
+        "",
+        "## Termination codes",
+        "",
+        "Each request event (access log, `GET /events`, `GET /requests/<id>`) has a "
+        "two-letter `termination`, in the spirit of HAProxy's. First letter, who ended "
+        "the request: `C` client, `S` server (backend), `P` proxy, `-` nobody (a normal "
+        "end). Second letter, the phase: `R` request, `Q` picking a backend, `C` "
+        "connecting, `H` waiting for response headers, `D` relaying the response data, "
+        "`-` done.",
+        "",
+        "| Code | Meaning |",
+        "|---|---|",
+    ]
+    for code, meaning in TERMINATIONS.items():
+        lines.append(f"| `{code}` | {meaning} |")
+    lines += [
+        "",
+        "## Retries",
+        "",
+        "A failed attempt is retried (at most `pools.NAME.retries` times, each to a "
+        "different backend when another one is eligible) only when it is safe: the "
+        "connection could not be made, or the request is idempotent (GET, HEAD, OPTIONS, "
+        "PUT, DELETE) and a *reused* keep-alive connection turned out closed before any "
+        "response byte (the keep-alive race). Each retry is listed in the event's "
+        "`retries` with the backend and the error.",
+        "",
+        "## Timeouts",
+        "",
+        "| Setting | Effect |",
+        "|---|---|",
+        "| `listeners.NAME.timeouts.client_header` | Whole request head must arrive in "
+        "this time after its first byte (the first request of a connection: after "
+        "accept); else 408 `header-timeout`. |",
+        "| `listeners.NAME.timeouts.request_body` | Longest pause between request-body "
+        "bytes; else 408 `body-timeout`. |",
+        "| `listeners.NAME.timeouts.client_idle` | An idle keep-alive client connection is "
+        "closed after this (silently: no request, no response). |",
+        "| `listeners.NAME.timeouts.tunnel_idle` | An upgraded (WebSocket) connection idle "
+        "this long in both directions is closed. |",
+        "| `pools.NAME.timeouts.connect` | TCP connect to a backend; a failure is retried "
+        "(503 `connect-failed` when none is left). |",
+        "| `pools.NAME.timeouts.response_header` | From request sent to response head: 504 "
+        "`response-timeout`. Also the longest silence allowed in the middle of a "
+        "response body (`SD`), like nginx's proxy_read_timeout. |",
+        "| `pools.NAME.timeouts.backend_idle` | A pooled keep-alive backend connection idle "
+        "longer than this is closed, not reused. |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

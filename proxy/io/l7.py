@@ -1,0 +1,1240 @@
+"""The HTTP/1.1 reverse proxy: client connections and the exchanges they carry.
+
+Theory of operation
+-------------------
+One `L7Connection` (an asyncio Protocol, no streams: callbacks are the fast
+path) per client connection. Its RequestReader (proxy.http1.parse) calls back
+with each request head, body piece and end. Every request becomes an
+`Exchange`, which walks through small named steps, like Go's
+httputil.ReverseProxy:
+
+    route -> pick -> connect (pooled or new) -> send head + body
+          -> relay response head -> relay body -> finish (one RequestEvent)
+
+Nothing waits in a coroutine except a new backend connection: with a pooled
+connection a request goes from client bytes to backend write inside one
+callback, and the response is relayed from the backend connection's own
+callbacks (proxy.io.upstream). Bodies stream both ways and are never held
+whole: request pieces go to the backend as they come (buffered only until a
+backend is connected, and then at most BUFFER_HIGH bytes before reading
+pauses), response pieces go to the client as they come; when either side's
+kernel buffer is full, the other side's reading pauses (back-pressure).
+
+Failures become the proxy's error responses (proxy/errors.py) and a
+termination code. An attempt is retried on another backend only when that is
+safe (see `Exchange._retryable_loss` and docs/errors.md).
+
+Keep-alive: requests on one connection are answered in order; a pipelined
+request waits (and reading pauses) until the one before it is done. Client
+timeouts use one lazily moved Deadline per connection, whose meaning depends
+on the phase: HEAD (client_header, from the head's first byte or from
+accept), BODY (request_body, since the last body byte), WAIT (none: the
+backend's timeouts apply) and IDLE (client_idle between requests).
+
+An upgrade (WebSocket) that the backend accepts with 101 turns both
+connections into a byte `Tunnel` until either side closes or it idles for
+tunnel_idle.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+from proxy.balancers.base import PickContext
+from proxy.errors import ERRORS
+from proxy.events import RequestEvent
+from proxy.http1 import chunked as framing
+from proxy.http1.chunked import LAST_CHUNK, chunk
+from proxy.http1.headers import (
+    CONNECTION_OPTIONS,
+    LazyCookies,
+    LazyHeaders,
+    forwarded_element,
+    host_name,
+    sane_request_id,
+)
+from proxy.http1.parse import DISCARD, RequestError, RequestHead, RequestReader, ResponseHead
+from proxy.http1.responses import error_response, render, status_line
+from proxy.io import Deadline
+from proxy.model import Intent
+from proxy.routing import FORWARD, REDIRECT, RESPOND, RouteRequest
+
+log = logging.getLogger("proxy.l7")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+REPLAY_LIMIT = 64 * 1024  # request body bytes kept to resend on a retry
+BUFFER_HIGH = 256 * 1024  # request body buffered before a backend is attached
+LINGER = 2.0  # seconds to read and discard after refusing a request mid-body
+EMPTY: dict = {}
+
+# Why reading from the client is paused (bits; reading resumes when all clear).
+PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
+PAUSE_BUFFER = 2  # body buffered while no backend is attached yet
+PAUSE_UPSTREAM = 4  # the backend's socket buffer is full
+PAUSE_UPGRADE = 8  # after an upgrade request: bytes are the tunnel's, not HTTP
+
+# Client-side phases (what the connection's Deadline means).
+HEAD, BODY, WAIT, IDLE = "head", "body", "wait", "idle"
+
+# What happens to each request header on its way to the backend
+# (lower-case name -> action); every other header passes unchanged.
+_DROP, _XFF, _FWD, _UPGRADE = 1, 2, 3, 4
+_UPSTREAM_SPECIAL = {
+    b"connection": _DROP, b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP,
+    b"trailer": _DROP, b"transfer-encoding": _DROP, b"content-length": _DROP,
+    b"host": _DROP, b"x-forwarded-proto": _DROP, b"x-forwarded-host": _DROP,
+    b"x-request-id": _DROP, b"upgrade": _UPGRADE, b"x-forwarded-for": _XFF,
+    b"forwarded": _FWD,
+}
+# Response headers the proxy drops or rewrites (framing and its own id).
+_RESPONSE_DROP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"content-length", b"upgrade", b"x-request-id",
+})
+_METHOD_BYTES: dict[str, bytes] = {}
+
+
+def _method_bytes(method: str) -> bytes:
+    b = _METHOD_BYTES.get(method)
+    if b is None:
+        b = _METHOD_BYTES[method] = method.encode("ascii")
+    return b
+
+
+# ====================================================================== exchange
+
+class Exchange:
+    """One request and its response, from the client's head to the event."""
+
+    __slots__ = (
+        "conn", "server", "head", "t0", "request_id", "route_name", "pool_name", "pool",
+        "choice", "backend", "acquired", "attempt_started", "upstream", "reused", "status",
+        "bytes_in", "bytes_out", "request_done", "request_sent", "head_sent", "finished",
+        "response_complete", "resp_keep_alive", "body_buf", "body_buf_bytes", "replay",
+        "replay_bytes", "up_chunked", "down_chunked", "out", "retries", "failed",
+        "t_route", "t_pick", "t_connect", "t_first", "keep_alive", "split", "ctx",
+        "read_timeout", "sticky_learned", "tunnel", "headers_view", "cookies_view",
+    )
+
+    def __init__(self, conn: "L7Connection", head: RequestHead, t0: float):
+        self.conn = conn
+        self.server = conn.server
+        self.head = head
+        self.t0 = t0
+        rid = head.request_id
+        if rid is not None and sane_request_id(rid):
+            self.request_id = rid.decode("ascii")
+        else:
+            self.request_id = conn.server.request_ids.next()
+        self.route_name = None
+        self.pool_name = None
+        self.pool = None
+        self.choice = None
+        self.backend = None
+        self.acquired = False
+        self.attempt_started = 0.0
+        self.upstream = None
+        self.reused = False
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.request_done = not head.has_body
+        self.request_sent = False
+        self.head_sent = False
+        self.finished = False
+        self.response_complete = False
+        self.resp_keep_alive = False
+        self.body_buf: list[bytes] = []
+        self.body_buf_bytes = 0
+        self.replay: list[bytes] | None = []
+        self.replay_bytes = 0
+        self.up_chunked = head.chunked
+        self.down_chunked = False
+        self.out: list[bytes] = []
+        self.retries: list[dict] = []
+        self.failed: set | None = None
+        self.t_route = self.t_pick = self.t_connect = self.t_first = 0.0
+        self.keep_alive = head.keep_alive
+        self.split = None
+        self.ctx = None
+        self.read_timeout = 30.0
+        self.sticky_learned = None
+        self.tunnel = None
+        self.headers_view = None
+        self.cookies_view = None
+
+    # ------------------------------------------------------------ step 1: route
+
+    def start(self) -> None:
+        try:
+            self._route()
+        except Exception as exc:  # a bug must cost one request, not the proxy
+            self._internal_error(exc)
+
+    def _route(self) -> None:
+        head = self.head
+        router = self.server.routers.get(self.conn.bound.name)
+        headers = self.headers_view = LazyHeaders(head.headers)
+        cookies = self.cookies_view = LazyCookies(head.cookies) if head.cookies else EMPTY
+        if router is None:
+            self.t_route = self.server.clock()
+            self._fail("no-route", f"listener {self.conn.bound.name} has no routes any more")
+            return
+        decision = router.forward_all  # one catch-all forward: nothing to look at
+        if decision is None:
+            req = RouteRequest(host_name(head.host), head.path, head.method, headers,
+                               head.query, cookies, target=head.target_str)
+            decision = router.match(req)
+        self.t_route = self.server.clock()
+        self.route_name = decision.route
+        kind = decision.kind
+        if kind == FORWARD:
+            self.split = decision.split
+            self._pick(decision.pool)
+        elif kind == RESPOND:
+            self._respond_fixed(decision.respond)
+        elif kind == REDIRECT:
+            self._redirect(decision.status, decision.location)
+        else:
+            self._fail("no-route", decision.reason, listener=self.conn.bound.name,
+                       host=head.host, path=head.path)
+
+    # ------------------------------------------------------------ step 2: pick
+
+    def _pick(self, pool_name: str) -> None:
+        pool = self.server.runtime.pools.get(pool_name)
+        if pool is None:
+            raise RuntimeError(f"route {self.route_name} names pool {pool_name}, "
+                               "which the runtime does not have")
+        self.pool = pool
+        self.pool_name = pool_name
+        self.read_timeout = pool.config.timeouts.response_header
+        head = self.head
+        self.ctx = PickContext(
+            client_ip=self.conn.client_ip, now=self.server.clock(), method=head.method,
+            path=head.target_str, headers=self.headers_view,
+            cookies=self.cookies_view)
+        self._choose()
+
+    def _choose(self) -> None:
+        pool = self.pool
+        ctx = self.ctx
+        limit = pool.config.max_connections_per_backend
+        full = None
+        if limit is not None:
+            full = {b for b in pool.backends.values() if b.outstanding >= limit}
+        exclude = full
+        if self.failed:
+            exclude = self.failed | full if full else self.failed
+        choice = pool.choose(ctx, exclude) if exclude else pool.choose(ctx)
+        if choice.backend is None and self.failed:
+            # No other backend: the same one again is better than none.
+            choice = pool.choose(ctx, full) if full else pool.choose(ctx)
+        now = self.server.clock()
+        self.t_pick = now
+        self.choice = choice
+        backend = choice.backend
+        if backend is None:
+            if full and any(b.is_eligible(ctx.now) for b in full):
+                self._fail("backend-limit", (
+                    f"every eligible backend of pool {pool.name} has {limit} requests in "
+                    f"flight (max_connections_per_backend): "
+                    + ", ".join(sorted(b.name for b in full))))
+            else:
+                self._fail("no-backend", choice.reason or f"no eligible backend in pool {pool.name}")
+            return
+        self.backend = backend
+        backend.request_started()
+        pool.balancer.acquire(backend)
+        self.acquired = True
+        self.attempt_started = now
+        self.server.track(self, backend)
+        self._connect()
+
+    # ------------------------------------------------------------ step 3: connect
+
+    def _connect(self) -> None:
+        backend = self.backend
+        key = (backend.host, backend.port)
+        conn = self.server.upstreams.take(key)
+        if conn is not None:
+            self._attach(conn, reused=True)
+            return
+        self.server.spawn(self._connect_new(key, backend))
+
+    async def _connect_new(self, key, backend) -> None:
+        try:
+            await self._connect_and_attach(key, backend)
+        except Exception as exc:  # a bug must cost one request, not leave it hanging
+            if not self.finished:
+                self._internal_error(exc)
+
+    async def _connect_and_attach(self, key, backend) -> None:
+        timeout = self.pool.config.timeouts.connect
+        try:
+            conn = await self.server.upstreams.connect(key, timeout)
+        except OSError as exc:  # refused, unreachable, and TimeoutError too
+            if self.finished or self.backend is not backend:
+                return
+            if isinstance(exc, TimeoutError):
+                why = f"timed out after {timeout:g}s (timeouts.connect)"
+            else:
+                why = exc.strerror or str(exc) or type(exc).__name__
+            self._attempt_failed(
+                "connect-failed",
+                f"cannot connect to {backend.name} ({backend.address}): {why}",
+                retryable=True)
+            return
+        if self.finished or self.backend is not backend:
+            # The client left (or the request was cut) while connecting: keep
+            # the fresh connection for the next request.
+            self.server.upstreams.put(conn, self.pool.config.timeouts.backend_idle)
+            return
+        self._attach(conn, reused=False)
+
+    # ------------------------------------------------------------ step 4: send
+
+    def _attach(self, conn, reused: bool) -> None:
+        self.upstream = conn
+        self.reused = reused
+        conn.exchange = self
+        conn.reader.sink = self
+        conn.reader.expect(self.head.method)
+        self.backend.active_connections += 1
+        self.t_connect = self.server.clock()
+        if self.conn.write_paused:
+            conn.transport.pause_reading()
+        parts = [self._request_head()]
+        buffered = self.body_buf
+        if buffered:
+            if self.up_chunked:
+                parts += [chunk(piece) for piece in buffered]
+            else:
+                parts += buffered
+            self._remember(buffered, self.body_buf_bytes)
+            self.body_buf = []
+            self.body_buf_bytes = 0
+        if self.request_done and self.up_chunked:
+            parts.append(LAST_CHUNK)
+        conn.write(b"".join(parts))
+        self.request_sent = True
+        self.conn.resume(PAUSE_BUFFER)
+        if self.request_done:
+            conn.deadline.set(self.server.loop.time() + self.read_timeout)
+
+    def _remember(self, pieces: list[bytes], size: int) -> None:
+        """Keep sent body bytes while they are few, to resend them on a retry."""
+        if self.replay is None:
+            return
+        if self.replay_bytes + size > REPLAY_LIMIT:
+            self.replay = None
+            return
+        self.replay.extend(pieces)
+        self.replay_bytes += size
+
+    def _request_head(self) -> bytes:
+        """The request head for the backend: hop-by-hop removed, forwarding added."""
+        head = self.head
+        conn = self.conn
+        parts = [_method_bytes(head.method), b" ", head.target, b" HTTP/1.1\r\n"]
+        named = head.connection_named
+        strip = (named - CONNECTION_OPTIONS) if named else None
+        upgrading = head.upgrade is not None
+        host = head.host
+        host_b = host.encode("latin-1") if host is not None else (
+            f"{self.backend.host}:{self.backend.port}".encode("ascii"))
+        parts += (b"Host: ", host_b, b"\r\n")
+        xff = fwd = None
+        special = _UPSTREAM_SPECIAL
+        for name, value in head.headers:
+            lname = name.lower()
+            action = special.get(lname)
+            if action is None:
+                if (strip and lname in strip) or lname.startswith(b"proxy-"):
+                    continue
+                parts += (name, b": ", value, b"\r\n")
+            elif action == _XFF:
+                xff = value if xff is None else xff + b", " + value
+            elif action == _FWD:
+                fwd = value if fwd is None else fwd + b", " + value
+            elif action == _UPGRADE and upgrading:
+                parts += (name, b": ", value, b"\r\n")
+        ip = conn.client_ip_b
+        parts += (b"X-Forwarded-For: ", xff + b", " + ip if xff else ip, b"\r\n",
+                  b"X-Forwarded-Proto: ", conn.scheme_b, b"\r\n")
+        if host is not None:
+            parts += (b"X-Forwarded-Host: ", host_b, b"\r\n")
+        element = conn.forwarded_element(host)
+        parts += (b"Forwarded: ", fwd + b", " + element if fwd else element, b"\r\n",
+                  b"X-Request-Id: ", self.request_id.encode("latin-1"), b"\r\n")
+        if head.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif head.content_length is not None:
+            parts.append(b"Content-Length: %d\r\n" % head.content_length)
+        if upgrading:
+            parts.append(b"Connection: upgrade\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    # ------------------------------------------------------------ client body
+
+    def on_client_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.bytes_in += len(data)
+        upstream = self.upstream
+        if upstream is not None and self.request_sent:
+            upstream.write(chunk(data) if self.up_chunked else data)
+            if self.replay is not None:
+                self._remember([data], len(data))
+            return
+        self.body_buf.append(data)
+        self.body_buf_bytes += len(data)
+        if self.body_buf_bytes > BUFFER_HIGH:
+            self.conn.pause(PAUSE_BUFFER)
+
+    def on_client_complete(self) -> None:
+        self.request_done = True
+        if self.finished:
+            return
+        upstream = self.upstream
+        if upstream is not None and self.request_sent:
+            if self.up_chunked:
+                upstream.write(LAST_CHUNK)
+            if not self.head_sent:
+                upstream.deadline.set(self.server.loop.time() + self.read_timeout)
+
+    def on_client_error(self, err: RequestError) -> None:
+        """The rest of the request body is refused (bad chunk, too large, too slow)."""
+        if self.finished:
+            return
+        self.keep_alive = False
+        if self.head_sent:
+            self._finish("PR", err.message, proxy_error=True)
+        else:
+            self._fail(err.code, err.message)
+
+    def on_client_lost(self) -> None:
+        if self.finished:
+            return
+        self.keep_alive = False
+        if not self.request_done:
+            term, where = "CR", "while sending the request"
+        elif not self.head_sent:
+            term, where = "CH", "while waiting for the response"
+        else:
+            term, where = "CD", "during the response"
+        self._finish(term, f"client closed the connection {where}")
+
+    # ------------------------------------------------------------ response (upstream callbacks)
+
+    def on_response_interim(self, resp: ResponseHead) -> None:
+        # 100 Continue, 103 Early Hints: only HTTP/1.1 clients may get them.
+        if self.head.http11 and not self.head_sent:
+            self.out.append(self._response_head(resp, None))
+
+    def on_response_head(self, resp: ResponseHead) -> None:
+        self.t_first = self.server.clock()
+        status = resp.status
+        head = self.head
+        if status == 101:
+            if head.upgrade is None:
+                self.on_upstream_error(f"backend {self.backend.name} switched protocols "
+                                       "without an upgrade request")
+                return
+            self._start_tunnel(resp)
+            return
+        self.status = status
+        self.resp_keep_alive = resp.keep_alive
+        how = framing.response_framing(status, head.method, resp.content_length,
+                                       resp.chunked, head.http11)
+        self.down_chunked = how == framing.CHUNKED
+        if (how == framing.CLOSE or not self.request_done or head.upgrade is not None
+                or self.conn.closing):
+            self.keep_alive = False
+        if resp.set_cookies and self.pool.sticky is not None:
+            observe = getattr(self.pool.sticky, "observe_response", None)
+            if observe is not None:
+                self.sticky_learned = observe(self.backend, resp.set_cookies)
+        self.out.append(self._response_head(resp, how))
+        self.head_sent = True
+        if resp.no_body:
+            return
+        upstream = self.upstream
+        if upstream is not None:
+            # From now on the deadline is the silence allowed between body bytes.
+            upstream.deadline.set(self.server.loop.time() + self.read_timeout)
+
+    def _response_head(self, resp: ResponseHead, how: str | None) -> bytes:
+        parts = [status_line(resp.status, resp.reason)]
+        named = resp.connection_named
+        strip = (named - CONNECTION_OPTIONS) if named else None
+        drop = _RESPONSE_DROP
+        for name, value in resp.headers:
+            lname = name.lower()
+            if lname in drop or (strip and lname in strip) or lname.startswith(b"proxy-"):
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        if how is None:  # interim
+            parts.append(b"\r\n")
+            return b"".join(parts)
+        choice = self.choice
+        if choice is not None and choice.set_cookie:
+            parts += (b"Set-Cookie: ", choice.set_cookie.encode("latin-1"), b"\r\n")
+        parts += (b"X-Request-Id: ", self.request_id.encode("latin-1"), b"\r\n")
+        if how == framing.LENGTH:
+            parts.append(b"Content-Length: %d\r\n" % resp.content_length)
+        elif how == framing.CHUNKED:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif how == framing.NONE and resp.content_length is not None and resp.status != 204:
+            parts.append(b"Content-Length: %d\r\n" % resp.content_length)  # HEAD, 304
+        if not self.keep_alive:
+            parts.append(b"Connection: close\r\n")
+        elif not self.head.http11:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def on_response_body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self.down_chunked:
+            self.out.append(chunk(data))
+        else:
+            self.out.append(data)
+
+    def on_response_complete(self) -> None:
+        if self.finished:
+            return
+        if self.down_chunked:
+            self.out.append(LAST_CHUNK)
+        self.response_complete = True
+        self._finish("--")
+
+    def flush(self) -> None:
+        """Write what the last read produced, in one write."""
+        out = self.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self.conn.write(data)
+
+    # ------------------------------------------------------------ backend failures
+
+    def on_upstream_lost(self, exc: Exception | None) -> None:
+        if self.finished:
+            return
+        upstream = self.upstream
+        started = upstream.reader.started if upstream is not None else True
+        self._detach_upstream(close=True)
+        name = self.backend.name
+        how = "reset" if isinstance(exc, ConnectionResetError) else "closed"
+        if self.head_sent:
+            self.keep_alive = False
+            self._finish("SD", f"backend {name} {how} the connection in the middle of the "
+                               "response body")
+            return
+        if not started and self._retryable_loss():
+            self._attempt_failed(
+                "backend-closed",
+                f"reused keep-alive connection to {name} was {how} before any response "
+                "byte (keep-alive race)", retryable=True)
+            return
+        self._attempt_failed("backend-closed",
+                             f"backend {name} {how} the connection before a complete "
+                             "response head", retryable=False)
+
+    def _retryable_loss(self) -> bool:
+        """A lost request is safe to resend only when it cannot have been processed
+        twice: an idempotent method whose whole sent body we still hold, lost on a
+        reused connection (the backend closed it as we wrote: the keep-alive race)."""
+        return (self.reused and self.head.method in IDEMPOTENT
+                and self.replay is not None)
+
+    def on_upstream_error(self, message: str) -> None:
+        if self.finished:
+            return
+        self._detach_upstream(close=True)
+        if self.head_sent:
+            self.keep_alive = False
+            self._finish("SD", message)
+            return
+        self._attempt_failed("bad-response", message, retryable=False)
+
+    def on_upstream_timeout(self) -> None:
+        if self.finished:
+            return
+        self._detach_upstream(close=True)
+        name = self.backend.name
+        if self.head_sent:
+            self.keep_alive = False
+            self._finish("SD", f"backend {name} sent nothing for {self.read_timeout:g}s in "
+                               "the middle of the response body (timeouts.response_header)")
+            return
+        self._attempt_failed("response-timeout",
+                             f"backend {name} sent no response head within "
+                             f"{self.read_timeout:g}s (timeouts.response_header)",
+                             retryable=False)
+
+    def upstream_pause_writing(self) -> None:
+        self.conn.pause(PAUSE_UPSTREAM)
+
+    def upstream_resume_writing(self) -> None:
+        self.conn.resume(PAUSE_UPSTREAM)
+
+    def _attempt_failed(self, code: str, message: str, retryable: bool) -> None:
+        """This backend failed this request: retry elsewhere when allowed, else answer."""
+        backend = self.backend
+        self._release_backend(self.server.clock(), failed=True)
+        if self.failed is None:
+            self.failed = set()
+        self.failed.add(backend)
+        if (retryable and len(self.retries) < self.pool.config.retries
+                and not self.conn.closed):
+            self.retries.append({"backend": backend.name, "error": message})
+            if self.replay:
+                self.body_buf = self.replay + self.body_buf
+                self.body_buf_bytes += self.replay_bytes
+                self.replay = []
+                self.replay_bytes = 0
+            self.request_sent = False
+            self.ctx.now = self.server.clock()
+            try:
+                self._choose()
+            except Exception as exc:
+                self._internal_error(exc)
+            return
+        self._fail(code, message)
+
+    # ------------------------------------------------------------ local answers
+
+    def _respond_fixed(self, respond) -> None:
+        body = respond.body.encode("utf-8")
+        headers = [(b"Content-Type", respond.content_type.encode("latin-1")),
+                   (b"X-Request-Id", self.request_id.encode("latin-1"))]
+        self._answer(respond.status, headers, body)
+
+    def _redirect(self, status: int, location: str) -> None:
+        body = f"redirecting to {location}\n".encode("utf-8")
+        headers = [(b"Location", location.encode("latin-1", "replace")),
+                   (b"Content-Type", b"text/plain; charset=utf-8"),
+                   (b"X-Request-Id", self.request_id.encode("latin-1"))]
+        self._answer(status, headers, body)
+
+    def _answer(self, status: int, headers, body: bytes) -> None:
+        self.status = status
+        if not self.request_done:
+            self.keep_alive = False
+        head_only = self.head.method == "HEAD"
+        self.out.append(render(status, headers, body, self.keep_alive, self.head.http11,
+                               head_only))
+        self.head_sent = True
+        self.bytes_out = 0 if head_only else len(body)
+        self._finish("--")
+
+    def _fail(self, code: str, message: str, **extra) -> None:
+        """Answer with the proxy's own error (proxy/errors.py) and finish."""
+        if self.finished:
+            return
+        err = ERRORS[code]
+        self._detach_upstream(close=True)
+        if self.head_sent:
+            self.keep_alive = False
+            self._finish(err.termination, message, proxy_error=True)
+            return
+        self.status = err.status
+        if err.closes or not self.request_done:
+            self.keep_alive = False
+        self.out.append(error_response(err, message, self.request_id, self.keep_alive,
+                                       self.head.http11, self.head.method == "HEAD", **extra))
+        self.head_sent = True
+        self._finish(err.termination, message, proxy_error=True)
+
+    def _internal_error(self, exc: BaseException) -> None:
+        log.exception("internal error on request %s", self.request_id, exc_info=exc)
+        if self.finished:
+            return
+        self.keep_alive = False
+        self._fail("internal", f"internal proxy error: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------ drain
+
+    def cut(self, reason: str = "drain deadline") -> None:
+        """Abort: 502 if no response head went out yet, else close the client connection.
+
+        The event says `termination: PD`, `error: "cut by <reason>"`."""
+        if self.finished:
+            return
+        if not reason.startswith("cut"):
+            reason = f"cut by {reason}"
+        self.keep_alive = False
+        if self.tunnel is not None:
+            self.tunnel.close(reason, "PD")
+            return
+        if self.head_sent:
+            self._finish("PD", reason, proxy_error=True)
+        else:
+            self._fail("drain-cut", reason)
+
+    # ------------------------------------------------------------ upgrade
+
+    def _start_tunnel(self, resp: ResponseHead) -> None:
+        self.status = 101
+        parts = [status_line(101, resp.reason)]
+        for name, value in resp.headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"X-Request-Id: ", self.request_id.encode("latin-1"), b"\r\n\r\n")
+        self.out.append(b"".join(parts))
+        self.head_sent = True
+        self.keep_alive = False
+        upstream = self.upstream
+        upstream.deadline.cancel()
+        self.tunnel = Tunnel(self, self.conn, upstream)
+        self.flush()
+        self.tunnel.begin(self.conn.take_upgrade_tail())
+
+    def tunnel_done(self, termination: str, error: str | None, bytes_in: int,
+                    bytes_out: int) -> None:
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+        self.response_complete = True
+        self._finish(termination, error)
+
+    # ------------------------------------------------------------ finish
+
+    def _detach_upstream(self, close: bool) -> None:
+        upstream = self.upstream
+        if upstream is None:
+            return
+        self.upstream = None
+        upstream.exchange = None
+        upstream.tunnel = None
+        upstream.reader.sink = DISCARD
+        self.backend.active_connections -= 1
+        if close:
+            upstream.close()
+
+    def _release_upstream(self) -> None:
+        upstream = self.upstream
+        if upstream is None:
+            return
+        reusable = (self.response_complete and self.request_done and self.request_sent
+                    and self.resp_keep_alive and not upstream.closed and self.tunnel is None
+                    and self.backend.intent is Intent.ACTIVE)
+        self._detach_upstream(close=not reusable)
+        if reusable:
+            upstream.responses += 1
+            upstream.deadline.clear()
+            self.server.upstreams.put(upstream, self.pool.config.timeouts.backend_idle)
+
+    def _release_backend(self, now: float, failed: bool) -> None:
+        if not self.acquired:
+            return
+        self.acquired = False
+        backend = self.backend
+        backend.request_finished(now - self.attempt_started, failed)
+        self.pool.balancer.release(backend)
+        self.server.untrack(self, backend)
+
+    def _finish(self, termination: str, error: str | None = None,
+                proxy_error: bool = False) -> None:
+        """The end of every exchange: release everything, publish one RequestEvent."""
+        if self.finished:
+            return
+        self.finished = True
+        server = self.server
+        now = server.clock()
+        self.flush()
+        self._release_upstream()
+        status = self.status
+        failed = ((status >= 500 or termination[0] == "S")
+                  and termination[0] != "C" and termination != "PD")
+        self._release_backend(now, failed)
+        try:
+            server.bus.publish(self._event(now, termination, error, proxy_error))
+        except Exception:
+            log.exception("publishing the event of request %s failed", self.request_id)
+        self.conn.exchange_done(self, self.keep_alive)
+
+    def _event(self, now: float, termination: str, error: str | None,
+               proxy_error: bool) -> RequestEvent:
+        t0 = self.t0
+        # Milliseconds with 3 decimals (int arithmetic: round() is slow).
+        timings = {"accepted": 0.0}
+        if self.t_route:
+            timings["route_matched"] = int((self.t_route - t0) * 1e6 + 0.5) / 1000
+        if self.t_pick:
+            timings["backend_picked"] = int((self.t_pick - t0) * 1e6 + 0.5) / 1000
+        if self.t_connect:
+            timings["connected"] = int((self.t_connect - t0) * 1e6 + 0.5) / 1000
+        if self.t_first:
+            timings["first_byte"] = int((self.t_first - t0) * 1e6 + 0.5) / 1000
+        timings["done"] = int((now - t0) * 1e6 + 0.5) / 1000
+        choice = self.choice
+        sticky = choice.sticky if choice is not None else None
+        if self.sticky_learned:
+            sticky = dict(sticky or {}, learned=self.sticky_learned)
+        head = self.head
+        backend = self.backend
+        return RequestEvent(
+            request_id=self.request_id, listener=self.conn.bound.name,
+            client=self.conn.client, method=head.method,
+            path=head.target_str, host=head.host, route=self.route_name,
+            pool=self.pool_name,
+            algorithm=choice.algorithm if choice is not None else None,
+            candidates=choice.candidates if choice is not None else [],
+            inputs=choice.inputs if choice is not None else {},
+            sticky=sticky, split=self.split,
+            backend=backend.name if backend is not None else None,
+            status=self.status, latency_ms=timings["done"], bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out, termination=termination, proxy_error=proxy_error,
+            error=error, retries=self.retries, timings=timings)
+
+    def __repr__(self) -> str:
+        return (f"<Exchange {self.request_id} {self.head.method} {self.head.path} "
+                f"backend={self.backend.name if self.backend else None}>")
+
+
+class RefusedExchange(Exchange):
+    """A request refused before its head was complete (400, 408, 431...)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def refuse(cls, conn: "L7Connection", err: RequestError, t0: float,
+               method: str, target: bytes) -> "RefusedExchange":
+        head = RequestHead(method, target, "1.1", [])
+        head.keep_alive = False
+        ex = cls(conn, head, t0)
+        ex._fail(err.code, err.message)
+        return ex
+
+
+# ====================================================================== tunnel
+
+class Tunnel:
+    """Bytes both ways after a 101, until a side closes or tunnel_idle passes."""
+
+    def __init__(self, exchange: Exchange, client: "L7Connection", upstream):
+        self.exchange = exchange
+        self.client = client
+        self.upstream = upstream
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.done = False
+        self.idle = client.bound.config.timeouts.tunnel_idle
+        self.deadline = Deadline(client.loop, self._on_idle)
+
+    def begin(self, client_tail: bytes | None) -> None:
+        self.client.tunnel = self
+        self.upstream.tunnel = self
+        self.upstream.exchange = None
+        self.client.timer.cancel()
+        self.deadline.after(self.idle)
+        if client_tail:
+            self.client_data(client_tail)
+        self.client.resume(PAUSE_UPGRADE)
+
+    def _touch(self) -> None:
+        self.deadline.when = self.client.loop.time() + self.idle
+
+    def client_data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self._touch()
+        self.upstream.write(data)
+
+    def upstream_data(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self._touch()
+        self.client.write(data)
+
+    def client_closed(self, exc) -> None:
+        self.close(None, "--")
+
+    def upstream_closed(self, exc) -> None:
+        self.close(None, "--")
+
+    def client_pause_writing(self) -> None:
+        if not self.upstream.closed:
+            self.upstream.transport.pause_reading()
+
+    def client_resume_writing(self) -> None:
+        if not self.upstream.closed:
+            self.upstream.transport.resume_reading()
+
+    def upstream_pause_writing(self) -> None:
+        self.client.pause(PAUSE_UPSTREAM)
+
+    def upstream_resume_writing(self) -> None:
+        self.client.resume(PAUSE_UPSTREAM)
+
+    def _on_idle(self) -> None:
+        self.close(f"tunnel idle for {self.idle:g}s (timeouts.tunnel_idle)", "--")
+
+    def close(self, error: str | None, termination: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.deadline.cancel()
+        self.upstream.tunnel = None
+        self.upstream.close()
+        self.client.tunnel = None
+        self.exchange.tunnel = None
+        self.exchange.tunnel_done(termination, error, self.bytes_in, self.bytes_out)
+
+
+# ====================================================================== client connection
+
+class L7Connection(asyncio.Protocol):
+    """One client connection of an HTTP listener."""
+
+    def __init__(self, server, bound):
+        self.server = server
+        self.bound = bound  # the listener slot: .name, .config, .closed
+        self.loop = server.loop
+        self.transport = None
+        self.reader: RequestReader | None = None
+        self.current: Exchange | None = None  # the exchange being answered
+        self.parsing: Exchange | None = None  # the exchange whose request is being read
+        self.pending: collections.deque | None = None  # pipelined, waiting for current
+        self.paused = 0
+        self.write_paused = False
+        self.closed = False
+        self.closing = False  # close after the current exchange (shutdown, refusal)
+        self.lingering = False
+        self.refused = False  # a request was refused: nothing more is parsed
+        self.write_closed = False
+        self.tunnel: Tunnel | None = None
+        self.phase = HEAD
+        self.timer = Deadline(self.loop, self._on_timer)
+        self.client_ip = "?"
+        self.client_ip_b = b"?"
+        self.client = "?"
+        self.scheme_b = b"http"
+        self.accepted_at = 0.0
+        self.head_started = 0.0
+        self._upgrade_tail: bytes | None = None
+        self._fwd_cache: tuple[str | None, bytes] | None = None
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            ip, port = peer[0], peer[1]
+            self.client_ip = ip
+            self.client_ip_b = ip.encode("ascii")
+            self.client = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        config = self.bound.config
+        self.reader = RequestReader(self, config.limits.max_header_bytes,
+                                    config.limits.max_body_bytes)
+        self.accepted_at = self.head_started = self.server.clock()
+        self.server.connections.add(self)
+        self.bound.active += 1
+        if self.bound.active > config.limits.max_connections:
+            log.warning("listener %s: over limits.max_connections (%d); closing %s",
+                        self.bound.name, config.limits.max_connections, self.client)
+            transport.abort()
+            return
+        self.timer.after(config.timeouts.client_header)
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.client_data(data)
+            return
+        if self.lingering or self.refused or self.closed:
+            return
+        if self._upgrade_tail is not None:
+            # After an upgrade request, bytes belong to the tunnel to come.
+            self._upgrade_tail += data
+            return
+        reader = self.reader
+        was_in_head = reader.in_head
+        if not was_in_head and self.parsing is None:
+            self.head_started = self.server.clock()
+        try:
+            tail = reader.feed(data)
+        except RequestError as err:
+            self._refuse(err)
+            return
+        except Exception as exc:  # a bug in a callback: one request lost, not the proxy
+            log.exception("internal error reading a request from %s", self.client)
+            self._refuse(RequestError("internal", f"internal proxy error: {exc!r}"))
+            return
+        if tail is not None:
+            self._upgrade_tail = tail
+            self.pause(PAUSE_UPGRADE)
+        if reader.in_head and not was_in_head and reader.messages and self.phase != HEAD:
+            # A new request began and its head is not complete yet.
+            self._set_phase(HEAD)
+
+    def eof_received(self) -> bool:
+        # The client shut its side. Like nginx, the proxy takes it as the
+        # client going away: a request in flight ends as "CR"/"CH"/"CD" and
+        # frees its backend slot (HTTP clients do not half-close to wait).
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.write_closed = True
+        self.timer.cancel()
+        self.server.connections.discard(self)
+        self.bound.active -= 1
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.client_closed(exc)
+            return
+        current = self.current
+        if current is not None:
+            current.on_client_lost()
+        pending = self.pending
+        while pending:
+            pending.popleft().on_client_lost()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.client_pause_writing()
+            return
+        current = self.current
+        if current is not None and current.upstream is not None and not current.upstream.closed:
+            current.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.tunnel is not None:
+            self.tunnel.client_resume_writing()
+            return
+        current = self.current
+        if current is not None and current.upstream is not None and not current.upstream.closed:
+            current.upstream.transport.resume_reading()
+
+    # ------------------------------------------------------------ reader callbacks
+
+    def on_request_head(self, head: RequestHead) -> None:
+        if self.closing or self.closed:
+            # Pipelined after a request that closes the connection: not answered.
+            self.parsing = None
+            return
+        reader = self.reader
+        t0 = self.accepted_at if reader.messages == 1 else self.head_started
+        ex = Exchange(self, head, t0)
+        self.parsing = ex
+        if head.has_body:
+            self._set_phase(BODY)
+        else:
+            self.phase = WAIT  # no client deadline while the backend works
+            self.timer.when = None
+        if self.current is None:
+            self.current = ex
+            ex.start()
+        else:
+            if self.pending is None:
+                self.pending = collections.deque()
+            self.pending.append(ex)
+            self.pause(PAUSE_PIPELINE)
+
+    def on_request_body(self, data: bytes) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        if self.timer.when is not None:
+            self.timer.when = self.loop.time() + self.bound.config.timeouts.request_body
+        ex.on_client_body(data)
+
+    def on_request_complete(self) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        self.parsing = None
+        if self.current is None and not self.pending and not self.closing:
+            self._set_phase(IDLE)
+        else:
+            self.phase = WAIT
+            self.timer.when = None
+        ex.on_client_complete()
+
+    # ------------------------------------------------------------ exchanges
+
+    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+        if ex is self.current:
+            self.current = None
+        elif self.pending and ex in self.pending:
+            self.pending.remove(ex)
+            return
+        if self.closed:
+            return
+        if not keep_alive or self.closing or self.bound.closed:
+            unread = self.parsing is not None and self.parsing is not ex
+            self._close(linger=not ex.request_done or unread or self.refused)
+            return
+        if self.pending:
+            nxt = self.pending.popleft()
+            if not self.pending:
+                self.resume(PAUSE_PIPELINE)
+            self.current = nxt
+            # Not from inside this callback: the backend connection that just
+            # finished may still be in its own read callback.
+            self.loop.call_soon(self._start_next, nxt)
+        elif self.parsing is None and not self.reader.in_head:
+            self._set_phase(IDLE)
+
+    def _start_next(self, ex: Exchange) -> None:
+        if not self.closed and not ex.finished:
+            ex.start()
+
+    def take_upgrade_tail(self) -> bytes | None:
+        tail, self._upgrade_tail = self._upgrade_tail, None
+        return tail
+
+    def _refuse(self, err: RequestError) -> None:
+        """The reader refused the request: answer with the error, then close.
+
+        Nothing after a refused request is parsed (its framing cannot be
+        trusted: that is how smuggling works)."""
+        if self.closed:
+            return
+        self.refused = True
+        self.timer.cancel()
+        ex = self.parsing
+        current = self.current
+        if ex is not None:
+            if ex.finished:
+                self._close(linger=True)
+            elif ex is current:
+                ex.on_client_error(err)  # answers if it still can, finishes, closes
+                self._close(linger=True)
+            else:
+                # A pipelined request behind one in flight: no orderly answer possible.
+                self.abort()
+            return
+        if current is not None:
+            self.abort()
+            return
+        method, target = self._partial_request()
+        t0 = self.head_started if self.reader.messages else self.accepted_at
+        RefusedExchange.refuse(self, err, t0, method, target)
+
+    def _partial_request(self) -> tuple[str, bytes]:
+        reader = self.reader
+        try:
+            method = reader.parser.get_method().decode("ascii", "replace")
+        except Exception:  # before the method was read
+            method = ""
+        target = b"".join(reader._url)[:2048]
+        return method, target
+
+    # ------------------------------------------------------------ timeouts
+
+    def _set_phase(self, phase: str) -> None:
+        self.phase = phase
+        timeouts = self.bound.config.timeouts
+        if phase == HEAD:
+            self.timer.after(timeouts.client_header)
+        elif phase == BODY:
+            if not self.paused:
+                self.timer.after(timeouts.request_body)
+        elif phase == IDLE:
+            self.timer.after(timeouts.client_idle)
+        else:
+            self.timer.clear()
+
+    def _on_timer(self) -> None:
+        if self.closed or self.tunnel is not None:
+            return
+        phase = self.phase
+        timeouts = self.bound.config.timeouts
+        if phase == HEAD:
+            if self.reader.in_head:
+                self._refuse(RequestError(
+                    "header-timeout", f"request head not complete within "
+                    f"{timeouts.client_header:g}s (timeouts.client_header)"))
+            elif self.current is None:
+                self._close(linger=False)  # nothing was sent: no request, no answer
+        elif phase == BODY:
+            if self.parsing is not None and not self.paused:
+                self._refuse(RequestError(
+                    "body-timeout", f"no request body byte for {timeouts.request_body:g}s "
+                    "(timeouts.request_body)"))
+        elif phase == IDLE:
+            if self.current is None and not self.reader.in_head:
+                self._close(linger=False)
+
+    # ------------------------------------------------------------ reading / writing
+
+    def pause(self, reason: int) -> None:
+        if self.closed or self.lingering:
+            return
+        if not self.paused:
+            try:
+                self.transport.pause_reading()
+            except RuntimeError:  # the transport is already closed
+                return
+            if self.phase == BODY:
+                self.timer.clear()  # we are slow, not the client
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and not self.closed and not self.lingering:
+            try:
+                self.transport.resume_reading()
+            except RuntimeError:
+                return
+            if self.phase == BODY:
+                self.timer.after(self.bound.config.timeouts.request_body)
+
+    def write(self, data: bytes) -> None:
+        if not self.write_closed:
+            self.transport.write(data)
+
+    def forwarded_element(self, host: str | None) -> bytes:
+        cache = self._fwd_cache
+        if cache is not None and cache[0] == host:
+            return cache[1]
+        element = forwarded_element(self.client_ip, host, self.scheme_b.decode()).encode(
+            "latin-1", "replace")
+        self._fwd_cache = (host, element)
+        return element
+
+    def _close(self, linger: bool) -> None:
+        """Close after what is written; `linger` reads and drops what the client still
+        sends for a while, so the error response is not destroyed by a TCP reset."""
+        if self.closed or self.write_closed:
+            return
+        self.closing = True
+        self.write_closed = True
+        self.timer.cancel()
+        transport = self.transport
+        if linger and transport.can_write_eof():
+            self.lingering = True
+            try:
+                transport.write_eof()
+            except OSError:
+                transport.close()
+                return
+            self.paused = 0
+            transport.resume_reading()
+            self.loop.call_later(LINGER, self._abort)
+            return
+        transport.close()
+
+    def _abort(self) -> None:
+        if not self.closed:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server stopping: close now when idle, else after the current response."""
+        self.closing = True
+        if self.current is None and self.tunnel is None:
+            self._close(linger=False)
+
+    def abort(self) -> None:
+        self.write_closed = True
+        self.closing = True
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
