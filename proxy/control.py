@@ -108,6 +108,8 @@ def full_state(ctx: AdminContext) -> dict:
     state["subscribers"] = ctx.bus.subscriber_count
     drains = getattr(ctx.server, "drains", None)
     state["drains"] = drains.state() if drains is not None else None
+    health = getattr(ctx.server, "health", None)
+    state["health"] = health.state() if health is not None else None
     return state
 
 

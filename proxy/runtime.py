@@ -232,6 +232,8 @@ def _unavailable(backend: BackendState, now: float) -> str:
         return "unhealthy"
     if backend.ejected_until > now:
         return "ejected"
+    if backend.health is Health.INITIAL and backend.requires_check:
+        return "not checked yet"
     return "eligible"
 
 

@@ -118,7 +118,11 @@ class ProxyServer:
         self.metrics = Metrics(self.runtime)
         self.bus.add_sink(self.metrics.sink)
         self.admin = None
-        self.health = None
+        # Built now, not at start: it marks backends of checked pools as
+        # "not checked yet" before the first client can be routed to them.
+        from proxy.health import HealthManager
+
+        self.health = HealthManager(self)
         self.drains = None
         self.runtime.before_apply.append(self._before_apply)
         self.runtime.on_apply.append(self._on_apply)
@@ -161,9 +165,6 @@ class ProxyServer:
             message = str(exc) if "admin" in str(exc) else listen_error_message(
                 "the admin API", host, port, exc, "admin.listen")
             raise ListenError(exc.errno, message) from exc
-        from proxy.health import HealthManager
-
-        self.health = HealthManager(self)
         await _maybe_await(self.health.start())
         from proxy.drain import DrainManager
 
