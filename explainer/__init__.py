@@ -1,0 +1,1 @@
+"""The explainer: LBLab's live dashboard, its diagrams and the bridge that feeds it."""

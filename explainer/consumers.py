@@ -1,0 +1,37 @@
+"""The dashboard's WebSocket: join the sandbox's group, send a first paint, forward ticks."""
+from __future__ import annotations
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from explainer import live
+from explainer.services import dashboard
+from explainer.services.sandboxes import group_name
+
+
+class LabConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.sandbox = self.scope["url_route"]["kwargs"]["sandbox"]
+        self.group = group_name(self.sandbox)
+        self.embedded = settings.LBLAB_EMBEDDED_BRIDGE
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        self.acquired = False
+        if self.embedded:
+            live.bridges().acquire(self.sandbox)
+            self.acquired = True
+        await self.send_json(await dashboard.first_paint(self.sandbox))
+
+    async def disconnect(self, code):
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        if getattr(self, "acquired", False):
+            live.bridges().release(self.sandbox)
+            self.acquired = False
+
+    async def receive_json(self, content, **kwargs):
+        # The page only listens; controls are CSRF-protected POSTs.
+        if isinstance(content, dict) and content.get("kind") == "ping":
+            await self.send_json({"kind": "pong"})
+
+    async def lab_tick(self, message):
+        await self.send_json(dashboard.tick_for_browser(message))

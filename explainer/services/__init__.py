@@ -1,0 +1,1 @@
+"""Where the explainer's logic lives; views and consumers only call these."""

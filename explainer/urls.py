@@ -1,0 +1,17 @@
+from django.urls import path
+
+from explainer import views
+
+app_name = "explainer"
+
+urlpatterns = [
+    path("", views.dashboard_page, name="dashboard"),
+    path("lab/<str:sandbox>/", views.dashboard_page, name="sandbox-dashboard"),
+    path("api/<str:sandbox>/snapshot", views.snapshot, name="snapshot"),
+    path("api/<str:sandbox>/requests/<str:request_id>/diagram", views.request_diagram,
+         name="request-diagram"),
+    path("api/<str:sandbox>/health/<str:pool>/<str:backend>/diagram", views.health_diagram,
+         name="health-diagram"),
+    path("api/<str:sandbox>/traffic", views.traffic_status, name="traffic-status"),
+    path("api/<str:sandbox>/control/<str:action>", views.control, name="control"),
+]

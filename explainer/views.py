@@ -1,0 +1,107 @@
+"""Thin HTTP views: validate input, call one service, render JSON or the page."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET, require_POST
+
+from explainer import forms
+from explainer.services import controls, dashboard
+from explainer.services.admin_client import AdminError
+from explainer.services.controls import ControlError
+from explainer.services.sandboxes import SandboxError, check_id
+
+
+def _sandbox_or_404(sandbox: str) -> str:
+    try:
+        return check_id(sandbox)
+    except SandboxError as exc:
+        raise Http404(exc.message) from None
+
+
+@ensure_csrf_cookie
+@require_GET
+def dashboard_page(request: HttpRequest, sandbox: str | None = None):
+    sandbox = _sandbox_or_404(sandbox or settings.LBLAB_SANDBOX)
+    return render(request, "explainer/dashboard.html", dashboard.page_context(sandbox))
+
+
+def _error(exc: Exception) -> JsonResponse:
+    wrapped = ControlError.wrap(exc)
+    return JsonResponse(wrapped.as_json(), status=wrapped.status)
+
+
+@require_GET
+async def snapshot(request: HttpRequest, sandbox: str):
+    """The WebSocket's first paint over plain HTTP (fallback when sockets are blocked)."""
+    return JsonResponse(await dashboard.first_paint(_sandbox_or_404(sandbox)))
+
+
+@require_GET
+async def request_diagram(request: HttpRequest, sandbox: str, request_id: str):
+    try:
+        data = await dashboard.request_diagram(_sandbox_or_404(sandbox), request_id)
+    except (AdminError, SandboxError) as exc:
+        return _error(exc)
+    return JsonResponse({"ok": True, **data})
+
+
+@require_GET
+async def health_diagram(request: HttpRequest, sandbox: str, pool: str, backend: str):
+    try:
+        data = await dashboard.health_diagram(_sandbox_or_404(sandbox), pool, backend)
+    except (AdminError, SandboxError) as exc:
+        return _error(exc)
+    return JsonResponse({"ok": True, **data})
+
+
+@require_GET
+def traffic_status(request: HttpRequest, sandbox: str):
+    try:
+        return JsonResponse(controls.traffic_status(_sandbox_or_404(sandbox),
+                                                    request.GET.get("run") or None))
+    except ControlError as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)
+
+
+# action -> (form class, call(sandbox, form) -> result dict)
+ACTIONS = {
+    "algorithm": (forms.AlgorithmForm, lambda sb, f: controls.set_algorithm(
+        sb, f.cleaned_data["pool"], f.cleaned_data["algorithm"], f.options())),
+    "weight": (forms.WeightForm, lambda sb, f: controls.set_weight(
+        sb, f.cleaned_data["pool"], f.cleaned_data["backend"], f.cleaned_data["weight"])),
+    "add-backend": (forms.AddBackendForm, lambda sb, f: controls.add_backend(
+        sb, f.cleaned_data["pool"], f.cleaned_data["name"], f.cleaned_data["address"],
+        f.cleaned_data["weight"])),
+    "remove-backend": (forms.RemoveBackendForm, lambda sb, f: controls.remove_backend(
+        sb, f.cleaned_data["pool"], f.cleaned_data["backend"], f.cleaned_data["drain"])),
+    "intent": (forms.IntentForm, lambda sb, f: controls.backend_intent(
+        sb, f.cleaned_data["pool"], f.cleaned_data["backend"], f.cleaned_data["verb"])),
+    "health": (forms.HealthForm, lambda sb, f: controls.set_health(
+        sb, f.cleaned_data["pool"], f.health())),
+    "fault": (forms.FaultForm, lambda sb, f: controls.inject_fault(
+        sb, f.cleaned_data["backend"], f.cleaned_data["fault"], f.values())),
+    "restart": (forms.RestartForm, lambda sb, f: controls.restart_backend(
+        sb, f.cleaned_data["backend"])),
+    "traffic-start": (forms.TrafficStartForm, lambda sb, f: controls.start_traffic(
+        sb, f.cleaned_data["profile"], f.cleaned_data["users"], f.cleaned_data["duration_s"])),
+    "traffic-stop": (forms.TrafficStopForm, lambda sb, f: controls.stop_traffic(
+        sb, f.cleaned_data["run_id"] or None)),
+}
+
+
+@require_POST
+def control(request: HttpRequest, sandbox: str, action: str):
+    sandbox = _sandbox_or_404(sandbox)
+    if action not in ACTIONS:
+        raise Http404(f"no control {action!r}")
+    form_class, call = ACTIONS[action]
+    form = form_class(request.POST)
+    if not form.is_valid():
+        return JsonResponse(form.errors_json(), status=400)
+    try:
+        return JsonResponse(call(sandbox, form))
+    except ControlError as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)

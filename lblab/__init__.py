@@ -1,0 +1,1 @@
+"""LBLab's Django project: settings (env-driven), ASGI routing, URLs."""

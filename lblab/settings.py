@@ -1,0 +1,167 @@
+"""LBLab settings, read from the environment once at import.
+
+The embedded default needs nothing: SQLite under var/, an in-memory channel
+layer (so the bridge runs inside the daphne process, see explainer/bridges.py),
+a dev secret key. Workshops set DATABASE_URL (PostgreSQL via dj-database-url)
+and REDIS_URL (channels_redis, so `manage.py bridge` can run as its own
+process and several daphne workers share one group).
+
+Environment:
+    SECRET_KEY            required when DEBUG is off
+    DEBUG                 1/true/yes/on (default on: this is a local teaching lab)
+    ALLOWED_HOSTS         comma separated (default: localhost, 127.0.0.1, [::1])
+    CSRF_TRUSTED_ORIGINS  comma separated origins (e.g. https://lab.example.org)
+    DATABASE_URL          e.g. postgresql://postgres@127.0.0.1:5432/lblab
+    REDIS_URL             e.g. redis://127.0.0.1:6379/0
+    LBLAB_SANDBOX         the sandbox the dashboard at / shows (default "default")
+    LBLAB_ADMIN_URL       optional: show a proxy you started yourself at this admin
+                          URL as sandbox LBLAB_SANDBOX, instead of asking SandboxService
+    LBLAB_PROXY_URL       optional, with LBLAB_ADMIN_URL: where clients reach the proxy
+    LBLAB_EMBEDDED_BRIDGE 1/0: run the bridge inside the web process (default: on
+                          without REDIS_URL, off with it)
+    LBLAB_VAR_DIR         where SQLite lives (default <repo>/var)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", True)
+
+_DEV_SECRET = "lblab-dev-secret-key-not-for-production-use-0123456789"
+SECRET_KEY = os.environ.get("SECRET_KEY") or _DEV_SECRET
+if not DEBUG and SECRET_KEY == _DEV_SECRET:
+    raise ImproperlyConfigured("DEBUG is off: set SECRET_KEY to a long random string "
+                               "(python -c 'import secrets; print(secrets.token_urlsafe(50))')")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",  # runserver serves ASGI (HTTP + WebSocket)
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "labs",
+    "explainer",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "lblab.urls"
+WSGI_APPLICATION = "lblab.wsgi.application"
+ASGI_APPLICATION = "lblab.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+VAR_DIR = Path(os.environ.get("LBLAB_VAR_DIR") or BASE_DIR / "var")
+DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60,
+                                                  conn_health_checks=True)}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
+                             "NAME": VAR_DIR / "lblab.sqlite3"}}
+
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+if REDIS_URL:
+    CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 500, "expiry": 10},
+    }}
+else:
+    # Per process: only consumers in this same process see group messages.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer",
+                                  "CONFIG": {"capacity": 500}}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+# Files are served straight from STATICFILES_DIRS (no collectstatic step needed
+# for the one-command launcher); compose can still run collectstatic.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ---------------------------------------------------------------- LBLab
+
+LBLAB_SANDBOX = os.environ.get("LBLAB_SANDBOX", "default").strip() or "default"
+LBLAB_ADMIN_URL = os.environ.get("LBLAB_ADMIN_URL", "").strip().rstrip("/")
+LBLAB_PROXY_URL = os.environ.get("LBLAB_PROXY_URL", "").strip().rstrip("/")
+LBLAB_EMBEDDED_BRIDGE = env_bool("LBLAB_EMBEDDED_BRIDGE", not REDIS_URL)
+# Seconds the web process waits for the admin API or a toy backend.
+LBLAB_ADMIN_TIMEOUT = float(os.environ.get("LBLAB_ADMIN_TIMEOUT", "3"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"explainer": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+}

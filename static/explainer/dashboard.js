@@ -1,0 +1,1133 @@
+/* LBLab live dashboard.
+ *
+ * Data flow: the page opens ws/lab/<sandbox>/ and gets one "first_paint" message
+ * (state, topology diagram, recent requests and lifecycle events), then a "tick"
+ * from the bridge every ~250 ms (decisions, lifecycle events, per-backend stats,
+ * and once a second the state and its diagram). If the socket keeps failing, it
+ * polls /api/<sandbox>/snapshot instead. Controls POST forms (with the CSRF token)
+ * to /api/<sandbox>/control/<action> and show the JSON answer.
+ *
+ * Everything from the server is inserted as text (textContent), never as HTML;
+ * Mermaid renders with securityLevel 'strict' from server-escaped text.
+ */
+(() => {
+  'use strict';
+
+  const app = document.getElementById('app');
+  const SANDBOX = app.dataset.sandbox;
+  const WS_PATH = app.dataset.wsPath;
+  const API = app.dataset.apiBase;
+  const BRIDGE_MODE = app.dataset.bridge;
+  const reducedMotion = window.matchMedia('(prefers-reduced-motion: reduce)');
+
+  // ------------------------------------------------------------------ helpers
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === 'class') node.className = value;
+      else if (key === 'text') node.textContent = value;
+      else if (key === 'style') node.setAttribute('style', value);
+      else if (key.startsWith('data-') || key.startsWith('aria-') || key === 'role' || key === 'title'
+               || key === 'type' || key === 'name' || key === 'value' || key === 'scope' || key === 'colspan'
+               || key === 'tabindex' || key === 'for' || key === 'hidden' || key === 'min' || key === 'max') {
+        node.setAttribute(key, value === true ? '' : value);
+      } else node[key] = value;
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function fmtTime(ts) {
+    if (!ts) return '';
+    const d = new Date(ts * 1000);
+    const p = (n, w = 2) => String(n).padStart(w, '0');
+    return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+  }
+
+  function fmtMs(v) {
+    if (v === null || v === undefined || Number.isNaN(v)) return '–';
+    if (v >= 1000) return `${(v / 1000).toFixed(2)} s`;
+    if (v >= 100) return `${v.toFixed(0)} ms`;
+    if (v >= 10) return `${v.toFixed(1)} ms`;
+    return `${v.toFixed(2)} ms`;
+  }
+
+  function csrfToken() {
+    const input = $('input[name="csrfmiddlewaretoken"]');
+    if (input) return input.value;
+    const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : '';
+  }
+
+  // Okabe-Ito based palette: tells backends apart for most colour vision.
+  const PALETTE = ['#0072B2', '#E69F00', '#009E73', '#CC79A7', '#56B4E9', '#D55E00',
+                   '#7c3aed', '#374151', '#b45309', '#0f766e', '#be123c', '#4d7c0f'];
+  const colors = new Map();
+  function colorFor(name) {
+    if (!colors.has(name)) colors.set(name, PALETTE[colors.size % PALETTE.length]);
+    return colors.get(name);
+  }
+
+  function displayClass(b) {
+    // Same precedence as explainer/diagrams.py backend_class: intent, ejection, health.
+    if (b.intent === 'draining' || b.intent === 'maintenance') return b.intent;
+    if (b.ejected) return 'ejected';
+    return ['healthy', 'initial', 'unhealthy'].includes(b.health) ? b.health : 'initial';
+  }
+  const CLASS_TEXT = { healthy: 'healthy', initial: 'not checked yet', unhealthy: 'unhealthy',
+                       ejected: 'ejected', draining: 'draining', maintenance: 'maintenance' };
+
+  const ALGO_EXPLAIN = {
+    round_robin: 'takes the eligible backends in turn, one after the other.',
+    weighted_round_robin: 'takes backends in turn, heavier ones more often (smooth weighted round robin).',
+    random: 'picks an eligible backend uniformly at random.',
+    weighted_random: 'picks at random, in proportion to each backend\'s weight.',
+    least_connections: 'picks the backend with the fewest active connections.',
+    least_outstanding_requests: 'picks the backend with the fewest requests in flight.',
+    least_response_time: 'picks the backend with the lowest smoothed response time for its load.',
+    power_of_two_choices: 'samples a few backends at random and keeps the least loaded one.',
+    ip_hash: 'hashes the client address: the same client lands on the same backend while the set does not change.',
+    consistent_hash: 'hashes the key onto a ring of virtual nodes: adding or removing a backend moves only about 1/N of the keys.',
+    consistent_hash_bounded: 'consistent hashing, but skips a backend already above load_factor × the average load.',
+    maglev: 'looks the key up in a Maglev table: even spread and little disruption when backends change.',
+  };
+
+  const TERMINATION_WHO = { C: 'the client', S: 'the backend', P: 'the proxy' };
+  const TERMINATION_PHASE = { R: 'while the request was arriving', Q: 'while picking a backend',
+    C: 'while connecting to the backend', H: 'while waiting for the response headers',
+    D: 'while the response body was flowing' };
+  function explainTermination(code) {
+    if (!code || code === '--') return 'finished normally';
+    const who = TERMINATION_WHO[code[0]] || 'the connection';
+    const phase = TERMINATION_PHASE[code[1]];
+    return phase ? `${who} ended it ${phase}` : `${who} ended it`;
+  }
+
+  function inputsText(inputs, limit = 4) {
+    if (!inputs) return '';
+    const entries = Object.entries(inputs).slice(0, limit).map(([k, v]) => {
+      if (typeof v === 'number' && !Number.isInteger(v)) v = Math.round(v * 1000) / 1000;
+      if (v && typeof v === 'object') v = JSON.stringify(v);
+      return `${k}=${v}`;
+    });
+    return entries.join(', ');
+  }
+
+  function statusClass(ev) {
+    if (ev.type === 'connection') return ev.error ? '5xx' : '2xx';
+    const s = ev.status || 0;
+    return s ? `${Math.floor(s / 100)}xx` : 'none';
+  }
+
+  function whyShort(ev) {
+    if (!ev.backend && ev.error) return ev.error;
+    const parts = [];
+    if (ev.sticky) parts.push(ev.sticky.hit ? `sticky hit (${ev.sticky.mode})` : `sticky miss (${ev.sticky.mode})`);
+    if (ev.algorithm) parts.push(ev.algorithm);
+    const inp = inputsText(ev.inputs, 2);
+    if (inp) parts.push(inp);
+    if (ev.retries && ev.retries.length) parts.push(`${ev.retries.length} retr${ev.retries.length > 1 ? 'ies' : 'y'}`);
+    return parts.join(' · ');
+  }
+
+  function eventId(ev) { return ev.request_id || ev.connection_id || `${ev.ts}-${ev.client}`; }
+
+  // ------------------------------------------------------------------ model
+
+  const model = {
+    state: null,
+    config: null,
+    proxy: { reachable: null, detail: '' },
+    stream: { connected: null, detail: '' },
+    parts: null,
+    feed: 'connecting',
+    lastMessageAt: 0,
+    proxyUrl: null,
+    healthEvents: [],   // state_change events, oldest first
+    selectedRequest: null,
+    selectedBackend: null,
+    topologyText: '',
+  };
+
+  // ------------------------------------------------------------------ text log (role=log)
+
+  const logList = $('#log');
+  const LOG_MAX = 150;
+  function logLine(text, level = '', ts = Date.now() / 1000) {
+    const li = el('li', { class: level ? `lvl-${level}` : '' },
+      el('span', { class: 't', text: fmtTime(ts).slice(0, 8) }), el('span', { text }));
+    logList.append(li);
+    while (logList.children.length > LOG_MAX) logList.firstElementChild.remove();
+    logList.scrollTop = logList.scrollHeight;
+  }
+
+  function describeEvent(e) {
+    switch (e.type) {
+      case 'state_change': {
+        const what = e.kind === 'health' ? 'health' : e.kind;
+        const level = (e.new === 'unhealthy' || e.new === 'ejected') ? 'bad'
+          : (e.new === 'healthy' || e.new === 'included' || e.new === 'active') ? 'ok' : 'warn';
+        return [`${e.backend} (${e.pool}): ${what} ${e.old} → ${e.new}${e.cause ? ': ' + e.cause : ''}`, level];
+      }
+      case 'pool':
+        return [`Pool ${e.pool}: ${e.what.replace(/_/g, ' ')}${e.detail ? ': ' + e.detail : ''}`, 'warn'];
+      case 'drain':
+        return [`Drain of ${e.backend} (${e.pool}): ${e.what}${e.detail ? ': ' + e.detail : ''}`, ''];
+      case 'admin':
+        return [`Admin change: ${e.verb.replace(/_/g, ' ')} ${e.target}${e.detail && Object.keys(e.detail).length ? ' ' + JSON.stringify(e.detail) : ''}`, ''];
+      case 'warning':
+        return [`Warning from ${e.source}: ${e.message}`, 'warn'];
+      case 'stream_gap':
+        return [`The bridge fell behind and missed ${e.dropped} events`, 'warn'];
+      default:
+        return [`${e.type}`, ''];
+    }
+  }
+
+  // ------------------------------------------------------------------ Mermaid
+
+  const mermaidReady = typeof window.mermaid !== 'undefined';
+  const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif';
+  if (mermaidReady) {
+    window.mermaid.initialize({
+      startOnLoad: false,
+      securityLevel: 'strict',
+      theme: 'base',
+      themeVariables: {
+        fontFamily: FONT,
+        fontSize: '13px',
+        primaryColor: '#eef2ff', primaryBorderColor: '#6366f1', primaryTextColor: '#1f2937',
+        lineColor: '#64748b', secondaryColor: '#f0f9ff', tertiaryColor: '#ffffff',
+        noteBkgColor: '#fefce8', noteBorderColor: '#eab308', noteTextColor: '#422006',
+        actorBkg: '#eef2ff', actorBorder: '#6366f1', actorTextColor: '#1e1b4b',
+        signalColor: '#334155', signalTextColor: '#1f2937',
+      },
+      flowchart: { curve: 'basis', nodeSpacing: 28, rankSpacing: 56, padding: 10 },
+      sequence: { mirrorActors: false, useMaxWidth: false, actorMargin: 36, width: 130, height: 44,
+                  messageMargin: 26, boxMargin: 6, noteMargin: 6, wrap: false,
+                  actorFontSize: 13, messageFontSize: 13, noteFontSize: 12,
+                  actorFontFamily: FONT, messageFontFamily: FONT, noteFontFamily: FONT },
+    });
+  }
+  let mermaidChain = Promise.resolve();
+  let renderSeq = 0;
+  function renderDiagram(container, text) {
+    // One render at a time: Mermaid's renderer is not re-entrant.
+    mermaidChain = mermaidChain.then(async () => {
+      if (!mermaidReady) {
+        container.replaceChildren(el('pre', { class: 'diagram-error', text }));
+        return;
+      }
+      try {
+        const { svg } = await window.mermaid.render(`mmd-${++renderSeq}`, text);
+        container.innerHTML = svg;  // sanitised by Mermaid (strict)
+        const svgEl = container.querySelector('svg');
+        if (svgEl) svgEl.setAttribute('role', 'img');
+      } catch (err) {
+        container.replaceChildren(el('p', { class: 'diagram-error',
+          text: `Could not draw this diagram: ${err && err.message ? err.message : err}` }));
+        const stray = document.getElementById(`dmmd-${renderSeq}`);
+        if (stray) stray.remove();
+      }
+    });
+    return mermaidChain;
+  }
+
+  const topoBox = $('#topology');
+  let topoRendered = '';
+  let topoPending = '';
+  function setTopology(text) { if (text) topoPending = text; }
+  setInterval(() => {
+    if (topoPending && topoPending !== topoRendered) {
+      topoRendered = topoPending;
+      renderDiagram(topoBox, topoRendered).then(() => {
+        topoBox.setAttribute('aria-label', topologySummary());
+      });
+    }
+  }, 1000);
+  function topologySummary() {
+    const pools = (model.state && model.state.pools) || {};
+    const parts = Object.entries(pools).map(([name, p]) => {
+      const bs = (p.backends || []).map(b => `${b.name} ${CLASS_TEXT[displayClass(b)]}`).join(', ');
+      return `pool ${name} (${p.algorithm}): ${bs || 'no backends'}`;
+    });
+    return `Topology. ${parts.join('. ')}`;
+  }
+
+  // ------------------------------------------------------------------ banners and status pills
+
+  let bannerKey = '';
+  function renderBanners() {
+    const items = [];
+    if (model.feed === 'reconnecting') {
+      items.push(['warn', 'Live feed lost', 'The connection to the site dropped; reconnecting…']);
+    }
+    const silent = model.feed === 'live' && model.lastMessageAt && (Date.now() - model.lastMessageAt > 5000);
+    if (silent) {
+      items.push(['warn', 'No updates from the bridge',
+        BRIDGE_MODE === 'external'
+          ? 'Nothing arrived for 5 s. Is the bridge running? (python manage.py bridge --sandbox ' + SANDBOX + ')'
+          : 'Nothing arrived for 5 s; the site restarts its bridge when you reload the page.']);
+    }
+    if (model.proxy.reachable === false) {
+      items.push(['bad', 'The proxy does not answer',
+        `${model.proxy.detail || 'its admin API is unreachable'}. The dashboard keeps trying every second; the controls that change the proxy will fail until it is back.`]);
+    } else if (model.stream.connected === false && model.proxy.reachable) {
+      items.push(['warn', 'Event stream interrupted', `${model.stream.detail}. Reconnecting…`]);
+    }
+    for (const [part, info] of Object.entries(model.parts || {})) {
+      if (info && info.alive === false) {
+        const isBackend = part !== 'proxy' && part !== 'sandbox';
+        items.push(['bad', `Part “${part}” is down`,
+          `${info.detail}${isBackend ? ' — restart it from Controls › Faults.' : ''}`]);
+      }
+    }
+    topoBox.classList.toggle('stale', model.proxy.reachable === false);
+    const key = JSON.stringify(items);
+    if (key === bannerKey) return;
+    bannerKey = key;
+    const box = $('#banners');
+    box.replaceChildren(...items.map(([level, title, text]) =>
+      el('div', { class: `banner banner-${level}` },
+        el('span', { class: 'icon', 'aria-hidden': 'true', text: '!' }),
+        el('div', {}, el('strong', { text: title }), el('p', { text })))));
+  }
+
+  function setPill(node, level, text) {
+    node.className = `pill pill-${level}`;
+    node.textContent = text;
+  }
+  function renderStatus() {
+    const p = model.proxy.reachable;
+    setPill($('#proxy-status'), p === null ? 'wait' : p ? 'ok' : 'bad',
+      p === null ? 'checking…' : p ? 'reachable' : 'unreachable');
+    const f = model.feed;
+    const silent = f === 'live' && model.lastMessageAt && (Date.now() - model.lastMessageAt > 5000);
+    setPill($('#feed-status'), silent ? 'warn' : f === 'live' ? 'ok' : f === 'polling' ? 'warn' : f === 'reconnecting' ? 'bad' : 'wait',
+      silent ? 'stalled' : f === 'live' ? 'live (WebSocket)' : f === 'polling' ? 'polling (no WebSocket)' : f === 'reconnecting' ? 'reconnecting…' : 'connecting…');
+    renderBanners();
+  }
+  setInterval(renderStatus, 1000);
+
+  // ------------------------------------------------------------------ state → controls
+
+  function allBackends() {
+    const out = [];
+    for (const [pool, p] of Object.entries((model.state && model.state.pools) || {})) {
+      for (const b of p.backends || []) out.push({ ...b, pool });
+    }
+    return out;
+  }
+
+  function fillSelect(select, values, { keepFirst = false } = {}) {
+    const current = select.value;
+    const first = keepFirst ? select.options[0] : null;
+    const options = values.map(v => el('option', { value: v, text: v }));
+    select.replaceChildren(...(first ? [first] : []), ...options);
+    if ([...select.options].some(o => o.value === current)) select.value = current;
+  }
+
+  let backendSig = '';
+  function applyState(state) {
+    if (!state) return;
+    model.state = state;
+    const pools = Object.keys(state.pools || {});
+    const backends = allBackends();
+    backends.forEach(b => colorFor(b.name));
+    $$('.pool-select').forEach(s => fillSelect(s, pools));
+    $$('.backend-select').forEach(s => fillSelect(s, backends.map(b => b.name)));
+    fillSelect($('#f-backend'), backends.map(b => b.name), { keepFirst: true });
+    fillSelect($('#f-route'), Object.keys(state.routes || {}), { keepFirst: true });
+    const desc = Object.entries(state.pools || {}).map(([n, p]) => `pool ${n}: ${p.algorithm}${p.sticky ? ` + sticky ${p.sticky.mode}` : ''}${p.panic ? ' (panic: failing open)' : ''}`);
+    $('#current-balancer').textContent = desc.length ? `Now: ${desc.join('; ')}.` : '';
+    const algoSelect = $('#algorithm-select');
+    const poolSel = $('#panel-balancer .pool-select');
+    if (!algoSelect.dataset.touched && poolSel.value && state.pools[poolSel.value]) {
+      algoSelect.value = state.pools[poolSel.value].algorithm;
+      syncAlgoHelp();
+    }
+    renderBackendTable(backends);
+    prefillHealth();
+    syncRestart();
+    ensureCharts(backends.map(b => b.name));
+    renderTimeline();
+  }
+
+  function renderBackendTable(backends) {
+    const body = $('#backend-rows');
+    const sig = JSON.stringify(backends.map(b => [b.pool, b.name, b.address, b.weight, displayClass(b), b.health]));
+    if (sig === backendSig) return;
+    if (body.contains(document.activeElement) && document.activeElement.tagName === 'INPUT') return;
+    backendSig = sig;
+    if (!backends.length) {
+      body.replaceChildren(el('tr', {}, el('td', { colspan: '4', class: 'placeholder', text: 'This pool has no backends.' })));
+      return;
+    }
+    body.replaceChildren(...backends.map(b => {
+      const cls = displayClass(b);
+      const weightInput = el('input', { type: 'number', name: 'weight', value: String(b.weight), 'aria-label': `Weight of ${b.name}` });
+      const weightForm = el('form', { class: 'weight-form' }, weightInput,
+        el('button', { type: 'submit', class: 'small', text: 'Set' }));
+      weightForm.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        postControl('weight', { pool: b.pool, backend: b.name, weight: weightInput.value }, $('#backend-result'));
+      });
+      const verb = (v, label, title) => {
+        const btn = el('button', { type: 'button', class: 'small', text: label, title: `${title} (${b.name})` });
+        btn.addEventListener('click', () => {
+          if (v === 'remove') {
+            const fields = { pool: b.pool, backend: b.name };
+            if ($('#remove-drain').checked) fields.drain = 'on';
+            postControl('remove-backend', fields, $('#backend-result'));
+          } else {
+            postControl('intent', { pool: b.pool, backend: b.name, verb: v }, $('#backend-result'));
+          }
+        });
+        return btn;
+      };
+      const intent = b.intent !== 'active' ? verb('activate', 'Activate', 'Put back in rotation')
+        : verb('drain', 'Drain', 'No new requests; in-flight ones finish');
+      return el('tr', {},
+        el('td', {}, el('span', { class: 'backend-dot', style: `background:${colorFor(b.name)}` }),
+          el('strong', { text: b.name }), el('br'), el('span', { class: 'hint mono', text: b.address })),
+        el('td', {}, el('span', { class: `state-chip st-${cls}`, text: CLASS_TEXT[cls], title: b.health_reason || '' })),
+        el('td', {}, weightForm),
+        el('td', {}, el('div', { class: 'btns' }, intent,
+          b.intent === 'maintenance' ? null : verb('maintenance', 'Maintenance', 'Out of rotation until activated'),
+          verb('remove', 'Remove', 'Remove from the pool'))));
+    }));
+  }
+
+  const healthForm = $('#health-form');
+  let healthEdited = false;
+  healthForm.addEventListener('input', () => { healthEdited = true; });
+  $('.pool-select', healthForm).addEventListener('change', () => { healthEdited = false; prefillHealth(); });
+  function prefillHealth() {
+    if (healthEdited || !model.state) return;
+    const pool = $('.pool-select', healthForm).value;
+    const p = (model.state.pools || {})[pool];
+    if (!p) return;
+    const h = p.health_check;
+    healthForm.elements.enabled.checked = !!h;
+    if (h) {
+      healthForm.elements.type.value = h.type || 'http';
+      healthForm.elements.path.value = h.path || '';
+      healthForm.elements.interval.value = h.interval || '';
+      healthForm.elements.timeout.value = h.timeout || '';
+      healthForm.elements.unhealthy_threshold.value = h.unhealthy_threshold ?? '';
+      healthForm.elements.healthy_threshold.value = h.healthy_threshold ?? '';
+    }
+  }
+
+  // Faults: show the fields the chosen fault uses.
+  const faultForm = $('#fault-form');
+  const faultSelect = $('#fault-select');
+  function syncFault() {
+    const f = faultSelect.value;
+    $$('.fault-params label', faultForm).forEach(l => { l.hidden = !l.dataset.for.split(' ').includes(f); });
+    $('#fault-help').textContent = faultSelect.selectedOptions[0] ? faultSelect.selectedOptions[0].dataset.help : '';
+    const submit = $('button[type="submit"]', faultForm);
+    submit.className = f === 'clear' ? 'primary' : 'danger';
+    submit.textContent = f === 'clear' ? 'Clear faults' : f === 'kill' ? 'Kill backend' : 'Inject fault';
+  }
+  faultSelect.addEventListener('change', syncFault);
+  syncFault();
+  function syncRestart() {
+    const name = $('.backend-select', faultForm).value;
+    $('#restart-form input[name="backend"]').value = name;
+    $('#restart-button').textContent = name ? `Restart ${name}` : 'Restart the selected backend';
+  }
+  $('.backend-select', faultForm).addEventListener('change', syncRestart);
+  function syncAlgoHelp() {
+    const a = $('#algorithm-select').value;
+    $('#algo-help').textContent = ALGO_EXPLAIN[a] ? `${a} ${ALGO_EXPLAIN[a]}` : '';
+  }
+  $('#algorithm-select').addEventListener('change', (e) => { e.target.dataset.touched = '1'; syncAlgoHelp(); });
+  syncAlgoHelp();
+
+  // Tabs (WAI-ARIA tabs pattern: arrows move between tabs).
+  const tabs = $$('[role="tab"]');
+  function selectTab(tab) {
+    tabs.forEach(t => {
+      const on = t === tab;
+      t.setAttribute('aria-selected', on ? 'true' : 'false');
+      t.tabIndex = on ? 0 : -1;
+      document.getElementById(t.getAttribute('aria-controls')).hidden = !on;
+    });
+  }
+  tabs.forEach((tab, i) => {
+    tab.addEventListener('click', () => selectTab(tab));
+    tab.addEventListener('keydown', (e) => {
+      const d = e.key === 'ArrowRight' ? 1 : e.key === 'ArrowLeft' ? -1 : 0;
+      if (!d) return;
+      const next = tabs[(i + d + tabs.length) % tabs.length];
+      selectTab(next); next.focus(); e.preventDefault();
+    });
+  });
+
+  // ------------------------------------------------------------------ controls: POST + result
+
+  function showResult(box, data, ok) {
+    if (!box) return;
+    box.className = `result ${ok ? 'ok' : 'err'}`;
+    if (ok) { box.replaceChildren(el('span', { text: data.message || 'Done.' })); return; }
+    const errors = (data.errors || []).filter(e => e.message);
+    const list = errors.length > 1 || (errors[0] && errors[0].path)
+      ? el('ul', {}, errors.map(e => el('li', {}, e.path ? el('code', { text: e.path }) : null, e.path ? ': ' : '', e.message)))
+      : null;
+    box.replaceChildren(el('strong', { text: list ? 'Refused:' : (data.error || 'Failed.') }), list);
+  }
+
+  async function postControl(action, fields, resultBox, form) {
+    const body = form ? new FormData(form) : new FormData();
+    if (!form) {
+      body.append('csrfmiddlewaretoken', csrfToken());
+      for (const [k, v] of Object.entries(fields || {})) body.append(k, v);
+    }
+    const buttons = form ? $$('button', form) : [];
+    buttons.forEach(b => { b.disabled = true; });
+    let data; let ok = false;
+    try {
+      const resp = await fetch(`${API}control/${action}`, {
+        method: 'POST', body, credentials: 'same-origin',
+        headers: { 'X-CSRFToken': csrfToken(), Accept: 'application/json' },
+      });
+      const text = await resp.text();
+      try { data = JSON.parse(text); } catch { data = { error: `HTTP ${resp.status}: ${text.slice(0, 200)}` }; }
+      ok = resp.ok && data.ok !== false;
+    } catch (err) {
+      data = { error: `The site did not answer: ${err.message}` };
+    } finally {
+      buttons.forEach(b => { b.disabled = false; });
+    }
+    showResult(resultBox, data, ok);
+    const firstError = (data.errors || []).find(e => e.message);
+    logLine(ok ? data.message
+      : `Refused: ${firstError && firstError.path ? `${firstError.path}: ${firstError.message}` : data.error}${(data.errors || []).length > 1 ? ` (+${data.errors.length - 1} more)` : ''}`,
+      ok ? 'ok' : 'bad');
+    if (ok && data.state) { applyState(data.state); }
+    if (ok && data.run) { pollTraffic(true); }
+    return { ok, data };
+  }
+
+  $$('form.control-form').forEach(form => {
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const action = form.dataset.action;
+      postControl(action, null, $('.result', form), form).then(({ ok }) => {
+        if (ok && action === 'health') healthEdited = false;
+        if (ok && action === 'algorithm') delete $('#algorithm-select').dataset.touched;
+      });
+    });
+  });
+  $('#traffic-stop').addEventListener('click', () => {
+    postControl('traffic-stop', null, $('#traffic-form .result'), $('#traffic-stop-form'));
+  });
+
+  // Traffic progress.
+  let trafficTimer = null;
+  let trafficErrorShown = false;
+  async function pollTraffic(soon = false) {
+    clearTimeout(trafficTimer);
+    let next = 5000;
+    try {
+      const resp = await fetch(`${API}traffic`, { credentials: 'same-origin' });
+      const data = await resp.json();
+      if (resp.ok) {
+        const state = data.state || 'idle';
+        const progress = Math.max(0, Math.min(1, Number(data.progress) || 0));
+        $('#traffic-bar').value = progress;
+        const stats = data.stats || {};
+        const extra = [];
+        if (stats.requests !== undefined) extra.push(`${stats.requests} requests`);
+        if (stats.failures !== undefined) extra.push(`${stats.failures} failures`);
+        if (stats.rps !== undefined) extra.push(`${Number(stats.rps).toFixed(1)} req/s`);
+        $('#traffic-state').textContent = `${state}${state === 'running' ? ` · ${Math.round(progress * 100)}%` : ''}${extra.length ? ' · ' + extra.join(', ') : ''}`;
+        if (state === 'running' || state === 'starting') next = 1000;
+      } else if (!trafficErrorShown) {
+        trafficErrorShown = true;
+        $('#traffic-state').textContent = data.error || `unavailable (HTTP ${resp.status})`;
+        next = 15000;
+      }
+    } catch (err) {
+      $('#traffic-state').textContent = `unavailable: ${err.message}`;
+      next = 15000;
+    }
+    trafficTimer = setTimeout(pollTraffic, soon ? 500 : next);
+  }
+
+  // ------------------------------------------------------------------ decision stream
+
+  const stream = {
+    pending: [], shown: [], seen: new Set(), paused: false, speed: 0,
+    filters: { backend: '', status: '', route: '' },
+    total: 0, bridgeDropped: 0, localDropped: 0, fresh: new Set(),
+  };
+  const MAX_PENDING = 5000;
+  const MAX_SHOWN = 1000;
+  const MAX_ROWS = 200;
+  const streamList = $('#stream');
+
+  function matches(ev) {
+    const f = stream.filters;
+    if (f.backend && ev.backend !== f.backend) return false;
+    if (f.route && ev.route !== f.route) return false;
+    if (f.status === 'proxy') return !!ev.proxy_error;
+    if (f.status && statusClass(ev) !== f.status) return false;
+    return true;
+  }
+
+  function ingest(decisions, { history = false } = {}) {
+    for (const ev of decisions || []) {
+      const id = eventId(ev);
+      if (stream.seen.has(id)) continue;
+      stream.seen.add(id);
+      stream.total += 1;
+      if (history) { stream.shown.push(ev); continue; }
+      stream.pending.push(ev);
+    }
+    if (stream.pending.length > MAX_PENDING) {
+      const drop = stream.pending.length - MAX_PENDING;
+      stream.pending.splice(0, drop);
+      stream.localDropped += drop;
+    }
+    if (stream.seen.size > 20000) stream.seen = new Set(stream.shown.concat(stream.pending).map(eventId));
+    if (history) { trimShown(); renderStream(); }
+    // Show one request's story at once, so the page never opens on empty panels.
+    if (!model.selectedRequest && !autoSelected) {
+      const first = stream.shown[stream.shown.length - 1] || stream.pending[0];
+      if (first) { autoSelected = true; selectRequest(first); }
+    }
+  }
+  let autoSelected = false;
+
+  function trimShown() {
+    if (stream.shown.length > MAX_SHOWN) stream.shown.splice(0, stream.shown.length - MAX_SHOWN);
+  }
+
+  function reveal(ev, announce) {
+    stream.shown.push(ev);
+    trimShown();
+    // Rows flash only when revealed one by one: at live speed it would be noise.
+    if (!reducedMotion.matches && (stream.speed > 0 || stream.paused)) stream.fresh.add(eventId(ev));
+    if (announce) {
+      const who = ev.backend ? `→ ${ev.backend}` : '→ no backend';
+      const why = whyShort(ev);
+      logLine(`${ev.method || 'TCP'} ${ev.path || ''} ${who}${why ? ' (' + why + ')' : ''}: ${ev.status || ev.error || '—'} in ${fmtMs(ev.latency_ms ?? ev.duration_ms)}`,
+        (ev.status >= 500 || ev.proxy_error) ? 'bad' : '', ev.ts);
+    }
+  }
+
+  // Step: reveal pending decisions up to and including the next one the filter shows.
+  function stepOnce(announce = true) {
+    while (stream.pending.length) {
+      const ev = stream.pending.shift();
+      const shownNow = matches(ev);
+      reveal(ev, announce && shownNow);
+      if (shownNow) return true;
+    }
+    return false;
+  }
+
+  let lastRender = 0;
+  let lastStep = 0;
+  function playLoop(now) {
+    if (!stream.paused) {
+      if (stream.speed === 0) {
+        if (stream.pending.length) {
+          while (stream.pending.length) reveal(stream.pending.shift(), false);
+        }
+      } else if (now - lastStep >= 1000 / stream.speed) {
+        lastStep = now;
+        stepOnce(true);
+      }
+    }
+    if (now - lastRender > 200) { lastRender = now; renderStream(); }
+    requestAnimationFrame(playLoop);
+  }
+
+  let renderedKey = '';
+  function renderStream() {
+    const rows = [];
+    for (let i = stream.shown.length - 1; i >= 0 && rows.length < MAX_ROWS; i--) {
+      const ev = stream.shown[i];
+      if (matches(ev)) rows.push(ev);
+    }
+    const key = rows.length ? `${eventId(rows[0])}|${rows.length}|${model.selectedRequest ? eventId(model.selectedRequest) : ''}|${JSON.stringify(stream.filters)}` : 'empty';
+    if (key !== renderedKey) {
+      renderedKey = key;
+      const keepScroll = streamList.scrollTop;
+      streamList.replaceChildren(...rows.map(rowFor));
+      streamList.scrollTop = keepScroll;
+      stream.fresh.clear();
+    }
+    $('#stream-empty').hidden = stream.total > 0;
+    const waiting = stream.pending.length;
+    const parts = [`${stream.total} seen`, `showing ${rows.length}`];
+    if (waiting) parts.push(`${waiting} waiting${stream.paused ? ' (paused)' : ''}`);
+    if (stream.bridgeDropped) parts.push(`${stream.bridgeDropped} skipped by the bridge (it sends the newest 50 per tick)`);
+    if (stream.localDropped) parts.push(`${stream.localDropped} dropped while paused`);
+    $('#stream-counters').textContent = stream.total ? parts.join(' · ') : 'No requests yet.';
+  }
+
+  function rowFor(ev) {
+    const sc = statusClass(ev);
+    const selected = model.selectedRequest && eventId(model.selectedRequest) === eventId(ev);
+    const isConn = ev.type === 'connection';
+    const btn = el('button', { type: 'button', 'aria-current': selected ? 'true' : null,
+      'aria-label': `${ev.method || 'TCP connection'} ${ev.path || ''} to ${ev.backend || 'no backend'}, ${ev.status || ev.error || ''}, ${fmtMs(ev.latency_ms ?? ev.duration_ms)}` },
+      el('span', { class: 't', text: fmtTime(ev.ts) }),
+      el('span', { class: 'req', text: isConn ? `TCP ${ev.client}` : `${ev.method} ${ev.path}` }),
+      el('span', { class: 'to' }, ev.route ? `${ev.route} → ` : '',
+        ev.backend ? el('span', { class: 'backend-dot', style: `background:${colorFor(ev.backend)}` }) : null,
+        el('b', { text: ev.backend || 'none' })),
+      el('span', {}, el('span', { class: `status s${sc}${ev.proxy_error ? ' sproxy' : ''}`,
+        title: ev.proxy_error ? 'made by the proxy' : '', text: isConn ? (ev.error ? 'err' : 'ok') : (ev.status || '—') })),
+      el('span', { class: 'lat', text: fmtMs(ev.latency_ms ?? ev.duration_ms) }),
+      el('span', { class: 'why', text: whyShort(ev) }));
+    btn.addEventListener('click', () => selectRequest(ev));
+    return el('li', { class: stream.fresh.has(eventId(ev)) ? 'fresh' : '' }, btn);
+  }
+
+  const pauseBtn = $('#pause');
+  pauseBtn.addEventListener('click', () => {
+    stream.paused = !stream.paused;
+    pauseBtn.setAttribute('aria-pressed', stream.paused ? 'true' : 'false');
+    pauseBtn.textContent = stream.paused ? 'Resume' : 'Pause';
+    $('#step').disabled = !stream.paused;
+    logLine(stream.paused ? 'Stream paused: use Step to reveal one decision at a time.' : 'Stream resumed.');
+  });
+  $('#step').addEventListener('click', () => {
+    if (!stepOnce(true)) logLine('No more decisions waiting; send more traffic.');
+    renderStream();
+  });
+  $('#speed').addEventListener('change', (e) => { stream.speed = Number(e.target.value) || 0; });
+  for (const [id, key] of [['#f-backend', 'backend'], ['#f-status', 'status'], ['#f-route', 'route']]) {
+    $(id).addEventListener('change', (e) => { stream.filters[key] = e.target.value; renderStream(); });
+  }
+
+  // Live mode announces a summary every 10 s instead of every request.
+  let summaryCount = 0;
+  let summaryByBackend = {};
+  let summaryErrors = 0;
+  setInterval(() => {
+    if (stream.speed === 0 && !stream.paused && summaryCount) {
+      const per = Object.entries(summaryByBackend).map(([b, n]) => `${b} ${n}`).join(', ');
+      logLine(`Last 10 s: ${summaryCount} requests (${per || 'none reached a backend'})${summaryErrors ? `, ${summaryErrors} errors` : ''}.`, summaryErrors ? 'warn' : '');
+    }
+    summaryCount = 0; summaryByBackend = {}; summaryErrors = 0;
+  }, 10000);
+  function countForSummary(stats) {
+    const totals = (stats && stats.totals) || {};
+    summaryCount += totals.requests || 0;
+    summaryErrors += totals.errors || 0;
+    for (const [b, s] of Object.entries((stats && stats.backends) || {})) {
+      if (s.requests) summaryByBackend[b] = (summaryByBackend[b] || 0) + s.requests;
+    }
+  }
+
+  // ------------------------------------------------------------------ detail panel
+
+  const detailBox = $('#detail');
+  const requestDiagram = $('#request-diagram');
+
+  function selectRequest(ev) {
+    model.selectedRequest = ev;
+    renderedKey = '';
+    renderStream();
+    renderDetail(ev);
+    requestDiagram.replaceChildren(el('p', { class: 'placeholder', text: 'Drawing the request’s path…' }));
+    if (ev.type !== 'request' || !ev.request_id) {
+      requestDiagram.replaceChildren();
+      return;
+    }
+    fetch(`${API}requests/${encodeURIComponent(ev.request_id)}/diagram`, { credentials: 'same-origin' })
+      .then(r => r.json().then(d => ({ ok: r.ok, d })))
+      .then(({ ok, d }) => {
+        if (model.selectedRequest !== ev) return;
+        if (!ok) { requestDiagram.replaceChildren(el('p', { class: 'placeholder', text: d.error || 'No diagram.' })); return; }
+        renderDiagram(requestDiagram, d.diagram);
+      })
+      .catch(err => requestDiagram.replaceChildren(el('p', { class: 'diagram-error', text: err.message })));
+  }
+
+  function renderDetail(ev) {
+    const facts = [];
+    const fact = (k, v) => { if (v !== undefined && v !== null && v !== '') facts.push(el('dt', { text: k }), el('dd', {}, v)); };
+    fact('Request id', el('code', { text: ev.request_id || ev.connection_id || '—' }));
+    fact('Client', el('code', { text: ev.client || '' }));
+    fact('Listener', ev.listener);
+    fact('Host', ev.host);
+    fact('Route', ev.route || (ev.type === 'request' ? 'none matched' : null));
+    fact('Pool', ev.pool);
+    fact('Backend', ev.backend || 'none');
+    fact('Status', ev.type === 'connection' ? (ev.error || `closed by ${ev.closed_by}`) : `${ev.status || '—'}${ev.proxy_error ? ' (made by the proxy)' : ''}`);
+    fact('Latency', fmtMs(ev.latency_ms ?? ev.duration_ms));
+    if (ev.termination) fact('Termination', `${explainTermination(ev.termination)} (code ${ev.termination})`);
+    if (ev.error) fact('Error', ev.error);
+    if (ev.timings && Object.keys(ev.timings).length) {
+      fact('Timings', Object.entries(ev.timings).map(([k, v]) => `${k.replace(/_/g, ' ')} ${fmtMs(v)}`).join(' · '));
+    }
+
+    const why = [];
+    if (ev.algorithm) {
+      why.push(el('p', {}, el('strong', { text: ev.algorithm }), ' ', ALGO_EXPLAIN[ev.algorithm] || ''));
+    }
+    if (ev.inputs && Object.keys(ev.inputs).length) {
+      why.push(el('p', {}, 'Its inputs for this pick: ', el('code', { text: inputsText(ev.inputs, 12) })));
+    }
+    if (ev.sticky) {
+      why.push(el('p', { text: ev.sticky.hit
+        ? `Sticky (${ev.sticky.mode}) hit: the client is stuck to ${ev.sticky.target}, so the algorithm was not asked.${ev.sticky.reason ? ' ' + ev.sticky.reason : ''}`
+        : `Sticky (${ev.sticky.mode}) miss: ${ev.sticky.reason || 'no sticky target yet'}; the algorithm picked, and the client is now stuck to the result.` }));
+    }
+    if (!ev.backend && ev.pool) why.push(el('p', { text: `No backend could be picked: ${ev.error || 'none was eligible'}.` }));
+    if (ev.retries && ev.retries.length) {
+      why.push(el('p', {}, `Retried ${ev.retries.length} time(s): `,
+        ev.retries.map((r, i) => `${i ? '; ' : ''}${r.backend}: ${r.error}`).join('')));
+    }
+
+    const cands = (ev.candidates || []);
+    const table = cands.length ? el('table', { class: 'cands' },
+      el('caption', { class: 'hint', text: 'Candidates as the balancer saw them (only eligible ones can be picked)' }),
+      el('thead', {}, el('tr', {}, ['name', 'health', 'intent', 'eligible', 'weight', 'in flight', 'conns'].map(h => el('th', { scope: 'col', text: h })))),
+      el('tbody', {}, cands.map(c => el('tr', { class: c.name === ev.backend ? 'chosen' : '' },
+        el('td', {}, el('span', { class: 'backend-dot', style: `background:${colorFor(c.name)}` }), c.name, c.name === ev.backend ? ' ◀ chosen' : ''),
+        el('td', { text: c.health }), el('td', { text: c.intent }),
+        el('td', { text: c.eligible ? '✓' : '✗' }), el('td', { text: c.weight }),
+        el('td', { text: c.outstanding }), el('td', { text: c.connections }))))) : null;
+
+    detailBox.replaceChildren(
+      el('p', { class: 'detail-title', text: ev.type === 'connection' ? `TCP ${ev.client} → ${ev.backend || 'no backend'}` : `${ev.method} ${ev.path} → ${ev.backend || 'no backend'}` }),
+      why.length ? el('div', { class: 'explain' }, why) : null,
+      table,
+      el('dl', { class: 'facts' }, facts));
+  }
+
+  // ------------------------------------------------------------------ charts (uPlot)
+
+  const WINDOW_S = 120;
+  const series = { xs: [], rps: {}, p50: {}, p99: {}, eps: {}, inflight: {} };
+  let chartNames = [];
+  const charts = {};
+  const chartDefs = [
+    ['rps', '#chart-rps', 'req/s'],
+    ['lat', '#chart-lat', 'ms'],
+    ['err', '#chart-err', 'err/s'],
+    ['inflight', '#chart-inflight', 'requests'],
+  ];
+
+  function chartWidth(node) { return Math.max(220, node.clientWidth || node.parentElement.clientWidth || 300); }
+
+  function makeChart(kind, sel) {
+    const node = $(sel);
+    const s = [{}];
+    for (const name of chartNames) {
+      if (kind === 'lat') {
+        s.push({ label: `${name} p50`, stroke: colorFor(name), width: 2, spanGaps: true, points: { show: false } });
+        s.push({ label: `${name} p99`, stroke: colorFor(name), width: 1.5, dash: [5, 4], spanGaps: true, points: { show: false } });
+      } else {
+        s.push({ label: name, stroke: colorFor(name), width: 2, spanGaps: true, points: { show: false } });
+      }
+    }
+    const opts = {
+      width: chartWidth(node), height: 170,
+      series: s,
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(kind === 'err' ? 1 : 1, max * 1.15 || 1)] } },
+      axes: [
+        { stroke: '#6b7280', grid: { stroke: '#f1f5f9' }, ticks: { stroke: '#e5e7eb' }, font: '11px system-ui',
+          values: (u, splits) => splits.map(v => fmtTime(v).slice(0, 8)), space: 70 },
+        { stroke: '#6b7280', grid: { stroke: '#f1f5f9' }, ticks: { stroke: '#e5e7eb' }, size: 46, font: '11px system-ui' },
+      ],
+      legend: { show: false },
+      cursor: { drag: { x: false, y: false } },
+    };
+    node.replaceChildren();
+    return new window.uPlot(opts, chartData(kind), node);
+  }
+
+  function chartData(kind) {
+    const data = [series.xs];
+    for (const name of chartNames) {
+      if (kind === 'lat') { data.push(series.p50[name] || []); data.push(series.p99[name] || []); }
+      else data.push((kind === 'rps' ? series.rps : kind === 'err' ? series.eps : series.inflight)[name] || []);
+    }
+    return data;
+  }
+
+  function ensureCharts(names) {
+    if (typeof window.uPlot === 'undefined') return;
+    const merged = Array.from(new Set([...chartNames, ...names]));
+    if (merged.length === chartNames.length && Object.keys(charts).length) return;
+    chartNames = merged;
+    for (const name of chartNames) {
+      for (const key of ['rps', 'p50', 'p99', 'eps', 'inflight']) {
+        if (!series[key][name]) series[key][name] = series.xs.map(() => null);
+      }
+    }
+    for (const [kind, sel] of chartDefs) {
+      if (charts[kind]) charts[kind].destroy();
+      charts[kind] = makeChart(kind, sel);
+    }
+    $('#chart-legend').replaceChildren(
+      ...chartNames.map(n => el('li', {}, el('span', { class: 'line', style: `border-color:${colorFor(n)}` }), n)),
+      el('li', { class: 'hint' }, el('span', { class: 'line dash', style: 'border-color:#6b7280' }), 'p99'));
+  }
+
+  function pushStats(ts, stats) {
+    if (!stats || !stats.backends) return;
+    ensureCharts(Object.keys(stats.backends));
+    series.xs.push(ts);
+    for (const name of chartNames) {
+      const s = stats.backends[name];
+      series.rps[name].push(s ? s.rps : null);
+      series.p50[name].push(s ? s.p50_ms : null);
+      series.p99[name].push(s ? s.p99_ms : null);
+      series.eps[name].push(s ? s.eps : null);
+      series.inflight[name].push(s ? s.in_flight : null);
+    }
+    const cutoff = ts - WINDOW_S;
+    let drop = 0;
+    while (drop < series.xs.length && series.xs[drop] < cutoff) drop++;
+    if (drop) {
+      series.xs.splice(0, drop);
+      for (const key of ['rps', 'p50', 'p99', 'eps', 'inflight']) {
+        for (const name of chartNames) series[key][name].splice(0, drop);
+      }
+    }
+  }
+
+  let lastChartDraw = 0;
+  function drawCharts() {
+    const now = performance.now();
+    if (now - lastChartDraw < 500) return;
+    lastChartDraw = now;
+    for (const [kind] of chartDefs) if (charts[kind]) charts[kind].setData(chartData(kind));
+  }
+
+  if (typeof ResizeObserver !== 'undefined') {
+    const ro = new ResizeObserver(() => {
+      for (const [kind, sel] of chartDefs) if (charts[kind]) charts[kind].setSize({ width: chartWidth($(sel)), height: 170 });
+    });
+    chartDefs.forEach(([, sel]) => ro.observe($(sel)));
+  }
+
+  // ------------------------------------------------------------------ health timeline
+
+  const TIMELINE_S = 300;
+  function addHealthEvents(events) {
+    const known = new Set(model.healthEvents.map(e => `${e.ts}|${e.pool}|${e.backend}|${e.kind}|${e.new}`));
+    for (const e of events || []) {
+      if (e.type !== 'state_change') continue;
+      const key = `${e.ts}|${e.pool}|${e.backend}|${e.kind}|${e.new}`;
+      if (known.has(key)) continue;  // a reconnect replays the recent past
+      known.add(key);
+      model.healthEvents.push(e);
+    }
+    model.healthEvents.sort((a, b) => a.ts - b.ts);
+    const cutoff = Date.now() / 1000 - 3600;
+    while (model.healthEvents.length && model.healthEvents[0].ts < cutoff) model.healthEvents.shift();
+  }
+
+  function renderTimeline() {
+    const box = $('#timeline');
+    const now = Date.now() / 1000;
+    const start = now - TIMELINE_S;
+    const backends = allBackends();
+    if (!backends.length) {
+      box.replaceChildren(el('p', { class: 'placeholder', text: 'No backends yet.' }));
+      return;
+    }
+    const rows = backends.map(b => {
+      // Walk back from the current state through the changes, newest first.
+      let cur = { health: b.health, intent: b.intent, ejected: !!b.ejected };
+      const changes = model.healthEvents.filter(e => e.backend === b.name && e.pool === b.pool);
+      const segs = [];
+      let end = now;
+      for (let i = changes.length - 1; i >= 0 && end > start; i--) {
+        const c = changes[i];
+        segs.push([Math.max(c.ts, start), end, displayClass(cur)]);
+        end = c.ts;
+        if (c.kind === 'health') cur = { ...cur, health: c.old };
+        else if (c.kind === 'intent') cur = { ...cur, intent: c.old };
+        else if (c.kind === 'ejection') cur = { ...cur, ejected: c.old === 'ejected' };
+      }
+      if (end > start) segs.push([start, end, displayClass(cur)]);
+      const recent = changes.filter(c => c.ts >= start).length;
+      const selected = model.selectedBackend && model.selectedBackend.name === b.name;
+      const bar = el('div', { class: 'tl-bar' }, segs.map(([s, e, cls]) => el('div', {
+        class: `tl-seg tl-${cls === 'draining' || cls === 'maintenance' ? 'initial' : cls}`,
+        style: `left:${((s - start) / TIMELINE_S * 100).toFixed(2)}%;width:${Math.max(0.3, (e - s) / TIMELINE_S * 100).toFixed(2)}%`,
+        title: `${CLASS_TEXT[cls]} from ${fmtTime(s).slice(0, 8)} to ${e >= now - 1 ? 'now' : fmtTime(e).slice(0, 8)}`,
+      })));
+      const row = el('button', { type: 'button', class: 'tl-row', 'aria-current': selected ? 'true' : null,
+        'aria-label': `${b.name}: ${CLASS_TEXT[displayClass(b)]} now, ${recent} change${recent === 1 ? '' : 's'} in the last 5 minutes. Show its health episode.` },
+        el('span', { class: 'tl-name' }, el('span', { class: 'backend-dot', style: `background:${colorFor(b.name)}` }), b.name), bar);
+      row.addEventListener('click', () => selectBackend(b));
+      return row;
+    });
+    box.replaceChildren(...rows);
+  }
+  setInterval(renderTimeline, 2000);
+
+  let episodeTimer = null;
+  let episodeText = '';
+  function selectBackend(b) {
+    model.selectedBackend = { name: b.name, pool: b.pool };
+    episodeText = '';
+    renderTimeline();
+    $('#episode-hint').textContent = `Backend ${b.name} of pool ${b.pool}: probes, failures and state changes, refreshed every 3 s.`;
+    $('#episode-diagram').replaceChildren(el('p', { class: 'placeholder', text: 'Reading its recent probes…' }));
+    loadEpisode();
+  }
+  async function loadEpisode() {
+    clearTimeout(episodeTimer);
+    const sel = model.selectedBackend;
+    if (!sel) return;
+    try {
+      const resp = await fetch(`${API}health/${encodeURIComponent(sel.pool)}/${encodeURIComponent(sel.name)}/diagram`, { credentials: 'same-origin' });
+      const data = await resp.json();
+      if (model.selectedBackend !== sel) return;
+      if (!resp.ok) {
+        $('#episode-diagram').replaceChildren(el('p', { class: 'placeholder', text: data.error || 'No diagram.' }));
+      } else if (data.diagram !== episodeText) {
+        episodeText = data.diagram;
+        await renderDiagram($('#episode-diagram'), data.diagram);
+      }
+    } catch (err) {
+      $('#episode-diagram').replaceChildren(el('p', { class: 'diagram-error', text: err.message }));
+    }
+    episodeTimer = setTimeout(loadEpisode, 3000);
+  }
+
+  // ------------------------------------------------------------------ applying messages
+
+  function setProxyUrl(url) {
+    if (!url || model.proxyUrl === url) return;
+    model.proxyUrl = url;
+    $('#proxy-url').textContent = url;
+    const cmd = `curl -i ${url}/hello`;
+    $('#curl-inline').replaceChildren(' (for example ', el('code', { text: cmd }), ')');
+    $('#curl-hint').replaceChildren('Or send requests yourself: ', el('code', { text: cmd }));
+  }
+
+  function applyFirstPaint(p) {
+    model.proxy = p.proxy || model.proxy;
+    if (p.parts) model.parts = p.parts;
+    setProxyUrl(p.proxy_url || (p.state && guessProxyUrl(p.state)));
+    addHealthEvents(p.events);
+    if (p.state) applyState(p.state);
+    if (p.diagram) setTopology(p.diagram);
+    else if (!p.proxy.reachable) topoBox.replaceChildren(el('p', { class: 'placeholder', text: 'No topology: the proxy does not answer.' }));
+    ingest(p.requests, { history: true });
+    const recent = (p.events || []).slice(-8);
+    if (recent.length) logLine(`Recent history (${(p.events || []).length} lifecycle events; newest below):`);
+    for (const e of recent) { const [text, level] = describeEvent(e); logLine(text, level, e.ts); }
+    if (!p.proxy.reachable) logLine(p.proxy.detail || 'The proxy does not answer.', 'bad');
+    renderStatus();
+  }
+
+  function guessProxyUrl(state) {
+    const l = Object.values(state.listeners || {}).find(x => x.protocol === 'http');
+    return l ? `http://${l.bind}` : null;
+  }
+
+  let lastProxyReachable = null;
+  function applyTick(t) {
+    if (t.proxy) {
+      if (lastProxyReachable !== null && t.proxy.reachable !== lastProxyReachable) {
+        logLine(t.proxy.reachable ? 'The proxy answers again.' : t.proxy.detail, t.proxy.reachable ? 'ok' : 'bad', t.ts);
+      }
+      lastProxyReachable = t.proxy.reachable;
+      model.proxy = t.proxy;
+    }
+    if (t.stream) model.stream = t.stream;
+    if (t.parts) model.parts = t.parts;
+    if (t.state) applyState(t.state);
+    if (t.diagram) setTopology(t.diagram);
+    if (t.decisions && t.decisions.length) ingest(t.decisions);
+    stream.bridgeDropped += t.decisions_dropped || 0;
+    if (t.events && t.events.length) {
+      addHealthEvents(t.events);
+      for (const e of t.events) { const [text, level] = describeEvent(e); logLine(text, level, e.ts); }
+      renderTimeline();
+    }
+    if (t.stats) { pushStats(t.ts, t.stats); countForSummary(t.stats); drawCharts(); }
+  }
+
+  function handle(msg) {
+    model.lastMessageAt = Date.now();
+    if (msg.kind === 'first_paint') applyFirstPaint(msg);
+    else if (msg.kind === 'tick') applyTick(msg);
+  }
+
+  // ------------------------------------------------------------------ transport
+
+  let ws = null;
+  let failures = 0;
+  let everOpened = false;
+  let pollTimer = null;
+
+  function connect() {
+    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${WS_PATH}`;
+    ws = new WebSocket(url);
+    ws.addEventListener('open', () => {
+      failures = 0; everOpened = true;
+      model.feed = 'live';
+      model.lastMessageAt = Date.now();
+      stopPolling();
+      renderStatus();
+    });
+    ws.addEventListener('message', (e) => {
+      let msg;
+      try { msg = JSON.parse(e.data); } catch { return; }
+      handle(msg);
+    });
+    ws.addEventListener('close', () => {
+      failures += 1;
+      model.feed = 'reconnecting';
+      renderStatus();
+      if (failures >= 3 && !pollTimer) startPolling();
+      setTimeout(connect, Math.min(5000, 500 * 2 ** Math.min(failures, 4)));
+    });
+  }
+
+  function startPolling() {
+    model.feed = everOpened ? 'reconnecting' : 'polling';
+    const poll = async () => {
+      try {
+        const resp = await fetch(`${API}snapshot`, { credentials: 'same-origin' });
+        const p = await resp.json();
+        model.lastMessageAt = Date.now();
+        model.feed = 'polling';
+        model.proxy = p.proxy;
+        if (p.parts) model.parts = p.parts;
+        if (p.state) applyState(p.state);
+        if (p.diagram) setTopology(p.diagram);
+        ingest((p.requests || []).filter(r => !stream.seen.has(eventId(r))));
+      } catch (err) {
+        model.proxy = { reachable: null, detail: `the site does not answer: ${err.message}` };
+      }
+      renderStatus();
+    };
+    poll();
+    pollTimer = setInterval(poll, 2000);
+  }
+  function stopPolling() { if (pollTimer) { clearInterval(pollTimer); pollTimer = null; } }
+
+  // ------------------------------------------------------------------ start
+
+  renderStatus();
+  connect();
+  requestAnimationFrame(playLoop);
+  pollTraffic();
+  window.lblab = { model, stream };  // for the curious (and for tests)
+})();
