@@ -1,4 +1,5 @@
-"""Toy backends for LBLab: small real HTTP/1.1 servers with fault knobs (no Django here).
+"""Toy backends for LBLab: small real HTTP/1.1 servers with fault knobs (no Django here);
+optionally over TLS, behind the PROXY protocol, or as a line-based TCP game (``--mode tcp``).
 
 Start one with ``python -m labs.backend --name b1 --port 9001``; the endpoints, the faults
 and the CLI are described in ``labs/backend/__main__.py`` and ``labs/backend/README.md``.

@@ -2,6 +2,8 @@
 
     python -m labs.backend --name b1 --port 9001 [--host 127.0.0.1]
                            [--redis-url redis://127.0.0.1:6379/0] [--seed 42]
+                           [--mode http|tcp] [--control-port PORT] [--proxy-protocol]
+                           [--tls --cert FILE --key FILE [--client-ca FILE]]
                            [--latency-ms 200 --error-rate 0.1 --warmup 5 ...]
 
 Endpoints (every response has the header ``X-Backend: <name>``):
@@ -26,6 +28,32 @@ Endpoints (every response has the header ``X-Backend: <name>``):
 
 The /_control endpoints are never subject to faults. Every fault knob below can also be
 given at start; ``--warmup S`` starts a warm-up of S seconds at process start.
+
+TLS (--tls --cert FILE --key FILE [--client-ca FILE]): the same app over TLS (TLS 1.2+,
+ALPN http/1.1), control API included; the echo gains "tls": {version, cipher, sni, alpn,
+client_cert}. --client-ca requires a client certificate signed by that CA.
+
+PROXY protocol (--proxy-protocol): every connection must start with a v1 or v2 header
+(auto-detected; before the TLS handshake with --tls); a connection without a valid one is
+closed and a line is logged. The echo's "client" is then the address from the header, and
+"peer" (the real socket peer: the proxy) and "proxy_protocol" {version, command, protocol,
+source, destination[, tlvs]} are added. LOCAL / UNKNOWN headers keep the real peer.
+
+TCP mode (--mode tcp): the main port speaks a line protocol instead of HTTP (works with
+--tls and --proxy-protocol):
+  on connect                HELLO from <name>
+  JOIN <player>             WELCOME <player> on <name>, players here: N
+  WHO                       PLAYERS N on <name>: alice, bob
+  PING / ECHO <text>        PONG <name> / <text>
+  WHOAMI                    one JSON line: backend, player, client, peer, tls, proxy_protocol
+  QUIT                      BYE from <name>, then close; any disconnect removes the player
+The HTTP control API and /health, /health/ready, /health/live are then served on
+--control-port (plain HTTP; default: a free port, printed); GET /_control lists the
+players. Faults apply per line written (latency, reset, hang, errors as "ERR ...").
+A TCP health check is a connect to the main port.
+
+--control-port also works in HTTP mode: a plain HTTP port with only /_control... and
+/health... (useful when the main port wants TLS client certificates or a PROXY header).
 """
 
 from __future__ import annotations
@@ -84,6 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keepalive-timeout", type=float, default=60.0,
                    help="close idle keep-alive connections after this many seconds (0 = never)")
     p.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio event loop")
+    m = p.add_argument_group("TLS, PROXY protocol, TCP mode")
+    m.add_argument("--mode", choices=("http", "tcp"), default="http",
+                   help="http (default): the HTTP app; tcp: the line-based game server "
+                        "(JOIN/WHO/PING/ECHO/QUIT), control API on --control-port")
+    m.add_argument("--tls", action="store_true",
+                   help="serve the main port over TLS (TLS 1.2+, ALPN http/1.1 in http mode)")
+    m.add_argument("--cert", metavar="FILE", help="PEM certificate chain for --tls "
+                                                  "(may also hold the key)")
+    m.add_argument("--key", metavar="FILE", help="PEM private key for --tls")
+    m.add_argument("--client-ca", metavar="FILE",
+                   help="with --tls: require a client certificate signed by this CA (PEM); "
+                        "its subject is reported in the echo")
+    m.add_argument("--proxy-protocol", action="store_true",
+                   help="require a PROXY protocol v1 or v2 header (auto-detected) at the start "
+                        "of every connection; connections without one are closed and logged")
+    m.add_argument("--control-port", type=int, metavar="PORT",
+                   help="also serve /_control... and /health... as plain HTTP on this port "
+                        "(0 = any free port); in tcp mode the default is 0")
     p.add_argument("--faults", metavar="JSON", help='initial faults as a JSON object, e.g. \'{"latency_ms": 50}\'')
     g = p.add_argument_group("faults at start (same names as PUT /_control/faults)")
     for knob in KNOBS:
@@ -113,6 +159,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict]
         parser.error(f"--port must be between 0 and 65535, got {args.port}")
     if args.session_ttl <= 0:
         parser.error(f"--session-ttl must be > 0 seconds, got {args.session_ttl}")
+    _check_listen_flags(parser, args)
     patch: dict = {}
     if args.faults:
         try:
@@ -130,9 +177,61 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict]
     return args, patch
 
 
-async def run(args: argparse.Namespace, patch: dict) -> None:
-    from .app import BackendApp
+def _check_listen_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Validate --tls/--cert/--key/--client-ca/--control-port; build the TLS context."""
+    args.ssl_context = None
+    if args.tls:
+        if not args.cert:
+            parser.error("--tls needs --cert FILE (PEM certificate chain) and --key FILE "
+                         "(PEM private key, unless the --cert file holds it)")
+        from .tls import TLSConfigError, server_context
+        try:
+            args.ssl_context = server_context(
+                args.cert, args.key, args.client_ca,
+                alpn=("http/1.1",) if args.mode == "http" else ())
+        except TLSConfigError as exc:
+            parser.error(str(exc))
+    else:
+        for flag in ("cert", "key", "client_ca"):
+            if getattr(args, flag):
+                parser.error(f"--{flag.replace('_', '-')} only makes sense with --tls")
+    if args.control_port is None and args.mode == "tcp":
+        args.control_port = 0   # tcp mode always has its HTTP control plane
+    if args.control_port is not None:
+        if not 0 <= args.control_port <= 65535:
+            parser.error(f"--control-port must be between 0 and 65535, got {args.control_port}")
+        if args.control_port and args.control_port == args.port:
+            parser.error(f"--control-port must differ from --port ({args.port})")
+
+
+async def _listen_main(args: argparse.Namespace, app):
+    """The main port: HTTP (serve) or the game (tcp mode), with TLS / PROXY if asked."""
     from .server import serve
+
+    if args.mode == "http":
+        return await serve(app, args.host, args.port,
+                           keepalive_timeout=args.keepalive_timeout or None,
+                           ssl=args.ssl_context, proxy_protocol=args.proxy_protocol,
+                           on_refused=app.proxy_protocol_refused)
+    from .game import GameServer
+
+    game = GameServer(app, tls=args.tls)
+    app.extra_snapshot = game.snapshot
+    if args.proxy_protocol:
+        from .listen import listen
+        server = await listen(game.protocol, args.host, args.port, ssl=args.ssl_context,
+                              on_refused=app.proxy_protocol_refused)
+    else:
+        server = await asyncio.get_running_loop().create_server(
+            game.protocol, args.host, args.port, ssl=args.ssl_context, backlog=1024,
+            reuse_address=True)
+    game.port = server.sockets[0].getsockname()[1]
+    return server
+
+
+async def run(args: argparse.Namespace, patch: dict) -> None:
+    from .app import BackendApp, ControlPortApp
+    from .server import Connection
     from .sessions import MemorySessionStore, RedisSessionStore
 
     clock = time.monotonic
@@ -144,16 +243,45 @@ async def run(args: argparse.Namespace, patch: dict) -> None:
     else:
         store = MemorySessionStore(ttl_s=args.session_ttl)
     app = BackendApp(args.name, store, faults, rng, host=args.host, port=args.port, clock=clock)
+    servers = []
     try:
-        server = await serve(app, args.host, args.port,
-                             keepalive_timeout=args.keepalive_timeout or None)
+        servers.append(await _listen_main(args, app))
     except OSError as exc:
         await store.close()
         raise SystemExit(f"labs.backend {args.name}: cannot listen on {args.host}:{args.port}: {exc}")
-    app.port = server.sockets[0].getsockname()[1]
+    app.port = servers[0].sockets[0].getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"labs.backend {args.name} listening on http://{host}:{app.port} "
-          f"(pid {os.getpid()}, sessions: {store.kind})", flush=True)
+    if args.mode == "http":
+        scheme = "https" if args.tls else "http"
+        notes = [f"pid {os.getpid()}", f"sessions: {store.kind}"]
+    else:
+        scheme = "tcp+tls" if args.tls else "tcp"
+        notes = [f"pid {os.getpid()}", "game"]
+    main_url = f"{scheme}://{host}:{app.port}"
+    if args.proxy_protocol:
+        notes.append("proxy protocol")
+    if args.client_ca:
+        notes.append("client certificates required")
+    control_port = None
+    if args.control_port is not None:
+        control = ControlPortApp(app, main_url)
+        keepalive = args.keepalive_timeout or None
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                lambda: Connection(control, keepalive), args.host, args.control_port,
+                reuse_address=True)
+        except OSError as exc:
+            for server in servers:
+                server.close()
+            await store.close()
+            raise SystemExit(f"labs.backend {args.name}: cannot listen on "
+                             f"{args.host}:{args.control_port} (--control-port): {exc}")
+        servers.append(server)
+        control_port = server.sockets[0].getsockname()[1]
+        notes.append(f"control http://{host}:{control_port}")
+    app.listen_info = {"mode": args.mode, "tls": args.tls, "proxy_protocol": args.proxy_protocol,
+                       "control_port": control_port}
+    print(f"labs.backend {args.name} listening on {main_url} ({', '.join(notes)})", flush=True)
     if args.redis_url:
         try:
             await asyncio.wait_for(store.ping(), 2.0)
@@ -165,7 +293,8 @@ async def run(args: argparse.Namespace, patch: dict) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    server.close()
+    for server in servers:
+        server.close()
     await store.close()
 
 

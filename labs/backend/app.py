@@ -21,6 +21,9 @@ object, one ``json.dumps``. Everything else becomes one coroutine the server run
 
 Every response carries ``X-Backend: <name>`` (pre-encoded in ``static_headers``, added by
 the server) and JSON bodies carry ``"backend": <name>``.
+
+``ControlPortApp`` fronts the same app on ``--control-port``: it lets ``/_control...`` and
+``/health...`` through and answers 404 to the rest (in tcp mode the main port is not HTTP).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncio
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Callable
 from urllib.parse import parse_qs
@@ -105,6 +109,7 @@ class Stats:
         self.uploads_completed = 0
         self.upload_bytes = 0
         self.aborted_uploads = 0
+        self.proxy_protocol_refused = 0
         self.injected = {"warming_up": 0, "reset": 0, "hang": 0, "dependency_down": 0,
                          "error": 0, "crash_mid_response": 0, "health_fail": 0, "live_fail": 0}
 
@@ -125,6 +130,10 @@ class BackendApp:
         self.sleep = sleep
         self.exit = exit
         self.stats = Stats(clock())
+        # How this backend listens, reported by /_control (set by __main__.run).
+        self.listen_info: dict[str, Any] = {"mode": "http", "tls": False,
+                                            "proxy_protocol": False, "control_port": None}
+        self.extra_snapshot: Callable[[], dict[str, Any]] | None = None  # tcp mode: the game
         self.in_flight = 0
         self.connections_open = 0
         self.static_headers = f"X-Backend: {name}\r\nServer: lblab-backend\r\n".encode("latin-1")
@@ -246,7 +255,7 @@ class BackendApp:
             headers = {}
             for name, value in raw:
                 headers[name] = headers[name] + ", " + value if name in headers else value
-        return json.dumps({
+        echo = {
             "backend": self.name,
             "method": req.method,
             "path": req.path,
@@ -263,7 +272,11 @@ class BackendApp:
             "connection_request": req.number,
             "body_bytes": body_bytes,
             "headers": headers,
-        }).encode()
+        }
+        extra = req.conn.echo_extra   # tls / peer / proxy_protocol, only with those modes
+        if extra is not None:
+            echo.update(extra)
+        return json.dumps(echo).encode()
 
     async def _echo(self, req: Request):
         size = await req.body.drain()
@@ -520,7 +533,51 @@ class BackendApp:
             "faults": self.faults.snapshot(),
             "warmup_remaining_s": round(self.faults.warmup_remaining(), 3),
             "faults_injected": dict(st.injected),
+            **self.listen_info,
+            "proxy_protocol_refused": st.proxy_protocol_refused,
         }
         if sessions_error:
             view["sessions_error"] = sessions_error
+        if self.extra_snapshot is not None:
+            view.update(self.extra_snapshot())
         return view
+
+    def proxy_protocol_refused(self, peer: str, reason: str) -> None:
+        """A connection without a valid PROXY header was closed: count it and say why."""
+        self.stats.proxy_protocol_refused += 1
+        print(f"labs.backend {self.name}: refused a connection from {peer}: {reason}",
+              file=sys.stderr, flush=True)
+
+
+class ControlPortApp:
+    """The app behind ``--control-port``: only ``/_control...`` and ``/health...``.
+
+    A plain HTTP port beside the main one (no TLS, no PROXY header), sharing the backend's
+    faults and counters, so the control API and HTTP health checks still work when the main
+    port speaks the game protocol (``--mode tcp``) or wants a PROXY header.
+    """
+
+    ROUTES = ("/_control", "/health", "/health/ready", "/health/live")
+
+    def __init__(self, app: BackendApp, main_port_text: str):
+        self.app = app
+        self.static_headers = app.static_headers
+        self._main = main_port_text
+
+    def connection_opened(self, conn: Connection) -> None:
+        pass  # connections_open counts the main port's connections
+
+    def connection_closed(self, conn: Connection) -> None:
+        pass
+
+    def dispatch(self, req: Request):
+        path = req.path
+        if path in self.ROUTES or path.startswith("/_control/"):
+            return self.app.dispatch(req)
+        req.kind = "control"
+        self.app.stats.control_requests += 1
+        self.app._error(req, 404, f"{req.path} is not served on the control port of "
+                                  f"{self.app.name}: only /_control..., /health, /health/ready and "
+                                  f"/health/live are; the backend itself is {self._main}",
+                        endpoints=CONTROL_ENDPOINTS)
+        return None

@@ -27,6 +27,12 @@ Faults need transport control that frameworks hide, so the connection offers, be
 and half the body, then close), and ``hang`` (never answer, ignore further input, keep the
 socket open until the peer leaves). When the peer leaves, bodies being read raise
 ``ClientGone`` and the running handler task is cancelled.
+
+With ``--tls`` the transport is asyncio's TLS transport (``connection_made`` runs after the
+handshake); with ``--proxy-protocol`` the header was consumed by ``listen.py`` before this
+protocol existed and arrives as ``proxy_header``. Either way ``_describe_extras`` computes,
+once per connection, what the echo adds (``tls``, ``peer``, ``proxy_protocol``) and
+replaces ``peer`` by the header's source address; a plain connection skips all of it.
 """
 
 from __future__ import annotations
@@ -223,7 +229,18 @@ _conn_ids = itertools.count(1)
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, app: App, keepalive_timeout: float | None):
+    # Set per connection only with --tls / --proxy-protocol (see _describe_extras); the
+    # plain path keeps these class defaults and pays nothing for them.
+    echo_extra: dict[str, Any] | None = None
+    proxy_header = None
+    tls = False
+
+    def __init__(self, app: App, keepalive_timeout: float | None, proxy_header=None,
+                 tls: bool = False):
+        if proxy_header is not None:
+            self.proxy_header = proxy_header
+        if tls:
+            self.tls = True
         self.app = app
         self.keepalive_timeout = keepalive_timeout
         self.loop = asyncio.get_running_loop()
@@ -255,6 +272,8 @@ class Connection(asyncio.Protocol):
             self.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         else:
             self.peer = str(peer)
+        if self.proxy_header is not None or self.tls:
+            self._describe_extras(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -263,6 +282,23 @@ class Connection(asyncio.Protocol):
                 pass  # not TCP (unix socket): nothing to tune
         self.app.connection_opened(self)
         self._arm_idle()
+
+    def _describe_extras(self, transport) -> None:
+        """What --tls / --proxy-protocol add to the echo, computed once per connection."""
+        extra: dict[str, Any] = {}
+        if self.tls:
+            from .tls import connection_info
+            extra["tls"] = connection_info(transport.get_extra_info("ssl_object"))
+        header = self.proxy_header
+        if header is not None:
+            # The socket peer is the proxy; the client is who the header says (unless the
+            # header is LOCAL / UNKNOWN: then the real endpoints are the truth).
+            extra["peer"] = self.peer
+            extra["proxy_protocol"] = header.describe()
+            if header.source is not None:
+                from .proxy_protocol import format_address
+                self.peer = format_address(header.source)
+        self.echo_extra = extra
 
     def data_received(self, data):
         if self.ignore_input or self.closing:
@@ -519,7 +555,25 @@ class Connection(asyncio.Protocol):
 
 
 async def serve(app: App, host: str, port: int, keepalive_timeout: float | None = 60.0,
-                backlog: int = 1024) -> asyncio.base_events.Server:
+                backlog: int = 1024, *, ssl=None, proxy_protocol: bool = False,
+                on_refused=None):
+    """Listen for HTTP/1.1 (over TLS with ``ssl``; after a PROXY header with ``proxy_protocol``).
+
+    Returns an ``asyncio.Server`` or a ``listen.Listener``: both have ``sockets`` and ``close()``.
+    """
     loop = asyncio.get_running_loop()
+    if proxy_protocol:
+        from .listen import listen
+        tls = ssl is not None
+        return await listen(lambda header: Connection(app, keepalive_timeout, header, tls),
+                            host, port, ssl=ssl, on_refused=on_refused or _log_refused,
+                            backlog=backlog)
+    if ssl is not None:
+        return await loop.create_server(lambda: Connection(app, keepalive_timeout, None, True),
+                                        host, port, ssl=ssl, backlog=backlog, reuse_address=True)
     return await loop.create_server(lambda: Connection(app, keepalive_timeout), host, port,
                                     backlog=backlog, reuse_address=True)
+
+
+def _log_refused(peer: str, reason: str) -> None:
+    log.warning("refused a connection from %s: %s", peer, reason)

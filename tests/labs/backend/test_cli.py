@@ -48,3 +48,50 @@ def test_bad_flags_are_refused_with_a_reason(argv, message, capsys):
         parse_args(flat)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_listen_flags_defaults():
+    args, _ = parse_args(["--name", "b1", "--port", "9001"])
+    assert (args.mode, args.tls, args.proxy_protocol, args.control_port, args.ssl_context) == \
+        ("http", False, False, None, None)
+    args, _ = parse_args(["--name", "b1", "--port", "9001", "--mode", "tcp", "--proxy-protocol"])
+    assert (args.mode, args.control_port, args.proxy_protocol) == ("tcp", 0, True)  # free port
+    args, _ = parse_args(["--name", "b1", "--port", "9001", "--control-port", "9101"])
+    assert args.control_port == 9101
+
+
+def test_tls_flags_build_a_server_context(tls_files):
+    import ssl
+
+    args, _ = parse_args(["--name", "b1", "--port", "0", "--tls", "--cert", tls_files.cert,
+                          "--key", tls_files.key, "--client-ca", tls_files.client_ca])
+    ctx = args.ssl_context
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tls"], "--tls needs --cert FILE"),
+    (["--cert", "x.pem"], "--cert only makes sense with --tls"),
+    (["--client-ca", "x.pem"], "--client-ca only makes sense with --tls"),
+    (["--tls", "--cert", "/nonexistent/cert.pem"], "--cert: no such file: /nonexistent/cert.pem"),
+    (["--mode", "udp"], "argument --mode: invalid choice: 'udp'"),
+    (["--control-port", "70000"], "--control-port must be between 0 and 65535"),
+    (["--port", "9001", "--control-port", "9001"], "--control-port must differ from --port (9001)"),
+])
+def test_bad_listen_flags_are_refused(argv, message, capsys):
+    base = ["--name", "b1"] + (["--port", "0"] if "--port" not in argv else [])
+    with pytest.raises(SystemExit):
+        parse_args(base + argv)
+    assert message in capsys.readouterr().err
+
+
+def test_unusable_certificate_files_are_refused(tls_files, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--name", "b1", "--port", "0", "--tls", "--cert", tls_files.ca])  # no key
+    assert "cannot load the certificate chain and private key" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--name", "b1", "--port", "0", "--tls", "--cert", tls_files.cert,
+                    "--key", tls_files.key, "--client-ca", tls_files.key])
+    err = capsys.readouterr().err
+    assert f"--client-ca {tls_files.key}: not a PEM CA bundle" in err
