@@ -3,7 +3,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -27,17 +29,36 @@ def test_print_mode_streams_ticks_from_a_real_proxy(lab, tmp_path):
                              "--sandbox", "default", "--print", "--tick-ms", "100"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
+    lines: list[dict] = []
+    reader = threading.Thread(target=_collect, args=(proc.stdout, lines), daemon=True)
+    reader.start()
     try:
-        import urllib.request
-        time.sleep(1.0)
+        # Send only once the bridge reports the proxy reachable: on a loaded
+        # machine Django's start-up alone can take seconds.
+        assert _wait(lambda: any(line["proxy"] for line in lines), 20), "bridge never connected"
         for _ in range(3):
             urllib.request.urlopen(f"{lab.proxy_url}/x", timeout=3).read()
-        time.sleep(1.0)
+        _wait(lambda: sum(line["requests"] for line in lines) >= 3, 10)
     finally:
         stop(proc)
-    out, err = proc.communicate(timeout=5)
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    reader.join(timeout=5)
+    err = proc.stderr.read()
     assert lines and all(line["proxy"] in (True, None) for line in lines)
     assert sum(line["requests"] for line in lines) == 3
     assert "group" not in err and "stdout" in err
     assert "bridge: stopped" in err  # SIGTERM ends it cleanly
+
+
+def _collect(stream, lines: list) -> None:
+    for raw in stream:
+        if raw.startswith("{"):
+            lines.append(json.loads(raw))
+
+
+def _wait(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
