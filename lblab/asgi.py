@@ -17,10 +17,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from explainer.routing import websocket_urlpatterns  # noqa: E402
+from explainer.workshops.routing import websocket_urlpatterns as workshop_websockets  # noqa: E402
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
     "websocket": AllowedHostsOriginValidator(
-        AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        AuthMiddlewareStack(URLRouter(websocket_urlpatterns + workshop_websockets))
     ),
 })

@@ -74,6 +74,8 @@ INSTALLED_APPS = [
     "channels",
     "labs",
     "explainer",
+    "explainer.course",
+    "explainer.workshops",
 ]
 
 MIDDLEWARE = [

@@ -4,4 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("explainer.urls")),
     path("admin/", admin.site.urls),
+    path("course/", include("explainer.course.urls")),
+    path("labs/", include("labs.urls")),
+    path("workshops/", include("explainer.workshops.urls")),
 ]

@@ -1,0 +1,62 @@
+"""The catalog: every folder under labs/catalog/ is a lab (see definition.py).
+
+Adding a lab means adding a folder; ``problems()`` is what the Django system check
+(labs/checks.py, id labs.E001) reports for a folder whose definition is incomplete, and
+such a lab is left out of ``all_labs()`` so one broken folder cannot take the site down.
+Results are cached per process; ``reload()`` forgets them (tests, the check).
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from labs.framework.definition import CATALOG, Lab, load
+
+_lock = threading.Lock()
+_cache: dict[str, tuple[Lab | None, list[str]]] | None = None
+
+
+class UnknownLab(LookupError):
+    pass
+
+
+def _folders(root: Path = CATALOG) -> list[Path]:
+    if not root.exists():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(("_", ".")) and p.name != "__pycache__")
+
+
+def _load_all() -> dict[str, tuple[Lab | None, list[str]]]:
+    global _cache
+    with _lock:
+        if _cache is None:
+            _cache = {folder.name: load(folder) for folder in _folders()}
+        return _cache
+
+
+def reload() -> None:
+    global _cache
+    with _lock:
+        _cache = None
+
+
+def problems() -> dict[str, list[str]]:
+    """slug -> problems, for every folder that has any."""
+    return {slug: probs for slug, (_, probs) in _load_all().items() if probs}
+
+
+def all_labs() -> list[Lab]:
+    labs = [lab for lab, _ in _load_all().values() if lab is not None]
+    return sorted(labs, key=lambda lab: (lab.spec.order, lab.slug))
+
+
+def get(slug: str) -> Lab:
+    entry = _load_all().get(slug)
+    if entry is None:
+        known = ", ".join(lab.slug for lab in all_labs())
+        raise UnknownLab(f"no lab {slug!r}; labs: {known}")
+    lab, probs = entry
+    if lab is None:
+        raise UnknownLab(f"lab {slug!r} is incomplete: " + "; ".join(probs))
+    return lab

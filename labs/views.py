@@ -1,0 +1,156 @@
+"""Thin views over labs.services: validate input, call one service, render or answer JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from django.http import FileResponse, Http404, HttpRequest, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET, require_POST
+
+from labs.framework import registry
+from labs.services import runs
+
+MAX_DOCUMENT = 64 * 1024
+
+
+def _lab_or_404(slug: str):
+    try:
+        return registry.get(slug)
+    except registry.UnknownLab as exc:
+        raise Http404(str(exc)) from None
+
+
+def _run_or_404(request, slug: str, run_id: str):
+    run = runs.run_for(runs.learner_key(request), slug, run_id)
+    if run is None:
+        raise Http404(f"no run {run_id} of yours for lab {slug}")
+    return run
+
+
+def _document(request) -> str:
+    text = request.POST.get("document")
+    if text is None:
+        try:
+            text = json.loads(request.body or b"{}").get("document")
+        except (ValueError, AttributeError):
+            text = None
+    if not isinstance(text, str) or not text.strip():
+        raise runs.RunError("send the config as 'document' (YAML text)")
+    if len(text) > MAX_DOCUMENT:
+        raise runs.RunError(f"the config is longer than {MAX_DOCUMENT // 1024} KiB")
+    return text
+
+
+@ensure_csrf_cookie
+@require_GET
+def lab_list(request: HttpRequest):
+    progress = runs.progress_for(runs.learner_key(request))
+    labs = [{"lab": lab, "progress": progress.get(lab.slug)} for lab in registry.all_labs()]
+    done = sum(1 for item in labs if item["progress"] and item["progress"].passed)
+    return render(request, "labs/list.html", {"labs": labs, "done": done,
+                                              "problems": registry.problems()})
+
+
+@ensure_csrf_cookie
+@require_GET
+def lab_page(request: HttpRequest, slug: str):
+    lab = _lab_or_404(slug)
+    learner = runs.learner_key(request)
+    progress = runs.progress_for(learner).get(slug)
+    recent = list(runs.LabRun.objects.filter(learner=learner, slug=slug)[:8])
+    document = (progress.last_document if progress and progress.last_document
+                else lab.topology_text())
+    context = {
+        "lab": lab, "spec": lab.spec, "scale": lab.scale, "progress": progress,
+        "document": document, "recent": recent,
+        "answer": lab.spec.answer,
+        "settings_help": {k: v.help for k, v in lab.spec.lab_settings.items()},
+        "page_data": {
+            "slug": slug, "scale": lab.scale.factor,
+            "answer": lab.spec.answer.model_dump() if lab.spec.answer else None,
+            "last_run": recent[0].id if recent else None,
+            "revealed": bool(progress and progress.solution_revealed),
+        },
+    }
+    return render(request, "labs/lab.html", context)
+
+
+@require_POST
+def validate(request: HttpRequest, slug: str):
+    _lab_or_404(slug)
+    try:
+        errors = runs.validate(slug, _document(request))
+    except runs.RunError as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)
+    return JsonResponse({"ok": not errors, "errors": errors})
+
+
+@require_POST
+def start_run(request: HttpRequest, slug: str):
+    _lab_or_404(slug)
+    try:
+        run = runs.start(runs.learner_key(request), slug, _document(request))
+    except runs.RunError as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)
+    return JsonResponse({"run_id": run.id, "status_url":
+                         f"/labs/{slug}/runs/{run.id}/status"}, status=202)
+
+
+@require_GET
+def run_status(request: HttpRequest, slug: str, run_id: str):
+    return JsonResponse(runs.refresh(_run_or_404(request, slug, run_id)))
+
+
+@require_POST
+def answers(request: HttpRequest, slug: str, run_id: str):
+    run = _run_or_404(request, slug, run_id)
+    try:
+        data = json.loads(request.body or b"{}").get("answers")
+        if data is None and request.POST.get("answers"):
+            data = yaml.safe_load(request.POST["answers"])
+        return JsonResponse({"result": runs.regrade(run, data or {})})
+    except runs.RunError as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)
+    except (ValueError, yaml.YAMLError) as exc:
+        return JsonResponse({"error": f"the answers are not valid JSON/YAML: {exc}",
+                             "errors": []}, status=400)
+
+
+@require_GET
+def request_trace(request: HttpRequest, slug: str, run_id: str, request_id: str):
+    run = _run_or_404(request, slug, run_id)
+    found = runs.request_diagram(run, request_id)
+    if found is None:
+        raise Http404(f"no request {request_id} in run {run_id}")
+    return JsonResponse(found)
+
+
+@require_POST
+def solution(request: HttpRequest, slug: str):
+    _lab_or_404(slug)
+    return JsonResponse(runs.reveal_solution(runs.learner_key(request), slug))
+
+
+def _report(request, slug: str, run_id: str, name: str, content_type: str, download: bool):
+    run = _run_or_404(request, slug, run_id)
+    path = Path(run.run_dir) / name
+    if not path.exists():
+        raise Http404("the run has no report (yet)")
+    response = FileResponse(open(path, "rb"), content_type=content_type)
+    if download:
+        response["Content-Disposition"] = f'attachment; filename="{slug}-{run_id}-{name}"'
+    return response
+
+
+@require_GET
+def report_html(request: HttpRequest, slug: str, run_id: str):
+    return _report(request, slug, run_id, "report.html", "text/html; charset=utf-8",
+                   request.GET.get("download") == "1")
+
+
+@require_GET
+def report_json(request: HttpRequest, slug: str, run_id: str):
+    return _report(request, slug, run_id, "report.json", "application/json", True)

@@ -1,0 +1,137 @@
+"""The lab pages: editor validation in place, a real run in the background, polling,
+the result, reports, the fix on request, progress per learner."""
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import pytest
+from django.test import Client
+
+from labs.framework import registry
+from labs.models import LabProgress, LabRun
+from tests.labs.labs.conftest import RECORDINGS
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def lab_site(settings, tmp_path):
+    settings.LBLAB_LABS_STATE_DIR = str(tmp_path)
+    settings.LBLAB_LABS_MAX_SANDBOXES = 4
+    yield tmp_path
+    from labs.services import sandboxes
+
+    sandboxes.reap(everything=True, override=str(tmp_path))
+
+
+def test_list_and_page(client, lab_site):
+    page = client.get("/labs/")
+    assert page.status_code == 200
+    for lab in registry.all_labs():
+        assert lab.title.replace("'", "&#x27;") in page.content.decode()
+    lab = client.get("/labs/health-check-window/")
+    body = lab.content.decode()
+    assert lab.status_code == 200 and "Time scale <strong>1:10</strong>" in body
+    assert "unhealthy_threshold: 3" in body  # the starting config is in the editor
+    assert client.get("/labs/no-such-lab/").status_code == 404
+
+
+def test_validation_errors_come_with_their_paths(client, lab_site):
+    text = registry.get("lying-health-check").topology_text().replace("timeout: 200ms",
+                                                                       "timeout: 200")
+    resp = client.post("/labs/lying-health-check/validate", {"document": text})
+    data = resp.json()
+    assert resp.status_code == 200 and data["ok"] is False
+    assert data["errors"] == [{"path": "pools.web.health.timeout",
+                               "message": "a duration needs a unit: write '200s' or '200ms', "
+                                          "not 200"}]
+    resp = client.post("/labs/lying-health-check/runs", {"document": text})
+    assert resp.status_code == 400 and resp.json()["errors"][0]["path"] == "pools.web.health.timeout"
+    assert not LabRun.objects.exists()
+
+
+def poll(client, url, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = client.get(url).json()
+        if st["state"] != "running":
+            return st
+        time.sleep(0.5)
+    raise AssertionError(f"run did not finish: {st}")
+
+
+@pytest.mark.timeout(240)
+def test_a_real_run_from_the_page(client, lab_site):
+    lab = registry.get("lying-health-check")
+    resp = client.post("/labs/lying-health-check/runs", {"document": lab.topology_text()})
+    assert resp.status_code == 202, resp.content
+    run_id = resp.json()["run_id"]
+    again = client.post("/labs/lying-health-check/runs", {"document": lab.topology_text()})
+    assert again.status_code == 409  # one run at a time per learner
+    status = poll(client, resp.json()["status_url"])
+    assert status["state"] == "done", status
+    result = status["result"]
+    assert result["passed"] is False
+    assert "target is at most 15" in " ".join(result["result"]["evidence"])
+    assert result["result"]["chart"]["series"] and result["result"]["diagrams"]
+    assert result["failed_requests"] and result["sandbox"]["start_seconds"]
+    run = LabRun.objects.get(pk=run_id)
+    assert run.state == "done" and run.passed is False
+    progress = LabProgress.objects.get(slug="lying-health-check")
+    assert progress.attempts == 1 and not progress.passed
+    assert progress.last_document == lab.topology_text()
+    # The learner's sandbox stays up for the dashboard, under the learner's own id.
+    from labs.services import sandboxes
+
+    assert [sb.id for sb in sandboxes.service().list()] == [run.sandbox_id]
+    html = client.get(f"/labs/lying-health-check/runs/{run_id}/report.html")
+    assert html.status_code == 200 and b"FAIL" in b"".join(html.streaming_content)
+    js = client.get(f"/labs/lying-health-check/runs/{run_id}/report.json")
+    assert "attachment" in js["Content-Disposition"]
+    assert json.loads(b"".join(js.streaming_content))["document"]["pools"]["web"]
+    rid = result["failed_requests"][0]["request_id"]
+    trace = client.get(f"/labs/lying-health-check/runs/{run_id}/requests/{rid}").json()
+    assert trace["mermaid"].startswith("sequenceDiagram") and trace["event"]["request_id"] == rid
+    # Another learner sees none of it.
+    other = Client()
+    assert other.get(f"/labs/lying-health-check/runs/{run_id}/status").status_code == 404
+    assert other.get(f"/labs/lying-health-check/runs/{run_id}/report.html").status_code == 404
+
+
+def test_the_fix_is_shown_on_request_only(client, lab_site):
+    page = client.get("/labs/drain-cuts-uploads/").content.decode()
+    assert "deregistration_delay: 2s" not in page
+    data = client.post("/labs/drain-cuts-uploads/solution").json()
+    assert "deregistration_delay: 2s" in data["yaml"] and "longest request" in data["why"]
+    assert LabProgress.objects.get(slug="drain-cuts-uploads").solution_revealed
+
+
+def test_answers_regrade_a_recorded_run_and_save_progress(client, lab_site):
+    client.get("/labs/")  # a session: the anonymous learner
+    learner = f"s:{client.session.session_key}"
+    run_dir = lab_site / "labruns" / "r1"
+    run_dir.mkdir(parents=True)
+    with gzip.open(RECORDINGS / "502-503-504--start.json.gz", "rt") as fh:
+        (run_dir / "recording.json").write_text(fh.read())
+    (run_dir / "result.json").write_text(json.dumps({"run_id": "r1", "label": "start"}))
+    (run_dir / "document.yaml").write_text(registry.get("502-503-504").topology_text())
+    LabRun.objects.create(id="r1", learner=learner, slug="502-503-504", document="",
+                          state="done", passed=False, run_dir=str(run_dir))
+    wrong = {"A": {"status": 503, "cause": "no-backend", "backend": "none"}}
+    resp = client.post("/labs/502-503-504/runs/r1/answers", json.dumps({"answers": wrong}),
+                       content_type="application/json")
+    assert resp.json()["result"]["passed"] is False
+    right = {"A": {"status": 502, "cause": "backend-closed", "backend": "b1"},
+             "B": {"status": 503, "cause": "no-backend", "backend": "none"},
+             "C": {"status": 504, "cause": "response-timeout", "backend": "b2"}}
+    resp = client.post("/labs/502-503-504/runs/r1/answers", json.dumps({"answers": right}),
+                       content_type="application/json")
+    assert resp.json()["result"]["passed"] is True
+    assert LabProgress.objects.get(learner=learner, slug="502-503-504").passed
+    assert "✓" in client.get("/labs/").content.decode()
+    bad = client.post("/labs/502-503-504/runs/r1/answers",
+                      json.dumps({"answers": {"A": {"status": 200}}}),
+                      content_type="application/json")
+    assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "lab.answers.A.status"
