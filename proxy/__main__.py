@@ -1,5 +1,8 @@
 """`python -m proxy --config FILE.yaml` runs the proxy; `--check FILE.yaml` validates.
 
+`pki init|show|path` manages the lab PKI (proxy/pki.py): the lab CA and the
+certificates the TLS examples refer to as `pki:<file>`.
+
 --check prints every problem of the config, one per line with its path
 (`pools.web.balancer.algorithm: unknown algorithm ...`), and exits 2; or
 prints "ok" and exits 0.
@@ -74,6 +77,12 @@ def install_uvloop() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pki"]:
+        # `python -m proxy pki init|show|path`: the lab PKI (proxy/pki.py).
+        from proxy import pki
+
+        return pki.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m proxy",
                                      description="LBLab's HTTP/TCP load balancer.")
     mode = parser.add_mutually_exclusive_group(required=True)

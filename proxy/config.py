@@ -4,14 +4,25 @@ Shape (objects refer to each other by name, as in Traefik's dynamic config):
 
     admin:     where the admin API listens (token needed beyond loopback)
     listeners: name -> bind address, protocol (http|tcp), the routes it tries
+               (http) or the pool it relays to (tcp); optional `tls`: terminate
+               (http: certificates by SNI, min version, ALPN, mTLS) or
+               passthrough (tcp: route on the ClientHello's server name)
     routes:    name -> match (host, path, header, method, query, cookie) + one action
-    pools:     name -> balancer, backends, stickiness, health, timeouts, draining
+    pools:     name -> balancer, backends, stickiness, health, timeouts, draining,
+               `tls` towards the backends (re-encryption), `proxy_protocol` v1|v2
 
 `load_config(text)` returns a `Config` or raises `ConfigError` carrying *every*
 problem with its path ("pools.web.balancer.algorithm: ..."), both the ones
 pydantic finds in a single object and the cross-object ones found afterwards
 (dangling names, impossible pairings such as a cookie-sticky pool behind a TCP
 listener). A refused config changes nothing: callers swap only on success.
+
+Certificate and CA files are *named* here (a path, or `pki:<file>` in the lab
+PKI made by `python -m proxy pki init`), not read: validation stays pure, so
+the shipped examples validate on a machine without a PKI. The server reads
+them when it starts or applies a config (proxy/tls.py), and a file it cannot
+use refuses that config with the same kind of path
+(`listeners.web.tls.certificates[0].cert: cannot read ...`).
 """
 from __future__ import annotations
 
@@ -100,6 +111,9 @@ class ListenerTimeouts(Strict):
     request_body: Duration = 60.0  # no body byte for this long (408)
     client_idle: Duration = 60.0  # keep-alive connection idle between requests
     tunnel_idle: Duration = 300.0  # upgraded (WebSocket) or TCP relay idle
+    # TLS termination: the handshake must complete within this; TLS passthrough:
+    # the ClientHello (to read its server name) must arrive within this.
+    tls_handshake: Duration = 10.0
 
 
 class Limits(Strict):
@@ -108,15 +122,134 @@ class Limits(Strict):
     max_connections: int = Field(10_000, ge=1)
 
 
+# A file the server reads: a path, or `pki:<file>` for a file of the lab PKI
+# (`pki:ca.pem` is <state dir>/pki/ca.pem; see proxy/pki.py).
+FileRef = Annotated[str, Field(min_length=1)]
+TLSVersion = Literal["1.2", "1.3"]
+_HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def _server_name(value: str) -> str:
+    name = value.strip().rstrip(".").lower()
+    if not _HOSTNAME.match(name):
+        raise ValueError(f"{value!r} is not a server name: write a DNS name such as "
+                         "www.lab.test, or a one-label wildcard such as *.lab.test")
+    return name
+
+
+class CertificateConfig(Strict):
+    """One certificate the proxy serves: from the lab PKI, or a cert and key file."""
+
+    pki: str | None = None  # "www.lab.test" = pki:www.lab.test.pem + pki:www.lab.test.key
+    cert: FileRef | None = None
+    key: FileRef | None = None
+    # Server names it is chosen for (exact or *.wildcard); default: the names in
+    # the certificate itself (its subjectAltName DNS entries).
+    names: list[str] | None = None
+    default: bool = False  # served when no name matches (default: the first certificate)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.pki is not None and (self.cert is not None or self.key is not None):
+            raise ValueError("give either pki: NAME (lab PKI) or cert: + key: files, not both")
+        if self.pki is None and (self.cert is None or self.key is None):
+            raise ValueError("a certificate needs cert: FILE and key: FILE "
+                             "(or pki: NAME for one made by `python -m proxy pki init`)")
+        return self
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value):
+        return None if value is None else [_server_name(n) for n in value]
+
+    @property
+    def files(self) -> tuple[str, str]:
+        if self.pki is not None:
+            return f"pki:{self.pki}.pem", f"pki:{self.pki}.key"
+        return self.cert, self.key  # type: ignore[return-value]
+
+    @property
+    def label(self) -> str:
+        return self.pki or self.cert or "?"
+
+
+class ListenerTLS(Strict):
+    """TLS on a listener.
+
+    mode terminate (http listeners): the proxy holds the certificates, decrypts,
+    and routes on HTTP as usual; X-Forwarded-Proto becomes https.
+    mode passthrough (tcp listeners): the proxy reads only the server name of
+    the ClientHello, picks a pool by it (`sni`), and relays the encrypted bytes:
+    the backend's own certificate reaches the client.
+    """
+
+    mode: Literal["terminate", "passthrough"] = "terminate"
+    # terminate
+    certificates: list[CertificateConfig] = []
+    min_version: TLSVersion = "1.2"
+    alpn: list[str] = ["http/1.1"]
+    client_ca: FileRef | None = None  # mTLS: client certificates must chain to this CA
+    client_auth: Literal["required", "optional"] | None = None  # default with client_ca: required
+    # passthrough: server name (exact or *.wildcard) -> pool; others go to listener.pool
+    sni: dict[str, Name] = {}
+    # A server name with no certificate (terminate) or no sni entry (passthrough):
+    # default = serve the default certificate / use listener.pool (the classic
+    # mismatch: the client sees a certificate for another name);
+    # refuse = fail the handshake with an unrecognized_name alert / close.
+    unknown_sni: Literal["default", "refuse"] = "default"
+
+    @model_validator(mode="after")
+    def _fits_mode(self):
+        given = self.model_fields_set
+        if self.mode == "terminate":
+            if not self.certificates:
+                raise ValueError("tls mode terminate needs certificates: [{pki: www.lab.test}] "
+                                 "(or cert: + key: files)")
+            if sum(1 for c in self.certificates if c.default) > 1:
+                raise ValueError("only one certificate may say default: true")
+            if self.sni:
+                raise ValueError("tls.sni maps names to pools for passthrough; when the proxy "
+                                 "terminates TLS, route on the host with routes (match: {host})")
+            if self.client_auth is not None and self.client_ca is None:
+                raise ValueError(f"client_auth: {self.client_auth} needs client_ca: FILE, the CA "
+                                 "client certificates must chain to (e.g. pki:ca.pem)")
+        else:
+            terminate_only = sorted(given & {"certificates", "min_version", "alpn",
+                                             "client_ca", "client_auth"})
+            if terminate_only:
+                raise ValueError(
+                    f"{', '.join(terminate_only)}: not with tls mode passthrough; the proxy "
+                    "never decrypts there, so the backend's own TLS settings apply")
+        return self
+
+    @field_validator("sni")
+    @classmethod
+    def _sni_names(cls, value):
+        return {_server_name(k): v for k, v in value.items()}
+
+    @property
+    def client_auth_mode(self) -> str | None:
+        if self.client_ca is None:
+            return None
+        return self.client_auth or "required"
+
+
 class ListenerConfig(Strict):
     bind: Address
     protocol: Literal["http", "tcp"] = "http"
     # HTTP listeners: route names, tried by route priority (then by this order).
     routes: list[Name] = []
-    # TCP listeners: the pool every connection goes to.
+    # TCP listeners: the pool every connection goes to (with tls passthrough:
+    # the pool for names not in tls.sni, and for clients that send no name).
     pool: Name | None = None
+    tls: ListenerTLS | None = None
     timeouts: ListenerTimeouts = ListenerTimeouts()
     limits: Limits = Limits()
+
+    @property
+    def tls_mode(self) -> str:
+        """none | terminate | passthrough (what the page shows per listener)."""
+        return self.tls.mode if self.tls is not None else "none"
 
 
 # ---------------------------------------------------------------- routes
@@ -272,11 +405,37 @@ class StickyConfig(Strict):
         return self.mode in ("cookie", "app_cookie")
 
 
+class UpstreamTLS(Strict):
+    """TLS from the proxy to backends (re-encryption), on a pool or one backend."""
+
+    # Check the backend's certificate against `ca` and `server_name`. Off is
+    # allowed for the lab, and then every new connection carries a warning event.
+    verify: bool = True
+    ca: FileRef | None = None  # default: the lab CA, pki:ca.pem
+    server_name: str | None = None  # SNI sent and name checked; default: the backend's name
+    min_version: TLSVersion = "1.2"
+
+    @field_validator("server_name")
+    @classmethod
+    def _name(cls, value):
+        return None if value is None else _server_name(value)
+
+    @property
+    def ca_file(self) -> str:
+        return self.ca or "pki:ca.pem"
+
+
+ProxyProtocol = Literal["v1", "v2"]
+
+
 class BackendConfig(Strict):
     name: Name
     address: Address
     weight: int = Field(1, ge=0, le=1000)
     state: Literal["active", "draining", "maintenance"] = "active"
+    # Override the pool's settings for this backend ("off": no PROXY header here).
+    tls: UpstreamTLS | None = None
+    proxy_protocol: Literal["v1", "v2", "off"] | None = None
 
 
 class HealthCheckConfig(Strict):
@@ -336,6 +495,25 @@ class PoolConfig(Strict):
     panic_threshold: float = Field(0.0, ge=0.0, le=1.0)
     retries: int = Field(1, ge=0, le=5)
     max_connections_per_backend: int | None = Field(None, ge=1)  # 503 when all are full
+    # Speak TLS to the backends (an http listener re-encrypts what it decrypted).
+    tls: UpstreamTLS | None = None
+    # tcp listeners: start every backend connection with a PROXY protocol header
+    # (v1 text, v2 binary) naming the real client, which L4 otherwise hides.
+    proxy_protocol: ProxyProtocol | None = None
+
+    def backend_tls(self, backend: BackendConfig) -> UpstreamTLS | None:
+        return backend.tls if backend.tls is not None else self.tls
+
+    def backend_proxy_protocol(self, backend: BackendConfig) -> str | None:
+        value = backend.proxy_protocol or self.proxy_protocol
+        return None if value == "off" else value
+
+    def uses_tls(self) -> bool:
+        return self.tls is not None or any(b.tls is not None for b in self.backends)
+
+    def uses_proxy_protocol(self) -> bool:
+        return self.proxy_protocol is not None or any(
+            b.proxy_protocol in ("v1", "v2") for b in self.backends)
 
     @model_validator(mode="after")
     def _unique_backends(self):
@@ -347,15 +525,20 @@ class PoolConfig(Strict):
 
     def needs_http(self) -> list[str]:
         """Reasons this pool can only sit behind an HTTP listener."""
-        reasons = []
+        return [reason for reason, _fix in self.http_needs()]
+
+    def http_needs(self) -> list[tuple[str, str]]:
+        """(reason, what to change) for each HTTP-only feature of this pool."""
+        out = []
         if self.balancer.needs_http():
-            reasons.append(
-                f"balancer {self.balancer.algorithm} hashes on "
-                f"{self.balancer.hash_key.source}, which only exists in HTTP"
-            )
+            out.append((f"balancer {self.balancer.algorithm} hashes on "
+                        f"{self.balancer.hash_key.source}, which only exists in HTTP",
+                        "hash on hash_key.source: client_ip, or use a balancer that needs "
+                        "no HTTP"))
         if self.sticky and self.sticky.needs_http():
-            reasons.append(f"sticky mode {self.sticky.mode} needs HTTP cookies")
-        return reasons
+            out.append((f"sticky mode {self.sticky.mode} needs HTTP cookies",
+                        "use sticky mode source_ip"))
+        return out
 
 
 # ---------------------------------------------------------------- root
@@ -406,15 +589,22 @@ def _pydantic_errors(exc: ValidationError) -> list[tuple[str, str]]:
     return errors
 
 
+L4_BLIND = ("at L4 the proxy relays bytes without parsing HTTP, so it never sees a "
+            "host, path, header or cookie")
+
+
 def cross_check(config: Config) -> list[tuple[str, str]]:
     """Problems that span objects: dangling names and impossible pairings."""
     errors: list[tuple[str, str]] = []
     binds: dict[tuple[str, int], str] = {}
+    behind_http: dict[str, str] = {}  # pool -> a listener that reaches it through routes
+    behind_tcp: dict[str, str] = {}  # pool -> a tcp listener that relays to it
     for lname, listener in config.listeners.items():
         path = f"listeners.{lname}"
         if listener.bind in binds and listener.bind[1] != 0:
             errors.append((f"{path}.bind", f"already used by listener {binds[listener.bind]}"))
         binds[listener.bind] = lname
+        tls = listener.tls
         if listener.protocol == "http":
             if listener.pool is not None:
                 errors.append((f"{path}.pool", "http listeners pick pools through routes; "
@@ -424,19 +614,42 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             for i, rname in enumerate(listener.routes):
                 if rname not in config.routes:
                     errors.append((f"{path}.routes[{i}]", f"no route named {rname!r}"))
-        else:
-            if listener.routes:
-                errors.append((f"{path}.routes", "a tcp listener cannot route on HTTP: at L4 "
-                               "the proxy sees only bytes, no host, path or headers; "
-                               "use protocol: http, or give pool: NAME"))
-            if listener.pool is None:
-                errors.append((f"{path}.pool", "a tcp listener needs pool: NAME"))
-            elif listener.pool not in config.pools:
-                errors.append((f"{path}.pool", f"no pool named {listener.pool!r}"))
+                else:
+                    for pname in config.routes[rname].pools():
+                        behind_http.setdefault(pname, lname)
+            if tls is not None and tls.mode == "passthrough":
+                errors.append((f"{path}.tls.mode", "passthrough relays TLS without decrypting "
+                               "it, so there is no HTTP to route on: use protocol: tcp with "
+                               "tls.sni, or mode: terminate"))
+            continue
+        # tcp (L4)
+        if listener.routes:
+            errors.append((f"{path}.routes", f"a tcp listener cannot route on HTTP: {L4_BLIND}; "
+                           "use protocol: http, or give pool: NAME"))
+        if tls is not None and tls.mode == "terminate":
+            errors.append((f"{path}.tls.mode", "a tcp listener does not terminate TLS: use "
+                           "protocol: http to terminate (and route on HTTP), or mode: "
+                           "passthrough to route on the server name and relay"))
+        pools = []
+        if listener.pool is not None:
+            pools.append((f"{path}.pool", listener.pool))
+        elif not (tls is not None and tls.mode == "passthrough" and tls.unknown_sni == "refuse"):
+            if tls is not None and tls.mode == "passthrough":
+                errors.append((f"{path}.pool", "with tls passthrough, pool: NAME gets the names "
+                               "not in tls.sni (and clients that send none); give one, or set "
+                               "tls.unknown_sni: refuse"))
             else:
-                for reason in config.pools[listener.pool].needs_http():
-                    errors.append((f"listeners.{lname}", f"pool {listener.pool}: {reason}; "
-                                   "a tcp listener cannot see it"))
+                errors.append((f"{path}.pool", "a tcp listener needs pool: NAME"))
+        if tls is not None and tls.mode == "passthrough":
+            pools += [(f"{path}.tls.sni.{name}", pname) for name, pname in tls.sni.items()]
+        for where, pname in pools:
+            if pname not in config.pools:
+                errors.append((where, f"no pool named {pname!r}"))
+                continue
+            behind_tcp.setdefault(pname, lname)
+            for reason, fix in config.pools[pname].http_needs():
+                errors.append((f"listeners.{lname}", f"pool {pname}: {reason}; a tcp listener "
+                               f"cannot see it ({L4_BLIND}): {fix}"))
     for rname, route in config.routes.items():
         for pname in route.pools():
             if pname not in config.pools:
@@ -450,6 +663,22 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                                f"{key!r} is already a backend of pool {seen_backends[key]}; "
                                "backend names are unique across pools"))
             seen_backends.setdefault(key, pname)
+        if pname in behind_http and pool.uses_proxy_protocol():
+            errors.append((f"pools.{pname}.proxy_protocol",
+                           f"pool {pname} is behind http listener {behind_http[pname]}, which "
+                           "reuses backend connections for many clients, so one PROXY header "
+                           "per connection would name the wrong client; HTTP already passes "
+                           "it in X-Forwarded-For / Forwarded. Use it behind a tcp listener"))
+        if pname in behind_tcp and pool.uses_tls():
+            errors.append((f"pools.{pname}.tls",
+                           f"pool {pname} is behind tcp listener {behind_tcp[pname]}, which "
+                           "relays the client's bytes as they are; to reach TLS backends at "
+                           "L4 use tls mode passthrough (the backend terminates), or an http "
+                           "listener to re-encrypt"))
+        if pool.uses_tls() and pool.health is not None and pool.health.type == "http":
+            errors.append((f"pools.{pname}.health.type",
+                           "active http checks speak plain HTTP, which a TLS backend refuses; "
+                           "use type: tcp for TLS pools"))
     return errors
 
 

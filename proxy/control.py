@@ -16,7 +16,9 @@ wrong token, 404 unknown pool/backend/request/endpoint, 422 config refused,
 
 `server` is any object with `.runtime`, `.bus`, `.metrics` (Metrics or None)
 and optionally `.drains` (proxy.drain.DrainManager: start(pool, backend,
-remove=False) -> dict, state()); other attributes are not read.
+remove=False) -> dict, state()), `.live_connections()` (GET /connections),
+`.connection_counts()` and `.tls_view()` (both in GET /state); other
+attributes are not read.
 The route table is `ROUTES`, below the handlers.
 """
 from __future__ import annotations
@@ -110,6 +112,10 @@ def full_state(ctx: AdminContext) -> dict:
     state["drains"] = drains.state() if drains is not None else None
     health = getattr(ctx.server, "health", None)
     state["health"] = health.state() if health is not None else None
+    counts = getattr(ctx.server, "connection_counts", None)
+    state["connections"] = counts() if counts is not None else None
+    tls_view = getattr(ctx.server, "tls_view", None)
+    state["tls"] = tls_view() if tls_view is not None else None
     return state
 
 
@@ -242,6 +248,16 @@ async def get_request(request: web.Request) -> web.Response:
                             f"or was evicted (the newest {keep} are kept; raise "
                             "admin.request_history to keep more)", path="id")
     return json_response(event.to_dict())
+
+
+async def list_connections(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    live = ctx.part("live_connections", "GET /connections")
+    items = live()
+    listener = request.query.get("listener")
+    if listener:
+        items = [c for c in items if c["listener"] == listener]
+    return json_response({"count": len(items), "connections": items})
 
 
 async def list_requests(request: web.Request) -> web.Response:
@@ -427,6 +443,8 @@ ROUTES: list[tuple[str, str, object, str]] = [
     ("GET", "/events", stream_events,
      "live events as NDJSON (SSE with Accept: text/event-stream); ?types=a,b ?replay=N"),
     ("GET", "/requests", list_requests, "recent request events, oldest first (?limit=100)"),
+    ("GET", "/connections", list_connections,
+     "live L4 connections and WebSocket tunnels: age, client, backend, bytes (?listener=)"),
     ("GET", "/requests/{id}", get_request, "one request event by X-Request-Id"),
     ("GET", "/metrics", get_metrics, "Prometheus text exposition"),
     ("POST", "/pools/{pool}/backends", add_backend,

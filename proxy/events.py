@@ -82,26 +82,64 @@ class RequestEvent(Event):
     # Milliseconds since accept of each step: accepted, route_matched,
     # backend_picked, connected, first_byte, done.
     timings: dict = dataclasses.field(default_factory=dict)
+    # TLS terminated by the listener: {mode, sni, certificate, matched, version,
+    # cipher, alpn, client_cert?}; None on plain HTTP.
+    tls: dict | None = None
+    # TLS from the proxy to the backend (re-encryption): {server_name, verified,
+    # version, subject?}; None when the backend speaks plain HTTP.
+    backend_tls: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionOpen(Event):
+    """A long-lived connection began: an L4 connection once its backend is chosen, or
+    an HTTP connection upgraded to a tunnel (WebSocket) after the backend's 101.
+
+    The page lists it as live (with its age) until the event that closes it: a
+    `connection` event with the same connection_id (L4), or the `request` event
+    whose request_id is this connection_id (kind "websocket")."""
+
+    type: ClassVar[str] = "connection_open"
+    connection_id: str
+    listener: str
+    client: str
+    kind: str = "tcp"  # tcp | tls-passthrough | websocket
+    pool: str | None = None
+    algorithm: str | None = None
+    candidates: list = dataclasses.field(default_factory=list)
+    inputs: dict = dataclasses.field(default_factory=dict)
+    sticky: dict | None = None
+    backend: str | None = None
+    tls: dict | None = None  # passthrough: {mode, sni, alpn, versions}; terminate: as requests
+    proxy_protocol: str | None = None  # v1 | v2 when the backend gets a PROXY header
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionEvent(Event):
-    """One L4 connection (or upgraded tunnel), reported when it closes."""
+    """One L4 connection, reported when it closes (also a failed TLS handshake: kind tls)."""
 
     type: ClassVar[str] = "connection"
     connection_id: str
     listener: str
     client: str
+    kind: str = "tcp"  # tcp | tls-passthrough | tls (handshake failed on an http listener)
     pool: str | None = None
     algorithm: str | None = None
     candidates: list = dataclasses.field(default_factory=list)
     inputs: dict = dataclasses.field(default_factory=dict)
+    sticky: dict | None = None
     backend: str | None = None
-    bytes_in: int = 0
-    bytes_out: int = 0
+    bytes_in: int = 0  # client -> backend
+    bytes_out: int = 0  # backend -> client
     duration_ms: float = 0.0
-    closed_by: str = ""  # client | backend | proxy (idle, drain, error)
-    error: str | None = None
+    connect_ms: float | None = None  # TCP connect to the backend
+    # Who ended it first: client | backend (FIN or reset) | proxy (idle timeout,
+    # drain deadline, no backend, connect failure, refused name, stopping).
+    closed_by: str = ""
+    error: str | None = None  # why, when it was not a normal close
+    retries: list = dataclasses.field(default_factory=list)  # [{backend, error}]
+    tls: dict | None = None
+    proxy_protocol: str | None = None
 
 
 # ---------------------------------------------------------------- lifecycle
@@ -168,6 +206,11 @@ class Warning(Event):  # noqa: A001 - the event's own name
     type: ClassVar[str] = "warning"
     source: str
     message: str
+    # What it is about, when it is about one thing (e.g. an unverified TLS
+    # connection to a backend: source "tls", pool, backend).
+    pool: str | None = None
+    backend: str | None = None
+    connection_id: str | None = None
 
 
 # ---------------------------------------------------------------- the bus

@@ -18,7 +18,18 @@ routes, timeouts or protocol changed: new connections see the new config.
 
 Drain support: `inflight(backend)` lists the exchanges in flight to a backend
 (each with `.request_id` and `.cut(reason)`), `close_pooled(backend)` closes
-its idle keep-alive connections.
+its idle keep-alive connections. L4 connections (proxy.io.l4) and WebSocket
+tunnels are in it too (an L4Connection has `.connection_id` and `.cut`).
+
+TLS (proxy/tls.py): a listener that terminates TLS has `bound.tls` (its
+ServerTLS: certificates by server name) and accepts through `TLSAccept`;
+pools that speak TLS to their backends have a ClientTLS per backend in
+`upstream_tls`. Both are built from files when the server starts and before
+a config is applied (`_before_apply`), so a missing or wrong certificate
+refuses the change (ConfigError with the path) or the start (ListenError).
+
+Views for the admin API: `live_connections()` (L4 connections and tunnels
+with age, client, backend, bytes), `connection_counts()`, `tls_view()`.
 """
 from __future__ import annotations
 
@@ -40,6 +51,7 @@ from proxy.metrics import Metrics
 from proxy.model import BackendState
 from proxy.routing import build_routers
 from proxy.runtime import Runtime
+from proxy.tls import TLSAccept, build_server_tls, build_upstream_tls, listener_view
 
 log = logging.getLogger("proxy.server")
 
@@ -53,9 +65,9 @@ class ListenError(OSError):
 class BoundListener:
     """One listening socket and the listener config it currently serves."""
 
-    __slots__ = ("name", "config", "sock", "server", "address", "active", "closed")
+    __slots__ = ("name", "config", "sock", "server", "address", "active", "closed", "tls")
 
-    def __init__(self, name: str, config: ListenerConfig, sock: socket.socket):
+    def __init__(self, name: str, config: ListenerConfig, sock: socket.socket, tls=None):
         self.name = name
         self.config = config
         self.sock = sock
@@ -63,6 +75,7 @@ class BoundListener:
         self.address: tuple[str, int] = sock.getsockname()[:2]
         self.active = 0  # open client connections
         self.closed = False
+        self.tls = tls  # proxy.tls.ServerTLS when the listener terminates TLS
 
     def __repr__(self) -> str:
         return f"<BoundListener {self.name} {self.config.protocol} {self.address}>"
@@ -111,6 +124,8 @@ class ProxyServer:
         self.listeners: dict[str, BoundListener] = {}
         self._plan: dict | None = None  # prepared by before_apply, used by on_apply
         self._inflight: dict[BackendState, set] = {}
+        # (pool, backend) -> proxy.tls.ClientTLS for backends spoken to over TLS.
+        self.upstream_tls: dict = {}
         self._tasks: set[asyncio.Task] = set()
         self.started = False
         self.stopping = False
@@ -136,6 +151,10 @@ class ProxyServer:
         """
         self.loop = asyncio.get_running_loop()
         self.upstreams = UpstreamPool(self.loop)
+        try:
+            tls, self.upstream_tls = self._build_tls(self.config)
+        except ConfigError as exc:
+            raise ListenError(None, "TLS files cannot be used: " + "; ".join(exc.lines())) from None
         socks: dict[str, socket.socket] = {}
         try:
             for name, lc in self.config.listeners.items():
@@ -145,7 +164,7 @@ class ProxyServer:
                 sock.close()
             raise
         for name, sock in socks.items():
-            bound = BoundListener(name, self.config.listeners[name], sock)
+            bound = BoundListener(name, self.config.listeners[name], sock, tls[name])
             self.listeners[name] = bound
             await self._serve(bound)
         try:
@@ -220,6 +239,8 @@ class ProxyServer:
 
     def _protocol(self, bound: BoundListener):
         if bound.config.protocol == "http":
+            if bound.tls is not None:
+                return TLSAccept(self, bound, lambda: L7Connection(self, bound))
             return L7Connection(self, bound)
         return self._l4_protocol(bound)
 
@@ -253,6 +274,8 @@ class ProxyServer:
         plan: dict[str, tuple[str, object]] = {}
         taken: set[str] = set()
         opened: list[socket.socket] = []
+        # Certificates and CAs first: a file that cannot be used refuses the change.
+        tls, upstream_tls = self._build_tls(new)
         try:
             for name, lc in new.listeners.items():
                 current = self.listeners.get(name)
@@ -274,10 +297,32 @@ class ProxyServer:
             for sock in opened:
                 sock.close()
             raise ConfigError([(f"listeners.{name}.bind", str(exc))]) from None
+        plan["__tls__"] = ("tls", (tls, upstream_tls))
         self._plan = plan
 
+    def _build_tls(self, config: Config) -> tuple[dict, dict]:
+        """Listener ServerTLS (by name) and backend ClientTLS contexts for `config`, reusing
+        the current ones whose settings and files did not change; ConfigError lists every
+        file that cannot be used."""
+        errors: list = []
+        tls: dict = {}
+        for name, lc in config.listeners.items():
+            current = self.listeners.get(name)
+            try:
+                tls[name] = build_server_tls(name, lc, current.tls if current else None)
+            except ConfigError as exc:
+                errors += exc.errors
+        upstream_tls: dict = {}
+        try:
+            upstream_tls = build_upstream_tls(config, self.upstream_tls)
+        except ConfigError as exc:
+            errors += exc.errors
+        if errors:
+            raise ConfigError(errors)
+        return tls, upstream_tls
+
     def _discard_plan(self) -> None:
-        for kind, item in (self._plan or {}).values():
+        for kind, item in (self._plan or {}).values():  # "tls" holds no socket
             if kind == "new":
                 item.close()
         self._plan = None
@@ -289,6 +334,7 @@ class ProxyServer:
         plan, self._plan = self._plan, None
         if plan is None:
             return
+        tls, self.upstream_tls = plan.pop("__tls__")[1]
         listeners: dict[str, BoundListener] = {}
         for name, lc in new.listeners.items():
             kind, item = plan[name]
@@ -296,8 +342,9 @@ class ProxyServer:
                 bound = item
                 bound.name = name
                 bound.config = lc
+                bound.tls = tls[name]
             else:
-                bound = BoundListener(name, lc, item)
+                bound = BoundListener(name, lc, item, tls[name])
                 self.spawn(self._serve(bound))
             listeners[name] = bound
         kept = {id(b) for b in listeners.values()}
@@ -357,11 +404,49 @@ class ProxyServer:
 
     # ------------------------------------------------------------ views
 
+    def live_connections(self) -> list[dict]:
+        """Open L4 connections and WebSocket tunnels, oldest first (GET /connections)."""
+        now = self.clock()
+        out = []
+        for conn in list(self.connections):
+            live = getattr(conn, "live", None)
+            view = live(now) if live is not None else None
+            if view is not None:
+                out.append(view)
+        out.sort(key=lambda v: -v["age_s"])
+        return out
+
+    def connection_counts(self) -> dict:
+        """How many client connections are open, by listener and kind (GET /state)."""
+        by_listener: dict[str, dict] = {}
+        for conn in list(self.connections):
+            bound = getattr(conn, "bound", None)
+            name = bound.name if bound is not None else "?"
+            kind = getattr(conn, "kind", None)
+            if kind is None:  # L7 (or a TLS handshake in progress)
+                kind = "websocket" if getattr(conn, "tunnel", None) is not None else "http"
+            counts = by_listener.setdefault(name, {})
+            counts[kind] = counts.get(kind, 0) + 1
+        total = {}
+        for counts in by_listener.values():
+            for kind, n in counts.items():
+                total[kind] = total.get(kind, 0) + n
+        return {"total": sum(total.values()), "by_kind": total, "by_listener": by_listener}
+
+    def tls_view(self) -> dict:
+        """Per listener: TLS mode (none | terminate | passthrough) and its settings."""
+        out = {}
+        for name, lc in self.config.listeners.items():
+            bound = self.listeners.get(name)
+            out[name] = listener_view(name, lc, bound.tls if bound is not None else None)
+        return out
+
     def addresses(self) -> dict[str, tuple[str, int]]:
         return {name: b.address for name, b in self.listeners.items()}
 
     def listening_line(self) -> str:
         parts = [f"{name} {b.config.protocol} {_fmt(b.address)}"
+                 + (f" tls-{b.config.tls.mode}" if b.config.tls is not None else "")
                  for name, b in self.listeners.items()]
         if self.admin is not None:
             parts.append(f"admin {_fmt((self.admin.host, self.admin.port))}")

@@ -33,7 +33,18 @@ backend's timeouts apply) and IDLE (client_idle between requests).
 
 An upgrade (WebSocket) that the backend accepts with 101 turns both
 connections into a byte `Tunnel` until either side closes or it idles for
-tunnel_idle.
+tunnel_idle. A tunnel is announced by a ConnectionOpen event (kind
+websocket, connection_id = the request id), listed by GET /connections, and
+stays in `server.inflight(backend)` until its request event: a drain that
+reaches its deadline cuts it.
+
+TLS (proxy/tls.py): on a listener that terminates TLS, `conn.tls` describes
+the connection (server name, version, certificate served, client
+certificate) and goes into every request event; with mTLS the backend gets
+X-Client-Verify and X-Client-Cert-Subject (a client's own copies are
+dropped). Towards a pool with `tls`, new connections are TLS
+(`UpstreamPool.connect(..., tls)`); a failed handshake is 502 `backend-tls`,
+and a connection that is not verified publishes a Warning event.
 """
 from __future__ import annotations
 
@@ -43,7 +54,7 @@ import logging
 
 from proxy.balancers.base import PickContext
 from proxy.errors import ERRORS
-from proxy.events import RequestEvent
+from proxy.events import ConnectionOpen, RequestEvent, Warning as WarningEvent
 from proxy.http1 import chunked as framing
 from proxy.http1.chunked import LAST_CHUNK, chunk
 from proxy.http1.headers import (
@@ -57,8 +68,10 @@ from proxy.http1.headers import (
 from proxy.http1.parse import DISCARD, RequestError, RequestHead, RequestReader, ResponseHead
 from proxy.http1.responses import error_response, render, status_line
 from proxy.io import Deadline
+from proxy.io.upstream import TLSHandshakeError
 from proxy.model import Intent
 from proxy.routing import FORWARD, REDIRECT, RESPOND, RouteRequest
+from proxy.tls import proxy_error
 
 log = logging.getLogger("proxy.l7")
 
@@ -86,6 +99,8 @@ _UPSTREAM_SPECIAL = {
     b"host": _DROP, b"x-forwarded-proto": _DROP, b"x-forwarded-host": _DROP,
     b"x-request-id": _DROP, b"upgrade": _UPGRADE, b"x-forwarded-for": _XFF,
     b"forwarded": _FWD,
+    # Only the proxy may say what the client's certificate was (mTLS).
+    b"x-client-verify": _DROP, b"x-client-cert-subject": _DROP,
 }
 # Response headers the proxy drops or rewrites (framing and its own id).
 _RESPONSE_DROP = frozenset({
@@ -115,6 +130,7 @@ class Exchange:
         "replay_bytes", "up_chunked", "down_chunked", "out", "retries", "failed",
         "t_route", "t_pick", "t_connect", "t_first", "keep_alive", "split", "ctx",
         "read_timeout", "sticky_learned", "tunnel", "headers_view", "cookies_view",
+        "upstream_tls",
     )
 
     def __init__(self, conn: "L7Connection", head: RequestHead, t0: float):
@@ -163,6 +179,7 @@ class Exchange:
         self.tunnel = None
         self.headers_view = None
         self.cookies_view = None
+        self.upstream_tls = None
 
     # ------------------------------------------------------------ step 1: route
 
@@ -257,23 +274,34 @@ class Exchange:
     def _connect(self) -> None:
         backend = self.backend
         key = (backend.host, backend.port)
-        conn = self.server.upstreams.take(key)
+        upstream_tls = self.server.upstream_tls
+        tls = upstream_tls.get((self.pool_name, backend.name)) if upstream_tls else None
+        conn = self.server.upstreams.take(key, tls)
         if conn is not None:
             self._attach(conn, reused=True)
             return
-        self.server.spawn(self._connect_new(key, backend))
+        self.server.spawn(self._connect_new(key, backend, tls))
 
-    async def _connect_new(self, key, backend) -> None:
+    async def _connect_new(self, key, backend, tls=None) -> None:
         try:
-            await self._connect_and_attach(key, backend)
+            await self._connect_and_attach(key, backend, tls)
         except Exception as exc:  # a bug must cost one request, not leave it hanging
             if not self.finished:
                 self._internal_error(exc)
 
-    async def _connect_and_attach(self, key, backend) -> None:
+    async def _connect_and_attach(self, key, backend, tls=None) -> None:
         timeout = self.pool.config.timeouts.connect
         try:
-            conn = await self.server.upstreams.connect(key, timeout)
+            conn = await self.server.upstreams.connect(key, timeout, tls)
+        except TLSHandshakeError as exc:
+            if self.finished or self.backend is not backend:
+                return
+            self._attempt_failed(
+                "backend-tls",
+                f"TLS handshake with {backend.name} ({backend.address}) failed: {exc.reason} "
+                f"(checked as {tls.server_name!r} against {tls.ca_label or 'nothing'})",
+                retryable=True)
+            return
         except OSError as exc:  # refused, unreachable, and TimeoutError too
             if self.finished or self.backend is not backend:
                 return
@@ -286,6 +314,10 @@ class Exchange:
                 f"cannot connect to {backend.name} ({backend.address}): {why}",
                 retryable=True)
             return
+        if tls is not None and not tls.verify:
+            self.server.bus.publish(WarningEvent(
+                source="tls", message=tls.warning(self.pool_name, backend),
+                pool=self.pool_name, backend=backend.name))
         if self.finished or self.backend is not backend:
             # The client left (or the request was cut) while connecting: keep
             # the fresh connection for the next request.
@@ -297,6 +329,7 @@ class Exchange:
 
     def _attach(self, conn, reused: bool) -> None:
         self.upstream = conn
+        self.upstream_tls = conn.tls_info
         self.reused = reused
         conn.exchange = self
         conn.reader.sink = self
@@ -368,6 +401,8 @@ class Exchange:
         element = conn.forwarded_element(host)
         parts += (b"Forwarded: ", fwd + b", " + element if fwd else element, b"\r\n",
                   b"X-Request-Id: ", self.request_id.encode("latin-1"), b"\r\n")
+        if conn.client_cert_headers is not None:
+            parts.append(conn.client_cert_headers)
         if head.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         elif head.content_length is not None:
@@ -636,7 +671,7 @@ class Exchange:
         """Answer with the proxy's own error (proxy/errors.py) and finish."""
         if self.finished:
             return
-        err = ERRORS[code]
+        err = ERRORS.get(code) or proxy_error(code)
         self._detach_upstream(close=True)
         if self.head_sent:
             self.keep_alive = False
@@ -788,7 +823,8 @@ class Exchange:
             backend=backend.name if backend is not None else None,
             status=self.status, latency_ms=timings["done"], bytes_in=self.bytes_in,
             bytes_out=self.bytes_out, termination=termination, proxy_error=proxy_error,
-            error=error, retries=self.retries, timings=timings)
+            error=error, retries=self.retries, timings=timings, tls=self.conn.tls,
+            backend_tls=self.upstream_tls)
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.request_id} {self.head.method} {self.head.path} "
@@ -824,6 +860,7 @@ class Tunnel:
         self.done = False
         self.idle = client.bound.config.timeouts.tunnel_idle
         self.deadline = Deadline(client.loop, self._on_idle)
+        self.opened = exchange.server.clock()
 
     def begin(self, client_tail: bytes | None) -> None:
         self.client.tunnel = self
@@ -831,9 +868,41 @@ class Tunnel:
         self.upstream.exchange = None
         self.client.timer.cancel()
         self.deadline.after(self.idle)
+        self._announce()
         if client_tail:
             self.client_data(client_tail)
         self.client.resume(PAUSE_UPGRADE)
+
+    def _announce(self) -> None:
+        ex = self.exchange
+        choice = ex.choice
+        try:
+            ex.server.bus.publish(ConnectionOpen(
+                connection_id=ex.request_id, listener=self.client.bound.name,
+                client=self.client.client, kind="websocket", pool=ex.pool_name,
+                algorithm=choice.algorithm if choice is not None else None,
+                candidates=choice.candidates if choice is not None else [],
+                inputs=choice.inputs if choice is not None else {},
+                sticky=choice.sticky if choice is not None else None,
+                backend=ex.backend.name if ex.backend is not None else None,
+                tls=self.client.tls))
+        except Exception:
+            log.exception("publishing connection_open of tunnel %s failed", ex.request_id)
+
+    def live(self, now: float) -> dict:
+        """This tunnel for GET /connections."""
+        ex = self.exchange
+        when = self.deadline.when
+        return {
+            "connection_id": ex.request_id, "kind": "websocket",
+            "listener": self.client.bound.name, "client": self.client.client,
+            "pool": ex.pool_name, "backend": ex.backend.name if ex.backend else None,
+            "phase": "relay", "age_s": round(now - self.opened, 3),
+            "idle_s": (round(max(0.0, self.client.loop.time() - (when - self.idle)), 3)
+                       if when else None),
+            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "path": ex.head.target_str, "sni": (self.client.tls or {}).get("sni"),
+        }
 
     def _touch(self) -> None:
         self.deadline.when = self.client.loop.time() + self.idle
@@ -915,6 +984,9 @@ class L7Connection(asyncio.Protocol):
         self.head_started = 0.0
         self._upgrade_tail: bytes | None = None
         self._fwd_cache: tuple[str | None, bytes] | None = None
+        # Set by proxy.tls.TLSAccept before connection_made on a TLS listener.
+        self.tls: dict | None = None
+        self.client_cert_headers: bytes | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -927,6 +999,13 @@ class L7Connection(asyncio.Protocol):
             self.client_ip_b = ip.encode("ascii")
             self.client = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         config = self.bound.config
+        tls = self.tls
+        if tls is not None and "client_cert" in tls:  # the listener asks for client certs
+            subject = tls["client_cert"]
+            self.client_cert_headers = (
+                b"X-Client-Verify: " + (b"SUCCESS" if subject else b"NONE") + b"\r\n"
+                + (b"X-Client-Cert-Subject: " + subject.encode("latin-1", "replace") + b"\r\n"
+                   if subject else b""))
         self.reader = RequestReader(self, config.limits.max_header_bytes,
                                     config.limits.max_body_bytes)
         self.accepted_at = self.head_started = self.server.clock()
@@ -1226,6 +1305,11 @@ class L7Connection(asyncio.Protocol):
     def _abort(self) -> None:
         if not self.closed:
             self.transport.close()
+
+    def live(self, now: float) -> dict | None:
+        """An upgraded connection (tunnel) for GET /connections; None for plain HTTP."""
+        tunnel = self.tunnel
+        return tunnel.live(now) if tunnel is not None else None
 
     def shutdown(self) -> None:
         """Server stopping: close now when idle, else after the current response."""

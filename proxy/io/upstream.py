@@ -18,6 +18,12 @@ where it closes just as a request is written is the one the exchange retries.
 Back-pressure: when the kernel buffer towards the backend is full
 (`pause_writing`) the exchange stops reading the client; when the client is
 slow, the exchange pauses reading this connection (`transport.pause_reading`).
+
+TLS to backends (re-encryption, proxy/tls.py): `connect(key, timeout, tls)`
+connects in two steps, TCP then `start_tls` with the pool's `ClientTLS`, so a
+refused connection (OSError) and a failed handshake (`TLSHandshakeError`)
+stay apart. A connection remembers the ClientTLS it was made with; `take`
+only reuses one made with the same.
 """
 from __future__ import annotations
 
@@ -31,6 +37,14 @@ from proxy.io import Deadline
 log = logging.getLogger("proxy.upstream")
 
 Key = tuple[str, int]
+
+
+class TLSHandshakeError(Exception):
+    """The TCP connection was made but the TLS handshake with the backend failed."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -47,6 +61,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_limit = 30.0
         self.write_paused = False
         self.deadline = Deadline(pool.loop, self._on_deadline)
+        self.tls = None  # the proxy.tls.ClientTLS it speaks TLS with, None for plain
+        self.tls_info: dict | None = None  # for request events: server_name, verified...
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -158,7 +174,7 @@ class UpstreamPool:
 
     # ------------------------------------------------------------ take / put
 
-    def take(self, key: Key) -> UpstreamConnection | None:
+    def take(self, key: Key, tls=None) -> UpstreamConnection | None:
         stack = self.idle.get(key)
         if not stack:
             return None
@@ -166,6 +182,9 @@ class UpstreamPool:
         while stack:
             conn = stack.pop()
             if conn.closed:
+                continue
+            if conn.tls is not tls:  # made for other TLS settings (a config change)
+                conn.close()
                 continue
             if now - conn.idle_since > conn.idle_limit:
                 conn.close()
@@ -200,8 +219,8 @@ class UpstreamPool:
         if stack and conn in stack:
             stack.remove(conn)
 
-    async def connect(self, key: Key, timeout: float) -> UpstreamConnection:
-        """A new connection, or OSError / TimeoutError."""
+    async def connect(self, key: Key, timeout: float, tls=None) -> UpstreamConnection:
+        """A new connection, or OSError / TimeoutError (TCP), or TLSHandshakeError."""
         host, port = key
         coro = self.loop.create_connection(lambda: UpstreamConnection(self, key), host, port)
         if timeout > 0:
@@ -214,8 +233,27 @@ class UpstreamPool:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        if tls is not None:
+            await self._start_tls(conn, _transport, tls, timeout)
         self.opened += 1
         return conn
+
+    async def _start_tls(self, conn: UpstreamConnection, transport, tls, timeout: float) -> None:
+        from proxy.tls import ssl_reason
+
+        try:
+            tls_transport = await self.loop.start_tls(
+                transport, conn, tls.context, server_hostname=tls.server_name,
+                ssl_handshake_timeout=timeout if timeout > 0 else None)
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        except (OSError, TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
+            transport.abort()
+            raise TLSHandshakeError(ssl_reason(exc)) from exc
+        conn.transport = tls_transport
+        conn.tls = tls
+        conn.tls_info = tls.info(tls_transport.get_extra_info("ssl_object"))
 
     # ------------------------------------------------------------ closing
 

@@ -1,0 +1,228 @@
+"""L4 (TCP) relay throughput: LBLab's tcp listener against HAProxy in TCP mode.
+
+In one run, wrk drives, one after another, through each L4 proxy to the same origin:
+
+  origin        the origin nginx directly (what the client core can do with no proxy)
+  lblab         `python -m proxy`, a tcp listener, round_robin over --backends ports
+  haproxy       HAProxy `mode tcp`, roundrobin over the same ports, one thread
+  nginx-stream  nginx's stream module (when this system has it), the same upstreams
+
+Two workloads (--workloads): "small" (GET / answered "ok": many tiny messages on
+keep-alive connections, the per-read cost of the relay) and "bulk" (GET /big, a
+--bulk-kb response: bytes per second through the relay). An L4 proxy never parses
+HTTP: wrk's keep-alive connections are each one pick, and every request on them is
+relayed as bytes.
+
+Each proxy runs alone, pinned to --proxy-cpu; wrk and the origin share --client-cpu.
+The table gives req/s, MB/s, p50/p99, errors, the proxy's CPU and each target's
+ratio to HAProxy, both raw and per CPU-second of the proxy. Goal: LBLab >= 0.9x HAProxy.
+
+    .venv/bin/python bench/l4.py -d 10 -c 50
+    .venv/bin/python bench/l4.py -d 5 --workloads bulk --bulk-kb 1024 --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common as c  # noqa: E402
+
+TARGETS = ("origin", "lblab", "haproxy", "nginx-stream")
+WORKLOADS = ("small", "bulk")
+GOAL_RATIO = 0.9
+PROC_NAME = {"lblab": "lblab", "haproxy": "haproxy", "nginx-stream": "nginx-stream",
+             "origin": "origin"}
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    c.add_common_args(parser)
+    parser.add_argument("--backends", type=int, default=4, help="origin ports (default 4)")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help=f"comma-separated subset of {','.join(TARGETS)}")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help="small (tiny responses) and/or bulk (large responses)")
+    parser.add_argument("--bulk-kb", type=int, default=256,
+                        help="response size of the bulk workload in KiB (default 256)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every target this many times, interleaved; the median "
+                             "round is reported (default 1)")
+    args = parser.parse_args(argv)
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    for given, known, what in ((args.targets, TARGETS, "target"),
+                               (args.workloads, WORKLOADS, "workload")):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            parser.error(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return args
+
+
+# ---------------------------------------------------------------- configs
+
+def origin_config(work: Path, ports, bulk_file: Path) -> str:
+    """One nginx: "ok" on every path, and /big from a file (sendfile), on every port."""
+    servers = "\n".join(f"""    server {{
+        listen {c.LOCAL}:{port} reuseport backlog=4096;
+        location = /big {{ default_type application/octet-stream; alias {bulk_file}; }}
+        location / {{ default_type text/plain; return 200 "ok"; }}
+    }}""" for port in ports)
+    return (c._nginx_main(work, events=max(4096, 64 * len(ports)))
+            + "http {\n" + c._nginx_http_common(work) + "    sendfile on;\n" + servers + "\n}\n")
+
+
+def nginx_stream_config(work: Path, port: int, backends) -> str:
+    text = c.nginx_proxy_config(work, port, backends, mode="stream")
+    return f"load_module {STREAM_MODULE};\n" + text
+
+
+def lblab_tcp_config(port: int, admin_port: int, backends) -> dict:
+    return c.lblab_config(port, admin_port, {"origin": c.lblab_pool(backends)}, protocol="tcp")
+
+
+# ---------------------------------------------------------------- one measurement
+
+def run_target(target: str, workload: str, procs: c.Processes, args, backends, opts) -> dict:
+    proxy_cpu, _ = c.cpus(args)
+    record: dict = {"target": target, "workload": workload}
+    port = backends[0][1] if target == "origin" else c.free_port()
+    proc = None
+    try:
+        if target == "lblab":
+            config = lblab_tcp_config(port, c.free_port(), backends)
+            proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu)
+            record["config"] = config
+        elif target == "haproxy":
+            text = c.haproxy_config(procs.path("haproxy"), port, backends, mode="tcp")
+            proc = c.start_haproxy(procs, "haproxy", text, port, proxy_cpu)
+            record["config"] = text
+        elif target == "nginx-stream":
+            text = nginx_stream_config(procs.path("nginx-stream"), port, backends)
+            proc = c.start_nginx(procs, "nginx-stream", text, [port], proxy_cpu)
+            record["config"] = text
+        path = "/big" if workload == "bulk" else "/"
+        status, body = c.http_get(port, path)
+        want = args.bulk_kb * 1024 if workload == "bulk" else 2
+        if status != 200 or len(body) != want:
+            raise c.BenchError(f"{target}: GET {path} answered {status} with {len(body)} bytes")
+        watch = [p for p in (proc,) if p is not None]
+        result = c.run_wrk(f"http://{c.LOCAL}:{port}{path}", opts, procs.dir, watch=watch)
+        record["wrk"] = result.as_dict()
+        record["result"] = result
+    finally:
+        if proc is not None:
+            procs.stop(proc)
+    return record
+
+
+def _median_round(records: list[dict]) -> dict:
+    ordered = sorted(records, key=lambda r: r["result"].rps)
+    return ordered[len(ordered) // 2]
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}%"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    c.handle_sigterm()
+    opts = c.wrk_options(args)
+    proxy_cpu, client_cpu = c.cpus(args)
+    print(c.header("L4 (TCP) relay: LBLab vs HAProxy (one core each)"))
+    skipped: dict[str, str] = {}
+    if "lblab" in args.targets and (why := c.lblab_runnable()):
+        skipped["lblab"] = why
+    if "nginx-stream" in args.targets and not STREAM_MODULE.exists():
+        skipped["nginx-stream"] = f"{STREAM_MODULE} is not installed"
+    targets = [t for t in args.targets if t not in skipped]
+    rounds = {(w, t): [] for w in args.workloads for t in targets}
+    busy_before = c.warn_if_busy(wait=args.wait_quiet)
+    with c.Processes(keep=args.keep) as procs:
+        ports = c.free_ports(args.backends)
+        backends = [(c.LOCAL, p) for p in ports]
+        bulk = procs.path("origin-files", "big.bin")
+        bulk.write_bytes(bytes(range(256)) * (args.bulk_kb * 4))
+        text = origin_config(procs.path("origin"), ports, bulk)
+        c.start_nginx(procs, "origin", text, ports, client_cpu)
+        for n in range(args.rounds):
+            for key in list(rounds):
+                workload, target = key
+                if target in skipped:
+                    continue
+                print(f"round {n + 1}/{args.rounds}: {workload} {target} ...", file=sys.stderr)
+                try:
+                    rounds[key].append(run_target(target, workload, procs, args, backends, opts))
+                except c.BenchError as exc:
+                    skipped[target] = str(exc)
+                    print(f"{target}: FAILED\n{exc}", file=sys.stderr)
+
+    chosen = {k: _median_round(r) for k, r in rounds.items() if r and k[1] not in skipped}
+    rows, verdicts = [], {}
+    for workload in args.workloads:
+        ref = chosen.get((workload, "haproxy"))
+        ref_rps = ref["result"].rps if ref else None
+        ref_eff = c.per_cpu_second(ref["result"], "haproxy") if ref else None
+        for target in args.targets:
+            rec = chosen.get((workload, target))
+            if rec is None:
+                rows.append({"workload": workload, "target": target, "rps": "skipped"})
+                continue
+            res = rec["result"]
+            name = PROC_NAME[target]
+            eff = c.per_cpu_second(res, name) if target != "origin" else None
+            rows.append({
+                "workload": workload, "target": target,
+                "rps": c.fmt_rps(res.rps),
+                "mbs": f"{res.transfer_bytes_per_s / 1e6:,.1f}",
+                "p50": c.fmt_ms(res.p50_ms), "p99": c.fmt_ms(res.p99_ms),
+                "errors": str(res.error_count),
+                "cpu": _pct(c.proxy_pct(res, name)) if target != "origin" else "-",
+                "ratio": f"{res.rps / ref_rps:.2f}x" if ref_rps else "-",
+                "eff": c.fmt_rps(eff),
+                "eff_ratio": f"{eff / ref_eff:.2f}x" if eff and ref_eff else "-",
+            })
+        lb = chosen.get((workload, "lblab"))
+        if lb and ref_rps:
+            ratio = lb["result"].rps / ref_rps
+            eff = c.per_cpu_second(lb["result"], "lblab")
+            verdicts[workload] = {
+                "goal": f"lblab >= {GOAL_RATIO}x haproxy", "ratio": round(ratio, 3),
+                "met": ratio >= GOAL_RATIO,
+                "ratio_per_cpu_second": round(eff / ref_eff, 3) if eff and ref_eff else None}
+    print()
+    print(c.table(rows, [("workload", "workload"), ("target", "target"), ("rps", "req/s"),
+                         ("mbs", "MB/s"), ("p50", "p50 ms"), ("p99", "p99 ms"),
+                         ("errors", "errors"), ("ratio", "vs haproxy"), ("cpu", "proxy CPU"),
+                         ("eff", "req/CPU-s"), ("eff_ratio", "vs haproxy /CPU-s")]))
+    print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
+          f"(+{args.warmup:g}s warm-up) on CPU {client_cpu}; proxies on CPU {proxy_cpu}; "
+          f"{args.backends} origin ports; bulk = {args.bulk_kb} KiB; rounds: {args.rounds}")
+    for workload, v in verdicts.items():
+        print(f"goal ({workload}) LBLab >= {GOAL_RATIO}x HAProxy: {v['ratio']:.2f}x -> "
+              f"{'met' if v['met'] else 'NOT met'}"
+              + (f" (per CPU-second: {v['ratio_per_cpu_second']:.2f}x)"
+                 if v["ratio_per_cpu_second"] else ""))
+    for target, why in skipped.items():
+        print(f"skipped {target}: {why.splitlines()[0]}")
+    if not args.no_save:
+        payload = {
+            "args": vars(args),
+            "rounds": {f"{w}/{t}": [{k: v for k, v in r.items() if k != "result"} for r in rs]
+                       for (w, t), rs in rounds.items()},
+            "summary": rows, "verdict": verdicts, "skipped": skipped,
+            "core_busy_pct_before": busy_before,
+        }
+        print(f"results: {c.write_results('l4', payload).relative_to(c.REPO)}")
+    return 0 if chosen else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
