@@ -33,9 +33,18 @@ EXIT_CONFIG = 2
 
 def check(path: str) -> int:
     try:
-        load_config_file(path)
+        config = load_config_file(path)
     except ConfigError as exc:
         for line in exc.lines():
+            print(line)
+        return EXIT_CONFIG
+    # Certificates and keys are read at start, not during validation; --check
+    # reads them too so a missing file is found before the proxy is started.
+    from proxy.tls import check_files
+
+    problems = check_files(config)
+    if problems:
+        for line in ConfigError(problems).lines():
             print(line)
         return EXIT_CONFIG
     print("ok")

@@ -101,6 +101,14 @@ ERRORS: dict[str, ProxyError] = {e.code: e for e in [
                "The backend sent something that is not a valid HTTP/1.x response.",
                "Fix the backend (or point the pool at the right port).",
                closes=False),
+    ProxyError("backend-tls", 502, "SC",
+               "The TLS handshake with the backend failed (pools.NAME.tls): its certificate "
+               "is not trusted by tls.ca, does not name tls.server_name, or it does not "
+               "speak TLS on that port.",
+               "Give the backend a certificate from the lab CA for the name the proxy checks "
+               "(python -m proxy pki init), fix tls.ca / tls.server_name, or point the pool "
+               "at its TLS port.",
+               closes=False),
     ProxyError("response-timeout", 504, "PH",
                "The backend did not send the response head within "
                "pools.NAME.timeouts.response_header after the request was sent.",
@@ -133,6 +141,8 @@ TERMINATIONS: dict[str, str] = {
     "PR": "The proxy refused the request (400, 404, 408, 413, 431, 501, 505).",
     "PQ": "No eligible backend or every backend at its limit (503).",
     "PC": "Connecting to the backends failed, retries included (503).",
+    "SC": "The backend's TLS handshake failed: untrusted or wrong certificate, or no TLS "
+          "on that port (502 backend-tls).",
     "PH": "The backend's response head did not come in time (504).",
     "PD": "The proxy cut the request: the backend was drained and the deadline passed.",
     "P-": "An internal proxy error (500).",

@@ -245,16 +245,8 @@ class ProxyServer:
         return self._l4_protocol(bound)
 
     def _l4_protocol(self, bound: BoundListener):
-        # TCP (L4) listeners are served by proxy.io.l4 (another part of the
-        # proxy): `L4Connection(server, bound)`, an asyncio Protocol.
-        # Guarded because that module has not landed yet; the lead removes
-        # the guard when it has.
-        try:
-            from proxy.io.l4 import L4Connection
-        except ImportError:
-            log.error("listener %s is tcp but proxy.io.l4 is not available; "
-                      "closing the connection", bound.name)
-            return _Refuse()
+        from proxy.io.l4 import L4Connection
+
         return L4Connection(self, bound)
 
     def _close_listener(self, bound: BoundListener) -> None:
@@ -451,11 +443,6 @@ class ProxyServer:
         if self.admin is not None:
             parts.append(f"admin {_fmt((self.admin.host, self.admin.port))}")
         return "lblab proxy listening: " + "; ".join(parts)
-
-
-class _Refuse(asyncio.Protocol):
-    def connection_made(self, transport) -> None:
-        transport.abort()
 
 
 def _fmt(address: tuple[str, int]) -> str:

@@ -56,34 +56,12 @@ import time
 
 from proxy import pki
 from proxy.config import Config, ConfigError, ListenerConfig, ListenerTLS, UpstreamTLS
-from proxy.errors import ProxyError
 from proxy.events import ConnectionEvent
 from proxy.sni import match_name, normalise, wildcard_covers
 
 log = logging.getLogger("proxy.tls")
 
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
-
-# The proxy-made response for a failed TLS handshake with a backend. Kept here
-# until proxy/errors.py gets the row (then ERRORS["backend-tls"] wins).
-BACKEND_TLS = ProxyError(
-    "backend-tls", 502, "SC",
-    "The TLS handshake with the backend failed (pools.NAME.tls): its certificate is not "
-    "trusted by tls.ca, does not name tls.server_name, or it does not speak TLS on that port.",
-    "Give the backend a certificate from the lab CA for the name the proxy checks "
-    "(python -m proxy pki init), fix tls.ca / tls.server_name, or point the pool at its "
-    "TLS port.",
-    closes=False)
-
-
-def proxy_error(code: str) -> ProxyError:
-    from proxy.errors import ERRORS
-
-    err = ERRORS.get(code)
-    if err is None and code == BACKEND_TLS.code:
-        return BACKEND_TLS
-    return ERRORS[code]
-
 
 # ---------------------------------------------------------------- files
 
@@ -629,6 +607,6 @@ def listener_view(name: str, listener: ListenerConfig, server_tls: ServerTLS | N
     return {"mode": "terminate"}
 
 
-__all__ = ["BACKEND_TLS", "ClientTLS", "ServerTLS", "TLSAccept", "build_server_tls",
+__all__ = ["ClientTLS", "ServerTLS", "TLSAccept", "build_server_tls",
            "build_upstream_tls", "check_files", "connection_info", "listener_view", "match_name",
-           "proxy_error", "subject_text"]
+           "subject_text"]

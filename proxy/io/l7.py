@@ -71,7 +71,7 @@ from proxy.io import Deadline
 from proxy.io.upstream import TLSHandshakeError
 from proxy.model import Intent
 from proxy.routing import FORWARD, REDIRECT, RESPOND, RouteRequest
-from proxy.tls import proxy_error
+
 
 log = logging.getLogger("proxy.l7")
 
@@ -671,7 +671,7 @@ class Exchange:
         """Answer with the proxy's own error (proxy/errors.py) and finish."""
         if self.finished:
             return
-        err = ERRORS.get(code) or proxy_error(code)
+        err = ERRORS[code]
         self._detach_upstream(close=True)
         if self.head_sent:
             self.keep_alive = False
