@@ -1,0 +1,1 @@
+"""LBLab benchmarks (not tests); see bench/README.md."""

@@ -1,0 +1,101 @@
+"""The benchmarks' generators make configs their programs accept, and wrk output parses.
+
+No speed is measured here (that is bench/'s job); this only keeps the bench
+scripts from rotting when the proxy's config shape changes.
+"""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench import common as c
+from bench import health
+
+WRK_OUTPUT = """\
+Running 10s test @ http://127.0.0.1:8080/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.23ms  456.00us   1.02s    89.12%
+    Req/Sec    40.12k     1.23k   42.00k    78.00%
+  Latency Distribution
+     50%  850.00us
+     75%    1.40ms
+     90%    1.60ms
+     99%    2.50ms
+  401234 requests in 10.00s, 50.12MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 12
+Requests/sec:  40123.40
+Transfer/sec:      5.01MB
+"""
+
+BACKENDS = [("127.0.0.1", 9001), ("127.0.0.1", 9002)]
+
+
+def test_l7_config_is_accepted_by_the_proxy():
+    config = c.lblab_config(8080, 9900, {"web": c.lblab_pool(BACKENDS)})
+    c.check_lblab_config(config)
+
+
+def test_l4_config_is_accepted_by_the_proxy():
+    config = c.lblab_config(8080, 9900, {"web": c.lblab_pool(BACKENDS)}, protocol="tcp")
+    c.check_lblab_config(config)
+    assert config["listeners"]["web"] == {"bind": "127.0.0.1:8080", "protocol": "tcp",
+                                          "pool": "web"}
+
+
+def test_health_configs_are_accepted_by_the_proxy():
+    args = health.parse_args(["--interval", "100ms", "--check-traffic"])
+    checked = [("127.0.0.1", 10000 + i) for i in range(50)]
+    for variant in ("off", "on"):
+        config = health.make_config(args, variant, 8080, 9900, BACKENDS, checked)
+        c.check_lblab_config(config)
+        assert ("health" in config["pools"]["checked"]) == (variant == "on")
+
+
+def test_a_bad_generated_config_is_reported_with_its_path():
+    config = c.lblab_config(8080, 9900, {"web": c.lblab_pool(BACKENDS, algorithm="nope")})
+    with pytest.raises(c.BenchError, match="pools.web.balancer.algorithm"):
+        c.check_lblab_config(config)
+
+
+def test_wrk_text_output_parses():
+    r = c.parse_wrk(WRK_OUTPUT)
+    assert r.requests == 401234 and r.seconds == 10.0
+    assert r.rps == 40123.40
+    assert r.latency_avg_ms == pytest.approx(1.23) and r.latency_max_ms == pytest.approx(1020)
+    assert r.percentiles_ms == pytest.approx({"50": 0.85, "75": 1.4, "90": 1.6, "99": 2.5})
+    assert r.errors == {"connect": 0, "read": 2, "write": 0, "timeout": 1}
+    assert r.non_2xx_3xx == 12 and r.error_count == 15
+
+
+def test_wrk_lua_summary_overrides_the_rounded_text():
+    line = ('WRKJSON {"requests":100,"duration_us":2000000,"bytes":1,"connect":0,"read":0,'
+            '"write":0,"status":3,"timeout":0,"mean_us":1500.0,"stdev_us":10.0,"max_us":9000,'
+            '"p50_us":1400,"p75_us":1500,"p90_us":1600,"p99_us":2500,"p999_us":8000}\n')
+    r = c.parse_wrk(WRK_OUTPUT + line)
+    assert r.rps == 50.0 and r.p99_ms == 2.5 and r.percentiles_ms["99.9"] == 8.0
+    assert r.non_2xx_3xx == 3
+
+
+@pytest.mark.skipif(not shutil.which("nginx") and not Path(c.NGINX).exists(),
+                    reason="nginx is not installed")
+@pytest.mark.parametrize("kind", ["origin", "proxy"])
+def test_nginx_configs_pass_nginx_t(tmp_path, kind):
+    text = (c.nginx_origin_config(tmp_path, [9001, 9002]) if kind == "origin"
+            else c.nginx_proxy_config(tmp_path, 8080, BACKENDS))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    done = subprocess.run([c.NGINX, "-t", "-p", str(tmp_path), "-c", str(conf)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(not Path(c.HAPROXY).exists(), reason="haproxy is not installed")
+@pytest.mark.parametrize("mode", ["http", "tcp"])
+def test_haproxy_configs_pass_haproxy_c(tmp_path, mode):
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text(c.haproxy_config(tmp_path, 8080, BACKENDS, mode=mode))
+    done = subprocess.run([c.HAPROXY, "-c", "-f", str(conf)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
