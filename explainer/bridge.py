@@ -5,7 +5,8 @@ second; a browser wants a few updates a second. The bridge reads GET /events
 (NDJSON, aiohttp streaming) and GET /state (every second), and feeds both
 into a `Coalescer`, a plain object with no I/O that is unit-tested alone:
 
-* per backend it keeps a rolling window of (time, latency, error) samples,
+* per backend it keeps a rolling window of (time, latency, error) samples
+  (an L4 connection counts as one sample, its latency the TCP connect time),
   from which each tick reports requests/s, errors/s, p50 and p99, plus the
   tick's own counts and, from the latest state, requests in flight;
 * it keeps the newest N decisions (request and connection events) per tick,
@@ -13,7 +14,24 @@ into a `Coalescer`, a plain object with no I/O that is unit-tested alone:
   flood;
 * it keeps every lifecycle event (state_change, pool, drain, admin, warning,
   stream_gap): they are rare and each one matters;
+* it keeps the `connection_open` events (an L4 connection or a WebSocket
+  tunnel began), so the page lists a new connection at once, before the next
+  GET /connections poll;
 * it folds health probes to the latest result per backend, with counts.
+
+The bridge subscribes with `?requests=sample` (docs/admin-api.md): the proxy
+then sends only about `decisions_per_tick` full request/connection events per
+tick, and every tick a `request_stats` line with the exact counts since the
+previous one (per pool and backend: requests, errors, status classes, a
+latency histogram). The counts, rates and percentiles come from those lines;
+the sampled events only fill the decision list. The proxy starts each such
+subscription with an empty `request_stats` line, after any replayed history:
+events before it (the replay after a reconnect, or everything from a proxy
+that does not know the option) are counted one by one, as samples.
+
+With each state poll it also reads GET /connections (the live L4 connections
+and tunnels, with age, client, backend and bytes); a proxy without that
+endpoint (404/501) is asked once and then left alone.
 
 Every tick (or every second when nothing happens, as a heartbeat) `Bridge`
 group_sends `{"type": "lab.tick", ...}` to the Channels group
@@ -29,11 +47,14 @@ The tick (group message; the consumer forwards it with "kind": "tick" instead of
      "stream": {"connected": bool, "detail": str},
      "decisions": [request/connection events, newest N], "decisions_dropped": int,
      "events": [state_change/pool/drain/admin/warning/stream_gap events], "events_dropped": int,
+     "opened": [connection_open events of this tick],
      "probes": {backend: {"pool", "ok": n, "failed": n, "last": {"ok", "detail", "latency_ms", "ts"}}},
      "stats": {"window_s": 5, "totals": {"requests", "errors", "2xx".., "no_backend"},
                "backends": {name: {"rps", "eps", "p50_ms", "p99_ms", "in_flight",
                                    "connections", "requests", "errors"}}},
      "state": GET /state without "config", or null when not polled this tick,
+     "connections": GET /connections ({"count", "connections": [...], "ts"}) with the
+                    state, or {"unavailable": why}, or null when not polled this tick,
      "diagram": topology Mermaid text with the state, else null,
      "parts": SandboxService.parts() when it changed, else null}
 
@@ -51,17 +72,25 @@ import math
 import time
 from typing import Awaitable, Callable
 
+from typing import AsyncIterator
+
 import aiohttp
 
 from explainer import diagrams
-from explainer.services.admin_client import AdminError, AsyncAdminClient, Unreachable
+from explainer.services.admin_client import (AdminError, AsyncAdminClient, LineSplitter, Refused,
+                                             Unreachable, _why, refused_from)
 from explainer.services.sandboxes import SandboxError, group_name
 
 log = logging.getLogger("explainer.bridge")
 
 TICK_VERSION = 1
 DECISION_TYPES = ("request", "connection")
+OPEN_TYPES = ("connection_open",)
+OPENED_PER_TICK = 200
 LIFECYCLE_TYPES = ("state_change", "pool", "drain", "admin", "warning", "stream_gap")
+STATS_TYPE = "request_stats"
+# The proxy's latency histogram (request_stats "latency_buckets"), until a line says otherwise.
+DEFAULT_BUCKETS = {"min_ms": 0.01, "per_octave": 16}
 # After the stream breaks, ask the proxy for this many past events and keep the
 # ones newer than the last one seen: a blip loses nothing the proxy still holds.
 REPLAY_ON_RECONNECT = 2000
@@ -92,22 +121,85 @@ def status_class(event: dict) -> str:
 
 
 class BackendWindow:
-    """Rolling samples of one backend: (ts, latency_ms, error)."""
+    """Rolling figures of one backend: single samples (ts, latency_ms, error) and the
+    proxy's per-interval counts (ts, count, errors, {bucket: n}, min, max)."""
 
-    __slots__ = ("samples", "max_samples")
+    __slots__ = ("samples", "max_samples", "aggregates")
 
     def __init__(self, max_samples: int = 20_000):
         self.samples: collections.deque[tuple[float, float, bool]] = collections.deque()
         self.max_samples = max_samples
+        self.aggregates: collections.deque[tuple] = collections.deque()
 
     def add(self, ts: float, latency_ms: float, error: bool) -> None:
         self.samples.append((ts, latency_ms, error))
         if len(self.samples) > self.max_samples:
             self.samples.popleft()
 
+    def add_counts(self, ts: float, count: int, errors: int, buckets: dict[int, int],
+                   low: float | None, high: float | None) -> None:
+        self.aggregates.append((ts, count, errors, buckets, low, high))
+
     def trim(self, oldest: float) -> None:
         while self.samples and self.samples[0][0] < oldest:
             self.samples.popleft()
+        while self.aggregates and self.aggregates[0][0] < oldest:
+            self.aggregates.popleft()
+
+    def empty(self) -> bool:
+        return not self.samples and not self.aggregates
+
+    def figures(self, buckets: dict) -> tuple[int, int, float | None, float | None]:
+        """(count, errors, p50, p99) over what the window holds."""
+        samples = self.samples
+        if not self.aggregates:  # single samples only: exact percentiles
+            latencies = sorted(s[1] for s in samples)
+            errors = sum(1 for s in samples if s[2])
+            return (len(samples), errors, percentile(latencies, 50),
+                    percentile(latencies, 99))
+        count = len(samples) + sum(a[1] for a in self.aggregates)
+        errors = sum(1 for s in samples if s[2]) + sum(a[2] for a in self.aggregates)
+        merged: collections.Counter = collections.Counter()
+        lows, highs = [], []
+        for _, _, _, hist, low, high in self.aggregates:
+            merged.update(hist)
+            if low is not None:
+                lows.append(low)
+                highs.append(high)
+        for s in samples:
+            merged[bucket_of(s[1], buckets)] += 1
+            lows.append(s[1])
+            highs.append(s[1])
+        low, high = (min(lows), max(highs)) if lows else (None, None)
+        return (count, errors, hist_percentile(merged, 50, buckets, low, high),
+                hist_percentile(merged, 99, buckets, low, high))
+
+
+def bucket_of(ms: float, buckets: dict) -> int:
+    """The proxy's histogram bucket of a latency (proxy.events.latency_bucket)."""
+    low, per_octave = buckets["min_ms"], buckets["per_octave"]
+    if ms <= low:
+        return 0
+    return int(math.log2(ms / low) * per_octave)
+
+
+def hist_percentile(hist: dict[int, int], q: float, buckets: dict, low: float | None,
+                    high: float | None) -> float | None:
+    """Nearest-rank percentile of a latency histogram: the bucket's geometric middle,
+    kept within the window's real minimum and maximum (exact when all are alike)."""
+    total = sum(hist.values())
+    if total <= 0:
+        return None
+    rank = max(1, min(total, math.ceil(q * total / 100.0 - 1e-9)))
+    seen = 0
+    for index in sorted(hist):
+        seen += hist[index]
+        if seen >= rank:
+            value = buckets["min_ms"] * 2 ** ((index + 0.5) / buckets["per_octave"])
+            if low is not None:
+                value = max(low, min(high, value))
+            return value
+    return None
 
 
 class Coalescer:
@@ -133,6 +225,11 @@ class Coalescer:
         self.proxy = {"reachable": None, "detail": "not contacted yet", "since": started}
         self.stream = {"connected": False, "detail": "not connected yet"}
         self.parts: dict | None = None
+        self.connections: dict | None = None
+        # True once this stream's opening request_stats line came: from then on the
+        # counts come from request_stats lines and decisions only fill the list.
+        self.counts_from_stats = False
+        self.buckets = dict(DEFAULT_BUCKETS)
         self._last_sent = float("-inf")
         self._new_tick()
 
@@ -145,9 +242,12 @@ class Coalescer:
         self._probes: dict[str, dict] = {}
         self._counts: dict[str, dict] = {}
         self._totals = collections.Counter()
+        self._counted = 0  # requests and connections counted this tick (both ways)
         self._state_changed = False
         self._parts_changed = False
         self._status_changed = False
+        self._opened: list[dict] = []
+        self._connections_changed = False
 
     # ------------------------------------------------------------ inputs
 
@@ -155,8 +255,13 @@ class Coalescer:
         kind = event.get("type")
         if kind in DECISION_TYPES:
             self._add_decision(event, now)
+        elif kind == STATS_TYPE:
+            self._add_stats(event, now)
         elif kind == "health_probe":
             self._add_probe(event)
+        elif kind in OPEN_TYPES:
+            if len(self._opened) < OPENED_PER_TICK:
+                self._opened.append(event)
         elif kind in LIFECYCLE_TYPES:
             if len(self._events) < self.events_cap:
                 self._events.append(event)
@@ -164,9 +269,16 @@ class Coalescer:
                 self._events_dropped += 1
         # Unknown types are ignored on purpose: newer proxies may say more.
 
+    def stream_opened(self) -> None:
+        """A new /events connection: count decisions until its opening request_stats."""
+        self.counts_from_stats = False
+
     def _add_decision(self, event: dict, now: float) -> None:
         self._decisions_seen += 1
         self._decisions.append(event)
+        if self.counts_from_stats:
+            return  # a sample: request_stats counts it
+        self._counted += 1
         error = _is_error(event)
         klass = status_class(event)
         self._totals["requests"] += 1
@@ -177,7 +289,13 @@ class Coalescer:
         if not backend:
             self._totals["no_backend"] += 1
             return
-        latency = event.get("latency_ms", event.get("duration_ms", 0.0)) or 0.0
+        if event.get("type") == "connection":
+            # An L4 connection's duration is how long the client stayed, not how fast the
+            # backend was: its "latency" is the TCP connect time (what least_response_time
+            # averages at L4 too).
+            latency = event.get("connect_ms") or 0.0
+        else:
+            latency = event.get("latency_ms") or 0.0
         window = self.windows.get(backend)
         if window is None:
             window = self.windows[backend] = BackendWindow()
@@ -187,6 +305,42 @@ class Coalescer:
         counts["requests"] += 1
         if error:
             counts["errors"] += 1
+
+    def _add_stats(self, event: dict, now: float) -> None:
+        """A request_stats line: the exact counts of one interval, per pool and backend."""
+        self.counts_from_stats = True
+        if isinstance(event.get("latency_buckets"), dict):
+            self.buckets = {**DEFAULT_BUCKETS, **event["latency_buckets"]}
+        for row in event.get("rows") or []:
+            count = int(row.get("count") or 0)
+            if count <= 0:
+                continue  # e.g. connections that opened but have not closed yet
+            errors = int(row.get("errors") or 0)
+            self._counted += count
+            self._totals["requests"] += count
+            self._totals["errors"] += errors
+            if row.get("kind") == "connection":
+                self._totals["err"] += errors
+                self._totals["ok"] += count - errors
+                latency = row.get("connect_ms") or {}
+            else:
+                for klass, n in (row.get("status") or {}).items():
+                    self._totals[klass] += n
+                latency = row.get("latency_ms") or {}
+            backend = row.get("backend")
+            if not backend:
+                self._totals["no_backend"] += count
+                continue
+            window = self.windows.get(backend)
+            if window is None:
+                window = self.windows[backend] = BackendWindow()
+            hist = {int(i): int(n) for i, n in latency.get("buckets") or []}
+            # A connection that never connected has no connect time: it counts, with
+            # no latency (the histogram holds fewer entries than the count).
+            window.add_counts(now, count, errors, hist, latency.get("min"), latency.get("max"))
+            counts = self._counts.setdefault(backend, {"requests": 0, "errors": 0})
+            counts["requests"] += count
+            counts["errors"] += errors
 
     def _add_probe(self, event: dict) -> None:
         backend = event.get("backend") or "?"
@@ -201,6 +355,11 @@ class Coalescer:
     def set_state(self, state: dict, now: float) -> None:
         self.state = state
         self._state_changed = True
+
+    def set_connections(self, connections: dict | None, now: float) -> None:
+        """GET /connections as read with the state (the page's open-connections panel)."""
+        self.connections = connections
+        self._connections_changed = True
 
     def set_proxy(self, reachable: bool, detail: str, now: float) -> None:
         if reachable != self.proxy["reachable"] or (not reachable and detail != self.proxy["detail"]):
@@ -232,14 +391,9 @@ class Coalescer:
             window = self.windows.get(name)
             if window is not None:
                 window.trim(oldest)
-                samples = window.samples
-                latencies = sorted(s[1] for s in samples)
-                errors = sum(1 for s in samples if s[2])
-                count = len(samples)
+                count, errors, p50, p99 = window.figures(self.buckets)
             else:
-                latencies, errors, count = [], 0, 0
-            p50 = percentile(latencies, 50)
-            p99 = percentile(latencies, 99)
+                count, errors, p50, p99 = 0, 0, None, None
             outstanding, conns = in_flight.get(name, (0, 0))
             tick = self._counts.get(name, {"requests": 0, "errors": 0})
             backends[name] = {
@@ -252,7 +406,7 @@ class Coalescer:
                 "requests": tick["requests"],
                 "errors": tick["errors"],
             }
-        for name in [n for n, w in self.windows.items() if not w.samples and n not in in_flight]:
+        for name in [n for n, w in self.windows.items() if w.empty() and n not in in_flight]:
             del self.windows[name]  # a removed backend, quiet for a whole window
         return {"window_s": self.window_s, "backends": backends,
                 "totals": dict(self._totals)}
@@ -262,8 +416,9 @@ class Coalescer:
 
     def tick(self, now: float, force: bool = False) -> dict | None:
         """The message for this tick, or None if there is nothing to say yet."""
-        busy = (self._decisions_seen or self._events or self._probes or self._state_changed
-                or self._parts_changed or self._status_changed)
+        busy = (self._decisions_seen or self._counted or self._events or self._probes or self._state_changed
+                or self._parts_changed or self._status_changed or self._opened
+                or self._connections_changed)
         if not (busy or force or now - self._last_sent >= self.heartbeat_s):
             return None
         self.seq += 1
@@ -277,13 +432,17 @@ class Coalescer:
             "proxy": dict(self.proxy),
             "stream": dict(self.stream),
             "decisions": list(self._decisions),
-            "decisions_dropped": self._decisions_seen - len(self._decisions),
+            # Not forwarded: decisions that came but did not fit, and (sampled) those
+            # the proxy counted but did not send.
+            "decisions_dropped": max(self._decisions_seen, self._counted) - len(self._decisions),
             "events": self._events,
             "events_dropped": self._events_dropped,
+            "opened": self._opened,
             "probes": self._probes,
             "stats": stats,
             "state": None,
             "diagram": None,
+            "connections": self.connections if self._connections_changed else None,
             "parts": self.parts if self._parts_changed else None,
         }
         if self._state_changed and self.state is not None:
@@ -310,7 +469,8 @@ class Bridge:
     def __init__(self, sandbox: str, admin_url: str | Callable[[], str], send: Sender,
                  tick_s: float = 0.25, state_every_s: float = 1.0, parts_every_s: float = 2.0,
                  parts: Callable[[], dict | None] | None = None,
-                 decisions_per_tick: int = 50, clock: Callable[[], float] = time.time):
+                 decisions_per_tick: int = 50, clock: Callable[[], float] = time.time,
+                 sample: bool = True):
         self.sandbox = sandbox
         self._admin_url = admin_url
         self.send = send
@@ -322,7 +482,11 @@ class Bridge:
         self.coalescer = Coalescer(sandbox, decisions_per_tick=decisions_per_tick,
                                    started=clock())
         self.max_backoff = 5.0
+        # Ask the proxy for about one tick's worth of decisions per tick, plus exact
+        # counts every tick (False: every event, counted here one by one).
+        self.sample = sample
         self._resolved: str | None = None
+        self._connections_supported = True
 
     def admin_url(self) -> str:
         """The admin URL, resolved once and again after each failure (a sandbox may move)."""
@@ -360,9 +524,10 @@ class Bridge:
                 replay = REPLAY_ON_RECONNECT if last_ts is not None else 0
 
                 def opened(url=client.base_url):
+                    self.coalescer.stream_opened()
                     self.coalescer.set_stream(True, f"reading {url}/events")
 
-                async for event in client.stream(session, replay=replay, on_open=opened):
+                async for event in self._stream(client, session, replay, opened):
                     ts = event.get("ts")
                     if replay and last_ts is not None and isinstance(ts, (int, float)):
                         if ts <= last_ts:
@@ -383,6 +548,34 @@ class Bridge:
             await asyncio.sleep(backoff)
             backoff = min(self.max_backoff, backoff * 2)
 
+    def stream_query(self, replay: int) -> dict[str, str]:
+        query = {"replay": str(replay)}
+        if self.sample:
+            per_tick = self.coalescer.decisions_per_tick
+            query.update(requests="sample",
+                         max_per_s=str(max(1, math.ceil(per_tick / self.tick_s))),
+                         interval_ms=str(max(50, round(self.tick_s * 1000))))
+        return query
+
+    async def _stream(self, client: AsyncAdminClient, session: aiohttp.ClientSession,
+                      replay: int, on_open) -> AsyncIterator[dict]:
+        """GET /events with the sampling options, one dict per line (as client.stream)."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.timeout, sock_read=None)
+        url = client.base_url + "/events"
+        try:
+            async with session.get(url, params=self.stream_query(replay),
+                                   headers=client.headers, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise refused_from(resp.status, await resp.read(),
+                                       f"{client.what} at {client.base_url}")
+                on_open()
+                splitter = LineSplitter()
+                async for chunk in resp.content.iter_any():
+                    for event in splitter.feed(chunk):
+                        yield event
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise Unreachable(f"the event stream at {url} broke: {_why(exc)}") from None
+
     async def _state_loop(self, session: aiohttp.ClientSession) -> None:
         while True:
             try:
@@ -391,6 +584,7 @@ class Bridge:
                 self.coalescer.set_state(state, self.clock())
                 self.coalescer.set_proxy(True, f"admin API at {client.base_url} answers",
                                          self.clock())
+                await self._poll_connections(client, session)
             except Unreachable as exc:
                 self._forget_url()
                 self.coalescer.set_proxy(False, f"proxy unreachable: {exc.message}", self.clock())
@@ -404,6 +598,20 @@ class Bridge:
                 log.exception("bridge %s: state poll failed", self.sandbox)
                 self.coalescer.set_proxy(False, f"{type(exc).__name__}: {exc}", self.clock())
             await asyncio.sleep(self.state_every_s)
+
+    async def _poll_connections(self, client: AsyncAdminClient,
+                                session: aiohttp.ClientSession) -> None:
+        if not self._connections_supported:
+            return
+        try:
+            data = await client.connections(session=session)
+        except Refused as exc:
+            if exc.status in (404, 501):  # an older proxy, or no live view: stop asking
+                self._connections_supported = False
+                self.coalescer.set_connections({"unavailable": exc.message}, self.clock())
+            return
+        if isinstance(data, dict):
+            self.coalescer.set_connections({**data, "ts": self.clock()}, self.clock())
 
     async def _parts_loop(self) -> None:
         while True:

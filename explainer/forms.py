@@ -146,3 +146,10 @@ class TrafficStartForm(ControlForm):
 
 class TrafficStopForm(ControlForm):
     run_id = forms.CharField(required=False, max_length=100)
+
+
+class ListenerModeForm(ControlForm):
+    listener = name_field("listener")
+    protocol = forms.ChoiceField(choices=[("http", "L7 (HTTP)"), ("tcp", "L4 (TCP)")])
+    tls = forms.ChoiceField(choices=[("none", "no TLS"), ("terminate", "terminate"),
+                                     ("passthrough", "passthrough")])

@@ -49,6 +49,25 @@ async def request_diagram(request: HttpRequest, sandbox: str, request_id: str):
 
 
 @require_GET
+async def connection_diagram(request: HttpRequest, sandbox: str, connection_id: str):
+    try:
+        data = await dashboard.connection_diagram(_sandbox_or_404(sandbox), connection_id)
+    except (AdminError, SandboxError) as exc:
+        return _error(exc)
+    return JsonResponse({"ok": True, **data})
+
+
+@require_GET
+async def connections(request: HttpRequest, sandbox: str):
+    """The proxy's GET /connections (live L4 connections and tunnels), for polling pages."""
+    try:
+        data = await dashboard.live_connections(_sandbox_or_404(sandbox))
+    except (AdminError, SandboxError) as exc:
+        return _error(exc)
+    return JsonResponse({"ok": True, **data})
+
+
+@require_GET
 async def health_diagram(request: HttpRequest, sandbox: str, pool: str, backend: str):
     try:
         data = await dashboard.health_diagram(_sandbox_or_404(sandbox), pool, backend)
@@ -87,6 +106,8 @@ ACTIONS = {
         sb, f.cleaned_data["backend"])),
     "traffic-start": (forms.TrafficStartForm, lambda sb, f: controls.start_traffic(
         sb, f.cleaned_data["profile"], f.cleaned_data["users"], f.cleaned_data["duration_s"])),
+    "listener-mode": (forms.ListenerModeForm, lambda sb, f: controls.set_listener_mode(
+        sb, f.cleaned_data["listener"], f.cleaned_data["protocol"], f.cleaned_data["tls"])),
     "traffic-stop": (forms.TrafficStopForm, lambda sb, f: controls.stop_traffic(
         sb, f.cleaned_data["run_id"] or None)),
 }

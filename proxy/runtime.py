@@ -48,13 +48,13 @@ class Choice:
     reason: str = ""  # why there is no backend (503 text)
 
 
-def candidate_view(backend: BackendState, now: float) -> dict:
+def candidate_view(backend: BackendState, now: float, eligible: bool | None = None) -> dict:
     """A compact snapshot of one candidate at decision time."""
     return {
         "name": backend.name,
         "health": backend.health.value,
         "intent": backend.intent.value,
-        "eligible": backend.is_eligible(now),
+        "eligible": backend.is_eligible(now) if eligible is None else eligible,
         "weight": backend.weight,
         "outstanding": backend.outstanding,
         "connections": backend.active_connections,
@@ -126,9 +126,11 @@ class PoolRuntime:
         """
         now = ctx.now
         all_backends = list(self.backends.values())
-        eligible = [b for b in all_backends if b.is_eligible(now)]
+        flags = [b.is_eligible(now) for b in all_backends]  # once per backend, per pick
+        eligible = [b for b, ok in zip(all_backends, flags) if ok]
         algorithm = self.config.balancer.algorithm
-        choice = Choice(None, algorithm, [candidate_view(b, now) for b in all_backends])
+        choice = Choice(None, algorithm, [candidate_view(b, now, ok)
+                                          for b, ok in zip(all_backends, flags)])
         eligible = self._apply_panic(eligible, all_backends, now, choice)
         if exclude and eligible:
             remaining = [b for b in eligible if b not in exclude]

@@ -158,6 +158,10 @@ class AdminClient(_SyncHttp):
     def recent_requests(self, limit: int = 100) -> list[dict]:
         return (self.call("GET", "/requests", query={"limit": limit}) or {}).get("requests", [])
 
+    def connections(self) -> dict:
+        """Live L4 connections and WebSocket tunnels: {"count", "connections": [...]}."""
+        return self.call("GET", "/connections")
+
     def add_backend(self, pool: str, name: str, address: str, weight: int = 1) -> dict:
         return self.call("POST", f"/pools/{_q(pool)}/backends",
                          body={"name": name, "address": address, "weight": weight})
@@ -250,6 +254,10 @@ class AsyncAdminClient:
 
     async def request(self, request_id: str) -> dict:
         return await self.get_json(f"/requests/{_q(request_id)}")
+
+    async def connections(self, session: aiohttp.ClientSession | None = None) -> dict:
+        """Live L4 connections and WebSocket tunnels: {"count", "connections": [...]}."""
+        return await self.get_json("/connections", session=session)
 
     async def replay(self, types: list[str] | None = None, count: int = 500,
                      idle: float = 0.15, deadline: float = 1.5,

@@ -20,6 +20,7 @@ from explainer.services.admin_client import (
     Refused,
     Unreachable,
 )
+from explainer.services import listener_modes
 from explainer.services.sandboxes import (
     SandboxError,
     SandboxRef,
@@ -162,6 +163,42 @@ def set_health(sandbox_id: str, pool: str, health: dict | None) -> dict:
                  f"{health.get('healthy_threshold')} successes bring it back.", state)
 
 
+# ---------------------------------------------------------------- listener modes
+
+def set_listener_mode(sandbox_id: str, listener: str, protocol: str, tls: str) -> dict:
+    """Flip a listener between L4 and L7 and between TLS modes, through PUT /config.
+
+    The new config is built from the running one (explainer/services/listener_modes.py);
+    a refusal keeps the proxy's own [{"path", "message"}], which say what the new mode
+    cannot do, under a headline naming the mode asked for.
+    """
+    label = listener_modes.mode_label(protocol, tls)
+
+    def go():
+        admin = _admin(get_sandbox(sandbox_id))
+        config = admin.config()
+        view = ((admin.state() or {}).get("tls") or {}).get(listener)
+        try:
+            change = listener_modes.build(config, listener, protocol, tls, view)
+        except listener_modes.ModeError as exc:
+            raise ControlError(f"Listener {listener} cannot become {label} (nothing changed):",
+                               exc.errors, status=exc.status) from None
+        if change.unchanged:
+            return _done(change.message, notes=[], listener=listener)
+        try:
+            state = admin.put_config(change.config)
+        except Refused as exc:
+            if exc.status != 422:
+                raise
+            raise ControlError(f"The proxy refused listener {listener} as {label} "
+                               "(the running config is unchanged):", exc.errors,
+                               status=422) from None
+        return _done(change.message, state, notes=change.notes, listener=listener,
+                     mode={"protocol": protocol, "tls": tls})
+
+    return _run(go)
+
+
 # ---------------------------------------------------------------- toy backend faults
 
 def fault_patch(fault: str, values: dict) -> dict:
@@ -272,10 +309,17 @@ def _traffic_target(sandbox: SandboxRef) -> object:
         return sandbox.handle
     url = sandbox.proxy_url
     if not url:
-        listeners = (_admin(sandbox).state().get("listeners") or {}).values()
-        bind = next((l["bind"] for l in listeners if l.get("protocol") == "http"), None)
+        state = _admin(sandbox).state()
+        tls = state.get("tls") or {}
+        plain = [(l, (tls.get(n) or {}).get("mode", "none") == "none")
+                 for n, l in (state.get("listeners") or {}).items()]
+        bind = next((l["bind"] for l, clear in plain if l.get("protocol") == "http" and clear),
+                    None)
+        if bind is None:  # HTTP load through a plain L4 listener is relayed as bytes: fine too
+            bind = next((l["bind"] for l, clear in plain if clear), None)
         if bind is None:
-            raise ControlError("this proxy has no HTTP listener to send traffic to", status=409)
+            raise ControlError("this proxy has no plain (non-TLS) listener to send traffic to",
+                               status=409)
         url = f"http://{bind}"
     return {"id": sandbox.id, "proxy_url": url}
 

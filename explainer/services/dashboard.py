@@ -5,11 +5,13 @@ The page gets its data in three ways, all built here:
 1. `page_context()` renders the HTML shell (no call to the proxy: the page
    appears at once even when the proxy is down).
 2. Over the WebSocket `ws/lab/<sandbox>/`: `first_paint()` once on connect
-   (state, topology, recent requests and lifecycle events from the proxy),
+   (state, topology, recent requests, closed L4 connections, lifecycle events
+   and the live connections from the proxy),
    then the bridge's ticks (`tick_for_browser()`).
-3. On demand over HTTP: one request's sequence diagram, one backend's health
-   episode (`request_diagram()`, `health_diagram()`), and `first_paint()` again
-   as a polling fallback when WebSockets are blocked.
+3. On demand over HTTP: one request's or one L4 connection's sequence diagram,
+   one backend's health episode (`request_diagram()`, `connection_diagram()`,
+   `health_diagram()`), and `first_paint()` again as a polling fallback when
+   WebSockets are blocked.
 """
 from __future__ import annotations
 
@@ -21,14 +23,16 @@ from django.conf import settings
 
 from explainer import diagrams, selectors
 from explainer.bridge import LIFECYCLE_TYPES, slim_state
-from explainer.services.admin_client import AdminError, AsyncAdminClient
+from explainer.services.admin_client import AdminError, AsyncAdminClient, Refused
 from explainer.services.controls import FAULTS, TRAFFIC_PROFILES
 from explainer.services.sandboxes import SandboxError, SandboxRef, get_sandbox, parts_of
 
 RECENT_REQUESTS = 60
 RECENT_EVENTS = 400
 # stream_gap is made by the stream itself, it cannot be asked for.
-REPLAY_TYPES = [t for t in LIFECYCLE_TYPES if t != "stream_gap"] + ["health_probe"]
+REPLAY_TYPES = [t for t in LIFECYCLE_TYPES if t != "stream_gap"] + ["health_probe", "connection"]
+# A connection event stays in the proxy's recent-events ring (1000 non-request events).
+CONNECTION_LOOKBACK = 1000
 
 
 def bridge_mode() -> str:
@@ -63,8 +67,8 @@ async def first_paint(sandbox_id: str) -> dict:
         "bridge": bridge_mode(),
         "proxy": {"reachable": False, "detail": ""},
         "state": None, "config": None, "diagram": None,
-        "requests": [], "events": [], "probes": [], "parts": None,
-        "proxy_url": None,
+        "requests": [], "connection_events": [], "events": [], "probes": [], "parts": None,
+        "connections": None, "proxy_url": None,
     }
     try:
         sandbox = await asyncio.to_thread(get_sandbox, sandbox_id)
@@ -85,6 +89,13 @@ async def first_paint(sandbox_id: str) -> dict:
         paint["config"] = state.get("config")
         paint["diagram"] = diagrams.topology(state)
         try:
+            paint["connections"] = {**await client.connections(session=session),
+                                    "ts": time.time()}
+        except Refused as exc:  # an older proxy without GET /connections
+            paint["connections"] = {"unavailable": exc.message}
+        except AdminError:
+            paint["connections"] = None
+        try:
             paint["requests"] = await client.recent_requests(RECENT_REQUESTS, session=session)
             past = await client.replay(types=REPLAY_TYPES,
                                        count=RECENT_EVENTS, session=session)
@@ -92,8 +103,10 @@ async def first_paint(sandbox_id: str) -> dict:
             paint["events"] = [{"type": "warning", "source": "site", "ts": time.time(),
                                 "message": f"could not read recent events: {exc.message}"}]
             return paint
-    paint["events"] = [e for e in past if e.get("type") != "health_probe"]
+    paint["events"] = [e for e in past if e.get("type") in LIFECYCLE_TYPES]
     paint["probes"] = [e for e in past if e.get("type") == "health_probe"]
+    paint["connection_events"] = [e for e in past if e.get("type") == "connection"][
+        -RECENT_REQUESTS:]
     return paint
 
 
@@ -110,6 +123,26 @@ async def request_diagram(sandbox_id: str, request_id: str) -> dict:
     event = await client.request(request_id)
     return {"request": event, "diagram": diagrams.request_sequence(event),
             "termination": diagrams.explain_termination(event.get("termination"))}
+
+
+async def live_connections(sandbox_id: str) -> dict:
+    sandbox = await asyncio.to_thread(get_sandbox, sandbox_id)
+    client = AsyncAdminClient(sandbox.admin_url, timeout=settings.LBLAB_ADMIN_TIMEOUT)
+    return {**await client.connections(), "ts": time.time()}
+
+
+async def connection_diagram(sandbox_id: str, connection_id: str) -> dict:
+    """One closed L4 connection's path, found in the proxy's recent events."""
+    sandbox = await asyncio.to_thread(get_sandbox, sandbox_id)
+    client = AsyncAdminClient(sandbox.admin_url, timeout=settings.LBLAB_ADMIN_TIMEOUT)
+    past = await client.replay(types=["connection"], count=CONNECTION_LOOKBACK, deadline=2.0)
+    event = next((e for e in reversed(past) if e.get("connection_id") == connection_id), None)
+    if event is None:
+        raise Refused(f"no closed connection with id {connection_id!r} among the proxy's "
+                      f"recent events (it is still open, or older than the newest "
+                      f"{CONNECTION_LOOKBACK} non-request events)",
+                      [{"path": "id", "message": "not found"}], status=404)
+    return {"connection": event, "diagram": diagrams.connection_sequence(event)}
 
 
 async def health_diagram(sandbox_id: str, pool: str, backend: str) -> dict:

@@ -1,11 +1,13 @@
 /* LBLab live dashboard.
  *
  * Data flow: the page opens ws/lab/<sandbox>/ and gets one "first_paint" message
- * (state, topology diagram, recent requests and lifecycle events), then a "tick"
- * from the bridge every ~250 ms (decisions, lifecycle events, per-backend stats,
- * and once a second the state and its diagram). If the socket keeps failing, it
- * polls /api/<sandbox>/snapshot instead. Controls POST forms (with the CSRF token)
- * to /api/<sandbox>/control/<action> and show the JSON answer.
+ * (state, topology diagram, recent requests, closed L4 connections, lifecycle events
+ * and the live connections), then a "tick" from the bridge every ~250 ms (decisions:
+ * request and connection events; connection_open events; lifecycle events;
+ * per-backend stats; and once a second the state, its diagram and GET /connections).
+ * If the socket keeps failing, it polls /api/<sandbox>/snapshot instead. Controls POST
+ * forms (with the CSRF token) to /api/<sandbox>/control/<action> and show the JSON
+ * answer; a refused change lists each of the proxy's paths with its message.
  *
  * Everything from the server is inserted as text (textContent), never as HTML;
  * Mermaid renders with securityLevel 'strict' from server-escaped text.
@@ -58,6 +60,22 @@
     if (v >= 100) return `${v.toFixed(0)} ms`;
     if (v >= 10) return `${v.toFixed(1)} ms`;
     return `${v.toFixed(2)} ms`;
+  }
+
+  function fmtBytes(n) {
+    if (n === null || n === undefined || Number.isNaN(n)) return '–';
+    if (n < 1000) return `${n} B`;
+    if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+    if (n < 1e9) return `${(n / 1e6).toFixed(1)} MB`;
+    return `${(n / 1e9).toFixed(1)} GB`;
+  }
+
+  function fmtAge(s) {
+    if (s === null || s === undefined || Number.isNaN(s)) return '–';
+    if (s < 60) return `${s.toFixed(1)} s`;
+    const m = Math.floor(s / 60);
+    if (m < 60) return `${m} min ${String(Math.floor(s % 60)).padStart(2, '0')} s`;
+    return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
   }
 
   function csrfToken() {
@@ -127,9 +145,25 @@
     return s ? `${Math.floor(s / 100)}xx` : 'none';
   }
 
+  const CLOSED_BY = { client: 'closed by the client', backend: 'closed by the backend', proxy: 'closed by the proxy' };
+
   function whyShort(ev) {
     if (!ev.backend && ev.error) return ev.error;
     const parts = [];
+    if (ev.type === 'connection') {
+      if (ev.tls && ev.tls.sni) parts.push(`SNI ${ev.tls.sni}`);
+      if (ev.algorithm) parts.push(ev.algorithm);
+      const inp = inputsText(ev.inputs, 1);
+      if (inp) parts.push(inp);
+      parts.push(`↑${fmtBytes(ev.bytes_in || 0)} ↓${fmtBytes(ev.bytes_out || 0)}`);
+      parts.push(CLOSED_BY[ev.closed_by] || 'closed');
+      if (ev.error) parts.push(ev.error);
+      else if (ev.backend && !ev.bytes_in && !ev.bytes_out) parts.push('no data either way: a bare connect (a port check?)');
+      return parts.join(' · ');
+    }
+    if (ev.type === 'request' && ev.status === 101) {
+      parts.push(`WebSocket tunnel ↑${fmtBytes(ev.bytes_in || 0)} ↓${fmtBytes(ev.bytes_out || 0)}`);
+    }
     if (ev.sticky) parts.push(ev.sticky.hit ? `sticky hit (${ev.sticky.mode})` : `sticky miss (${ev.sticky.mode})`);
     if (ev.algorithm) parts.push(ev.algorithm);
     const inp = inputsText(ev.inputs, 2);
@@ -357,6 +391,9 @@
     renderBackendTable(backends);
     prefillHealth();
     syncRestart();
+    fillSelect($('#mode-form .listener-select'), Object.keys(state.listeners || {}));
+    renderListenerMode();
+    renderHowTo();
     ensureCharts(backends.map(b => b.name));
     renderTimeline();
   }
@@ -427,6 +464,145 @@
     }
   }
 
+  // ------------------------------------------------------------------ listeners: L4/L7, TLS mode
+
+  const LAYER = { http: 'L7 · HTTP', tcp: 'L4 · TCP' };
+  const TLS_WORD = { none: 'no TLS', terminate: 'TLS terminated here', passthrough: 'TLS passed through' };
+  // What each mode cannot do (the proxy's refusals say it again, with the path to change).
+  const MODE_HINT = {
+    'tcp none': 'At L4 the proxy balances connections, not requests: one backend per connection, bytes relayed unread. It cannot route on host, path or headers, stick with cookies, or hash on a header, cookie or URI; the backend sees the proxy as its client (PROXY protocol tells it the real one).',
+    'tcp passthrough': 'Passthrough reads only the server name in the TLS ClientHello (SNI) to pick a pool, then relays the encrypted bytes: it holds no key, sees no path or header, and the backends must speak TLS with their own certificates.',
+    'tcp terminate': 'An L4 listener relays bytes; it does not decrypt. Try it to read the proxy\'s reason, or pick L7 to terminate.',
+    'http none': 'At L7 the proxy reads every request: it routes on host, path and headers, can stick with cookies, retries, and adds X-Forwarded-For. Plain HTTP: nothing is encrypted.',
+    'http terminate': 'The proxy holds the certificates (chosen by SNI), decrypts, and routes on HTTP as usual; backends get plain HTTP unless the pool re-encrypts.',
+    'http passthrough': 'Passthrough never decrypts, so an L7 listener would have no HTTP to read. Try it to read the proxy\'s reason, or pick L4.',
+  };
+
+  function listenerMode(name) {
+    const st = model.state || {};
+    const l = (st.listeners || {})[name];
+    if (!l) return null;
+    const tls = ((st.tls || {})[name]) || { mode: 'none' };
+    return { name, listener: l, protocol: l.protocol === 'tcp' ? 'tcp' : 'http', tls: tls.mode || 'none', view: tls };
+  }
+
+  function describeMode(m) {
+    const l = m.listener;
+    const parts = [`${LAYER[m.protocol]} on ${l.bind}`, TLS_WORD[m.tls] || m.tls];
+    if (m.protocol === 'tcp') {
+      const sni = Object.entries(m.view.sni || {}).map(([n, p]) => `${n} → ${p}`);
+      if (sni.length) parts.push(`SNI ${sni.join(', ')}`);
+      parts.push(l.pool ? `pool ${l.pool}${sni.length ? ' for other names' : ''}` : 'no default pool');
+    } else {
+      parts.push(`routes ${(l.routes || []).join(', ') || 'none'}`);
+    }
+    if (m.tls === 'terminate') {
+      const names = [].concat(...(m.view.certificates || []).map(c => c.names || [c.label]));
+      if (names.length) parts.push(`certificates for ${names.join(', ')}`);
+      if (m.view.client_auth) parts.push(`mTLS ${m.view.client_auth}`);
+    }
+    const open = (((model.state || {}).connections || {}).by_listener || {})[m.name];
+    const words = { tcp: 'TCP', 'tls-passthrough': 'TLS passthrough', websocket: 'WebSocket', tls: 'TLS handshake' };
+    const counts = Object.entries(open || {}).filter(([k, n]) => n && k !== 'http').map(([k, n]) => `${n} ${words[k] || k}`);
+    if (counts.length) parts.push(`open now: ${counts.join(', ')}`);
+    return parts;
+  }
+
+  const modeForm = $('#mode-form');
+  let modeTouched = false;
+  modeForm.addEventListener('change', (e) => {
+    if (e.target.name === 'listener') { modeTouched = false; renderListenerMode(); return; }
+    modeTouched = true;
+    syncModeHint();
+  });
+  function chosenMode() {
+    return { protocol: modeForm.elements.protocol.value, tls: modeForm.elements.tls.value };
+  }
+  function syncModeHint() {
+    const c = chosenMode();
+    $('#mode-hint').textContent = MODE_HINT[`${c.protocol} ${c.tls}`] || '';
+  }
+  function renderListenerMode() {
+    const name = $('.listener-select', modeForm).value;
+    const m = name && listenerMode(name);
+    const now = $('#listener-now');
+    const flipLayer = $('#flip-layer');
+    const flipTls = $('#flip-tls');
+    if (!m) {
+      now.textContent = 'No listener yet.';
+      flipLayer.disabled = true; flipTls.disabled = true;
+      return;
+    }
+    const [head, ...rest] = describeMode(m);
+    now.replaceChildren('Now: ', el('span', { class: 'listener-now-mode', text: head }), ` · ${rest.join(' · ')}`);
+    flipLayer.disabled = false;
+    const otherLayer = m.protocol === 'http' ? 'tcp' : 'http';
+    flipLayer.textContent = otherLayer === 'tcp' ? `Flip ${name} to L4 (TCP)` : `Flip ${name} to L7 (HTTP)`;
+    flipLayer.dataset.protocol = otherLayer;
+    flipLayer.dataset.tls = m.tls;
+    if (m.tls === 'terminate') {
+      flipTls.disabled = false;
+      flipTls.textContent = 'Pass TLS through instead (L4 + SNI)';
+      Object.assign(flipTls.dataset, { protocol: 'tcp', tls: 'passthrough' });
+    } else if (m.tls === 'passthrough') {
+      flipTls.disabled = false;
+      flipTls.textContent = 'Terminate TLS here instead (L7)';
+      Object.assign(flipTls.dataset, { protocol: 'http', tls: 'terminate' });
+    } else {
+      flipTls.disabled = true;
+      flipTls.textContent = 'Flip TLS (this listener speaks no TLS)';
+    }
+    if (!modeTouched) {
+      // Untouched, the form shows the current mode, and the hint what it cannot do.
+      modeForm.elements.protocol.value = m.protocol;
+      modeForm.elements.tls.value = m.tls;
+      $('#mode-hint').textContent = MODE_HINT[`${m.protocol} ${m.tls}`] || '';
+    }
+  }
+  for (const btn of [$('#flip-layer'), $('#flip-tls')]) {
+    btn.addEventListener('click', () => {
+      const name = $('.listener-select', modeForm).value;
+      const fields = { listener: name, protocol: btn.dataset.protocol, tls: btn.dataset.tls };
+      $('#mode-hint').textContent = MODE_HINT[`${fields.protocol} ${fields.tls}`] || '';
+      btn.disabled = true;
+      postControl('listener-mode', fields, $('.result', modeForm)).then(({ ok }) => {
+        btn.disabled = false;
+        if (ok) { modeTouched = false; }
+      });
+    });
+  }
+
+  // How to reach the main listener, in the words of its mode.
+  function renderHowTo() {
+    const st = model.state;
+    if (!st) return;
+    const entries = Object.entries(st.listeners || {});
+    if (!entries.length) return;
+    const url = model.proxyUrl || '';
+    const [name, l] = entries.find(([, x]) => url.endsWith(x.bind)) || entries[0];
+    const m = listenerMode(name);
+    const [host, port] = [l.bind.slice(0, l.bind.lastIndexOf(':')), l.bind.slice(l.bind.lastIndexOf(':') + 1)];
+    let cmd;
+    if (m.tls === 'none' && m.protocol === 'http') cmd = `curl -i http://${l.bind}/hello`;
+    else if (m.tls === 'none') cmd = `nc ${host} ${port}`;
+    else {
+      const names = Object.keys(m.view.sni || {});
+      const certNames = [].concat(...(m.view.certificates || []).map(c => c.names || []));
+      const sni = (names.concat(certNames).find(n => !n.startsWith('*.'))) || 'www.lab.test';
+      cmd = `curl --cacert var/pki/ca.pem --resolve ${sni}:${port}:${host} https://${sni}:${port}/`;
+    }
+    const key = `${name}|${cmd}`;
+    if (renderHowTo.key === key) return;
+    renderHowTo.key = key;
+    $('#curl-inline').replaceChildren(' (for example ', el('code', { text: cmd }), ')');
+    $('#curl-hint').replaceChildren(`Or send requests yourself (listener ${name}, ${LAYER[m.protocol]}): `, el('code', { text: cmd }));
+    const tcp = entries.filter(([n]) => (listenerMode(n) || {}).protocol === 'tcp');
+    const ncHint = $('#nc-hint');
+    if (ncHint) ncHint.replaceChildren(...(tcp.length
+      ? [' Open one: ', el('code', { text: `nc ${tcp[0][1].bind.replace(/:(\d+)$/, ' $1')}` }), ` (listener ${tcp[0][0]} is L4).`]
+      : [' Flip a listener to L4 (Controls › Listeners) and open a TCP connection to it, or open a WebSocket through an L7 listener.']));
+  }
+
   // Faults: show the fields the chosen fault uses.
   const faultForm = $('#fault-form');
   const faultSelect = $('#fault-select');
@@ -475,15 +651,25 @@
 
   // ------------------------------------------------------------------ controls: POST + result
 
-  function showResult(box, data, ok) {
+  // Controls whose refusals carry a headline of their own (what was asked for) above
+  // the proxy's list of paths and messages.
+  const HEADLINED = new Set(['listener-mode']);
+
+  function showResult(box, data, ok, action) {
     if (!box) return;
     box.className = `result ${ok ? 'ok' : 'err'}`;
-    if (ok) { box.replaceChildren(el('span', { text: data.message || 'Done.' })); return; }
+    if (ok) {
+      const notes = (data.notes || []).filter(Boolean);
+      box.replaceChildren(el('span', { text: data.message || 'Done.' }),
+        notes.length ? el('ul', { class: 'notes' }, notes.map(n => el('li', { text: n }))) : null);
+      return;
+    }
     const errors = (data.errors || []).filter(e => e.message);
     const list = errors.length > 1 || (errors[0] && errors[0].path)
       ? el('ul', {}, errors.map(e => el('li', {}, e.path ? el('code', { text: e.path }) : null, e.path ? ': ' : '', e.message)))
       : null;
-    box.replaceChildren(el('strong', { text: list ? 'Refused:' : (data.error || 'Failed.') }), list);
+    const head = list ? (HEADLINED.has(action) && data.error ? data.error : 'Refused:') : (data.error || 'Failed.');
+    box.replaceChildren(el('strong', { text: head }), list);
   }
 
   async function postControl(action, fields, resultBox, form) {
@@ -508,7 +694,7 @@
     } finally {
       buttons.forEach(b => { b.disabled = false; });
     }
-    showResult(resultBox, data, ok);
+    showResult(resultBox, data, ok, action);
     const firstError = (data.errors || []).find(e => e.message);
     logLine(ok ? data.message
       : `Refused: ${firstError && firstError.path ? `${firstError.path}: ${firstError.message}` : data.error}${(data.errors || []).length > 1 ? ` (+${data.errors.length - 1} more)` : ''}`,
@@ -568,7 +754,7 @@
 
   const stream = {
     pending: [], shown: [], seen: new Set(), paused: false, speed: 0,
-    filters: { backend: '', status: '', route: '' },
+    filters: { backend: '', status: '', route: '', kind: '' },
     total: 0, bridgeDropped: 0, localDropped: 0, fresh: new Set(),
   };
   const MAX_PENDING = 5000;
@@ -576,8 +762,14 @@
   const MAX_ROWS = 200;
   const streamList = $('#stream');
 
+  function kindOf(ev) {
+    if (ev.type === 'connection') return 'connection';
+    return ev.status === 101 ? 'websocket' : 'request';
+  }
+
   function matches(ev) {
     const f = stream.filters;
+    if (f.kind && kindOf(ev) !== f.kind) return false;
     if (f.backend && ev.backend !== f.backend) return false;
     if (f.route && ev.route !== f.route) return false;
     if (f.status === 'proxy') return !!ev.proxy_error;
@@ -618,7 +810,10 @@
     trimShown();
     // Rows flash only when revealed one by one: at live speed it would be noise.
     if (!reducedMotion.matches && (stream.speed > 0 || stream.paused)) stream.fresh.add(eventId(ev));
-    if (announce) {
+    if (announce && ev.type === 'connection') {
+      logLine(`L4 connection ${ev.client} → ${ev.backend || 'no backend'} (${whyShort(ev)}), lasted ${fmtMs(ev.duration_ms)}`,
+        ev.error ? 'bad' : '', ev.ts);
+    } else if (announce) {
       const who = ev.backend ? `→ ${ev.backend}` : '→ no backend';
       const why = whyShort(ev);
       logLine(`${ev.method || 'TCP'} ${ev.path || ''} ${who}${why ? ' (' + why + ')' : ''}: ${ev.status || ev.error || '—'} in ${fmtMs(ev.latency_ms ?? ev.duration_ms)}`,
@@ -675,22 +870,25 @@
     if (waiting) parts.push(`${waiting} waiting${stream.paused ? ' (paused)' : ''}`);
     if (stream.bridgeDropped) parts.push(`${stream.bridgeDropped} skipped by the bridge (it sends the newest 50 per tick)`);
     if (stream.localDropped) parts.push(`${stream.localDropped} dropped while paused`);
-    $('#stream-counters').textContent = stream.total ? parts.join(' · ') : 'No requests yet.';
+    $('#stream-counters').textContent = stream.total ? parts.join(' · ') : 'No requests or connections yet.';
   }
 
   function rowFor(ev) {
     const sc = statusClass(ev);
     const selected = model.selectedRequest && eventId(model.selectedRequest) === eventId(ev);
     const isConn = ev.type === 'connection';
+    const connWord = isConn ? (ev.kind === 'tls-passthrough' ? 'TLS' : ev.kind === 'tls' ? 'TLS handshake' : 'TCP') : '';
     const btn = el('button', { type: 'button', 'aria-current': selected ? 'true' : null,
-      'aria-label': `${ev.method || 'TCP connection'} ${ev.path || ''} to ${ev.backend || 'no backend'}, ${ev.status || ev.error || ''}, ${fmtMs(ev.latency_ms ?? ev.duration_ms)}` },
+      'aria-label': isConn
+        ? `${connWord} connection from ${ev.client} to ${ev.backend || 'no backend'}, ${CLOSED_BY[ev.closed_by] || 'closed'}${ev.error ? ': ' + ev.error : ''}, lasted ${fmtMs(ev.duration_ms)}, ${fmtBytes(ev.bytes_in || 0)} in, ${fmtBytes(ev.bytes_out || 0)} out`
+        : `${ev.method} ${ev.path} to ${ev.backend || 'no backend'}, ${ev.status || ev.error || ''}, ${fmtMs(ev.latency_ms)}` },
       el('span', { class: 't', text: fmtTime(ev.ts) }),
-      el('span', { class: 'req', text: isConn ? `TCP ${ev.client}` : `${ev.method} ${ev.path}` }),
-      el('span', { class: 'to' }, ev.route ? `${ev.route} → ` : '',
+      el('span', { class: 'req', text: isConn ? `${connWord} ${ev.client}` : `${ev.method} ${ev.path}` }),
+      el('span', { class: 'to' }, ev.route ? `${ev.route} → ` : (isConn && ev.pool ? `${ev.pool} → ` : ''),
         ev.backend ? el('span', { class: 'backend-dot', style: `background:${colorFor(ev.backend)}` }) : null,
         el('b', { text: ev.backend || 'none' })),
       el('span', {}, el('span', { class: `status s${sc}${ev.proxy_error ? ' sproxy' : ''}`,
-        title: ev.proxy_error ? 'made by the proxy' : '', text: isConn ? (ev.error ? 'err' : 'ok') : (ev.status || '—') })),
+        title: ev.proxy_error ? 'made by the proxy' : isConn ? (CLOSED_BY[ev.closed_by] || '') : '', text: isConn ? (ev.error ? 'err' : 'ok') : (ev.status || '—') })),
       el('span', { class: 'lat', text: fmtMs(ev.latency_ms ?? ev.duration_ms) }),
       el('span', { class: 'why', text: whyShort(ev) }));
     btn.addEventListener('click', () => selectRequest(ev));
@@ -710,7 +908,7 @@
     renderStream();
   });
   $('#speed').addEventListener('change', (e) => { stream.speed = Number(e.target.value) || 0; });
-  for (const [id, key] of [['#f-backend', 'backend'], ['#f-status', 'status'], ['#f-route', 'route']]) {
+  for (const [id, key] of [['#f-backend', 'backend'], ['#f-status', 'status'], ['#f-route', 'route'], ['#f-kind', 'kind']]) {
     $(id).addEventListener('change', (e) => { stream.filters[key] = e.target.value; renderStream(); });
   }
 
@@ -744,12 +942,15 @@
     renderedKey = '';
     renderStream();
     renderDetail(ev);
-    requestDiagram.replaceChildren(el('p', { class: 'placeholder', text: 'Drawing the request’s path…' }));
-    if (ev.type !== 'request' || !ev.request_id) {
+    const isConn = ev.type === 'connection';
+    requestDiagram.replaceChildren(el('p', { class: 'placeholder', text: isConn ? 'Drawing the connection’s path…' : 'Drawing the request’s path…' }));
+    const url = isConn && ev.connection_id ? `${API}connections/${encodeURIComponent(ev.connection_id)}/diagram`
+      : ev.type === 'request' && ev.request_id ? `${API}requests/${encodeURIComponent(ev.request_id)}/diagram` : null;
+    if (!url) {
       requestDiagram.replaceChildren();
       return;
     }
-    fetch(`${API}requests/${encodeURIComponent(ev.request_id)}/diagram`, { credentials: 'same-origin' })
+    fetch(url, { credentials: 'same-origin' })
       .then(r => r.json().then(d => ({ ok: r.ok, d })))
       .then(({ ok, d }) => {
         if (model.selectedRequest !== ev) return;
@@ -762,22 +963,50 @@
   function renderDetail(ev) {
     const facts = [];
     const fact = (k, v) => { if (v !== undefined && v !== null && v !== '') facts.push(el('dt', { text: k }), el('dd', {}, v)); };
-    fact('Request id', el('code', { text: ev.request_id || ev.connection_id || '—' }));
+    const isConn = ev.type === 'connection';
+    fact(isConn ? 'Connection id' : 'Request id', el('code', { text: ev.request_id || ev.connection_id || '—' }));
     fact('Client', el('code', { text: ev.client || '' }));
-    fact('Listener', ev.listener);
+    fact('Listener', isConn ? `${ev.listener} (L4)` : ev.listener);
+    if (isConn) fact('Kind', { tcp: 'TCP relay', 'tls-passthrough': 'TLS passthrough (not decrypted)', tls: 'TLS handshake that failed' }[ev.kind] || ev.kind);
     fact('Host', ev.host);
+    if (ev.tls) {
+      const t = ev.tls;
+      const bits = [t.mode === 'passthrough' ? 'passthrough' : 'terminated'];
+      if (t.sni) bits.push(`SNI ${t.sni}`);
+      if (t.matched) bits.push(`matched: ${t.matched}`);
+      if (t.certificate) bits.push(`certificate ${t.certificate}`);
+      if (t.version) bits.push(t.version);
+      if (t.client_cert) bits.push(`client cert ${typeof t.client_cert === 'object' ? (t.client_cert.subject || JSON.stringify(t.client_cert)) : t.client_cert}`);
+      fact('TLS', bits.join(' · '));
+    }
+    if (ev.backend_tls) fact('TLS to backend', `${ev.backend_tls.server_name || ''} ${ev.backend_tls.verified === false ? '(NOT verified)' : '(verified)'} ${ev.backend_tls.version || ''}`.trim());
     fact('Route', ev.route || (ev.type === 'request' ? 'none matched' : null));
     fact('Pool', ev.pool);
     fact('Backend', ev.backend || 'none');
-    fact('Status', ev.type === 'connection' ? (ev.error || `closed by ${ev.closed_by}`) : `${ev.status || '—'}${ev.proxy_error ? ' (made by the proxy)' : ''}`);
-    fact('Latency', fmtMs(ev.latency_ms ?? ev.duration_ms));
+    if (isConn) {
+      fact('Closed', `${CLOSED_BY[ev.closed_by] || 'closed'}${ev.error ? `: ${ev.error}` : ''}`);
+      fact('Lasted', fmtMs(ev.duration_ms));
+      fact('Bytes', `${fmtBytes(ev.bytes_in || 0)} client → backend · ${fmtBytes(ev.bytes_out || 0)} backend → client`);
+      if (ev.connect_ms !== null && ev.connect_ms !== undefined) fact('Connect', fmtMs(ev.connect_ms));
+      if (ev.proxy_protocol) fact('PROXY protocol', `${ev.proxy_protocol}: the backend learns the real client address from a header`);
+    } else {
+      fact('Status', `${ev.status || '—'}${ev.status === 101 ? ' (switched protocols: a WebSocket tunnel)' : ''}${ev.proxy_error ? ' (made by the proxy)' : ''}`);
+      fact('Latency', fmtMs(ev.latency_ms));
+      if (ev.status === 101) fact('Bytes', `${fmtBytes(ev.bytes_in || 0)} client → backend · ${fmtBytes(ev.bytes_out || 0)} backend → client`);
+    }
     if (ev.termination) fact('Termination', `${explainTermination(ev.termination)} (code ${ev.termination})`);
-    if (ev.error) fact('Error', ev.error);
+    if (ev.error && !isConn) fact('Error', ev.error);
     if (ev.timings && Object.keys(ev.timings).length) {
       fact('Timings', Object.entries(ev.timings).map(([k, v]) => `${k.replace(/_/g, ' ')} ${fmtMs(v)}`).join(' · '));
     }
 
     const why = [];
+    if (isConn && ev.backend) {
+      why.push(el('p', { text: `At L4 the balancer picks once per connection: every byte of this connection went to ${ev.backend}, unread.` }));
+      if (!ev.bytes_in && !ev.bytes_out && !ev.error) {
+        why.push(el('p', { text: 'Nothing was sent either way: the client connected and closed. A port check (a liveness probe, a scanner) looks like this, and at L4 it still costs a pick and a backend connection.' }));
+      }
+    }
     if (ev.algorithm) {
       why.push(el('p', {}, el('strong', { text: ev.algorithm }), ' ', ALGO_EXPLAIN[ev.algorithm] || ''));
     }
@@ -1008,6 +1237,104 @@
     episodeTimer = setTimeout(loadEpisode, 3000);
   }
 
+  // ------------------------------------------------------------------ open connections
+
+  // id -> { c: the proxy's view (GET /connections or a connection_open event),
+  //         at: when the page got it (ms), from: 'poll' | 'event' }
+  const conns = new Map();
+  const closedAt = new Map();  // id -> when its closing event came (a late poll must not revive it)
+  let connsUnavailable = '';
+  const KIND_TEXT = { tcp: 'TCP', 'tls-passthrough': 'TLS passthrough', websocket: 'WebSocket' };
+
+  function applyConnections(data) {
+    if (!data) return;
+    if (data.unavailable) { connsUnavailable = data.unavailable; renderConnections(); return; }
+    connsUnavailable = '';
+    const now = Date.now();
+    const seen = new Set();
+    for (const [id, at] of closedAt) if (now - at > 5000) closedAt.delete(id);
+    for (const c of data.connections || []) {
+      if (closedAt.has(c.connection_id)) continue;
+      seen.add(c.connection_id);
+      conns.set(c.connection_id, { c, at: now, from: 'poll' });
+    }
+    // A connection announced by its event moments ago may be younger than this poll.
+    for (const [id, entry] of conns) {
+      if (!seen.has(id) && !(entry.from === 'event' && now - entry.at < 2500)) conns.delete(id);
+    }
+    renderConnections();
+  }
+
+  function connectionOpened(events) {
+    const now = Date.now();
+    for (const e of events || []) {
+      if (conns.has(e.connection_id) || closedAt.has(e.connection_id)) continue;
+      conns.set(e.connection_id, { from: 'event', at: now, c: {
+        connection_id: e.connection_id, kind: e.kind, listener: e.listener, client: e.client,
+        pool: e.pool, backend: e.backend, age_s: Math.max(0, now / 1000 - e.ts), idle_s: 0,
+        bytes_in: 0, bytes_out: 0, sni: e.tls && e.tls.sni } });
+    }
+    if ((events || []).length && (events.length <= 3)) {
+      for (const e of events) {
+        logLine(`${KIND_TEXT[e.kind] || e.kind} connection opened: ${e.client} → ${e.backend} (pool ${e.pool}, ${e.algorithm}${e.tls && e.tls.sni ? `, SNI ${e.tls.sni}` : ''})`, '', e.ts);
+      }
+    } else if ((events || []).length) {
+      logLine(`${events.length} connections opened.`);
+    }
+    renderConnections();
+  }
+
+  function connectionsClosed(decisions) {
+    let changed = false;
+    for (const ev of decisions || []) {
+      const id = ev.type === 'connection' ? ev.connection_id : (ev.status === 101 ? ev.request_id : null);
+      if (!id) continue;
+      closedAt.set(id, Date.now());
+      if (conns.delete(id)) changed = true;
+    }
+    if (changed) renderConnections();
+  }
+
+  let connsKey = '';
+  function renderConnections() {
+    const body = $('#conn-rows');
+    const list = [...conns.values()].sort((a, b) => (b.c.age_s + (Date.now() - b.at) / 1000) - (a.c.age_s + (Date.now() - a.at) / 1000));
+    const key = JSON.stringify(list.map(x => [x.c.connection_id, x.c.backend, x.c.bytes_in, x.c.bytes_out, x.from]));
+    const badge = $('#conns-count');
+    badge.textContent = String(list.length);
+    badge.classList.toggle('live', list.length > 0);
+    $('#conns-empty').hidden = list.length > 0;
+    if (connsUnavailable) $('#conns-empty').replaceChildren(`This proxy cannot list its connections: ${connsUnavailable}`);
+    if (key !== connsKey) {
+      connsKey = key;
+      body.replaceChildren(...list.map(({ c, from }) => el('tr', { 'data-id': c.connection_id, class: from === 'event' ? 'pending' : '' },
+        el('td', { class: 'age' }),
+        el('td', {}, el('span', { class: `kind-chip kind-${c.kind}`, text: KIND_TEXT[c.kind] || c.kind })),
+        el('td', { class: 'mono', text: c.client }),
+        el('td', {}, `${c.listener} → `, c.backend ? el('span', { class: 'backend-dot', style: `background:${colorFor(c.backend)}` }) : null,
+          el('b', { text: c.backend || '(choosing)' }), c.pool ? ` (pool ${c.pool})` : '',
+          c.sni ? el('span', { class: 'hint', text: ` · SNI ${c.sni}` }) : null,
+          c.path ? el('span', { class: 'hint mono', text: ` · ${c.path}` }) : null),
+        el('td', { class: 'mono', text: `${fmtBytes(c.bytes_in)} / ${fmtBytes(c.bytes_out)}` }),
+        el('td', { class: 'mono idle' }))));
+    }
+    tickAges();
+  }
+
+  // Ages tick between polls: the proxy's age plus the time since the page got it.
+  function tickAges() {
+    const now = Date.now();
+    for (const row of $('#conn-rows').children) {
+      const entry = conns.get(row.dataset.id);
+      if (!entry) continue;
+      const since = (now - entry.at) / 1000;
+      row.children[0].textContent = fmtAge(entry.c.age_s + since);
+      const idle = entry.c.idle_s;
+      row.children[5].textContent = idle === null || idle === undefined ? '–' : fmtAge(idle + since);
+    }
+  }
+  setInterval(tickAges, 200);
+
   // ------------------------------------------------------------------ applying messages
 
   function setProxyUrl(url) {
@@ -1027,7 +1354,9 @@
     if (p.state) applyState(p.state);
     if (p.diagram) setTopology(p.diagram);
     else if (!p.proxy.reachable) topoBox.replaceChildren(el('p', { class: 'placeholder', text: 'No topology: the proxy does not answer.' }));
-    ingest(p.requests, { history: true });
+    const past = (p.requests || []).concat(p.connection_events || []).sort((a, b) => a.ts - b.ts);
+    ingest(past, { history: true });
+    applyConnections(p.connections);
     const recent = (p.events || []).slice(-8);
     if (recent.length) logLine(`Recent history (${(p.events || []).length} lifecycle events; newest below):`);
     for (const e of recent) { const [text, level] = describeEvent(e); logLine(text, level, e.ts); }
@@ -1053,7 +1382,9 @@
     if (t.parts) model.parts = t.parts;
     if (t.state) applyState(t.state);
     if (t.diagram) setTopology(t.diagram);
-    if (t.decisions && t.decisions.length) ingest(t.decisions);
+    if (t.opened && t.opened.length) connectionOpened(t.opened);
+    if (t.connections) applyConnections(t.connections);
+    if (t.decisions && t.decisions.length) { connectionsClosed(t.decisions); ingest(t.decisions); }
     stream.bridgeDropped += t.decisions_dropped || 0;
     if (t.events && t.events.length) {
       addHealthEvents(t.events);
@@ -1112,7 +1443,9 @@
         if (p.parts) model.parts = p.parts;
         if (p.state) applyState(p.state);
         if (p.diagram) setTopology(p.diagram);
-        ingest((p.requests || []).filter(r => !stream.seen.has(eventId(r))));
+        applyConnections(p.connections);
+        const fresh = (p.requests || []).concat(p.connection_events || []).filter(r => !stream.seen.has(eventId(r)));
+        ingest(fresh.sort((a, b) => a.ts - b.ts));
       } catch (err) {
         model.proxy = { reachable: null, detail: `the site does not answer: ${err.message}` };
       }

@@ -155,11 +155,34 @@ def test_ticks_are_json_and_group_send_safe():
 
 def test_connection_events_count_as_decisions():
     c = Coalescer("default", started=0.0)
-    c.add({"type": "connection", "connection_id": "c1", "backend": "b1", "duration_ms": 30.0},
-          now=1.0)
+    c.add({"type": "connection", "connection_id": "c1", "backend": "b1", "duration_ms": 3000.0,
+           "connect_ms": 3.0}, now=1.0)
     c.add({"type": "connection", "connection_id": "c2", "backend": "b1", "duration_ms": 10.0,
-           "error": "reset"}, now=1.0)
+           "connect_ms": 1.0, "error": "reset"}, now=1.0)
     tick = c.tick(now=1.25)
     assert len(tick["decisions"]) == 2
     assert tick["stats"]["backends"]["b1"]["errors"] == 1
-    assert tick["stats"]["backends"]["b1"]["p99_ms"] == 30.0
+    # how long a client stays is not latency: at L4 the latency is the connect time
+    assert tick["stats"]["backends"]["b1"]["p99_ms"] == 3.0
+
+
+def test_connection_opens_and_the_live_list_ride_on_the_tick():
+    c = Coalescer("default", started=0.0, heartbeat_s=60.0)
+    c.tick(now=0.1, force=True)
+    opened = {"type": "connection_open", "connection_id": "c1", "kind": "tcp",
+              "listener": "web", "client": "127.0.0.1:5000", "backend": "b1", "ts": 1.0}
+    c.add(opened, now=1.0)
+    tick = c.tick(now=1.1)
+    assert tick["opened"] == [opened] and tick["decisions"] == []
+    assert tick["connections"] is None  # not polled this tick
+    live = {"count": 1, "connections": [{"connection_id": "c1", "age_s": 0.5}], "ts": 1.2}
+    c.set_connections(live, now=1.2)
+    tick = c.tick(now=1.3)
+    assert tick["connections"] == live and tick["opened"] == []
+    assert c.tick(now=1.4) is None  # nothing new: no tick until the heartbeat
+    closed = {"type": "connection", "connection_id": "c1", "backend": "b1", "duration_ms": 900.0,
+              "closed_by": "client", "error": None, "bytes_in": 10, "bytes_out": 20}
+    c.add(closed, now=2.0)
+    tick = c.tick(now=2.1)
+    assert tick["decisions"] == [closed]
+    assert tick["stats"]["totals"] == {"requests": 1, "ok": 1}

@@ -44,11 +44,13 @@ def node_line(text: str, name: str) -> str:
 def test_topology_has_every_part_and_edge():
     text = diagrams.topology(STATE, rates={"b1": 12.5})
     assert text.startswith("flowchart LR")
-    assert 'l0(["listener web<br/>http · 127.0.0.1:8080"]):::listener' in text
+    assert 'l0(["listener web<br/>L7 · http · 127.0.0.1:8080<br/>no TLS"]):::listener' in text
+    assert 'l1(["listener raw<br/>L4 · tcp · 127.0.0.1:7000<br/>no TLS"]):::listener4' in text
     assert "r0{{" in text and "route api · priority 10" in text and "host api.example.com" in text
     assert "pool web<br/>round_robin<br/>sticky: cookie · 1/4 eligible" in text
     # edges: listener -> routes, split with weights, tcp listener straight to its pool
-    assert "  l0 --> r0" in text and "  l0 --> r1" in text and "  l1 --> p2" in text
+    assert "  l0 --> r0" in text and "  l0 --> r1" in text
+    assert '  l1 -->|"every connection"| p2' in text
     assert '|"split weight 90"| p0' in text and '|"split weight 10"| p1' in text
     assert '  p0 -->|"12 req/s"| b0_0' in text
     assert "answers 418 itself" in text
@@ -74,8 +76,9 @@ def test_ineligible_backends_get_dotted_grey_edges():
     edges = [line.strip() for line in text.splitlines()
              if "-->" in line or "-.->" in line]
     dotted = [i for i, e in enumerate(edges) if "-.->" in e]
-    assert [edges[i] for i in dotted] == ["p0 -.-> b0_1", "p0 -.-> b0_2", "p0 -.-> b0_3",
-                                          "p1 -.-> b1_0"]
+    # ...and so are the edges of a route no listener uses (teapot)
+    assert [edges[i] for i in dotted] == ["r2 -.-> r2_t", "p0 -.-> b0_1", "p0 -.-> b0_2",
+                                          "p0 -.-> b0_3", "p1 -.-> b1_0"]
     for i in dotted:
         assert f"linkStyle {i} stroke:#9ca3af" in text
 
