@@ -450,6 +450,10 @@ class HealthCheckConfig(Strict):
     jitter: Duration = 0.0  # each probe is delayed by a random 0..jitter
     unhealthy_interval: Duration | None = None  # probe interval while down
     grace: Duration = 0.0  # no probe before this after a backend joins
+    # http only: keep the probe's connection open and send the next GET on it.
+    # Off by default (as HAProxy and Envoy): a new connection per probe also
+    # proves the backend still accepts connections. See proxy.health.active.
+    reuse_connection: bool = False
 
     @model_validator(mode="after")
     def _timeout_within_interval(self):
@@ -457,6 +461,10 @@ class HealthCheckConfig(Strict):
             raise ValueError("health.interval must be above 0")
         if self.timeout <= 0:
             raise ValueError("health.timeout must be above 0")
+        if self.reuse_connection and self.type != "http":
+            raise ValueError("health.reuse_connection only applies to type: http "
+                             "(a tcp check is the connection itself); remove it or "
+                             "use type: http")
         return self
 
 
@@ -527,16 +535,17 @@ class PoolConfig(Strict):
         """Reasons this pool can only sit behind an HTTP listener."""
         return [reason for reason, _fix in self.http_needs()]
 
-    def http_needs(self) -> list[tuple[str, str]]:
-        """(reason, what to change) for each HTTP-only feature of this pool."""
+    def http_needs(self) -> list[tuple[str, str, str]]:
+        """(setting, reason, what to change) for each HTTP-only feature of this pool."""
         out = []
         if self.balancer.needs_http():
-            out.append((f"balancer {self.balancer.algorithm} hashes on "
+            out.append(("balancer.hash_key.source",
+                        f"balancer {self.balancer.algorithm} hashes on "
                         f"{self.balancer.hash_key.source}, which only exists in HTTP",
                         "hash on hash_key.source: client_ip, or use a balancer that needs "
                         "no HTTP"))
         if self.sticky and self.sticky.needs_http():
-            out.append((f"sticky mode {self.sticky.mode} needs HTTP cookies",
+            out.append(("sticky.mode", f"sticky mode {self.sticky.mode} needs HTTP cookies",
                         "use sticky mode source_ip"))
         return out
 
@@ -647,9 +656,10 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                 errors.append((where, f"no pool named {pname!r}"))
                 continue
             behind_tcp.setdefault(pname, lname)
-            for reason, fix in config.pools[pname].http_needs():
-                errors.append((f"listeners.{lname}", f"pool {pname}: {reason}; a tcp listener "
-                               f"cannot see it ({L4_BLIND}): {fix}"))
+            for setting, reason, fix in config.pools[pname].http_needs():
+                errors.append((f"pools.{pname}.{setting}",
+                               f"{reason}, and pool {pname} is behind tcp listener {lname}, "
+                               f"which cannot see it ({L4_BLIND}): {fix}"))
     for rname, route in config.routes.items():
         for pname in route.pools():
             if pname not in config.pools:
@@ -672,9 +682,10 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
         if pname in behind_tcp and pool.uses_tls():
             errors.append((f"pools.{pname}.tls",
                            f"pool {pname} is behind tcp listener {behind_tcp[pname]}, which "
-                           "relays the client's bytes as they are; to reach TLS backends at "
-                           "L4 use tls mode passthrough (the backend terminates), or an http "
-                           "listener to re-encrypt"))
+                           "relays the client's bytes as they are and never opens TLS to a "
+                           f"backend itself: remove pools.{pname}.tls (with tls mode "
+                           "passthrough the client's own TLS session reaches the backend), "
+                           "or put the pool behind an http listener to re-encrypt"))
         if pool.uses_tls() and pool.health is not None and pool.health.type == "http":
             errors.append((f"pools.{pname}.health.type",
                            "active http checks speak plain HTTP, which a TLS backend refuses; "

@@ -135,7 +135,7 @@ def test_cookie_stickiness_makes_the_proxy_refuse_l4_and_the_page_gets_why(site_
     assert body["error"] == ("The proxy refused listener web as L4 (TCP) with no TLS "
                              "(the running config is unchanged):")
     [error] = body["errors"]
-    assert error["path"] == "listeners.web"
+    assert error["path"] == "pools.web.sticky.mode"
     assert "sticky mode cookie needs HTTP cookies" in error["message"]
     assert "never sees a host, path, header or cookie" in error["message"]
     assert "use sticky mode source_ip" in error["message"]

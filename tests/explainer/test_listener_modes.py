@@ -113,7 +113,7 @@ def test_cookie_stickiness_on_l4_is_refused_by_the_proxy_in_its_own_words():
     config = example("sticky-cookie")
     change = lm.build(config, "web", "tcp", "none")
     [(path, message)] = refusals(change.config)
-    assert path == "listeners.web"
+    assert path == "pools.web.sticky.mode"
     assert "sticky mode cookie needs HTTP cookies" in message
     assert "use sticky mode source_ip" in message
 
@@ -124,7 +124,7 @@ def test_hashing_on_http_things_on_l4_is_refused(source):
     config["pools"]["web"]["balancer"]["hash_key"] = {"source": source, "name": "X-User"}
     change = lm.build(config, "web", "tcp", "none")
     [(path, message)] = refusals(change.config)
-    assert path == "listeners.web"
+    assert path == "pools.web.balancer.hash_key.source"
     assert f"hashes on {source}, which only exists in HTTP" in message
     assert "hash on hash_key.source: client_ip" in message
 

@@ -59,7 +59,7 @@ def test_check_reports_every_error_with_its_path(tmp_path):
     assert result.returncode == 2
     text = result.stdout
     assert "routes.main: no pool named 'nowhere'" in text
-    assert "listeners.raw: pool sticky: sticky mode cookie needs HTTP cookies" in text
+    assert "pools.sticky.sticky.mode: sticky mode cookie needs HTTP cookies, and pool sticky is behind tcp listener raw" in text
 
 
 def test_check_ok(tmp_path):

@@ -42,22 +42,26 @@ pools: {p: {}}
                and WHY in line for line in lines), lines
 
 
-@pytest.mark.parametrize("pool, needle, fix", [
-    ("{sticky: {mode: cookie}}", "sticky mode cookie needs HTTP cookies", "source_ip"),
-    ("{sticky: {mode: app_cookie, cookie: SESSIONID}}", "sticky mode app_cookie needs HTTP",
+@pytest.mark.parametrize("pool, setting, needle, fix", [
+    ("{sticky: {mode: cookie}}", "sticky.mode", "sticky mode cookie needs HTTP cookies",
      "source_ip"),
+    ("{sticky: {mode: app_cookie, cookie: SESSIONID}}", "sticky.mode",
+     "sticky mode app_cookie needs HTTP", "source_ip"),
     ("{balancer: {algorithm: consistent_hash, hash_key: {source: uri}}}",
+     "balancer.hash_key.source",
      "balancer consistent_hash hashes on uri, which only exists in HTTP", "client_ip"),
     ("{balancer: {algorithm: maglev, hash_key: {source: header, name: X-User}}}",
-     "balancer maglev hashes on header", "client_ip"),
+     "balancer.hash_key.source", "balancer maglev hashes on header", "client_ip"),
     ("{balancer: {algorithm: ip_hash, hash_key: {source: cookie, name: uid}}}",
-     "balancer ip_hash hashes on cookie", "client_ip"),
+     "balancer.hash_key.source", "balancer ip_hash hashes on cookie", "client_ip"),
 ])
-def test_http_only_pool_features_are_refused_behind_a_tcp_listener(pool, needle, fix):
+def test_http_only_pool_features_are_refused_behind_a_tcp_listener(pool, setting, needle, fix):
     lines = errors_of(tcp(pool))
     line = next((l for l in lines if needle in l), None)
     assert line is not None, lines
-    assert line.startswith("listeners.raw: pool p: ") and WHY in line and fix in line
+    # The error points at the pool setting to change and names the listener.
+    assert line.startswith(f"pools.p.{setting}: ") and "tcp listener raw" in line
+    assert WHY in line and fix in line
 
 
 @pytest.mark.parametrize("pool", [
@@ -111,7 +115,7 @@ def test_check_cli_prints_the_l4_refusal(tmp_path):
     result = subprocess.run([sys.executable, "-m", "proxy", "--check", str(path)], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "listeners.raw: pool p: sticky mode cookie needs HTTP cookies" in result.stdout
+    assert "pools.p.sticky.mode: sticky mode cookie needs HTTP cookies" in result.stdout
     assert WHY in result.stdout
 
 
