@@ -18,11 +18,18 @@ cheaper-looking layout cannot hide memory in an uncounted process.
 - PSS (``Pss:`` of /proc/PID/smaps_rollup): pages shared between processes (the
   interpreter, libraries, copy-on-write pages of a forked parent) are divided among the
   processes sharing them. The sum is what the sandbox really costs the machine. Caveat:
-  pages are also shared with *other* processes running the same interpreter (other
-  sandboxes, the test runner), which lowers PSS a little; this script runs one sandbox at
-  a time and says how many other Pythons of this venv were running.
+  pages are also shared with *other* processes running the same interpreter and libraries
+  (other sandboxes, test runners), which lowers PSS (a few MB when dozens run); this script
+  runs one sandbox at a time and says how many other Pythons of this venv were running.
 - RSS (``VmRSS:`` of /proc/PID/status): every page a process maps, shared or not; the sum
   counts shared pages once per process, so it overstates the total.
+- unique (needs root to see page frame numbers in /proc/PID/pagemap): every physical page
+  mapped by any process of the sandbox, counted once. What the sandbox would cost if it
+  were the only thing running this interpreter and these libraries: independent of other
+  processes, an upper bound for PSS.
+
+With ``--traffic`` the proxy grows until its request lookup (``admin.request_history``,
+10,000 request events by default) is full: about +20-25 MB, then flat.
 
 ``--no-preload`` starts every backend as its own ``python -m labs.backend`` (how sandboxes
 were started before labs/backend/preload.py), for comparison.
@@ -33,6 +40,7 @@ bench/results/sandbox-memory-<timestamp>.json with the exact command (``--no-sav
 from __future__ import annotations
 
 import argparse
+import array
 import http.client
 import os
 import statistics
@@ -72,6 +80,32 @@ def _processes(sb: Sandbox) -> dict[int, str]:
                 out.setdefault(child, "helper (child)")
             parent = procs.parent_of(parent)
     return out
+
+
+def unique_bytes(pids: list[int]) -> int | None:
+    """Bytes of distinct physical pages mapped by ``pids`` (None without root: the kernel
+    then hides page frame numbers)."""
+    frames: set[int] = set()
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as maps, \
+                    open(f"/proc/{pid}/pagemap", "rb", buffering=0) as pagemap:
+                for line in maps:
+                    if line.rstrip().endswith("[vsyscall]"):
+                        continue
+                    start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                    pagemap.seek(start // page * 8)
+                    for entry in array.array("Q", pagemap.read((end - start) // page * 8)):
+                        if entry >> 63:  # present in RAM; bits 0-54 are the frame number
+                            frames.add(entry & ((1 << 55) - 1))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        except PermissionError:
+            return None
+    if frames == {0}:
+        return None
+    return len(frames) * page
 
 
 def _cmdline(pid: int) -> str:
@@ -131,7 +165,8 @@ def measure_once(svc: SandboxService, sandbox_id: str, backends: int, settle: fl
                          "rss": procs.rss_bytes(pid), "cmd": _cmdline(pid)})
         return {"start_seconds": sb.start_seconds, "create_wall_seconds": round(wall, 3),
                 "processes": rows, "pss_total": sum(r["pss"] for r in rows),
-                "rss_total": sum(r["rss"] for r in rows), "requests": requests,
+                "rss_total": sum(r["rss"] for r in rows), "unique": unique_bytes(list(pids)),
+                "requests": requests,
                 "measure_pss": sb.measure("pss"), "measure_rss": sb.measure("rss"),
                 "other_pythons": _other_pythons(set(pids))}
     finally:
@@ -173,9 +208,12 @@ def main() -> int:
                 + [{"part": "total", "pid": "", "pss": mb(run["pss_total"]),
                     "rss": mb(run["rss_total"])}],
                 [("part", "part"), ("pid", "pid"), ("pss", "PSS MB"), ("rss", "RSS MB")]))
+            if run["unique"] is not None:
+                print(f"unique pages of the sandbox's processes: {mb(run['unique'])} MB")
 
     pss = [r["pss_total"] for r in runs]
     rss = [r["rss_total"] for r in runs]
+    unique = [r["unique"] for r in runs if r["unique"] is not None]
     starts = [r["start_seconds"] for r in runs]
     summary = {
         "backends": args.backends, "preload": not args.no_preload, "runs": args.repeat,
@@ -185,13 +223,18 @@ def main() -> int:
                    "max": round(max(pss) / 1e6, 1)},
         "rss_mb": {"median": round(statistics.median(rss) / 1e6, 1),
                    "max": round(max(rss) / 1e6, 1)},
+        "unique_mb": ({"median": round(statistics.median(unique) / 1e6, 1),
+                       "max": round(max(unique) / 1e6, 1)} if unique else None),
         "start_seconds": {"median": round(statistics.median(starts), 3),
                           "max": round(max(starts), 3)},
         "goals": {"pss_mb": GOAL_MB, "start_seconds": GOAL_START_S},
     }
     print(f"\nmedian of {args.repeat}: PSS {summary['pss_mb']['median']} MB "
           f"(max {summary['pss_mb']['max']}), RSS {summary['rss_mb']['median']} MB "
-          f"(max {summary['rss_mb']['max']}), start {summary['start_seconds']['median']} s "
+          f"(max {summary['rss_mb']['max']}), "
+          + (f"unique {summary['unique_mb']['median']} MB (max {summary['unique_mb']['max']}), "
+             if unique else "")
+          + f"start {summary['start_seconds']['median']} s "
           f"(max {summary['start_seconds']['max']}); goals: PSS < {GOAL_MB} MB, "
           f"start < {GOAL_START_S:g} s")
     if not args.no_save:

@@ -54,6 +54,10 @@ A TCP health check is a connect to the main port.
 
 --control-port also works in HTTP mode: a plain HTTP port with only /_control... and
 /health... (useful when the main port wants TLS client certificates or a PROXY header).
+
+Several at once, sharing memory (how labs.sandbox starts them; see preload.py):
+
+    python -m labs.backend --preload [--die-with-parent] --backend LOG "ARGS" [--backend ...]
 """
 
 from __future__ import annotations
@@ -299,6 +303,11 @@ async def run(args: argparse.Namespace, patch: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--preload"]:
+        from .preload import main as preload_main  # only the preloading parent needs it
+
+        return preload_main(argv[1:], main)
     args, patch = parse_args(argv)
     try:
         if args.no_uvloop:

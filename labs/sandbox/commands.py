@@ -11,8 +11,10 @@ PATH (the defaults).
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
+from typing import Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,11 +29,28 @@ def proxy_check_cmd(config_path: str, *, python: str = "python") -> list[str]:
     return [python, "-m", "proxy", "--check", str(config_path)]
 
 
+def backend_args(name: str, port: int, host: str = "127.0.0.1",
+                 redis_url: str | None = None) -> list[str]:
+    args = ["--name", name, "--port", str(port), "--host", host]
+    if redis_url:
+        args += ["--redis-url", redis_url]
+    return args
+
+
 def backend_cmd(name: str, port: int, host: str = "127.0.0.1", redis_url: str | None = None,
                 *, python: str = "python") -> list[str]:
-    cmd = [python, "-m", "labs.backend", "--name", name, "--port", str(port), "--host", host]
-    if redis_url:
-        cmd += ["--redis-url", redis_url]
+    return [python, "-m", "labs.backend", *backend_args(name, port, host, redis_url)]
+
+
+def preloaded_backends_cmd(backends: Sequence[tuple[str, Sequence[str]]], *,
+                           die_with_parent: bool = False, python: str = "python") -> list[str]:
+    """Several toy backends forked from one preloaded parent (labs/backend/preload.py):
+    ``backends`` is (log file, ``backend_args(...)``) per backend."""
+    cmd = [python, "-m", "labs.backend", "--preload"]
+    if die_with_parent:
+        cmd.append("--die-with-parent")
+    for log, args in backends:
+        cmd += ["--backend", str(log), shlex.join(args)]
     return cmd
 
 

@@ -18,6 +18,7 @@ import ctypes
 import errno
 import http.client
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -110,12 +111,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def spawn(argv: Sequence[str], log_path: Path, *, cwd: Path, env: Mapping[str, str] | None = None,
-          die_with_parent: bool = False) -> subprocess.Popen:
+          die_with_parent: bool = False, stdout_pipe: bool = False) -> subprocess.Popen:
     """Start ``argv`` in a new session, stdout and stderr appended to ``log_path``.
 
     ``die_with_parent`` asks the kernel to SIGTERM the child when the thread that started
     it ends: right for the launcher (which starts everything from its main thread and may
     be killed with SIGKILL), wrong for a web server whose worker threads come and go.
+    ``stdout_pipe``: only stderr goes to the log, stdout is a pipe (``read_line``) for a
+    program that answers its starter there.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = dict(os.environ if env is None else env)
@@ -124,10 +127,28 @@ def spawn(argv: Sequence[str], log_path: Path, *, cwd: Path, env: Mapping[str, s
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(argv)}\n".encode())
         log.flush()
         return subprocess.Popen(
-            list(argv), cwd=cwd, env=child_env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            list(argv), cwd=cwd, env=child_env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout_pipe else log,
+            stderr=log if stdout_pipe else subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent if die_with_parent else None,
         )
+
+
+def read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """The first line ``proc`` writes on its stdout pipe; "" when it closes it (or exits)
+    first or ``timeout`` passes."""
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return ""
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return ""
+        data += chunk
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
 def signal_group(pid: int, sig: int, ticks: int | None = None) -> bool:

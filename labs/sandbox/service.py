@@ -14,14 +14,24 @@ neither lose updates nor hand out the same port twice.
 Creating a sandbox: reserve (under the lock: the cap, the id, ports no other sandbox has
 recorded and that nothing listens on), write the proxy config (a template with this
 sandbox's addresses put in, checked by the proxy's own validator), start every part at once
-(``python -m labs.backend`` per backend, ``python -m proxy``; each in its own process group,
-see procs.py), then wait until each answers: a backend's ``GET /health/live`` is 200, the
+(the backends forked from one preloaded parent, ``python -m labs.backend --preload``, so
+they share the code they import; ``python -m proxy``; each part in its own process group, see
+procs.py), then wait until each answers: a backend's ``GET /health/live`` is 200, the
 proxy's admin ``GET /healthz`` is 200 and its main listener accepts connections. A part
 that exits or stays silent fails the whole creation with an error naming that part and the
 tail of its log; whatever was started is stopped again.
 
 Parts are identified by pid plus the kernel's start time of that pid, so a recorded pid that
 was reused by an unrelated process is never signalled, and reported as not running.
+
+Memory: a toy backend is mostly the code it imports (asyncio, ssl, uvloop, its modules).
+Forked from a parent that imported it once (labs/backend/preload.py, like ``gunicorn
+--preload``), the backends share those pages copy-on-write instead of each holding its own
+copy: the sandbox's goal is under 100 MB (PSS) for 4 backends, bench/sandbox_memory.py
+measures it. Each backend is still its own process and process group, stopped, killed and
+restarted alone; the parent only reaps them, passes SIGTERM on, and exits once they are all
+gone. It is recorded (``preload_pid``) so measure() counts it and stop() can end it. A
+backend restarted later is started on its own (``python -m labs.backend``).
 """
 from __future__ import annotations
 
@@ -44,7 +54,13 @@ from typing import Iterator
 import yaml
 
 from labs.sandbox import procs, topology
-from labs.sandbox.commands import REPO_ROOT, backend_cmd, proxy_cmd
+from labs.sandbox.commands import (
+    REPO_ROOT,
+    backend_args,
+    backend_cmd,
+    preloaded_backends_cmd,
+    proxy_cmd,
+)
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 DEFAULT_PORT_RANGE = (20000, 29999)  # below Linux's ephemeral range (32768-60999)
@@ -112,6 +128,9 @@ class Sandbox:
     start_seconds: float | None = None  # from spawn to every part answering
     redis_url: str | None = None
     inner_host: str = "127.0.0.1"  # where the admin API and toy backends listen
+    # The parent the backends were forked from (labs/backend/preload.py), not a part.
+    preload_pid: int | None = None
+    preload_start: int | None = None
 
     @property
     def part_names(self) -> list[str]:
@@ -127,9 +146,20 @@ class Sandbox:
         """Resident memory in bytes per part (with its child processes) and "total".
 
         ``kind="pss"`` counts shared pages (interpreter, libraries) once across processes:
-        the sandbox's real cost; plain RSS counts them in every process."""
+        the sandbox's real cost; plain RSS counts them in every process. The parent the
+        backends were forked from costs memory too: its own is split evenly over the
+        backends it still runs, so "total" is every process of the sandbox."""
         out = {part: (procs.tree_rss_bytes(self.pids[part], kind) if self.alive(part) else 0)
                for part in self.part_names if part in self.pids}
+        if procs.pid_alive(self.preload_pid, self.preload_start):
+            own = (procs.pss_bytes if kind == "pss" else procs.rss_bytes)(self.preload_pid)
+            forked = [b for b in self.backends if out.get(b)
+                      and procs.parent_of(self.pids[b]) == self.preload_pid]
+            shares = forked or list(out)
+            if shares:
+                each, extra = divmod(own, len(shares))
+                for i, part in enumerate(shares):
+                    out[part] += each + (extra if i == 0 else 0)
         out["total"] = sum(out.values())
         return out
 
@@ -148,7 +178,7 @@ class SandboxService:
     def __init__(self, state_dir: str | Path | None = None, host: str = "127.0.0.1",
                  max_sandboxes: int = 40, *, port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
                  start_timeout: float = 20.0, die_with_parent: bool = False,
-                 python: str = sys.executable):
+                 python: str = sys.executable, preload_backends: bool = True):
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.dir = self.state_dir / "sandboxes"
         self.host = host
@@ -161,6 +191,9 @@ class SandboxService:
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
         self.python = python
+        # Fork a sandbox's backends from one preloaded parent (see the module docstring);
+        # False: one ``python -m labs.backend`` each.
+        self.preload_backends = preload_backends
         self._popens: dict[tuple[str, str], subprocess.Popen] = {}
 
     # -- files ---------------------------------------------------------------------------
@@ -410,13 +443,53 @@ class SandboxService:
         sb.pids[part] = proc.pid
         sb.pid_starts[part] = procs.start_ticks(proc.pid)
 
+    def _spawn_preloaded(self, sb: Sandbox, names: list[str]) -> subprocess.Popen:
+        """Start the parent that forks ``names`` (labs/backend/preload.py)."""
+        argv = preloaded_backends_cmd(
+            [(sb.log_path(n), backend_args(n, sb.ports[n], sb.inner_host, sb.redis_url))
+             for n in names], die_with_parent=self.die_with_parent, python=self.python)
+        proc = procs.spawn(argv, sb.log_path("preload"), cwd=REPO_ROOT, env=self._env(),
+                           die_with_parent=self.die_with_parent, stdout_pipe=True)
+        self._popens[(sb.id, "preload")] = proc
+        sb.preload_pid, sb.preload_start = proc.pid, procs.start_ticks(proc.pid)
+        return proc
+
+    def _read_preloaded(self, sb: Sandbox, names: list[str], proc: subprocess.Popen) -> None:
+        """Record the pids of the forked backends, which the parent prints once forked."""
+        try:
+            line = procs.read_line(proc, self.start_timeout)
+        finally:
+            proc.stdout.close()
+        try:
+            pids = json.loads(line)["pids"] if line else None
+        except (ValueError, TypeError, KeyError):
+            pids = None
+        if not isinstance(pids, list) or len(pids) != len(names):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(1.0)  # it closed stdout: usually it is exiting
+            status = (f"exited (status {proc.returncode})" if proc.returncode is not None
+                      else f"gave no pids within {self.start_timeout:g}s (got {line!r})")
+            # None of the backends came up: name the first, as a timeout does.
+            raise SandboxStartError(
+                sb.id, names[0], f"the process the backends are forked from (pid {proc.pid}) "
+                f"{status}", sb.log_path("preload"))
+        for name, pid in zip(names, pids):
+            sb.pids[name], sb.pid_starts[name] = pid, procs.start_ticks(pid)
+
     def _start(self, sb: Sandbox, names: list[str]) -> None:
-        for part in [*names, "proxy"]:  # backends first: the proxy's first probes find them
-            self._spawn(sb, part)
+        # Backends first: the proxy's first probes find them.
+        if self.preload_backends:
+            preloaded = self._spawn_preloaded(sb, names)
+            self._spawn(sb, "proxy")  # starts while the backends' parent imports
+            self._read_preloaded(sb, names, preloaded)
+        else:
+            for part in [*names, "proxy"]:
+                self._spawn(sb, part)
         with self._lock():
             current = self._read(sb.id)
             if current is not None:
                 current.pids, current.pid_starts = sb.pids, sb.pid_starts
+                current.preload_pid, current.preload_start = sb.preload_pid, sb.preload_start
                 self._write(current)
 
     def _wait_ready(self, sb: Sandbox, parts: list[str], timeout: float) -> None:
@@ -479,6 +552,10 @@ class SandboxService:
     def _remove(self, sb: Sandbox, grace: float = 5.0, keep_logs: bool = False) -> None:
         popens = [p for (sid, _), p in self._popens.items() if sid == sb.id]
         procs.stop_groups([(sb.pids[p], sb.pid_starts.get(p)) for p in sb.pids], grace, popens)
+        if sb.preload_pid:
+            # It exits by itself once the backends it forked are gone (having reaped them);
+            # this only ends one that did not (or that never got to fork them).
+            procs.stop_groups([(sb.preload_pid, sb.preload_start)], 2.0, popens)
         for key in [k for k in self._popens if k[0] == sb.id]:
             del self._popens[key]
         with self._lock():

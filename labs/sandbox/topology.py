@@ -4,7 +4,8 @@ A sandbox's proxy config starts from a template, an ordinary proxy config (by de
 proxy/examples/default.yaml; the front door uses proxy/examples/compose-front.yaml), and
 ``place`` rewrites only addresses:
 
-* ``admin.listen``            -> inner_host:ports["admin"] (inner_host: loopback, see service)
+* ``admin.listen``            -> inner_host:ports["admin"] (inner_host: loopback, see service);
+  ``admin.request_history`` defaults to 2,000 (a smaller sandbox under traffic)
 * the *main* listener         -> host:ports["proxy"]; the main listener is the first one
                                  whose routes (or pool) reach a toy backend, else the first
 * any other listener L        -> host:ports["listener.L"]
@@ -80,6 +81,9 @@ def listener_port_keys(config: dict, toy_names: list[str]) -> dict[str, str]:
             for name in config.get("listeners") or {}}
 
 
+SANDBOX_REQUEST_HISTORY = 2000
+
+
 def place(config: dict, host: str, ports: dict[str, int], inner_host: str | None = None) -> dict:
     """A copy of ``config`` with the sandbox's addresses (see the module doc)."""
     out = copy.deepcopy(config)
@@ -87,6 +91,10 @@ def place(config: dict, host: str, ports: dict[str, int], inner_host: str | None
     keys = listener_port_keys(out, toy_names)
     out.setdefault("admin", {})
     out["admin"] = {**(out["admin"] or {}), "listen": f"{inner_host or host}:{ports['admin']}"}
+    # A learner's sandbox keeps the last 2,000 requests for lookup by id (the
+    # proxy's default is 10,000): enough for the page and the graders, which
+    # record from the live stream, and it keeps a busy sandbox near 80 MB.
+    out["admin"].setdefault("request_history", SANDBOX_REQUEST_HISTORY)
     for name, listener in out["listeners"].items():
         listener["bind"] = f"{host}:{ports[keys[name]]}"
     for pool in (out.get("pools") or {}).values():
