@@ -147,10 +147,10 @@ def test_flip_to_l4_watch_a_connection_and_flip_back(page: Page, stack, artifact
     flip.click()
     expect(result).to_contain_text("The proxy refused listener web as L4 (TCP) with no TLS "
                                    "(the running config is unchanged):")
-    expect(result.locator("li code")).to_have_text("listeners.web")
+    expect(result.locator("li code")).to_have_text("pools.web.sticky.mode")
     expect(result).to_contain_text("sticky mode cookie needs HTTP cookies")
     expect(result).to_contain_text("use sticky mode source_ip")
-    expect(page.locator("#log")).to_contain_text("Refused: listeners.web: pool web: sticky mode "
+    expect(page.locator("#log")).to_contain_text("Refused: pools.web.sticky.mode: sticky mode "
                                                  "cookie needs HTTP cookies")
     page.locator(".controls").screenshot(path=artifacts / "l4-refused-sticky.png")
     assert admin(f"{sb.admin_url}/state")["listeners"]["web"]["protocol"] == "http"
