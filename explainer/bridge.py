@@ -229,6 +229,8 @@ class Coalescer:
         # True once this stream's opening request_stats line came: from then on the
         # counts come from request_stats lines and decisions only fill the list.
         self.counts_from_stats = False
+        self._samples: list[dict] = []  # sampled decisions waiting for their request_stats
+        self._samples_cut = 0
         self.buckets = dict(DEFAULT_BUCKETS)
         self._last_sent = float("-inf")
         self._new_tick()
@@ -272,12 +274,27 @@ class Coalescer:
     def stream_opened(self) -> None:
         """A new /events connection: count decisions until its opening request_stats."""
         self.counts_from_stats = False
+        self._release_samples()  # their stats line was lost with the old stream
+
+    def _release_samples(self) -> None:
+        for event in self._samples:
+            self._decisions_seen += 1
+            self._decisions.append(event)
+        self._decisions_seen += self._samples_cut
+        self._samples = []
+        self._samples_cut = 0
 
     def _add_decision(self, event: dict, now: float) -> None:
+        if self.counts_from_stats:
+            # A sample: the next request_stats line counts it (the proxy queues that
+            # line after it); held until then, so a decision and its count share a tick.
+            self._samples.append(event)
+            if len(self._samples) > self.decisions_per_tick:
+                self._samples.pop(0)
+                self._samples_cut += 1  # seen, never shown (told with its count)
+            return
         self._decisions_seen += 1
         self._decisions.append(event)
-        if self.counts_from_stats:
-            return  # a sample: request_stats counts it
         self._counted += 1
         error = _is_error(event)
         klass = status_class(event)
@@ -309,6 +326,7 @@ class Coalescer:
     def _add_stats(self, event: dict, now: float) -> None:
         """A request_stats line: the exact counts of one interval, per pool and backend."""
         self.counts_from_stats = True
+        self._release_samples()
         if isinstance(event.get("latency_buckets"), dict):
             self.buckets = {**DEFAULT_BUCKETS, **event["latency_buckets"]}
         for row in event.get("rows") or []:
@@ -432,9 +450,9 @@ class Coalescer:
             "proxy": dict(self.proxy),
             "stream": dict(self.stream),
             "decisions": list(self._decisions),
-            # Not forwarded: decisions that came but did not fit, and (sampled) those
-            # the proxy counted but did not send.
-            "decisions_dropped": max(self._decisions_seen, self._counted) - len(self._decisions),
+            # Not forwarded: came but did not fit, or (sampled) counted but not sent.
+            "decisions_dropped": (max(self._decisions_seen, self._counted)
+                                  - len(self._decisions)),
             "events": self._events,
             "events_dropped": self._events_dropped,
             "opened": self._opened,

@@ -34,13 +34,17 @@ import yaml
 from aiohttp import web
 
 from proxy.config import ConfigError, to_data
-from proxy.events import Event
+from proxy.events import REQUEST_MODES, STREAM_TYPES, Event
 
 log = logging.getLogger("proxy.control")
 
 _dumps = partial(json.dumps, default=str)
 MAX_BODY = 4 * 1024 * 1024
 REPLAY_MAX = 10_000
+# GET /events?requests=sample: full request events per second, and how often
+# the request_stats line with the exact counts is sent.
+SAMPLE_MAX_PER_S = 200
+STATS_INTERVAL_MS = 250
 # How often an idle event stream checks its client is still there (and, for
 # SSE, sends a comment line so intermediaries keep the connection open).
 STREAM_IDLE_CHECK = 15.0
@@ -286,7 +290,7 @@ def parse_types(request: web.Request) -> set[str] | None:
     if not raw.strip():
         return None
     types = {t.strip() for t in raw.split(",") if t.strip()}
-    known = event_types()
+    known = event_types() | STREAM_TYPES
     unknown = sorted(types - known)
     if unknown:
         raise ApiError(400, f"unknown event type(s) {', '.join(unknown)} in ?types; "
@@ -305,15 +309,38 @@ def replay_lines(bus, count: int, types: set[str] | None) -> list[str]:
     return [e.to_json() for e in past[-count:]]
 
 
+def parse_sampling(request: web.Request) -> dict:
+    """?requests=all|sample|summary, ?max_per_s=N (sample), ?interval_ms=N (sample, summary)."""
+    mode = request.query.get("requests", "").strip() or "all"
+    if mode not in REQUEST_MODES:
+        raise ApiError(400, f"?requests must be one of {', '.join(REQUEST_MODES)}, got "
+                            f"{mode!r}", path="requests")
+    for name in ("max_per_s", "interval_ms"):
+        if name in request.query and mode == "all":
+            raise ApiError(400, f"?{name} only applies with ?requests=sample or "
+                                f"?requests=summary", path=name)
+    if "max_per_s" in request.query and mode != "sample":
+        raise ApiError(400, "?max_per_s only applies with ?requests=sample "
+                            "(summary sends no request events)", path="max_per_s")
+    max_per_s = int_query(request, "max_per_s", SAMPLE_MAX_PER_S, 1, 100_000)
+    interval_ms = int_query(request, "interval_ms", STATS_INTERVAL_MS, 50, 60_000)
+    return {"requests": mode, "max_per_s": max_per_s, "interval": interval_ms / 1000.0}
+
+
 async def stream_events(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     types = parse_types(request)
+    sampling = parse_sampling(request)
     replay = int_query(request, "replay", 0, 0, REPLAY_MAX)
     sse = "text/event-stream" in request.headers.get("Accept", "")
     # Subscribe before reading the past, with no await between: nothing is
     # lost or doubled at the seam.
-    sub = ctx.bus.subscribe(types)
+    sub = ctx.bus.subscribe(types, **sampling)
     past = replay_lines(ctx.bus, replay, types)
+    if sub.stats is not None and (types is None or "request_stats" in types):
+        # The opening request_stats line (no counts yet) ends the replay: events
+        # before it are history, which no request_stats line counts.
+        past.append(sub.stats_line())
     task = asyncio.current_task()
     ctx.streams.add(task)
     try:
@@ -441,7 +468,8 @@ ROUTES: list[tuple[str, str, object, str]] = [
     ("GET", "/config", get_config, "current config as YAML (?format=json for JSON)"),
     ("PUT", "/config", put_config, "replace the whole config (YAML or JSON body); refused whole"),
     ("GET", "/events", stream_events,
-     "live events as NDJSON (SSE with Accept: text/event-stream); ?types=a,b ?replay=N"),
+     "live events as NDJSON (SSE with Accept: text/event-stream); ?types=a,b ?replay=N "
+     "?requests=all|sample|summary ?max_per_s=200 ?interval_ms=250"),
     ("GET", "/requests", list_requests, "recent request events, oldest first (?limit=100)"),
     ("GET", "/connections", list_connections,
      "live L4 connections and WebSocket tunnels: age, client, backend, bytes (?listener=)"),

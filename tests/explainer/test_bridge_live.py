@@ -75,3 +75,61 @@ def _try_get(url):
         return get(url)
     except Exception:
         return None
+
+
+def _burst(url: str, count: int) -> list[str]:
+    """`count` keep-alive GETs in a row; their request ids."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    ids = []
+    try:
+        for i in range(count):
+            conn.request("GET", f"/burst/{i}")
+            resp = conn.getresponse()
+            resp.read()
+            ids.append(resp.headers["X-Request-Id"])
+    finally:
+        conn.close()
+    return ids
+
+
+@pytest.mark.asyncio
+async def test_sampled_stream_keeps_counts_exact(lab):
+    """The bridge asks for a few decisions a tick; request_stats keep the counts exact."""
+    ticks: list[dict] = []
+
+    async def send(message):
+        ticks.append(message)
+
+    # 2 decisions per 0.1 s tick: the proxy sends about 20 request events a second.
+    bridge = Bridge("default", lab.admin_url, send, tick_s=0.1, state_every_s=0.3,
+                    decisions_per_tick=2)
+    assert bridge.stream_query(0) == {"replay": "0", "requests": "sample", "max_per_s": "20",
+                                      "interval_ms": "100"}
+    task = asyncio.create_task(bridge.run())
+    try:
+        await next_tick(ticks, lambda t: t["stream"]["connected"])
+        await asyncio.to_thread(wait_until, lambda: bridge.coalescer.counts_from_stats, 10, 0.05,
+                                "the opening request_stats line")
+        start = len(ticks)
+        total = 200
+        ids = await asyncio.to_thread(_burst, lab.proxy_url, total)
+
+        def counted():
+            return sum(b["requests"] for t in ticks[start:]
+                       for b in t["stats"]["backends"].values())
+
+        await asyncio.to_thread(wait_until, lambda: counted() >= total or None, 10, 0.05,
+                                "every request counted")
+        await asyncio.sleep(0.5)  # later ticks must not count anything twice
+        assert counted() == total
+        carried = [d["request_id"] for t in ticks[start:] for d in t["decisions"]]
+        assert 0 < len(carried) < total and set(carried) <= set(ids)
+        assert sum(t["stats"]["totals"].get("2xx", 0) for t in ticks[start:]) == total
+        assert sum(t["decisions_dropped"] for t in ticks[start:]) == total - len(carried)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -186,3 +186,96 @@ def test_connection_opens_and_the_live_list_ride_on_the_tick():
     tick = c.tick(now=2.1)
     assert tick["decisions"] == [closed]
     assert tick["stats"]["totals"] == {"requests": 1, "ok": 1}
+
+
+# ---------------------------------------------------------------- request_stats (sampled stream)
+
+def stats_line(rows, ts=0.0):
+    return {"type": "request_stats", "ts": ts, "since": ts - 0.25, "mode": "sample",
+            "max_per_s": 200, "interval_s": 0.25, "sent": {}, "not_sent": {},
+            "latency_buckets": {"min_ms": 0.01, "per_octave": 16}, "rows": rows}
+
+
+def stats_row(backend, count, errors=0, latencies=(), status=None, kind="request"):
+    from proxy.events import latency_bucket
+
+    buckets = {}
+    for ms in latencies:
+        buckets[latency_bucket(ms)] = buckets.get(latency_bucket(ms), 0) + 1
+    latency = {"n": len(latencies), "sum": sum(latencies),
+               "min": min(latencies) if latencies else None,
+               "max": max(latencies) if latencies else None,
+               "buckets": sorted(buckets.items())}
+    row = {"kind": kind, "pool": "web", "backend": backend, "count": count, "errors": errors}
+    if kind == "request":
+        row.update(status=status or {"2xx": count - errors, **({"5xx": errors} if errors else {})},
+                   proxy_errors=0, termination={"--": count}, latency_ms=latency)
+    else:
+        row.update(opened=count, closed_by={"client": count}, connect_ms=latency)
+    return row
+
+
+def test_request_stats_give_exact_counts_and_samples_only_fill_decisions():
+    c = Coalescer("default", window_s=5.0, started=0.0)
+    c.stream_opened()
+    c.add(stats_line([]), now=10.0)  # the opening line: counts come from the proxy now
+    assert c.counts_from_stats
+    for i in range(3):  # sampled decisions: shown, not counted
+        c.add(req(i, "b1", latency=5.0), now=10.1)
+    latencies = [float(1 + i % 10) for i in range(1000)]
+    c.add(stats_line([stats_row("b1", 1000, latencies=latencies),
+                      stats_row("b2", 10, errors=10, latencies=[100.0] * 10),
+                      stats_row(None, 4, errors=4, status={"5xx": 4})]), now=10.2)
+    tick = c.tick(now=10.25)
+    b1, b2 = tick["stats"]["backends"]["b1"], tick["stats"]["backends"]["b2"]
+    assert (b1["requests"], b1["errors"], b1["rps"]) == (1000, 0, 200.0)
+    assert (b2["requests"], b2["errors"], b2["eps"]) == (10, 10, 2.0)
+    # From the histogram, within one bucket (4.4%) of the exact nearest-rank values.
+    assert abs(b1["p50_ms"] - percentile(sorted(latencies), 50)) <= 0.05 * 5
+    assert abs(b1["p99_ms"] - percentile(sorted(latencies), 99)) <= 0.05 * 10
+    assert b2["p50_ms"] == b2["p99_ms"] == 100.0  # all alike: exact
+    totals = tick["stats"]["totals"]
+    assert totals["requests"] == 1014 and totals["errors"] == 14
+    assert totals["2xx"] == 1000 and totals["5xx"] == 14 and totals["no_backend"] == 4
+    assert [d["request_id"] for d in tick["decisions"]] == ["r0", "r1", "r2"]
+    assert tick["decisions_dropped"] == 1014 - 3
+    # The window rolls the proxy's counts like single samples.
+    c.add(stats_line([stats_row("b1", 500, latencies=[2.0] * 500)]), now=12.0)
+    tick = c.tick(now=12.25)
+    assert tick["stats"]["backends"]["b1"]["requests"] == 500
+    assert tick["stats"]["backends"]["b1"]["rps"] == 300.0
+    tick = c.tick(now=15.5, force=True)  # the 10.2 counts are out of the window
+    assert tick["stats"]["backends"]["b1"]["rps"] == 100.0
+    assert tick["stats"]["backends"]["b1"]["p99_ms"] == 2.0
+    tick = c.tick(now=17.5, force=True)
+    assert tick["stats"]["backends"]["b1"]["p50_ms"] is None
+
+
+def test_decisions_before_the_opening_stats_line_are_counted_one_by_one():
+    c = Coalescer("default", window_s=5.0, started=0.0)
+    c.stream_opened()
+    c.add(req(1, "b1", latency=7.0), now=1.0)  # replayed history
+    c.add(stats_line([]), now=1.0)
+    c.add(req(2, "b1", latency=9.0), now=1.1)  # a sample, counted by the next line
+    c.add(stats_line([stats_row("b1", 2, latencies=[9.0, 11.0])]), now=1.2)
+    tick = c.tick(now=1.25)
+    b1 = tick["stats"]["backends"]["b1"]
+    assert b1["requests"] == 3
+    # Mixed single samples and histograms: bucket middles (within 2.2%), kept in [min, max].
+    assert abs(b1["p50_ms"] - 9.0) <= 0.25 and abs(b1["p99_ms"] - 11.0) <= 0.25
+    # A reconnect to a proxy that sends no request_stats: back to counting samples.
+    c.stream_opened()
+    c.add(req(3, "b1"), now=2.0)
+    assert c.tick(now=2.25)["stats"]["backends"]["b1"]["requests"] == 1
+
+
+def test_request_stats_connection_rows_count_as_connections():
+    c = Coalescer("default", window_s=5.0, started=0.0)
+    c.add(stats_line([stats_row("d1", 4, errors=1, latencies=[0.5, 0.5, 0.5],
+                                kind="connection"),
+                      {**stats_row("d2", 0, kind="connection"), "opened": 3}]), now=1.0)
+    tick = c.tick(now=1.25)
+    d1 = tick["stats"]["backends"]["d1"]
+    assert (d1["requests"], d1["errors"], d1["p50_ms"]) == (4, 1, 0.5)
+    assert "d2" not in tick["stats"]["backends"]  # opened, none closed yet
+    assert tick["stats"]["totals"]["ok"] == 3 and tick["stats"]["totals"]["err"] == 1
