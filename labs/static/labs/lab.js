@@ -91,9 +91,9 @@
       if (line !== null) marks.add(line);
       const item = el('li', {}, el('code', {}, e.path || '(config)'), ': ', e.message);
       if (line !== null) {
-        const jump = el('a', {href: '#'}, ` line ${line + 1}`);
+        const jump = el('a', {href: '#'}, `line ${line + 1}`);
         jump.addEventListener('click', ev => { ev.preventDefault(); goToLine(line); });
-        item.append(' ·', jump);
+        item.append(' · ', jump);
       }
       list.append(item);
     }

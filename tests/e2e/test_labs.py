@@ -1,0 +1,176 @@
+"""The guided failure labs in headless Chromium against a real site and a real lab run.
+
+daphne serves the site (test_course's ``site`` fixture: its own SQLite and state
+directory); each Run press starts ``manage.py labs run`` in the background, which starts
+this learner's sandbox (one proxy, four toy backends) in that state directory and sends
+real locust traffic. The fixture's teardown stops every sandbox in it.
+
+The lab walked is "The lying health check": 6 s of traffic at 1:10 and a one-line fix,
+so it is among the quickest and its verdicts do not depend on timing.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.test_course import site  # noqa: F401  (the fixture: daphne + state dir)
+
+SLUG = "lying-health-check"
+RUN_TIMEOUT = 90_000  # ms: one run is ~10 s on an idle machine
+
+
+def _verdict_after_run(page: Page, expected: str) -> None:
+    page.locator("#run").click()
+    expect(page.locator("#progress")).to_be_visible(timeout=10_000)
+    expect(page.locator("#result .verdict")).to_have_text(expected, timeout=RUN_TIMEOUT)
+    expect(page.locator("#run")).to_be_enabled()
+
+
+def _reports(page: Page, base: str, passed: bool) -> None:
+    """The HTML and JSON reports of the run shown: content types, downloads, one verdict."""
+    links = page.locator("#result .reports a")
+    expect(links).to_have_count(3)
+    html_url, html_dl_url, json_url = (base + links.nth(i).get_attribute("href") for i in range(3))
+    word = "PASS" if passed else "FAIL"
+
+    html = page.request.get(html_url)  # the browser context's cookies: the learner's session
+    assert html.ok, html.status
+    assert html.headers["content-type"].startswith("text/html")
+    assert f"<title>The lying health check: {word}</title>" in html.text()
+
+    assert html.headers.get("content-disposition", "inline").startswith("inline")  # a tab ...
+    download = page.request.get(html_dl_url)  # ... or downloads
+    assert download.headers["content-disposition"].startswith("attachment")
+    assert download.body() == html.body()
+    with page.expect_download() as dl:
+        page.locator("#result .reports a", has_text="download HTML").click()
+    assert dl.value.suggested_filename.endswith("report.html")
+    assert word in open(dl.value.path(), encoding="utf-8").read()
+
+    resp = page.request.get(json_url)
+    assert resp.ok, resp.status
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.headers["content-disposition"].startswith("attachment")
+    with page.expect_download() as dl:
+        page.locator("#result .reports a", has_text="JSON").click()
+    assert dl.value.suggested_filename.endswith("report.json")
+    report = json.loads(open(dl.value.path(), encoding="utf-8").read())
+    assert report == resp.json()
+    assert report["slug"] == SLUG
+    assert report["passed"] is passed and report["result"]["passed"] is passed
+    assert report["result"]["headline"] == page.locator("#result .headline").inner_text()
+    evidence = report["result"]["evidence"]
+    assert evidence and all(not e.startswith("FAIL") for e in evidence) is passed
+
+
+@pytest.mark.timeout(240)
+def test_lab_walk(page: Page, site, artifacts):  # noqa: F811
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda d: d.accept())  # "Show the documented fix?"
+
+    # The list: every lab, nothing started yet.
+    page.goto(f"{site}/labs/")
+    items = page.locator(".lab-item")
+    expect(items).to_have_count(14)
+    expect(page.locator(".lead")).to_contain_text("You have passed 0 of 14")
+    expect(page.locator(".lab-item.passed, .lab-item.tried")).to_have_count(0)
+    page.locator(".lab-item a", has_text="The lying health check").click()
+    expect(page).to_have_url(re.compile(rf"/labs/{SLUG}/$"))
+    expect(page.locator(".scale")).to_contain_text("1:10")
+    expect(page.locator("#gutter")).to_contain_text("1\n2\n3")  # lab.js is running
+
+    # An invalid change, shown in place with its path and a mark on its line.
+    editor = page.locator("#document")
+    start = editor.input_value()
+    assert "interval: 300ms" in start
+    bad = start.replace("interval: 300ms", "interval: 5", 1)
+    line = bad.split("\n").index(next(l for l in bad.split("\n") if "interval: 5" in l)) + 1
+    editor.fill(bad)
+    problem = page.locator("#errors li")
+    expect(problem).to_have_count(1, timeout=10_000)
+    expect(problem.locator("code")).to_have_text("pools.web.health.interval")
+    expect(problem).to_contain_text("a duration needs a unit: write '5s' or '5ms', not 5")
+    expect(problem.locator("a")).to_have_text(f"line {line}")
+    gutter = page.locator("#gutter").inner_text().split("\n")
+    assert gutter[line - 1] == "●" and gutter.count("●") == 1
+    problem.locator("a").click()  # jumps to the line: the editor selects it
+    assert page.evaluate("() => { const e = document.querySelector('#document');"
+                         " return e.value.slice(e.selectionStart, e.selectionEnd); }").strip() \
+        == "interval: 5          # 3 s in production at 1:10"
+    page.locator(".editor").screenshot(path=artifacts / "labs-error-in-place.png")
+
+    # A run with the error is refused whole: nothing starts.
+    page.locator("#run").click()
+    expect(problem.locator("code")).to_have_text("pools.web.health.interval")
+    expect(page.locator("#result")).to_be_hidden()
+
+    # Fixed back: the proxy accepts it.
+    editor.fill(start)
+    expect(page.locator("#errors .ok")).to_have_text("✓ the proxy accepts this config",
+                                                     timeout=10_000)
+    assert "●" not in page.locator("#gutter").inner_text()
+
+    # The starting config fails, with the evidence in numbers, a chart and diagrams.
+    _verdict_after_run(page, "FAIL")
+    result = page.locator("#result")
+    expect(result.locator(".headline")).to_contain_text(re.compile(
+        r"^\d+ requests failed after b2's dependency went down \(target at most 15\)$"))
+    bad_lines = result.locator(".evidence li.bad")
+    expect(bad_lines.first).to_contain_text(re.compile(r"\d+ of \d+ requests failed; "
+                                                       r"the target is at most 15"))
+    expect(result.locator(".evidence")).to_contain_text("b2 was never taken out of rotation")
+    expect(result.locator(".chart-title")).to_have_text("Requests per second, by backend")
+    expect(result.locator(".chart .uplot canvas").first).to_be_visible()
+    expect(result.locator(".chart-hint")).to_contain_text("× 10 = production seconds")
+    expect(result.locator(".diagrams figure")).to_have_count(2)
+    expect(result.locator(".diagrams .mermaid-box svg")).to_have_count(2, timeout=15_000)
+    expect(result.locator(".diagrams .mermaid-box > pre")).to_have_count(0)  # no fallback
+    expect(result.locator(".figures")).to_contain_text(re.compile(r"locust saw \d+ requests"))
+    sandbox_link = result.locator(".figures a").get_attribute("href")
+    assert re.fullmatch(r"/lab/lab-[0-9a-f]{12}/", sandbox_link)
+    result.screenshot(path=artifacts / "labs-failed.png")
+    _reports(page, site, passed=False)
+
+    # The documented fix, on request, loaded into the editor.
+    expect(page.locator("#solution")).to_be_hidden()
+    page.locator("#reveal").click()
+    solution = page.locator("#solution")
+    expect(solution).to_be_visible()
+    expect(solution.locator(".why")).not_to_be_empty()
+    expect(solution.locator(".yaml")).to_contain_text("path: /health/ready")
+    solution.locator("#use-solution").click()
+    assert "path: /health/ready" in editor.input_value()
+    expect(page.locator("#errors .ok")).to_be_visible(timeout=10_000)
+
+    # Run again: the same traffic, now it passes.
+    _verdict_after_run(page, "PASS")
+    expect(result.locator(".headline")).to_contain_text(re.compile(
+        r"^\d+ requests failed after b2's dependency went down \(target at most 15\)$"))
+    expect(result.locator(".evidence li.bad")).to_have_count(0)
+    expect(result.locator(".evidence li.ok")).to_have_count(2)
+    expect(result.locator(".evidence")).to_contain_text("b2 was taken out of rotation")
+    expect(result.locator(".diagrams .mermaid-box svg")).to_have_count(2, timeout=15_000)
+    result.screenshot(path=artifacts / "labs-passed.png")
+    _reports(page, site, passed=True)
+
+    # The page remembers: a passed badge, both runs listed.
+    page.reload()
+    expect(page.locator(".scale .badge.pass")).to_have_text("passed")
+    expect(page.locator(".recent li")).to_have_count(2)
+    expect(page.locator(".recent .badge.pass")).to_have_count(1)
+    expect(page.locator(".recent .badge.fail")).to_have_count(1)
+
+    # Back on the list: the progress shows.
+    page.goto(f"{site}/labs/")
+    expect(page.locator(".lead")).to_contain_text("You have passed 1 of 14")
+    mine = page.locator(".lab-item.passed")
+    expect(mine).to_have_count(1)
+    expect(mine).to_contain_text("The lying health check")
+    expect(mine.locator(".state")).to_have_attribute("aria-label", "passed")
+    expect(mine.locator(".meta")).to_contain_text("2 runs")
+    page.screenshot(path=artifacts / "labs-list.png", full_page=True)
+    assert errors == []
