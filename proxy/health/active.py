@@ -2,11 +2,12 @@
 
 Theory of operation
 -------------------
-One asyncio task per backend (`BackendChecker.run`). Each round it sleeps until
-the next probe is due, runs one probe (HTTP or TCP) bounded by `timeout`,
-counts the result with `table.apply_probe` and, when a threshold is crossed,
-moves the backend's observed health through `PoolRuntime.set_health` (which
-publishes the StateChange and stamps `healthy_since` for slow start).
+One `BackendChecker` per backend, driven by the shared `Scheduler`
+(proxy.health.scheduler: one loop timer for every check, no task per
+backend). When a probe is due it runs one probe (HTTP or TCP) bounded by
+`timeout`, counts the result with `table.apply_probe` and, when a threshold is
+crossed, moves the backend's observed health through `PoolRuntime.set_health`
+(which publishes the StateChange and stamps `healthy_since` for slow start).
 
 Schedule (pure functions below, so tests need no clock):
 
@@ -16,11 +17,27 @@ Schedule (pure functions below, so tests need no clock):
   the backend is unhealthy), each plus a random 0..`jitter`, so checks of many
   backends spread out instead of arriving in bursts. A probe slower than the
   interval delays the next one; probes of one backend never overlap.
+* the scheduler wakes at most once per tick (5 ms), so a probe may start up
+  to a tick late; the next one is timed from when this one was *due*, so the
+  interval stays exact on average.
 
-The HTTP probe is a raw asyncio client (httptools parses the response): one
-connection per probe with `Connection: close`, so a probe also proves that
-the backend still accepts connections, the thing a crashed process stops doing
-first. The TCP probe only connects.
+The HTTP probe is one connection per probe with `Connection: close`, so a
+probe also proves that the backend still accepts connections, the thing a
+crashed process stops doing first. It passes when the status is in
+`expect_status` (and the body holds `body_contains`, when set: only then is
+the body read). The TCP probe only connects. `SocketProbe` runs both on a raw
+non-blocking socket with callbacks: the request is encoded once per backend,
+only the status line is parsed unless the body is needed, and the timeout is
+a scheduler entry, so a probe costs no task, coroutine, transport or timer of
+its own. `probe_http` / `probe_tcp` are the same probes as coroutines, used
+for a backend named by host name (resolved at each probe).
+
+`reuse_connection: true` (HTTP only, off by default) keeps the connection open
+and sends each GET on it: cheaper (no connect, accept and close per probe),
+equally quick to see a dead backend (a kept connection found closed is
+retried on a new one within the same timeout; only that fresh attempt's
+verdict counts), but blind to a backend that stops accepting *new*
+connections while it keeps serving old ones. See `SocketProbe`.
 
 Events: every probe is a HealthProbe, but a healthy backend probed every
 100 ms would flood the stream with identical lines, so `Coalescer` publishes
@@ -31,8 +48,12 @@ second carrying `count=N` (the most recent probe's detail, the mean latency).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import random
+import re
+import socket
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -40,6 +61,7 @@ import httptools
 
 from proxy.config import HealthCheckConfig
 from proxy.events import EventBus, HealthProbe
+from proxy.health.scheduler import ERROR, READ, WRITE, Scheduler
 from proxy.health.table import Counters, Step, apply_probe, fmt_seconds
 from proxy.model import BackendState, Health
 
@@ -162,10 +184,12 @@ class _HttpProbe(asyncio.Protocol):
         self._finish()
 
 
-def http_request(host: str, port: int, path: str) -> bytes:
+def http_request(host: str, port: int, path: str, keep_alive: bool = False) -> bytes:
+    """The probe's request, encoded once per checker (`keep_alive`: no `Connection: close`)."""
     host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    connection = "" if keep_alive else "Connection: close\r\n"
     return (f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
-            "Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
+            f"Accept: */*\r\n{connection}\r\n").encode("latin-1")
 
 
 async def probe_http(host: str, port: int, config: HealthCheckConfig, clock: Clock) -> ProbeResult:
@@ -227,6 +251,329 @@ Prober = Callable[[str, int, HealthCheckConfig, Clock], Awaitable[ProbeResult]]
 PROBERS: dict[str, Prober] = {"http": probe_http, "tcp": probe_tcp}
 
 
+# ---------------------------------------------------------------- probes without tasks
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: |\r\n)")
+
+
+def _errno_text(err: int) -> str:
+    """The same words `_os_error` gives for the exception this errno would raise."""
+    if err == errno.ECONNREFUSED:
+        return "connection refused"
+    if err == errno.ECONNRESET:
+        return "connection reset"
+    return os.strerror(err)
+
+
+def numeric_family(host: str) -> int | None:
+    """AF_INET / AF_INET6 for a literal address, None for a name (resolved the slow way)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None
+
+
+class SocketProbe:
+    """The probes of one backend, driven by callbacks on a raw non-blocking socket.
+
+    What a probe does and how it is judged is exactly `probe_http` /
+    `probe_tcp` above (connect, send GET, read the status line, the body only
+    when `body_contains` needs it; the same details and the same timeout), but
+    without a coroutine, a task, a transport or a timer of its own: the
+    request bytes are encoded once, the timeout is an entry in the shared
+    `Scheduler`, and `done(result)` is called when the verdict is known.
+
+    `reuse_connection` (HTTP only) keeps the connection open between probes
+    and sends the next GET on it. A kept connection that the backend closed
+    (idle timeout, restart) is not a failure by itself: the probe reconnects
+    once and its verdict is that of the fresh connection, so a dead backend is
+    seen as fast as without reuse (refused, reset or timed out within the
+    same `timeout`). What reuse cannot see is a backend that keeps serving
+    its open connections but no longer accepts new ones (it closed its
+    listening socket to drain, or its accept backlog is full): that is why it
+    is off by default, as in HAProxy and Envoy.
+    """
+
+    def __init__(self, host: str, port: int, family: int, config: HealthCheckConfig,
+                 clock: Clock, scheduler, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.scheduler = scheduler
+        self.poller = scheduler.poller
+        self.clock = clock
+        self.family = family
+        self.addr = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+        self.tcp = config.type == "tcp"
+        self.reuse = bool(getattr(config, "reuse_connection", False)) and not self.tcp
+        self.timeout = config.timeout
+        self.request = None if self.tcp else http_request(host, port, config.path, self.reuse)
+        self.expect_status = frozenset(config.expect_status)
+        self.expected_text = ", ".join(str(s) for s in config.expect_status)
+        self.body_contains = config.body_contains
+        self.needle = config.body_contains.encode() if config.body_contains is not None else None
+        self.timeout_detail = (f"connect timeout after {_ms(config.timeout)}" if self.tcp
+                               else f"timeout after {_ms(config.timeout)}")
+        # one probe in flight
+        self.done: Callable[[ProbeResult], None] | None = None
+        self.deadline = None
+        self.started = 0.0
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.registered = False  # fd is in the poller
+        self.connecting = False
+        self.pending = b""  # request bytes not yet sent
+        self.buf = bytearray()  # response bytes (minimal parse)
+        self.parser = None  # httptools parser (body_contains or reuse)
+        self.status: int | None = None
+        self.body = bytearray()
+        self.complete = False
+        self.keep_alive = False
+        self.on_kept = False  # this attempt uses a kept-alive connection
+        self.got_bytes = False
+        self.idle = False  # a kept connection between probes
+        self.probes = 0
+        self.reconnects = 0  # kept connections found closed (reuse only)
+
+    # -- one probe -----------------------------------------------------------------------
+
+    def start(self, done: Callable[[ProbeResult], None]) -> None:
+        self.done = done
+        self.started = self.clock()
+        self.probes += 1
+        self.deadline = self.scheduler.call_later(self.timeout, self._on_timeout)
+        if self.sock is not None and self.idle:
+            self.idle = False
+            self.on_kept = True
+            self._send_request()
+        else:
+            self._connect()
+
+    def abort(self) -> None:
+        """Stop the probe in flight (if any) and close every socket; no verdict."""
+        self.done = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self._close()
+
+    def _connect(self) -> None:
+        self.on_kept = False
+        try:
+            sock = socket.socket(self.family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._fail(_os_error(exc))
+            return
+        sock.setblocking(False)
+        self.sock, self.fd = sock, sock.fileno()
+        err = sock.connect_ex(self.addr)
+        if err == 0:
+            self._connected()
+        elif err in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+            # Writable when connected; watch reads too, at once, so that the
+            # socket is registered once for its whole life (a failed connect
+            # reports both; _on_events knows it is still connecting).
+            self.connecting = True
+            self.registered = True
+            self.poller.register(self.fd, WRITE if self.tcp else WRITE | READ, self._on_events)
+        else:
+            self._fail(_errno_text(err))
+
+    def _on_events(self, events: int) -> None:
+        if self.connecting:
+            self._on_connect()
+            return
+        if events & WRITE and self.pending:
+            self._on_writable()
+            if self.sock is None or not events & (READ | ERROR):
+                return
+        self._on_read()
+
+    def _on_connect(self) -> None:
+        self.connecting = False
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._fail(_errno_text(err))
+        else:
+            self._connected()
+
+    def _connected(self) -> None:
+        if self.tcp:
+            latency = self.clock() - self.started
+            self._finish(ProbeResult(True, f"connected in {_ms(latency)}", latency * 1000))
+            return
+        if self.reuse or self.needle is not None:
+            self.parser = httptools.HttpResponseParser(self)
+        if not self.registered:
+            self.registered = True
+            self.poller.register(self.fd, READ, self._on_events)
+        else:
+            self.poller.modify(self.fd, READ)
+        self._send_request()
+
+    def _send_request(self) -> None:
+        self.status = None
+        self.complete = False
+        self.keep_alive = False
+        self.got_bytes = False
+        self.buf.clear()
+        self.body.clear()
+        self._write(self.request)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.pending = b""
+            self._lost(exc)
+            return
+        was_pending = bool(self.pending)
+        self.pending = data[sent:]
+        if self.pending and not was_pending:
+            self.poller.modify(self.fd, READ | WRITE)
+        elif was_pending and not self.pending:
+            self.poller.modify(self.fd, READ)
+
+    def _on_writable(self) -> None:
+        self._write(self.pending)
+
+    def _on_read(self) -> None:
+        if self.done is None:
+            # A kept connection between probes became readable: the backend
+            # closed it (or spoke out of turn). Drop it; the next probe connects.
+            self._close()
+            return
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(None)
+            return
+        self.got_bytes = True
+        if self.parser is None:
+            self._minimal(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail("malformed response: unexpected upgrade")
+            return
+        except httptools.HttpParserError as exc:
+            self._fail(f"malformed response: {exc}")
+            return
+        if self.done is None:
+            return  # already judged (on_headers_complete without body_contains)
+        if self.complete:
+            self._judge()
+
+    def _minimal(self, data: bytes) -> None:
+        """Status line and the end of the headers: all a check without body_contains needs."""
+        buf = self.buf
+        start = max(0, len(buf) - 3)
+        buf += data
+        if buf.find(b"\r\n\r\n", start) < 0:
+            if len(buf) > MAX_BODY:
+                self._fail(f"malformed response: no end of headers in {MAX_BODY} bytes")
+            return
+        match = _STATUS_LINE.match(buf)
+        if match is None:
+            line = bytes(buf[:buf.find(b"\r\n")][:80])
+            self._fail(f"malformed response: bad status line {line!r}")
+            return
+        self.status = int(match.group(1))
+        self._judge()
+
+    def _lost(self, exc: OSError | None) -> None:
+        """The connection closed (exc None: an orderly EOF) or failed while probing."""
+        if self.on_kept and not self.got_bytes:
+            # The backend closed the kept connection before this probe's request
+            # reached it: not the backend's fault by itself; ask on a new one.
+            self.reconnects += 1
+            self._close()
+            self._connect()
+            return
+        if self.status is not None and self.parser is not None:
+            self._judge()  # the body was delimited by the close: what arrived is the body
+        elif isinstance(exc, ConnectionResetError):
+            self._fail("connection reset before a response")
+        elif exc is None or isinstance(exc, (BrokenPipeError, ConnectionError)):
+            self._fail("connection closed before a response")
+        else:
+            self._fail(_os_error(exc))
+
+    def _judge(self) -> None:
+        latency = self.clock() - self.started
+        latency_ms = latency * 1000
+        status = self.status
+        keep = self.reuse and self.complete and self.keep_alive
+        if status not in self.expect_status:
+            result = ProbeResult(False, f"status {status} (expected {self.expected_text}) "
+                                        f"in {_ms(latency)}", latency_ms)
+        elif self.needle is not None and self.needle not in self.body:
+            result = ProbeResult(False, f"status {status} but body lacks "
+                                        f"{self.body_contains!r}", latency_ms)
+        else:
+            result = ProbeResult(True, f"{status} in {_ms(latency)}", latency_ms)
+        self._finish(result, keep)
+
+    def _on_timeout(self) -> None:
+        self.deadline = None
+        self._finish(ProbeResult(False, self.timeout_detail,
+                                 (self.clock() - self.started) * 1000))
+
+    def _fail(self, detail: str) -> None:
+        self._finish(ProbeResult(False, detail, (self.clock() - self.started) * 1000))
+
+    def _finish(self, result: ProbeResult, keep: bool = False) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if keep:
+            self.idle = True  # the reader stays on: it notices the backend closing it
+        else:
+            self._close()
+        done, self.done = self.done, None
+        if done is not None:
+            done(result)
+
+    def _close(self) -> None:
+        self.idle = False
+        self.connecting = False
+        self.parser = None
+        self.pending = b""
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        if self.registered:
+            self.poller.forget(self.fd)  # (closing the fd takes it out of the epoll set)
+            self.registered = False
+        self.fd = -1
+        sock.close()
+
+    # -- httptools callbacks -------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        if self.needle is None and not self.reuse:
+            self._judge()
+
+    def on_body(self, body: bytes) -> None:
+        if self.needle is not None and len(self.body) < MAX_BODY:
+            self.body += body[: MAX_BODY - len(self.body)]
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        # (asked here: the parser forgets the message's headers once it is complete)
+        self.keep_alive = self.parser.should_keep_alive()
+
+
 # ---------------------------------------------------------------- coalescing (pure)
 
 @dataclass(frozen=True, slots=True)
@@ -283,12 +630,19 @@ PoolGetter = Callable[[], object]  # returns the current PoolRuntime of the pool
 
 
 class BackendChecker:
-    """Probes one backend until stopped, or until the backend leaves its pool."""
+    """Probes one backend until stopped, or until the backend leaves its pool.
+
+    No task of its own: the shared `Scheduler` calls `_due` when a probe is
+    due, the probe calls `_finished` with its verdict, which schedules the
+    next one. The built-in probes run on `SocketProbe` (callbacks only); a
+    prober given as a coroutine function (tests, a backend named by host name
+    rather than address) runs as a task for that one probe.
+    """
 
     def __init__(self, pool_name: str, backend: BackendState, config: HealthCheckConfig,
                  pool_getter: PoolGetter, bus: EventBus, clock: Clock, rng: random.Random,
                  counters: Counters | None = None, new: bool = True,
-                 prober: Prober | None = None):
+                 prober: Prober | None = None, scheduler=None):
         self.pool_name = pool_name
         self.backend = backend
         self.config = config
@@ -298,38 +652,66 @@ class BackendChecker:
         self.rng = rng
         self.counters = counters or Counters()
         self.new = new
-        self.prober = prober or PROBERS[config.type]
+        self.prober = prober  # None: the built-in probe of config.type
+        self.scheduler = scheduler
         self.coalescer = Coalescer()
         self.last: ProbeResult | None = None
         self.last_at: float | None = None
         self.next_at: float | None = None
         self.probes = 0
-        self.task: asyncio.Task | None = None
+        self.running = False
+        self._own_scheduler = False
+        self._entry = None  # the scheduled next probe
+        self._due_at = 0.0  # loop time the probe in flight was due
+        self._socket_probe: SocketProbe | None = None
+        self._task: asyncio.Task | None = None  # a coroutine prober in flight
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        delay = first_delay(self.config, self.rng, self.new)
-        self.next_at = self.clock() + delay
-        self.task = asyncio.get_running_loop().create_task(
-            self.run(delay), name=f"health {self.pool_name}/{self.backend.name}")
+    @property
+    def task(self):
+        """Truthy while the checker runs (kept for callers of the task-per-backend days)."""
+        return self if self.running else None
+
+    def start(self, scheduler=None) -> None:
+        loop = asyncio.get_running_loop()
+        if scheduler is not None:
+            self.scheduler = scheduler
+        if self.scheduler is None or self.scheduler.loop is not loop:
+            self.scheduler, self._own_scheduler = Scheduler(loop), True
+        if self.prober is None:
+            family = numeric_family(self.backend.host)
+            if family is not None:
+                self._socket_probe = SocketProbe(self.backend.host, self.backend.port, family,
+                                                 self.config, self.clock, self.scheduler, loop)
+            else:
+                self.prober = PROBERS[self.config.type]  # a host name: resolve per probe
+        self.running = True
+        self._schedule(self.scheduler.time() + first_delay(self.config, self.rng, self.new))
 
     async def stop(self) -> None:
-        task, self.task = self.task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        task = self._task
+        self.cancel()
+        if task is not None:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         self._publish(self.coalescer.flush())
 
     def cancel(self) -> None:
         """Stop without waiting (from a synchronous hook)."""
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
+        self.running = False
+        if self._entry is not None:
+            self._entry.cancel()
+            self._entry = None
+        if self._socket_probe is not None:
+            self._socket_probe.abort()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._own_scheduler and self.scheduler is not None:
+            self.scheduler.close()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -339,31 +721,57 @@ class BackendChecker:
             return None
         return pool
 
-    async def run(self, delay: float | None = None) -> None:
-        if delay is None:
-            delay = first_delay(self.config, self.rng, self.new)
-        while True:
-            self.next_at = self.clock() + delay
-            await asyncio.sleep(delay)
-            if self._current_pool() is None:
-                log.info("health checker for %s/%s stops: the backend left its pool",
-                         self.pool_name, self.backend.name)
-                return
-            started = self.clock()
-            try:
-                result = await self.prober(self.backend.host, self.backend.port,
-                                           self.config, self.clock)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug in a prober must not stop checking silently
-                log.exception("health probe of %s/%s crashed", self.pool_name, self.backend.name)
-                result = ProbeResult(False, f"probe error: {type(exc).__name__}: {exc}", 0.0)
-            pool = self._current_pool()
-            if pool is None:
-                return
+    def _schedule(self, due: float) -> None:
+        self._due_at = due
+        now = self.scheduler.time()
+        self.next_at = self.clock() + max(0.0, due - now)
+        self._entry = self.scheduler.call_at(due, self._due)
+
+    def _leave(self) -> None:
+        log.info("health checker for %s/%s stops: the backend left its pool",
+                 self.pool_name, self.backend.name)
+        self.cancel()
+
+    def _due(self) -> None:
+        self._entry = None
+        if not self.running:
+            return
+        if self._current_pool() is None:
+            self._leave()
+            return
+        if self._socket_probe is not None:
+            self._socket_probe.start(self._finished)
+        else:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run_prober(), name=f"health {self.pool_name}/{self.backend.name}")
+
+    async def _run_prober(self) -> None:
+        try:
+            result = await self.prober(self.backend.host, self.backend.port,
+                                       self.config, self.clock)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a prober must not stop checking silently
+            log.exception("health probe of %s/%s crashed", self.pool_name, self.backend.name)
+            result = ProbeResult(False, f"probe error: {type(exc).__name__}: {exc}", 0.0)
+        self._task = None
+        self._finished(result)
+
+    def _finished(self, result: ProbeResult) -> None:
+        if not self.running:
+            return
+        pool = self._current_pool()
+        if pool is None:
+            self._leave()
+            return
+        try:
             self.observe(result, pool)
-            due = started + next_delay(self.backend.health, self.config, self.rng)
-            delay = max(0.0, due - self.clock())
+        finally:
+            # From when this probe was *due*: batched (late) starts do not add up.
+            # A probe slower than the interval delays the next one.
+            due = self._due_at + next_delay(self.backend.health, self.config, self.rng)
+            now = self.scheduler.time()
+            self._schedule(due if due > now else now)
 
     def observe(self, result: ProbeResult, pool) -> Step | None:
         """Count one result, publish its event(s) and move health if a threshold is crossed."""
@@ -407,6 +815,6 @@ class BackendChecker:
             "probes": self.probes,
             "last_probe": last,
             "next_probe_in_s": (round(max(0.0, self.next_at - now), 3)
-                                if self.next_at is not None and self.task is not None else None),
+                                if self.next_at is not None and self.running else None),
             "interval": fmt_seconds(base_interval(self.backend.health, self.config)),
         }

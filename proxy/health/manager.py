@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The manager keeps one `BackendChecker` task per backend of each pool that has
+The manager keeps one `BackendChecker` per backend of each pool that has
 a `health` section, and one `OutlierDetector` per pool that has an `outlier`
 section, fed by a single bus sink. It re-syncs on every `Runtime.apply`
 (`on_apply` hook, synchronous, so no request is routed in between):
@@ -14,6 +14,9 @@ section, fed by a single bus sink. It re-syncs on every `Runtime.apply`
 * a pool that lost its `health` section: checkers stop and its backends go
   back to "initial" (nothing observes them any more, so they are eligible);
 * a pool that lost its `outlier` section: ejected backends return at once.
+
+All checkers share one `Scheduler` (proxy.health.scheduler): one loop timer
+for every probe and every probe timeout, instead of a task per backend.
 
 Startup counts as "just met": backends present when the proxy starts also
 wait `grace` before their first probe (the proxy cannot tell a backend that
@@ -44,6 +47,7 @@ import random
 from proxy.events import Event, RequestEvent
 from proxy.health.active import BackendChecker, Prober
 from proxy.health.passive import OutlierDetector
+from proxy.health.scheduler import Scheduler
 from proxy.health.table import HEALTH, cause as table_cause
 from proxy.model import BackendState, Health
 
@@ -67,6 +71,7 @@ class HealthManager:
         # reused once a removed backend is freed). A state not in here is new.
         self._known: set[BackendState] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self.scheduler: Scheduler | None = None  # every checker's timers (made at start)
         self.started = False
         self.runtime.on_apply.append(self._on_apply)
         self._sync(startup=True)
@@ -77,13 +82,14 @@ class HealthManager:
         if self.started:
             return
         self.started = True
+        self.scheduler = Scheduler(asyncio.get_running_loop())
         self.bus.add_sink(self._sink)
         if self._on_apply not in self.runtime.on_apply:  # started again after stop()
             self.runtime.on_apply.append(self._on_apply)
             self._sync(startup=False)
         for checker in self.checkers.values():
-            if checker.task is None:
-                checker.start()
+            if not checker.running:
+                checker.start(self.scheduler)
 
     async def stop(self) -> None:
         self.started = False
@@ -94,6 +100,9 @@ class HealthManager:
             handle.cancel()
         self._timers.clear()
         await asyncio.gather(*(c.stop() for c in self.checkers.values()))
+        if self.scheduler is not None:
+            self.scheduler.close()
+            self.scheduler = None
 
     # ------------------------------------------------------------ syncing with the runtime
 
@@ -154,7 +163,7 @@ class HealthManager:
             checker.last, checker.last_at, checker.probes = old.last, old.last_at, old.probes
         self.checkers[key] = checker
         if self.started:
-            checker.start()
+            checker.start(self.scheduler)
 
     def _sync_outlier(self, pname: str, pool) -> None:
         config = pool.config.outlier

@@ -6,7 +6,7 @@
    probe cycle, interval 200 ms, unhealthy_threshold 3: time from the crash request to
    the StateChange healthy -> unhealthy. Expect 400..600 ms plus the probe's own time.
 2. probe cost: N backends (all served by one toy backend process, each its own
-   BackendState and checker task) probed over HTTP every 100 ms for 5 s: CPU seconds
+   BackendState and checker, all on one shared scheduler) probed over HTTP every 100 ms for 5 s: CPU seconds
    this process spent per wall second, probes done vs due, and event-loop lag.
 """
 from __future__ import annotations
