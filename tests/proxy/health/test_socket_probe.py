@@ -23,7 +23,9 @@ from proxy.health.manager import HealthManager
 
 
 def cfg(**kw) -> HealthCheckConfig:
-    return HealthCheckConfig.model_validate({"timeout": "300ms", **kw})
+    # Generous by default so a loaded machine never turns a pass into a timeout;
+    # the tests about timeouts set their own.
+    return HealthCheckConfig.model_validate({"timeout": "2s", **kw})
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n\"ready\""
@@ -163,6 +165,7 @@ async def test_reuse_sends_every_probe_on_one_connection():
     try:
         c = cfg(reuse_connection=True, body_contains="ready")
         r, sp = await probe(srv.port, c)
+        assert r.ok, r
         for _ in range(4):
             r, sp = await probe(srv.port, c, sp)
             assert r.ok, r
