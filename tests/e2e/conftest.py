@@ -62,8 +62,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    if not redis_up():
-        pytest.skip("Redis does not answer on 127.0.0.1:6379 (the e2e stack uses it)")
+    assert redis_up(), "Redis must answer on 127.0.0.1:6379 (the e2e stack uses it)"
     from labs.sandbox import SandboxService
     from labs.sandbox.topology import default_config
 

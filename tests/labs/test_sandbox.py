@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 import signal
@@ -24,8 +23,6 @@ from labs.sandbox import (
 )
 from labs.sandbox import procs
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("proxy.__main__") is None,
-                                reason="the proxy (python -m proxy) is not built yet")
 
 START_TIMEOUT = 40.0  # generous: a loaded 2-core machine starts Python slowly
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
 import os
 import threading
@@ -15,8 +14,6 @@ import pytest
 from labs.sandbox import SandboxService, procs
 from labs.traffic import PROFILES, TrafficError, TrafficService, parse_stats
 
-needs_proxy = pytest.mark.skipif(importlib.util.find_spec("proxy.__main__") is None,
-                                 reason="the proxy (python -m proxy) is not built yet")
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -83,7 +80,6 @@ def test_bad_requests_are_refused(state):
     assert all(path.exists() for path in PROFILES.values())
 
 
-@needs_proxy
 @pytest.mark.timeout(240)
 def test_short_steady_run_and_a_stopped_upload_run(sandboxes, state):
     sb = sandboxes.create("tr1", backends=2)
@@ -115,7 +111,6 @@ def test_short_steady_run_and_a_stopped_upload_run(sandboxes, state):
     assert traffic.runs_for("another") == []
 
 
-@needs_proxy
 @pytest.mark.timeout(240)
 def test_heavy_user_is_pinned_by_cookie_stickiness(sandboxes, state):
     config = {
