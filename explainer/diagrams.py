@@ -461,6 +461,27 @@ def sticky_text(sticky: dict | None) -> str:
     return f"sticky ({mode}) miss: {reason}"
 
 
+def _sequence_header(event: dict, listener_kind: str, retries: list, backend: str | None,
+                     pool: str | None) -> tuple[dict[str, str], list[str]]:
+    """The participants of a request's or connection's path: client, proxy, pool, and
+    every backend tried (retries first, then the one that answered), each with its id."""
+    participants: list[str] = []
+    for name in [attempt.get("backend") for attempt in retries] + [backend]:
+        if name and name not in participants:
+            participants.append(name)
+    pid = {name: f"S{i}" for i, name in enumerate(participants)}
+    out = ["sequenceDiagram",
+           f"  participant C as client {escape(event.get('client', '?'), 48)}",
+           f"  participant P as proxy · {listener_kind} "
+           f"{escape(event.get('listener', '?'), 40)}"]
+    if pool:
+        out.append(f"  participant LB as pool {escape(pool, 40)} · "
+                   f"{escape(event.get('algorithm') or '?', 40)}")
+    for name in participants:
+        out.append(f"  participant {pid[name]} as backend {escape(name, 40)}")
+    return pid, out
+
+
 def request_sequence(event: dict) -> str:
     """A sequence diagram of one request event (type request) as the proxy saw it."""
     timings = event.get("timings") or {}
@@ -472,23 +493,7 @@ def request_sequence(event: dict) -> str:
     method = escape(event.get("method", "?"), 10)
     path = escape(event.get("path", "/"), 60)
 
-    participants: list[str] = []
-    for attempt in retries:
-        name = attempt.get("backend")
-        if name and name not in participants:
-            participants.append(name)
-    if backend and backend not in participants:
-        participants.append(backend)
-    pid = {name: f"S{i}" for i, name in enumerate(participants)}
-
-    out = ["sequenceDiagram"]
-    out.append(f"  participant C as client {escape(event.get('client', '?'), 48)}")
-    out.append(f"  participant P as proxy · listener {escape(event.get('listener', '?'), 40)}")
-    if pool:
-        algo = escape(event.get("algorithm") or "?", 40)
-        out.append(f"  participant LB as pool {escape(pool, 40)} · {algo}")
-    for name in participants:
-        out.append(f"  participant {pid[name]} as backend {escape(name, 40)}")
+    pid, out = _sequence_header(event, "listener", retries, backend, pool)
 
     host = event.get("host")
     first = f"{method} {path}"
@@ -596,23 +601,7 @@ def connection_sequence(event: dict) -> str:
     backend = event.get("backend")
     pool = event.get("pool")
     retries = event.get("retries") or []
-    participants: list[str] = []
-    for attempt in retries:
-        name = attempt.get("backend")
-        if name and name not in participants:
-            participants.append(name)
-    if backend and backend not in participants:
-        participants.append(backend)
-    pid = {name: f"S{i}" for i, name in enumerate(participants)}
-
-    out = ["sequenceDiagram"]
-    out.append(f"  participant C as client {escape(event.get('client', '?'), 48)}")
-    out.append(f"  participant P as proxy · L4 listener {escape(event.get('listener', '?'), 40)}")
-    if pool:
-        out.append(f"  participant LB as pool {escape(pool, 40)} · "
-                   f"{escape(event.get('algorithm') or '?', 40)}")
-    for name in participants:
-        out.append(f"  participant {pid[name]} as backend {escape(name, 40)}")
+    pid, out = _sequence_header(event, "L4 listener", retries, backend, pool)
 
     if kind == "tls-passthrough" or tls.get("mode") == "passthrough":
         sni = tls.get("sni")
