@@ -245,7 +245,7 @@ class DrainManager:
                     run.wake.clear()
                     try:
                         await asyncio.wait_for(run.wake.wait(), action.wait)
-                    except TimeoutError:
+                    except TimeoutError:  # nothing woke us: re-check on the poll interval
                         pass
                     continue
                 if action.kind == "cut":

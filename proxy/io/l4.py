@@ -308,7 +308,7 @@ class L4Connection(asyncio.Protocol):
         if not self.paused and not self.done and not self.client_eof:
             try:
                 self.transport.resume_reading()
-            except RuntimeError:
+            except RuntimeError:  # the transport closed meanwhile: nothing to resume
                 pass
 
     # ------------------------------------------------------------ passthrough: the hello
@@ -443,7 +443,7 @@ class L4Connection(asyncio.Protocol):
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
+            except OSError:  # not a TCP socket (or already closed): Nagle stays as it is
                 pass
         backend = self.backend
         self.connect_ms = round(connect_s * 1000, 3)

@@ -231,7 +231,7 @@ class UpstreamPool:
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
+            except OSError:  # not a TCP socket (or already closed): Nagle stays as it is
                 pass
         if tls is not None:
             await self._start_tls(conn, _transport, tls, timeout)
