@@ -384,4 +384,4 @@ def test_grace_belongs_to_the_autoscaler_not_the_target_group(ours):
                 assert re.search(r"\b(no|none|not)\b", sentence), (where, sentence)
     lesson = text_of(ours, "lessons/07-health-check-design.md")
     assert "Auto Scaling group" in lesson and "ECS service" in lesson
-    assert "30 to 900 s on an ALB target group" in lesson  # what target groups do offer
+    assert "30 to 900 s on an ALB target group, which has slow start but no grace period" in lesson
