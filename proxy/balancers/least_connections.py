@@ -28,6 +28,6 @@ from proxy.balancers.scoring import LeastBase
 @register
 class LeastConnections(LeastBase):
     name = "least_connections"
-    summary = "The backend with the fewest open connections (per unit of weight)."
+    summary = "The backend with the fewest connections busy with work (per unit of weight)."
     counter = "active_connections"
     label = "counts"
