@@ -386,3 +386,38 @@ def test_grace_belongs_to_the_autoscaler_not_the_target_group(ours):
     lesson = text_of(ours, "lessons/07-health-check-design.md")
     assert "Auto Scaling group" in lesson and "ECS service" in lesson
     assert "30 to 900 s on an ALB target group, which has slow start but no grace period" in lesson
+
+
+def test_modulo_ip_hash_keeps_a_fifth_of_clients_when_a_fifth_backend_joins(texts):
+    four, five = backends("b1", "b2", "b3", "b4"), backends("b1", "b2", "b3", "b4", "b5")
+    clients = client_ips(12_000)
+    before = balancer("ip_hash", four)
+    after = balancer("ip_hash", five)
+    stayed = sum(before.pick(ctx(ip=ip), four).backend.name
+                 == after.pick(ctx(ip=ip), five).backend.name for ip in clients) / len(clients)
+    assert abs(stayed - 0.20) < 0.02, stayed
+    assert "20 % stay, 80 % move" in text_of(texts, "lessons/05-hashing.md")
+    assert "80 % of clients move" in text_of(texts, "drills/algorithms.yaml: ip-hash-rehash")
+
+
+def test_virtual_node_spreads_are_the_rings(texts):
+    clients = client_ips(40_000)
+
+    def spread(virtual_nodes: int) -> list[int]:
+        pool = backends("b1", "b2", "b3", "b4")
+        ring = balancer("consistent_hash", pool, hash_key={"source": "client_ip"},
+                        virtual_nodes=virtual_nodes)
+        return sorted(Counter(ring.pick(ctx(ip=ip), pool).backend.name
+                              for ip in clients).values())
+
+    def rounded(n: int, step: int) -> str:
+        return f"{round(n / step) * step:,}"
+
+    one, many = spread(1), spread(160)
+    lesson = text_of(texts, "lessons/05-hashing.md")
+    # "split 880, 1,650, 15,900 and 21,600": each rounded as the lesson rounds it
+    stated = [rounded(one[0], 10), rounded(one[1], 50), rounded(one[2], 100),
+              rounded(one[3], 100)]
+    assert f"split {stated[0]}, {stated[1]}, {stated[2]} and {stated[3]}" in lesson
+    assert f"between {rounded(many[0], 100)} and {rounded(many[-1], 100)}" in lesson
+    assert max(abs(n - 10_000) for n in many) / 10_000 < 0.15  # "within about 15 %"
