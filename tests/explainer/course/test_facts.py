@@ -378,11 +378,16 @@ def test_no_text_says_most_sites_re_encrypt(texts):
 
 # ---------------------------------------------------------------- grace is not slow start
 
+TARGET_GROUP_HAS_NO_GRACE = re.compile(
+    r"target group[^.;]{0,40}\b(has no|no grace|none)\b"
+    r"|\bnot (of |on )?(the |an )?(ALB'?s? )?target group", re.I)
+
+
 def test_grace_belongs_to_the_autoscaler_not_the_target_group(ours):
     for where, text in ours:
         for sentence in re.split(r"(?<=[.;:])\s", text):
             if re.search(r"target group", sentence) and re.search(r"grace", sentence):
-                assert re.search(r"\b(no|none|not)\b", sentence), (where, sentence)
+                assert TARGET_GROUP_HAS_NO_GRACE.search(sentence), (where, sentence)
     lesson = text_of(ours, "lessons/07-health-check-design.md")
     assert "Auto Scaling group" in lesson and "ECS service" in lesson
     assert "30 to 900 s on an ALB target group, which has slow start but no grace period" in lesson
@@ -421,3 +426,11 @@ def test_virtual_node_spreads_are_the_rings(texts):
     assert f"split {stated[0]}, {stated[1]}, {stated[2]} and {stated[3]}" in lesson
     assert f"between {rounded(many[0], 100)} and {rounded(many[-1], 100)}" in lesson
     assert max(abs(n - 10_000) for n in many) / 10_000 < 0.15  # "within about 15 %"
+
+
+def test_the_grace_pattern_catches_the_old_wording():
+    old = ("health.grace is a period after a backend joins during which it is not checked (an "
+           "ALB target group's health check grace period; an autoscaling group has one too).")
+    sentence = re.split(r"(?<=[.;:])\s", old)[0]
+    assert "grace" in sentence and not TARGET_GROUP_HAS_NO_GRACE.search(sentence)
+    assert TARGET_GROUP_HAS_NO_GRACE.search("an ALB target group has no grace period.")
