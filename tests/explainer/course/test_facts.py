@@ -434,3 +434,12 @@ def test_the_grace_pattern_catches_the_old_wording():
     sentence = re.split(r"(?<=[.;:])\s", old)[0]
     assert "grace" in sentence and not TARGET_GROUP_HAS_NO_GRACE.search(sentence)
     assert TARGET_GROUP_HAS_NO_GRACE.search("an ALB target group has no grace period.")
+
+
+def test_not_answering_at_all_is_504_not_502(ours):
+    for where, text in ours:
+        for sentence in re.split(r"(?<=[.;])\s", text):
+            if "502" in sentence and re.search(r"\bat all\b", sentence):
+                assert "504" in sentence, (where, sentence)
+    old = 'A 502 means "the backend answered badly or not at all".'
+    assert "504" not in old and re.search(r"\bat all\b", old)  # the wording this catches
