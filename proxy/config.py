@@ -692,8 +692,8 @@ class PoolConfig(Strict):
 
     @model_validator(mode="after")
     def _unique_backends(self):
-        names = [b.name for b in self.backends]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        seen: set[str] = set()
+        dupes = sorted({b.name for b in self.backends if b.name in seen or seen.add(b.name)})
         if dupes:
             raise ValueError(f"backend names must be unique in a pool: {', '.join(dupes)}")
         return self
@@ -889,6 +889,32 @@ def cross_check(config: Config, known_routes: set | None = None,
 _SECTIONS = (("listeners", ListenerConfig), ("routes", RouteConfig), ("pools", PoolConfig))
 
 
+# Stand-ins for required settings that did not validate, so the rest of the
+# object can still be cross-checked (port 0 is never "already used").
+_PLACEHOLDERS = {ListenerConfig: {"bind": "127.0.0.1:0"}}
+
+
+def _salvage(model, item):
+    """`item` validated as `model`; when it does not, the same without the keys that
+    failed (required ones replaced by a stand-in), or None when that fails too."""
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        if not isinstance(item, dict):
+            return None
+        bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
+        if not bad or len(bad) < len({str(e["loc"][:1]) for e in exc.errors()}):
+            return None  # an error of the object as a whole: nothing to keep
+        kept = {k: v for k, v in item.items() if k not in bad}
+        for key, value in _PLACEHOLDERS.get(model, {}).items():
+            if key in bad:
+                kept[key] = value
+    try:
+        return model.model_validate(kept)
+    except ValidationError:
+        return None
+
+
 def _valid_parts(data: dict) -> tuple[Config, set, set]:
     """The objects of `data` that validate on their own, as a Config to cross-check,
     and every route and pool name `data` defines (valid or not)."""
@@ -899,10 +925,9 @@ def _valid_parts(data: dict) -> tuple[Config, set, set]:
         if not isinstance(raw, dict):
             continue
         for name, item in raw.items():
-            try:
-                parts[key][name] = model.model_validate(item)
-            except ValidationError:
-                continue
+            salvaged = _salvage(model, item)
+            if salvaged is not None:
+                parts[key][name] = salvaged
     names = {key: {n for n in data.get(key) or {} if isinstance(n, str)}
              if isinstance(data.get(key), dict) else set() for key in ("routes", "pools")}
     return Config.model_construct(**parts), names["routes"], names["pools"]
@@ -927,7 +952,11 @@ def parse_config(data: object) -> Config:
     except ValidationError as exc:
         errors = _pydantic_errors(exc)
         partial, routes, pools = _valid_parts(data)
-        errors += [e for e in cross_check(partial, routes, pools) if e not in errors]
+        reported = [p for p, _ in errors]
+        # A cross-object error about a setting already refused above would only
+        # repeat it (a listener whose routes did not validate "has no routes").
+        errors += [e for e in cross_check(partial, routes, pools)
+                   if not any(e[0].startswith(p) for p in reported if p)]
         raise ConfigError(errors) from None
     errors = cross_check(config)
     if errors:

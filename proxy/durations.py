@@ -74,7 +74,9 @@ def format_duration(seconds: float) -> str:
         unit = "s"
     else:
         unit = "ms"
-    for candidate in (_plain(exact / _UNITS[unit]) + unit, _plain(exact) + "s"):
+    # The readable unit first; another unit when it would need too many digits.
+    for other in (unit, "ms", "s", "m", "h"):
+        candidate = _plain(exact / _UNITS[other]) + other
         try:
             if parse_duration(candidate) == seconds:
                 return candidate
