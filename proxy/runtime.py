@@ -167,6 +167,9 @@ class PoolRuntime:
         choice.inputs = decision.inputs
         if self.sticky is not None:
             choice.set_cookie = self.sticky.stick(ctx, decision.backend)
+            note = self.sticky.stick_note(ctx, decision.backend)
+            if note and choice.sticky is not None:
+                choice.sticky["stored"] = note
         return choice
 
     def _apply_panic(self, eligible, all_backends, now, choice):
