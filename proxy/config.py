@@ -210,6 +210,11 @@ class ListenerTimeouts(Strict):
     request_body: Duration = 60.0  # no body byte for this long (408)
     client_idle: Duration = 60.0  # keep-alive connection idle between requests
     tunnel_idle: Duration = 300.0  # upgraded (WebSocket) or TCP relay idle
+    # Slow request bodies (helper A, issue 11; 408 body-too-slow, docs/errors.md):
+    # the whole body within request_body_total (0 = no limit), and on average at
+    # least min_body_rate bytes/s after a grace of request_body (0 = no minimum).
+    request_body_total: Duration = 0.0
+    min_body_rate: int = Field(256, ge=0, le=1 << 30)
     # TLS termination: the handshake must complete within this; TLS passthrough:
     # the ClientHello (to read its server name) must arrive within this.
     tls_handshake: Duration = 10.0
