@@ -33,6 +33,9 @@ class Result:
     metrics: dict = field(default_factory=dict)
     chart: dict | None = None
     diagrams: list[dict] = field(default_factory=list)  # [{"title", "mermaid"}]
+    # False: part of the sandbox or the traffic died during the run; the verdict is
+    # neither pass nor fail ("this run can't be graded"), see ``ungradable``.
+    graded: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -41,6 +44,26 @@ class Result:
     def from_json(cls, data: dict) -> "Result":
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def ungradable(run: Recording) -> Result:
+    """The result of a run during which the proxy, a backend, the event stream or the
+    traffic died: what died and when, and no verdict on the config."""
+    sc = run.scale
+    # A process that died is the cause; a broken event stream or failing traffic is
+    # usually its consequence.
+    first = next((b for b in run.broken if b["part"] not in ("event stream", "traffic")),
+                 run.broken[0])
+    lines = [f"BROKEN  at {sc.short(b['t'])}: {b['what']}" for b in run.broken]
+    lines.append("INFO  the numbers of this run measure the breakage, not your config: "
+                 "run the lab again (if it keeps happening, the sandbox's logs say why)")
+    return Result(
+        passed=False, graded=False,
+        headline=(f"This run can't be graded: {first['what']} at {sc.short(first['t'])}"
+                  + (f" (and {len(run.broken) - 1} more)" if len(run.broken) > 1 else "")),
+        evidence=lines,
+        metrics={"graded": False, "broken": run.broken},
+        chart=outcome_chart(run, marker_kinds=["fault", "admin", "broken"]))
 
 
 def verdict(checks: list[tuple[bool, str]]) -> tuple[bool, list[str]]:

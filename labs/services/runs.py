@@ -155,7 +155,8 @@ def _record(run: LabRun, status: dict) -> None:
     run.finished_at = timezone.now()
     run.headline = status.get("message") or ""
     if status["state"] == "done":
-        run.passed = bool(status.get("passed"))
+        # None: the run could not be graded (part of the sandbox died): neither verdict.
+        run.passed = bool(status.get("passed")) if status.get("graded", True) else None
     run.save()
     if run.passed:
         _mark_passed(run)
@@ -173,7 +174,8 @@ def result_of(run: LabRun) -> dict | None:
     data = _read_json(Path(run.run_dir) / "result.json")
     if data is None:
         return None
-    return {"passed": data["passed"], "result": data["result"], "time_scale": data["time_scale"],
+    return {"passed": data["passed"], "graded": data.get("graded", True),
+            "result": data["result"], "time_scale": data["time_scale"],
             "sandbox": data.get("sandbox"), "stats": data.get("stats"),
             "timeline": data.get("timeline"), "label": data.get("label"),
             "seconds": data.get("seconds"), "failed_requests": failed_requests(run)}

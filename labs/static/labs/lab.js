@@ -161,11 +161,12 @@
     if (!res) { $('.headline', box).textContent = 'no result'; return; }
     const r = res.result;
     const verdict = $('.verdict', box);
-    verdict.textContent = r.passed ? 'PASS' : 'FAIL';
-    verdict.className = `verdict badge ${r.passed ? 'pass' : 'fail'}`;
+    const graded = r.graded !== false;  // false: part of the sandbox died mid-run
+    verdict.textContent = r.passed ? 'PASS' : graded ? 'FAIL' : "CAN'T GRADE";
+    verdict.className = `verdict badge ${r.passed ? 'pass' : graded ? 'fail' : 'ungraded'}`;
     $('.headline', box).textContent = r.headline;
     const ev = $('.evidence', box);
-    ev.replaceChildren(...r.evidence.map(line => el('li', {class: line.startsWith('PASS') ? 'ok' : line.startsWith('FAIL') ? 'bad' : 'info'}, line)));
+    ev.replaceChildren(...r.evidence.map(line => el('li', {class: line.startsWith('PASS') ? 'ok' : line.startsWith('FAIL') || line.startsWith('BROKEN') ? 'bad' : 'info'}, line)));
     drawChart($('.chart', box), r.chart);
     $('.chart-title', box).textContent = r.chart ? r.chart.title : '';
     $('.chart-hint', box).textContent = r.chart && r.chart.kind !== 'bars' ? `x: lab seconds${data.scale === 1 ? '' : ` (× ${data.scale} = production seconds)`}; dashed lines: what the lab did` : '';
@@ -225,7 +226,9 @@
   }
 
   let seq = 0;
-  if (window.mermaid) window.mermaid.initialize({startOnLoad: false, securityLevel: 'strict', theme: 'neutral'});
+  // wrap: long notes and messages wrap at the participants' width instead of being clipped.
+  if (window.mermaid) window.mermaid.initialize({startOnLoad: false, securityLevel: 'strict', theme: 'neutral',
+    sequence: {wrap: true, width: 180, noteMargin: 8}});
   async function drawDiagrams(node, diagrams) {
     node.replaceChildren();
     for (const d of diagrams || []) {
