@@ -166,6 +166,8 @@ def _mark_passed(run: LabRun) -> None:
     progress, _ = LabProgress.objects.get_or_create(learner=run.learner, slug=run.slug)
     if not progress.passed:
         progress.passed, progress.passed_at = True, timezone.now()
+        # A first pass after "Show the fix" is recorded as such (it stays so).
+        progress.passed_after_reveal = progress.solution_revealed
     progress.best_run = run.id
     progress.save()
 
@@ -235,7 +237,8 @@ def regrade(run: LabRun, answers: dict) -> dict:
 def reveal_solution(learner: str, slug: str) -> dict:
     lab = registry.get(slug)
     progress, _ = LabProgress.objects.get_or_create(learner=learner, slug=slug)
-    progress.solution_revealed = True
+    if not progress.solution_revealed:
+        progress.solution_revealed, progress.revealed_at = True, timezone.now()
     progress.save()
     return {"yaml": lab.solution_text(), "why": lab.solution_md}
 
