@@ -139,7 +139,7 @@ class TrafficService:
                 raise TrafficError(
                     f"traffic run {r['run_id']} ({r['profile']}, {r['users']} users) is still "
                     f"sending to sandbox {sandbox_id} (about {left} s left): stop it first, "
-                    "or start with replace to stop it and start this one")
+                    "then start again (replace=True stops it for you)")
             for r in busy:
                 self.stop(r["run_id"])
             return self._start(sandbox_id, url, profile, users, spawn_rate, duration_s)
