@@ -28,12 +28,6 @@ REPO = Path(__file__).resolve().parents[3]
 CONTENT = REPO / "explainer" / "course" / "content"
 CATALOG = REPO / "labs" / "catalog"
 
-# Labs whose texts another branch (c-labs) is rewriting for issue 10. The facts below that
-# they still get wrong there are listed in the closing note; once that branch is merged,
-# remove a slug from this set to have its texts checked too.
-LABS_OWNED_ELSEWHERE = {"health-check-window", "health-check-cascade", "lying-health-check",
-                        "slow-start-grace", "drain-cuts-uploads", "502-503-504"}
-
 
 # ---------------------------------------------------------------- the texts
 
@@ -57,7 +51,7 @@ def _comments(text: str) -> str:
     return "\n".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line)
 
 
-def units(include_elsewhere: bool = True) -> list[tuple[str, str]]:
+def units() -> list[tuple[str, str]]:
     """(where, text) for each unit of prose a learner reads, whitespace collapsed."""
     out: list[tuple[str, str]] = []
     for path in sorted((CONTENT / "lessons").glob("*.md")):
@@ -76,8 +70,6 @@ def units(include_elsewhere: bool = True) -> list[tuple[str, str]]:
     for path in sorted(CONTENT.glob("presets/*.yaml")):
         out.append((f"presets/{path.name}", _comments(path.read_text(encoding="utf-8"))))
     for lab in sorted(p for p in CATALOG.iterdir() if (p / "lab.yaml").exists()):
-        if lab.name in LABS_OWNED_ELSEWHERE and not include_elsewhere:
-            continue
         where = f"labs/catalog/{lab.name}"
         out.append((f"{where}/lab.yaml", _flatten(yaml.safe_load((lab / "lab.yaml").read_text()))))
         out.append((f"{where}/solution.md", (lab / "solution.md").read_text(encoding="utf-8")))
@@ -95,12 +87,6 @@ def units(include_elsewhere: bool = True) -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def texts() -> list[tuple[str, str]]:
     return units()
-
-
-@pytest.fixture(scope="module")
-def ours() -> list[tuple[str, str]]:
-    """The texts without the labs another branch is rewriting (see LABS_OWNED_ELSEWHERE)."""
-    return units(include_elsewhere=False)
 
 
 def text_of(texts, where_prefix: str) -> str:
@@ -356,16 +342,16 @@ def test_the_window_numbers_in_the_course_agree(texts):
     assert f"= {window(2, 3, 1, True):g} s" in drill
 
 
-def test_no_text_uses_another_window_formula(ours):
-    for where, text in ours:
+def test_no_text_uses_another_window_formula(texts):
+    for where, text in texts:
         assert not re.search(r"threshold\s*×\s*max\(", text), where
         assert not re.search(r"\(\+ ?timeout, when", text), where
 
 
 # ---------------------------------------------------------------- status codes and TLS
 
-def test_nginx_connect_failures_are_502_refused_504_timed_out(ours):
-    for where, text in ours:
+def test_nginx_connect_failures_are_502_refused_504_timed_out(texts):
+    for where, text in texts:
         if re.search(r"nginx[^.]{0,30}502", text):
             assert re.search(r"504[^.]{0,40}(times? out|timed out|timeout)"
                              r"|(times? out|timed out|timeout)[^.]{0,20}504", text), where
@@ -383,12 +369,12 @@ TARGET_GROUP_HAS_NO_GRACE = re.compile(
     r"|\bnot (of |on )?(the |an )?(ALB'?s? )?target group", re.I)
 
 
-def test_grace_belongs_to_the_autoscaler_not_the_target_group(ours):
-    for where, text in ours:
+def test_grace_belongs_to_the_autoscaler_not_the_target_group(texts):
+    for where, text in texts:
         for sentence in re.split(r"(?<=[.;:])\s", text):
             if re.search(r"target group", sentence) and re.search(r"grace", sentence):
                 assert TARGET_GROUP_HAS_NO_GRACE.search(sentence), (where, sentence)
-    lesson = text_of(ours, "lessons/07-health-check-design.md")
+    lesson = text_of(texts, "lessons/07-health-check-design.md")
     assert "Auto Scaling group" in lesson and "ECS service" in lesson
     assert "30 to 900 s on an ALB target group, which has slow start but no grace period" in lesson
 
@@ -436,8 +422,8 @@ def test_the_grace_pattern_catches_the_old_wording():
     assert TARGET_GROUP_HAS_NO_GRACE.search("an ALB target group has no grace period.")
 
 
-def test_not_answering_at_all_is_504_not_502(ours):
-    for where, text in ours:
+def test_not_answering_at_all_is_504_not_502(texts):
+    for where, text in texts:
         for sentence in re.split(r"(?<=[.;])\s", text):
             if "502" in sentence and re.search(r"\bat all\b", sentence):
                 assert "504" in sentence, (where, sentence)
