@@ -6,6 +6,7 @@ Layout (an instructor edits these; nothing here is code):
     content/presets/NAME.yaml    proxy configs a lesson may use instead of an example
     content/drills/TOPIC.yaml    interview questions: {drills: [...]}
     content/predict/SLUG.yaml    predict-then-observe exercises, run in the learner's sandbox
+                                 (or, scenario simulation, computed by a model in simulations.py)
 
 `catalog()` returns every lesson, drill and exercise, validated with pydantic (unknown
 keys are errors, as in the proxy's config) and then checked across files
@@ -312,6 +313,21 @@ class RaceSpec(Strict):
     timeout: float = Field(4.0, gt=0, le=10)
 
 
+class SimulationSpec(Strict):
+    """A model from explainer/course/simulations.py, run once per case with these params."""
+
+    model: Literal["dsr_bytes", "alb_vs_nlb"]
+    cases: dict[str, dict[str, Any]] = Field(min_length=1)  # case name -> keyword arguments
+
+    @field_validator("cases")
+    @classmethod
+    def _case_names(cls, value):
+        for name in value:
+            if not re.match(r"^[a-z0-9_]{1,30}$", name):
+                raise ValueError(f"case {name!r}: use lower-case letters, digits and _")
+        return value
+
+
 class Exercise(Strict):
     slug: str = Field(pattern=SLUG)
     title: str = Field(min_length=5)
@@ -320,8 +336,9 @@ class Exercise(Strict):
     lesson: str | None = None
     summary: str = Field(min_length=20)
     story: str = Field(min_length=20)
-    scenario: Literal["sequence", "health_race"]
-    config: ConfigSpec
+    scenario: Literal["sequence", "health_race", "simulation"]
+    config: ConfigSpec | None = None  # every scenario but simulation runs a proxy config
+    simulation: SimulationSpec | None = None
     faults: dict[str, dict[str, Any]] = {}  # set before the steps
     steps: list[Step] = []
     race: RaceSpec | None = None
@@ -335,6 +352,14 @@ class Exercise(Strict):
             raise ValueError("a sequence scenario needs steps")
         if self.scenario == "health_race" and self.race is None:
             raise ValueError("a health_race scenario needs race")
+        if self.scenario == "simulation":
+            if self.simulation is None:
+                raise ValueError("a simulation scenario needs simulation")
+            if self.config is not None or self.steps or self.race or self.faults:
+                raise ValueError("a simulation runs no proxy: leave out config, steps, race "
+                                 "and faults")
+        elif self.config is None:
+            raise ValueError(f"a {self.scenario} scenario needs config")
         if self.topic not in TOPICS:
             raise ValueError(f"unknown topic {self.topic!r}")
         ids = [f.id for f in self.predict]
@@ -570,12 +595,16 @@ def _load_exercises(problems: list[str], configs: dict[str, dict]) -> list[Exerc
             problems.extend(_pydantic(exc, where))
             continue
         mine: list[str] = []
-        try:
-            config = build_config(ex.config)
-            mine += [f"{where}: config: {p}" for p in config_problems(config)]
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            mine.append(f"{where}: config: {exc}")
-            config = {}
+        config: dict = {}
+        if ex.config is not None:
+            try:
+                config = build_config(ex.config)
+                mine += [f"{where}: config: {p}" for p in config_problems(config)]
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                mine.append(f"{where}: config: {exc}")
+        if ex.simulation is not None:
+            from explainer.course.services.predict import simulation_problems
+            mine += [f"{where}: simulation: {p}" for p in simulation_problems(ex.simulation)]
         for name in list(ex.faults) + list((ex.race.faults if ex.race else {})):
             if name not in SANDBOX_BACKENDS:
                 mine.append(f"{where}: faults.{name}: not a sandbox backend")
@@ -586,7 +615,8 @@ def _load_exercises(problems: list[str], configs: dict[str, dict]) -> list[Exerc
         problems += mine
         if not mine:
             exercises.append(ex)
-            configs[ex.slug] = config
+            if ex.config is not None:
+                configs[ex.slug] = config
     order = {lvl: i for i, lvl in enumerate(LEVELS)}
     return sorted(exercises, key=lambda e: (order[e.level], e.slug))
 

@@ -323,7 +323,8 @@ def exercise_page(learner_key: str, ex: Exercise, run_id: int | None = None) -> 
         "exercise": ex,
         "story": mark_safe(markdown.render(ex.story).html),
         "explanation": mark_safe(markdown.render(ex.explanation).html),
-        "config_yaml": yaml.safe_dump(config, sort_keys=False),
+        "config_yaml": yaml.safe_dump(config, sort_keys=False) if config else "",
+        "is_simulation": ex.scenario == "simulation",
         "steps": describe_steps(ex),
         "fields": fields,
         "run": run,
@@ -349,6 +350,10 @@ def _value_label(f, value):
 def describe_steps(ex: Exercise) -> list[str]:
     """The exercise's scenario in words (what will be done, not what will happen)."""
     out = []
+    if ex.simulation is not None:
+        for case, params in ex.simulation.cases.items():
+            out.append(f"Compute case “{case}” with the model {ex.simulation.model}: "
+                       + ", ".join(f"{k} = {v}" for k, v in params.items()) + ".")
     if ex.faults:
         out.append("Set faults: " + "; ".join(
             f"{b}: " + ", ".join(f"{k}={v}" for k, v in knobs.items())
