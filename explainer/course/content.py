@@ -522,6 +522,26 @@ def graded_labs(lesson: Lesson) -> list[str]:
     return [slug for slug in lesson.labs if slug in known]
 
 
+CLAIM = re.compile(r"^> \*\*Claim checked\*\*:?\s*(.*)$")
+
+
+def claim_blocks(body: str) -> list[tuple[str, str]]:
+    """(claim, the quote's text without '> ') for each "Common claim, checked" callout."""
+    out: list[tuple[str, str]] = []
+    lines = body.splitlines()
+    for i, line in enumerate(lines):
+        m = CLAIM.match(line)
+        if not m:
+            continue
+        block = []
+        for nxt in lines[i + 1:]:
+            if not nxt.startswith(">"):
+                break
+            block.append(nxt[1:].lstrip())
+        out.append((m.group(1).strip(), "\n".join(block)))
+    return out
+
+
 def _load_lessons(problems: list[str]) -> list[Lesson]:
     lessons = []
     for path in sorted((CONTENT / "lessons").glob("*.md")):
@@ -551,6 +571,10 @@ def _load_lessons(problems: list[str]) -> list[Lesson]:
             if name not in GENERATED_DIAGRAMS:
                 lesson_problems.append(f"{where}: diagram {name!r} is not one the site draws "
                                        f"({', '.join(GENERATED_DIAGRAMS)})")
+        for claim, block in claim_blocks(body):
+            if not re.search(r"^\s*Sources?:.*\]\(https?://", block, re.MULTILINE):
+                lesson_problems.append(f"{where}: claim {claim!r} has no 'Source: [title](https://...)' "
+                                       "line: a checked claim names where its fact comes from")
         if body.count("```") % 2:
             lesson_problems.append(f"{where}: a ``` fence is not closed")
         problems += lesson_problems

@@ -7,7 +7,9 @@ but the ones written here). Instructors edit the files; learners never do.
 
 Blocks: `## headings` (`#`..`####`; ids for the table of contents), paragraphs,
 `-`/`*` bullet lists and `1.` numbered lists (a line indented two spaces or more
-continues the item), `> quotes` (`> **Note**` ... becomes a callout), pipe tables
+continues the item), `> quotes` (`> **Note**` ... becomes a callout; `> **Claim checked**:
+“the claim”` becomes a "Common claim, checked" callout whose `Source: [title](url)` lines
+are set apart as its sources), pipe tables
 (`| a | b |` with a `|---|---|` line under the head), `---` rules, and fenced blocks:
 
     ```mermaid      a Mermaid diagram, rendered in the browser (securityLevel strict)
@@ -37,7 +39,8 @@ BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
 ITALIC = re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])")
 SAFE_URL = re.compile(r"^(/(?!/)|#|https?://)[^\s\"'<>`*]*$")
 CALLOUTS = {"note": "note", "tip": "tip", "warning": "warning", "rule of thumb": "tip",
-            "in numbers": "numbers", "try it": "tip"}
+            "in numbers": "numbers", "try it": "tip", "claim checked": "claim"}
+SOURCE_LINE = re.compile(r"^\s*Sources?:\s*(.+)$")
 
 # name -> Mermaid source, or None when the name is unknown (then a visible error box).
 DiagramSource = Callable[[str], "str | None"]
@@ -208,7 +211,9 @@ class _Renderer:
         kind = CALLOUTS.get(m.group(1).strip().lower().rstrip(":")) if m else None
         inner = _Renderer(self.diagrams, self.offset)
         inner.ids = self.ids
-        if kind:
+        if kind == "claim":
+            self.claim(m.group(2), lines[1:], inner)
+        elif kind:
             title = inline(m.group(1).strip().rstrip(":"))
             rest = [m.group(2)] + lines[1:] if m.group(2) else lines[1:]
             body = inner.render("\n".join(rest)).html
@@ -219,6 +224,15 @@ class _Renderer:
             self.out.append(f"<blockquote>{body}</blockquote>")
         self.result.mermaid_blocks += inner.result.mermaid_blocks
         self.result.diagrams += inner.result.diagrams
+
+    def claim(self, claim: str, lines: list[str], inner: "_Renderer") -> None:
+        """`> **Claim checked**: the claim` then the fact, and `Source: [title](url)` lines."""
+        sources = [SOURCE_LINE.match(line).group(1) for line in lines if SOURCE_LINE.match(line)]
+        body = inner.render("\n".join(line for line in lines if not SOURCE_LINE.match(line))).html
+        cited = "".join(f'<p class="claim-source">Source: {inline(src)}</p>' for src in sources)
+        self.out.append('<aside class="callout callout-claim" aria-label="Common claim, checked">'
+                        '<p class="callout-title">Common claim, checked: '
+                        f"{inline(claim.strip())}</p>{body}{cited}</aside>")
 
     def table(self, rows: list[str]) -> None:
         head = _cells(rows[0])
