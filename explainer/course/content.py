@@ -543,6 +543,11 @@ def claim_blocks(body: str) -> list[tuple[str, str]]:
 
 
 def _load_lessons(problems: list[str]) -> list[Lesson]:
+    from explainer.course import vendors
+
+    cards, card_problems = vendors.load(CONTENT / "vendors.yaml")
+    problems += card_problems
+    card_ids = {c.id for c in cards}
     lessons = []
     for path in sorted((CONTENT / "lessons").glob("*.md")):
         where = f"lessons/{path.name}"
@@ -575,6 +580,10 @@ def _load_lessons(problems: list[str]) -> list[Lesson]:
             if not re.search(r"^\s*Sources?:.*\]\(https?://", block, re.MULTILINE):
                 lesson_problems.append(f"{where}: claim {claim!r} has no 'Source: [title](https://...)' "
                                        "line: a checked claim names where its fact comes from")
+        for name in re.findall(r"^```vendors\s*\n\s*([A-Za-z0-9_-]+)", body, re.MULTILINE):
+            if name not in card_ids:
+                lesson_problems.append(f"{where}: vendors card {name!r} is not in content/vendors.yaml "
+                                       f"({', '.join(sorted(card_ids)) or 'no cards'})")
         if body.count("```") % 2:
             lesson_problems.append(f"{where}: a ``` fence is not closed")
         problems += lesson_problems

@@ -96,9 +96,16 @@ def _cells(line: str) -> list[str]:
     return [p.strip().replace("\\|", "|") for p in parts]
 
 
+# lang -> a function from the block's text to trusted HTML (built with escaping by its
+# module), or None when the text names nothing it knows (then a visible error box).
+BlockSource = Callable[[str], "str | None"]
+
+
 class _Renderer:
-    def __init__(self, diagrams: DiagramSource | None, heading_offset: int):
+    def __init__(self, diagrams: DiagramSource | None, heading_offset: int,
+                 blocks: "dict[str, BlockSource] | None" = None):
         self.diagrams = diagrams
+        self.blocks = blocks or {}
         self.offset = heading_offset
         self.out: list[str] = []
         self.result = Rendered("")
@@ -184,6 +191,14 @@ class _Renderer:
         self.out.append(f'<h{level} id="{anchor}">{body}</h{level}>')
 
     def fenced(self, lang: str, body: str) -> None:
+        if lang in self.blocks:
+            made = self.blocks[lang](body.strip())
+            if made is None:
+                self.out.append(f'<p class="diagram-error">unknown {html.escape(lang)} block '
+                                f'{html.escape(body.strip())}</p>')
+            else:
+                self.out.append(made)
+            return
         if lang == "mermaid":
             self.result.mermaid_blocks.append(body)
             self.out.append('<figure class="diagram-box"><pre class="mermaid">'
@@ -209,7 +224,7 @@ class _Renderer:
         first = lines[0].strip() if lines else ""
         m = re.match(r"^\*\*([^*]+)\*\*[:.]?\s*(.*)$", first)
         kind = CALLOUTS.get(m.group(1).strip().lower().rstrip(":")) if m else None
-        inner = _Renderer(self.diagrams, self.offset)
+        inner = _Renderer(self.diagrams, self.offset, self.blocks)
         inner.ids = self.ids
         if kind == "claim":
             self.claim(m.group(2), lines[1:], inner)
@@ -272,9 +287,11 @@ class _Renderer:
         return i
 
 
-def render(text: str, diagrams: DiagramSource | None = None, heading_offset: int = 0) -> Rendered:
-    """Markdown subset -> HTML in which every tag and attribute was written by this module."""
-    return _Renderer(diagrams, heading_offset).render(text or "")
+def render(text: str, diagrams: DiagramSource | None = None, heading_offset: int = 0,
+           blocks: "dict[str, BlockSource] | None" = None) -> Rendered:
+    """Markdown subset -> HTML in which every tag and attribute was written by this module
+    (or by a `blocks` function, which escapes what it takes from files)."""
+    return _Renderer(diagrams, heading_offset, blocks).render(text or "")
 
 
 def render_inline(text: str) -> str:

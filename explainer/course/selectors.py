@@ -7,7 +7,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import mark_safe
 
 from explainer import diagrams
-from explainer.course import markdown
+from explainer.course import markdown, vendors
 from explainer.course.content import LEVELS, TOPICS, Drill, Exercise, Lesson, catalog, graded_labs
 from explainer.course.models import CheckAnswer, DrillAttempt, LessonProgress, PredictionRun
 from explainer.course.services import progress as progress_service
@@ -167,7 +167,8 @@ def course_map(learner_key: str) -> dict:
 
 def lesson_page(learner_key: str, lesson: Lesson) -> dict:
     cat = catalog()
-    rendered = markdown.render(lesson.body, lambda name: diagram_source(name, lesson))
+    rendered = markdown.render(lesson.body, lambda name: diagram_source(name, lesson),
+                               blocks={"vendors": vendors.block})
     answers = {a.question_id: a for a in CheckAnswer.objects.filter(
         learner_key=learner_key, lesson_slug=lesson.slug)}
     progress = LessonProgress.objects.filter(learner_key=learner_key,
