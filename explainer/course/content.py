@@ -148,6 +148,7 @@ class LessonMeta(Strict):
     preset_note: str = Field(min_length=20)
     live_traffic: LiveTraffic = LiveTraffic()
     predict: list[str] = []
+    concepts: dict[str, Union[str, list[str]]] = {}  # concept id -> the section(s) teaching it
     checks: list[Check] = Field(min_length=2)
 
     @field_validator("topics")
@@ -198,6 +199,7 @@ class Drill(Strict):
     rubric: list[RubricPoint] = Field(min_length=3)
     follow_up: str | None = None
     lesson: str | None = None
+    concepts: list[str] = []
 
     @field_validator("topics")
     @classmethod
@@ -334,6 +336,7 @@ class Exercise(Strict):
     level: Literal["junior", "mid", "senior", "staff"]
     topic: str
     lesson: str | None = None
+    concepts: list[str] = []
     summary: str = Field(min_length=20)
     story: str = Field(min_length=20)
     scenario: Literal["sequence", "health_race", "simulation"]
@@ -371,6 +374,39 @@ class Exercise(Strict):
         return next((f for f in self.predict if f.id == fid), None)
 
 
+# ---------------------------------------------------------------- concepts
+
+class Concept(Strict):
+    id: str = Field(pattern=r"^[a-z0-9-]{2,40}$")
+    title: str = Field(min_length=3)
+
+
+class ConceptFile(Strict):
+    concepts: list[Concept] = Field(min_length=1)
+    labs: dict[str, list[str]] = {}  # graded lab slug -> the concepts it grades
+
+
+def _load_concepts(problems: list[str]) -> ConceptFile:
+    where = "concepts.yaml"
+    try:
+        data = ConceptFile.model_validate(yaml.safe_load(
+            (CONTENT / "concepts.yaml").read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError) as exc:
+        problems.append(f"{where}: {exc}")
+        return ConceptFile(concepts=[Concept(id="none", title="none")])
+    except ValidationError as exc:
+        problems.extend(_pydantic(exc, where))
+        return ConceptFile(concepts=[Concept(id="none", title="none")])
+    ids = [c.id for c in data.concepts]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"{where}: concept {dup!r} is listed twice")
+    for lab, named in data.labs.items():
+        for cid in named:
+            if cid not in ids:
+                problems.append(f"{where}: labs.{lab}: unknown concept {cid!r}")
+    return data
+
+
 # ---------------------------------------------------------------- reading files
 
 @dataclass
@@ -380,6 +416,8 @@ class Catalog:
     exercises: list[Exercise]
     problems: list[str]
     exercise_configs: dict[str, dict] = field(default_factory=dict)
+    concepts: list[Concept] = field(default_factory=list)
+    lab_concepts: dict[str, list[str]] = field(default_factory=dict)
 
     def lesson(self, slug: str) -> Lesson | None:
         return next((x for x in self.lessons if x.slug == slug), None)
@@ -677,6 +715,45 @@ def _cross(lessons: list[Lesson], drills: list[Drill], exercises: list[Exercise]
             problems.append(f"predict/{ex.slug}.yaml: lesson {ex.lesson!r} does not exist")
 
 
+def section_headings(body: str) -> list[str]:
+    """The text of every level-2 heading of a lesson body (what concepts point at)."""
+    return [h.strip() for h in re.findall(r"^## (.+?)\s*#*\s*$", body, re.MULTILINE)]
+
+
+def _concept_problems(concepts: ConceptFile, lessons: list[Lesson], drills: list[Drill],
+                      exercises: list[Exercise], problems: list[str]) -> None:
+    """Every declared concept exists, and every section a lesson names is in its body."""
+    known = {c.id for c in concepts.concepts}
+    from explainer.course import vendors
+
+    for lesson in lessons:
+        where = f"lessons/{lesson.path.name}"
+        headings = section_headings(lesson.body)
+        for cid, sections in lesson.concepts.items():
+            if cid not in known:
+                problems.append(f"{where}: concepts: unknown concept {cid!r} (see concepts.yaml)")
+            for heading in [sections] if isinstance(sections, str) else sections:
+                if heading not in headings:
+                    problems.append(f"{where}: concepts.{cid}: no section '## {heading}' in the lesson")
+    for drill in drills:
+        for cid in drill.concepts:
+            if cid not in known:
+                problems.append(f"drills: {drill.slug}: unknown concept {cid!r}")
+    for ex in exercises:
+        for cid in ex.concepts:
+            if cid not in known:
+                problems.append(f"predict/{ex.slug}.yaml: unknown concept {cid!r}")
+    cards, _ = vendors.load(CONTENT / "vendors.yaml")
+    for card in cards:
+        if card.concept not in known:
+            problems.append(f"vendors.yaml: card {card.id}: unknown concept {card.concept!r}")
+    labs = _known_labs()
+    if labs is not None:
+        for slug in concepts.labs:
+            if slug not in labs:
+                problems.append(f"concepts.yaml: labs.{slug}: no such lab in the labs registry")
+
+
 _lock = threading.Lock()
 _cache: Catalog | None = None
 _signature: tuple | None = None
@@ -703,8 +780,10 @@ def load() -> Catalog:
     lessons = _load_lessons(problems)
     drills = _load_drills(problems)
     exercises = _load_exercises(problems, configs)
+    concepts = _load_concepts(problems)
     _cross(lessons, drills, exercises, problems)
-    return Catalog(lessons, drills, exercises, problems, configs)
+    _concept_problems(concepts, lessons, drills, exercises, problems)
+    return Catalog(lessons, drills, exercises, problems, configs, concepts.concepts, concepts.labs)
 
 
 def catalog() -> Catalog:

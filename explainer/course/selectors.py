@@ -7,7 +7,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import mark_safe
 
 from explainer import diagrams
-from explainer.course import markdown, vendors
+from explainer.course import coverage, markdown, vendors
 from explainer.course.content import LEVELS, TOPICS, Drill, Exercise, Lesson, catalog, graded_labs
 from explainer.course.models import CheckAnswer, DrillAttempt, LessonProgress, PredictionRun
 from explainer.course.services import progress as progress_service
@@ -148,6 +148,35 @@ def predict_stats(learner_key: str) -> dict:
             "average": round(sum(done) / len(done)) if done else None}
 
 
+def coverage_table() -> dict:
+    """The concept coverage table of the course map, computed from the content."""
+    from django.urls import reverse as _reverse
+
+    from explainer.course.content import _known_labs
+
+    cat = catalog()
+    table = coverage.rows(cat, _known_labs())
+    lab_index = {link["slug"]: link for link in lab_links(sorted({s for r in table for s in r.labs}))}
+    out = []
+    for row in table:
+        out.append({
+            "id": row.concept.id,
+            "title": row.concept.title,
+            "complete": row.complete,
+            "sections": [{"title": f"{s.lesson.order}. {s.lesson.title}: {s.heading}",
+                          "url": _reverse("course:lesson", args=[s.lesson.slug]) + "#" + s.anchor}
+                         for s in row.sections],
+            "graded": ([{"kind": "lab", "title": lab_index[slug]["title"], "url": lab_index[slug]["url"]}
+                        for slug in row.labs]
+                       + [{"kind": "simulation" if ex.scenario == "simulation" else "predict",
+                           "title": ex.title, "url": _reverse("course:predict", args=[ex.slug])}
+                          for ex in row.exercises]),
+            "drills": [{"title": d.question, "url": _reverse("course:drill", args=[d.slug])}
+                       for d in row.drills],
+        })
+    return {"rows": out, "summary": coverage.summary(table)}
+
+
 def course_map(learner_key: str) -> dict:
     lessons = _lesson_rows(learner_key)
     done = sum(1 for r in lessons if r["status"] == "done")
@@ -160,6 +189,7 @@ def course_map(learner_key: str) -> dict:
             "percent": round(100 * done / len(lessons)) if lessons else 0,
             "current": current, "drills": drill_stats(learner_key),
             "predict": predict_stats(learner_key), "topics": TOPICS,
+            "coverage": coverage_table(),
             "problems": catalog().problems}
 
 
