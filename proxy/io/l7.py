@@ -237,7 +237,15 @@ class Exchange:
 
     def _route(self) -> None:
         head = self.head
-        router = self.server.routers.get(self.conn.bound.name)
+        conn = self.conn
+        router = self.server.routers.get(conn.bound.name)
+        if router is None:
+            # The listener stopped serving HTTP (flipped to L4, or removed) while
+            # this connection was open: a request it had already accepted is
+            # finished under the routes it was accepted with (a drain).
+            router = conn.router
+        else:
+            conn.router = router
         headers = self.headers_view = LazyHeaders(head.headers)
         cookies = self.cookies_view = LazyCookies(head.cookies) if head.cookies else EMPTY
         if router is None:
@@ -1038,6 +1046,7 @@ class L7Connection(asyncio.Protocol):
         self.accepted_at = 0.0
         self.head_started = 0.0
         self._upgrade_tail: bytes | None = None
+        self.router = None  # the routes this connection was last served with
         # Slow-body limits (timeouts.request_body_total, min_body_rate): when the
         # current body began (loop time, moved on by time spent paused by the
         # proxy), how many bytes came, and when reading was paused.
@@ -1071,6 +1080,7 @@ class L7Connection(asyncio.Protocol):
         self.reader = RequestReader(self, config.limits.max_header_bytes,
                                     config.limits.max_body_bytes)
         self.accepted_at = self.head_started = self.server.clock()
+        self.router = self.server.routers.get(self.bound.name)  # see Exchange._route
         self.server.connections.add(self)
         self.bound.active += 1
         if self.bound.active > config.limits.max_connections:
@@ -1174,7 +1184,7 @@ class L7Connection(asyncio.Protocol):
         ex = Exchange(self, head, t0)
         self.parsing = ex
         if head.has_body:
-            self.body_started = self.loop.time()
+            self.body_started = self.paused_at = self.loop.time()
             self.body_received = 0
             self._set_phase(BODY)
         else:
