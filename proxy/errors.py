@@ -125,7 +125,8 @@ ERRORS: dict[str, ProxyError] = {e.code: e for e in [
     ProxyError("connect-failed", 503, "PC",
                "No connection to a backend could be made within pools.NAME.timeouts.connect "
                "(refused, unreachable, timed out), after the allowed retries to other "
-               "backends. (nginx answers 502 here; HAProxy and Envoy 503.)",
+               "backends. (nginx answers 502 to a refused connect and 504 on a connect "
+               "timeout; HAProxy and Envoy 503 to both.)",
                "Start the backend or fix its address; health checks take it out of "
                "rotation so clients stop seeing this.",
                closes=False),

@@ -285,7 +285,7 @@ class Exchange:
         self.ctx = PickContext(
             client_ip=self.conn.client_ip, now=self.server.clock(), method=head.method,
             path=head.target_str, headers=self.headers_view,
-            cookies=self.cookies_view)
+            cookies=self.cookies_view, tls=self.conn.tls is not None)
         self._choose()
 
     def _choose(self) -> None:

@@ -11,6 +11,9 @@ def grade(run):
     t_freeze = freeze["t"] if freeze else 1.0
     removed = run.first_change("b2", "unhealthy", after=t_freeze, kind="health")
     t_removed = removed["t"] if removed else run.end
+    # Counted once: the requests that began between the freeze and the removal and
+    # failed (some end later, at the response timeout). Headline, evidence, metrics and
+    # the diagram all use this list.
     window = [e for e in run.requests(start=t_freeze, end=t_removed) if failed(e)]
     false_removals = [e for e in run.state_changes(new="unhealthy", kind="health")
                       if e.get("backend") != "b2"]
@@ -59,6 +62,7 @@ def grade(run):
             health_diagram(run, victim, f"{victim}: removed although alive",
                            start=false_removals[0]["t"] - 1.5, end=false_removals[0]["t"] + 0.2)
             if victim else None,
+            # The same list the headline counts: rows drawn + rows folded == len(window).
             moment_diagram(run, "From the freeze to the removal", t_freeze - 0.05,
-                           t_removed + 0.05, ["b2"]),
+                           t_removed + 0.05, ["b2"], failures=window),
         ]))
