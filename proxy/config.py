@@ -742,6 +742,16 @@ class Config(Strict):
     # "-" for stdout, a file path, or null for none.
     access_log: Annotated[str, _no_controls("access_log"),
                           Field(min_length=1, max_length=4096)] | None = None
+    # On SIGTERM: stop accepting, let requests in flight finish for up to this
+    # long, then close what is left (`--grace` on the command line overrides).
+    shutdown_grace: Duration = 5.0
+
+    @field_validator("shutdown_grace")
+    @classmethod
+    def _grace_bound(cls, value):
+        if value > 3600:
+            raise ValueError(f"shutdown_grace is at most 1h, got {format_duration(value)}")
+        return value
 
 
 MAX_ERRORS = 100
