@@ -830,7 +830,7 @@ class Exchange:
             return
         self.acquired = False
         backend = self.backend
-        backend.request_finished(now - self.attempt_started, failed)
+        backend.request_finished(now - self.attempt_started, failed, now)
         self.pool.balancer.release(backend)
         self.server.untrack(self, backend)
 
