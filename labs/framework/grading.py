@@ -216,6 +216,7 @@ def moment_diagram(run: Recording, title: str, start: float, end: float,
         elif e.get("type") == "drain" and b:
             text = escape(f"{when}: drain {e.get('what')} {e.get('detail') or ''}", 110)
             other.append((e["t"], f"  P-->>{b}: {text}"))
+    counted = failures is not None  # the grader's own count, or just this window's
     if failures is None:
         failures = [e for e in run.events if e.get("type") == "request" and failed(e)
                     and start <= e["t"] <= end]
@@ -247,8 +248,9 @@ def moment_diagram(run: Recording, title: str, start: float, end: float,
              "  participant R as lab runner"]
     if failures:
         n = len(failures)
-        lines.append(f"  Note over C,P: {n} failed request{'s' if n != 1 else ''}: "
-                     f"{len(drawn)} drawn" + (f", {folded} folded" if folded else ""))
+        lines.append(f"  Note over C,P: {n} failed request{'s' if n != 1 else ''}"
+                     f"{'' if counted else ' in this window'}: {len(drawn)} drawn"
+                     + (f", {folded} folded" if folded else ""))
     if dropped:
         lines.append(f"  Note over C,R: {dropped} earlier step{'s' if dropped != 1 else ''} "
                      "not shown (no failed request among them)")
