@@ -151,7 +151,8 @@ def _inject(request, workshop, form):
         fault=form.cleaned_data["fault"], values=form.values())
     data = selectors.injection_json(injection)
     return {"ok": True, "message": f"{data['label']} on {data['backend']}: done in "
-            f"{data['ok']} of {data['total']} sandboxes.", "injection": data}
+            f"{data['ok']} of {data['total']} sandbox{'' if data['total'] == 1 else 'es'}.",
+            "injection": data}
 
 
 def _stop_sandbox(request, workshop, form):

@@ -278,7 +278,7 @@ def test_a_workshop_from_login_to_csv(browser, site, artifacts):
     # --------------------------------------------------------------- end: sandboxes stop
     teacher.once("dialog", lambda dialog: dialog.accept())
     teacher.click("#end-form button[type=submit]")
-    expect(teacher.locator("#control-result")).to_contain_text("Stopped 2 sandbox(es)",
+    expect(teacher.locator("#control-result")).to_contain_text("Stopped 2 sandboxes",
                                                                timeout=20_000)
     expect(teacher.locator("#ended-pill")).to_be_visible(timeout=10_000)
     expect(ada.locator("#ended")).to_be_visible(timeout=10_000)
