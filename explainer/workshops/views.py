@@ -302,4 +302,6 @@ def screen(request: HttpRequest, code: str):
     if not is_instructor and workshops.participant_for(workshop, learner_key(request)) is None:
         return HttpResponseForbidden("join this workshop to see what the instructor presents")
     sandbox = workshop.present_sandbox
-    return render(request, "explainer/dashboard.html", dashboard.page_context(sandbox))
+    # framed: the site's header and footer stay out of the frame (the page around it has them)
+    return render(request, "explainer/dashboard.html",
+                  {**dashboard.page_context(sandbox), "framed": True})
