@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from explainer import forms
 from explainer.services import controls, dashboard
-from explainer.services.admin_client import AdminError
+from labs.sandbox.admin_client import AdminError
 from explainer.services.controls import ControlError
 from explainer.services.sandboxes import SandboxError, check_id
 

@@ -12,8 +12,9 @@ or health setting itself and its [{"path", "message"}] list comes back in a
 from __future__ import annotations
 
 from django.conf import settings
+from labs.problems import Problem
 
-from explainer.services.admin_client import (
+from labs.sandbox.admin_client import (
     AdminClient,
     AdminError,
     BackendControl,
@@ -52,17 +53,10 @@ FAULTS = {
 }
 
 
-class ControlError(Exception):
+class ControlError(Problem):
     """A control that could not be done; `errors` is [{"path", "message"}]."""
 
-    def __init__(self, message: str, errors: list[dict] | None = None, status: int = 422):
-        super().__init__(message)
-        self.message = message
-        self.errors = errors if errors is not None else [{"path": "", "message": message}]
-        self.status = status
-
-    def as_json(self) -> dict:
-        return {"ok": False, "error": self.message, "errors": self.errors}
+    status = 422
 
     @classmethod
     def wrap(cls, exc: Exception) -> "ControlError":

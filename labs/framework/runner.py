@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 import yaml
 
-from explainer.services.admin_client import AdminClient, AdminError, BackendControl
+from labs.sandbox.admin_client import AdminClient, AdminError, BackendControl
 from labs.framework import services
 from labs.framework.definition import (Lab, check_config, check_settings,
                                        settings_with_defaults, split_document)

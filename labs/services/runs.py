@@ -25,22 +25,17 @@ from django.utils import timezone
 from labs.framework import registry
 from labs.framework.runner import RunRefused, check_document, parse_document
 from labs.models import LabProgress, LabRun
+from labs.problems import Problem
 from labs.sandbox import procs
 from labs.sandbox.commands import REPO_ROOT
 from labs.services import sandboxes
 
 
-class RunError(Exception):
+class RunError(Problem):
     """The run cannot start; ``errors`` is [{"path", "message"}] for the page."""
 
     def __init__(self, message: str, errors: list[dict] | None = None, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.errors = errors if errors is not None else [{"path": "", "message": message}]
-        self.status = status
-
-    def as_json(self) -> dict:
-        return {"error": self.message, "errors": self.errors}
+        super().__init__(message, errors, status)
 
 
 def learner_key(request) -> str:

@@ -5,7 +5,7 @@ import urllib.request
 import pytest
 from django.test import Client
 
-from explainer.services.admin_client import AdminClient, BackendControl
+from labs.sandbox.admin_client import AdminClient, BackendControl
 from tests.explainer.parts import wait_until
 
 URL = "/api/default/control/"
