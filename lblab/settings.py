@@ -44,6 +44,20 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
 
 
+def env_range(name: str, default: tuple[int, int]) -> tuple[int, int]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        lo, hi = (int(x) for x in raw.split("-", 1))
+    except ValueError:
+        lo = hi = -1
+    if not 1024 <= lo < hi <= 65535 or hi - lo < 16:
+        raise ImproperlyConfigured(f"{name}={raw!r}: write a port range such as 20000-29999 "
+                                   "(1024-65535, at least 16 ports)")
+    return lo, hi
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
@@ -51,7 +65,9 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
+# Public mode (manage.py lab --public, compose.yml): strangers reach the site.
+LBLAB_PUBLIC = env_bool("LBLAB_PUBLIC", False)
+DEBUG = env_bool("DEBUG", not LBLAB_PUBLIC)
 
 _DEV_SECRET = "lblab-dev-secret-key-not-for-production-use-0123456789"
 SECRET_KEY = os.environ.get("SECRET_KEY") or _DEV_SECRET
@@ -87,6 +103,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "explainer.middleware.ProblemMiddleware",
 ]
 
 ROOT_URLCONF = "lblab.urls"
@@ -96,7 +113,8 @@ ASGI_APPLICATION = "lblab.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # lblab/templates: the site's own error pages (404, 500...) and the problem page.
+        "DIRS": [BASE_DIR / "templates", BASE_DIR / "lblab" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -159,6 +177,33 @@ LBLAB_PROXY_URL = os.environ.get("LBLAB_PROXY_URL", "").strip().rstrip("/")
 LBLAB_EMBEDDED_BRIDGE = env_bool("LBLAB_EMBEDDED_BRIDGE", not REDIS_URL)
 # Seconds the web process waits for the admin API or a toy backend.
 LBLAB_ADMIN_TIMEOUT = float(os.environ.get("LBLAB_ADMIN_TIMEOUT", "3"))
+
+# ---------------------------------------------------------------- hosting a cohort
+
+# Who may change the shared default sandbox (the dashboard at /): "anyone" (the operator
+# at their laptop, the local default), "staff" (logged-in staff; the public default),
+# "nobody". Everyone may watch it; every other sandbox is its owner's alone.
+LBLAB_DEFAULT_SANDBOX_WRITERS = os.environ.get(
+    "LBLAB_DEFAULT_SANDBOX_WRITERS", "staff" if LBLAB_PUBLIC else "anyone").strip()
+if LBLAB_DEFAULT_SANDBOX_WRITERS not in ("anyone", "staff", "nobody"):
+    raise ImproperlyConfigured(f"LBLAB_DEFAULT_SANDBOX_WRITERS={LBLAB_DEFAULT_SANDBOX_WRITERS!r}: "
+                               "use anyone, staff or nobody")
+# Which driver runs learners' sandboxes (labs/sandbox/drivers.py): processes | containers.
+LBLAB_SANDBOX_DRIVER = os.environ.get("LBLAB_SANDBOX_DRIVER", "processes").strip()
+# The ports sandboxes are given (below Linux's ephemeral range by default).
+LBLAB_SANDBOX_PORTS = env_range("LBLAB_SANDBOX_PORTS", (20000, 29999))
+# Per-sandbox OS limits (labs/sandbox/limits.py): cgroups when possible, rlimits otherwise.
+LBLAB_SANDBOX_LIMITS = None if env_bool("LBLAB_SANDBOX_NO_LIMITS", False) else {
+    "memory_mb": int(os.environ.get("LBLAB_SANDBOX_MEMORY_MB", "512")),
+    "cpu_weight": int(os.environ.get("LBLAB_SANDBOX_CPU_WEIGHT", "100")),
+    "open_files": int(os.environ.get("LBLAB_SANDBOX_OPEN_FILES", "1024")),
+    "processes": int(os.environ.get("LBLAB_SANDBOX_PROCESSES", "64")),
+}
+# Per client address: new learner sessions and sandbox starts ("N/period", "off").
+LBLAB_RATE_SESSIONS = os.environ.get("LBLAB_RATE_SESSIONS", "30/hour" if LBLAB_PUBLIC else "off")
+LBLAB_RATE_STARTS = os.environ.get("LBLAB_RATE_STARTS", "10/hour" if LBLAB_PUBLIC else "off")
+# Behind LBLab's front door the client address is X-Forwarded-For's last hop.
+LBLAB_TRUST_FORWARDED = env_bool("LBLAB_TRUST_FORWARDED", False)
 
 LOGGING = {
     "version": 1,

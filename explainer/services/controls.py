@@ -12,6 +12,7 @@ or health setting itself and its [{"path", "message"}] list comes back in a
 from __future__ import annotations
 
 from django.conf import settings
+
 from labs.problems import Problem
 
 from labs.sandbox.admin_client import (
@@ -73,6 +74,8 @@ class ControlError(Problem):
                        status=exc.status)
         if isinstance(exc, AdminError):
             return cls(exc.message, exc.errors, status=502)
+        if isinstance(exc, Problem):
+            return cls(exc.message, exc.errors, status=exc.status)
         raise exc
 
 
@@ -265,20 +268,31 @@ def _service_errors() -> tuple[type[BaseException], ...]:
 
 
 def restart_backend(sandbox_id: str, backend: str) -> dict:
+    """Start a dead (or stuck) part again: a toy backend by name, or ``"proxy"``."""
     def go():
         sandbox = get_sandbox(sandbox_id)
         if not sandbox.managed:
+            if backend == "proxy":
+                raise ControlError(f"sandbox {sandbox_id!r} is not supervised by the sandbox "
+                                   "service, so the site cannot start its proxy; start it "
+                                   "yourself: python -m proxy --config FILE", status=409)
             address = backend_url(sandbox, backend, _admin(sandbox).state())
             port = address.rsplit(":", 1)[-1]
             raise ControlError(
                 f"sandbox {sandbox_id!r} is not supervised by the sandbox service, so the site "
                 f"cannot start processes for it; start it yourself: "
                 f"python -m labs.backend --name {backend} --port {port}", status=409)
-        svc = service()
+        from labs.services import sandboxes as learner_sandboxes
+
         try:
-            svc.restart_backend(sandbox_id, backend)
+            learner_sandboxes.restart(sandbox_id, backend)
+        except Problem as exc:
+            raise ControlError(f"could not restart {backend}: {exc.message}", status=409) from None
         except _service_errors() as exc:
             raise ControlError(f"could not restart {backend}: {exc}", status=409) from None
+        if backend == "proxy":
+            return _done("Restarted the proxy from the config it was started with (changes "
+                         "made since then are gone); its health checks start again.")
         return _done(f"Restarted {backend}. The health checker marks it healthy after enough "
                      "good probes.")
 

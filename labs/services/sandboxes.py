@@ -156,8 +156,8 @@ def restart(sandbox_id: str, part: str) -> Sandbox:
     svc = service()
     sb = svc.get(sandbox_id)
     if part != "proxy" and part not in sb.backends:
-        raise Problem(f"sandbox {sandbox_id} has no part {part!r}; its parts are "
-                      f"{', '.join(sb.part_names)}", status=404, path="part")
+        raise Problem(f"sandbox {sandbox_id} has no backend {part!r}; its parts are "
+                      f"{', '.join(sb.part_names)}", status=409, path="backend")
     return svc.restart_part(sandbox_id, part)
 
 
