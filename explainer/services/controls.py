@@ -14,6 +14,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from labs.problems import Problem
+from labs.sandbox import addresses
 
 from labs.sandbox.admin_client import (
     AdminClient,
@@ -116,8 +117,26 @@ def set_weight(sandbox_id: str, pool: str, backend: str, weight: int) -> dict:
     return _done(f"{backend} now has weight {weight}.", state)
 
 
+def confine_backend(sandbox: SandboxRef, address: str) -> None:
+    """The address rule (labs/sandbox/addresses.py): a backend must be the sandbox's own."""
+    if sandbox.managed and sandbox.handle is not None:
+        errors = addresses.check_backend(address, sandbox.handle)
+    else:
+        state = _admin(sandbox).state()
+        known = [b.get("address", "") for p in (state.get("pools") or {}).values()
+                 for b in p.get("backends") or []]
+        errors = addresses.check_backend_among(address, known)
+    if errors:
+        raise ControlError(errors[0]["message"], errors, status=422)
+
+
 def add_backend(sandbox_id: str, pool: str, name: str, address: str, weight: int = 1) -> dict:
-    state = _run(lambda: _admin(get_sandbox(sandbox_id)).add_backend(pool, name, address, weight))
+    def go():
+        sandbox = get_sandbox(sandbox_id)
+        confine_backend(sandbox, address)
+        return _admin(sandbox).add_backend(pool, name, address, weight)
+
+    state = _run(go)
     return _done(f"Added {name} ({address}) to pool {pool}.", state)
 
 

@@ -46,6 +46,7 @@ from typing import Any, Callable
 
 import yaml
 
+from labs.sandbox import addresses
 from labs.sandbox.admin_client import AdminClient, AdminError, BackendControl
 from labs.framework import services
 from labs.framework.definition import (Lab, check_config, check_settings,
@@ -282,6 +283,10 @@ class _Run:
     def apply_config(self) -> None:
         self.progress("config", "applying your config through the admin API", 0.1)
         placed = place(self.config, self.sb, self.sb.inner_host)
+        outside = addresses.check_config(placed, self.sb)  # the address rule (issue 12)
+        if outside:
+            raise RunRefused([(e["path"], e["message"]) for e in outside],
+                             "your config points outside your sandbox: nothing was run")
         try:
             self.admin.token = (self.config.get("admin") or {}).get("token") or self.token
             self.admin.put_config(placed)

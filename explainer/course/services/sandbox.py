@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from labs.problems import Problem
 
+from labs.sandbox import addresses
 from labs.sandbox.admin_client import AdminClient, AdminError, BackendControl
 from labs.services import sandboxes as learner_sandboxes
 
@@ -200,6 +201,10 @@ def apply(sb, config: dict, fresh_balancers: bool = False) -> dict:
     try:
         running = client.config()
         placed = place(config, sb, running)
+        errors = addresses.check_config(placed, sb)
+        if errors:  # a preset naming a backend the sandbox does not have
+            raise SandboxUnavailable("this config points outside your sandbox: "
+                                     + errors[0]["message"], status=422, errors=errors)
         if fresh_balancers:
             scratch = copy.deepcopy(placed)
             for pool in (scratch.get("pools") or {}).values():
