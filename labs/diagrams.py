@@ -37,8 +37,16 @@ from typing import Iterable
 # markup in flowchart labels; "#" starts a comment in a sequence diagram; a
 # backtick would start a markdown string.
 # (Mermaid's "#60;" codes themselves come out as raw placeholders from 11.x.)
+# "%" goes too: Mermaid reads "%%{init: ...}%%" directives *anywhere* in the text (a
+# Host header could restyle or reconfigure the diagram) and "%%" starts a comment that
+# would swallow the rest of the line. Braces build directives and flowchart shapes,
+# "&" would join participants and start entities, "\\" escapes. Statements such as
+# `click`, `style`, `classDef` or `:::` CSS classes only take effect at the start of a
+# statement, which outside text can never reach: newlines collapse to spaces and ";"
+# (a statement break) is a lookalike.
 LOOKALIKES = {'"': "'", ";": "\u037e", "<": "\u2039", ">": "\u203a", "`": "\u02cb",
-              "#": "\u266f"}
+              "#": "\u266f", "%": "\u066a", "{": "\u2774", "}": "\u2775", "&": "\uff06",
+              "\\": "\u29f5"}
 MAX_LABEL = 120
 
 HEALTH_CLASSES = ("healthy", "initial", "unhealthy")
