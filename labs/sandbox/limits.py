@@ -125,14 +125,22 @@ class Limits:
             _write(group / "cgroup.procs", str(pid))
 
     def release(self, sandbox_id: str) -> None:
-        """Remove the sandbox's cgroups once its processes are gone (an empty one only)."""
-        for group in self.cgroup_dirs(sandbox_id):
-            try:
-                group.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("sandbox %s: cgroup %s not removed (%s)", sandbox_id, group, exc)
+        release(sandbox_id)
+
+
+def release(sandbox_id: str) -> None:
+    """Remove the sandbox's cgroups, if any, once its processes are gone (whichever
+    service started them: a part restarted by the site may have been bounded by it)."""
+    name = f"lblab-{sandbox_id}"
+    candidates = [d / name for d in (_own_v2_dir(), *(_own_v1_dir(c) for c in V1_CONTROLLERS))
+                  if d is not None]
+    for group in candidates:
+        try:
+            group.rmdir()
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            log.warning("sandbox %s: cgroup %s not removed (%s)", sandbox_id, group, exc)
 
 
 def cgroup_of(pid: int) -> dict[str, str]:

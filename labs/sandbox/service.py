@@ -55,6 +55,7 @@ import yaml
 
 from labs.problems import Problem
 from labs.sandbox import procs, topology
+from labs.sandbox import limits as os_limits
 from labs.sandbox.limits import Limits
 from labs.sandbox.commands import (
     REPO_ROOT,
@@ -614,8 +615,7 @@ class SandboxService:
             # Only forget the record we stopped (not a newer sandbox with the same id).
             if current is not None and current.created_at == sb.created_at:
                 self._path(sb.id).unlink(missing_ok=True)
-        if self.limits is not None:
-            self.limits.release(sb.id)
+        os_limits.release(sb.id)  # its cgroups, if it had any (limits.py)
         if not keep_logs:
             shutil.rmtree(self.dir / sb.id, ignore_errors=True)
 

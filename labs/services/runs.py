@@ -28,7 +28,7 @@ from labs.models import LabProgress, LabRun
 from labs.problems import Problem
 from labs.sandbox import procs
 from labs.sandbox.commands import REPO_ROOT
-from labs.services import sandboxes
+from labs.services import rates, sandboxes
 
 
 class RunError(Problem):
@@ -39,10 +39,13 @@ class RunError(Problem):
 
 
 def learner_key(request) -> str:
+    """``u:<user pk>`` when logged in, else ``s:<session key>``; a visitor without a
+    session gets one now, counted against their address's session rate (rates.py)."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return f"u:{user.pk}"
     if not request.session.session_key:
+        rates.check_session(rates.client_address(request) if hasattr(request, "META") else None)
         request.session.save()
     return f"s:{request.session.session_key}"
 
@@ -77,11 +80,17 @@ def start(learner: str, slug: str, text: str) -> LabRun:
                            status=409)
         refresh(other)
     sandboxes.reap()
+    sandbox_id = sandboxes.sandbox_id_for(learner)
+    svc = sandboxes.service()
+    running = [sb for sb in svc.list() if sb.status == "starting"
+               or any(sb.alive(p) for p in sb.part_names)]
+    if sandbox_id not in {sb.id for sb in running} and len(running) >= svc.max_sandboxes:
+        raise sandboxes.full(svc)
+    rates.check_start()  # a run starts the learner's sandbox afresh
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     run_dir = runs_dir() / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "input.yaml").write_text(text, encoding="utf-8")
-    sandbox_id = sandboxes.sandbox_id_for(learner)
     argv = [sys.executable, str(REPO_ROOT / "manage.py"), "labs", "run", slug,
             "--config", str(run_dir / "input.yaml"), "--json", "--run-dir", str(run_dir),
             "--run-id", run_id, "--sandbox", sandbox_id, "--keep",
