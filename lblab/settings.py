@@ -2,13 +2,21 @@
 
 The embedded default needs nothing: SQLite under var/, an in-memory channel
 layer (so the bridge runs inside the daphne process, see explainer/bridges.py),
-a dev secret key. Workshops set DATABASE_URL (PostgreSQL via dj-database-url)
+a secret key made once per installation. Workshops set DATABASE_URL (PostgreSQL via dj-database-url)
 and REDIS_URL (channels_redis, so `manage.py bridge` can run as its own
 process and several daphne workers share one group).
 
+Public mode (LBLAB_PUBLIC=1: ``manage.py lab --public``, compose.yml) is for strangers:
+DEBUG off, the site's own error pages, the shared sandbox read-only to visitors, rate
+limits on, secure cookies and HSTS behind TLS; ``manage.py check --deploy`` passes.
+
 Environment:
-    SECRET_KEY            required when DEBUG is off
-    DEBUG                 1/true/yes/on (default on: this is a local teaching lab)
+    LBLAB_PUBLIC          1: public mode (default 0: one learner on their own machine)
+    LBLAB_TLS             1: served over HTTPS by a TLS terminator that sets
+                          X-Forwarded-Proto (default: on in public mode)
+    SECRET_KEY            default: made once per installation, kept in
+                          $LBLAB_STATE_DIR/secret_key (never a fixed default)
+    DEBUG                 1/true/yes/on (default on, off in public mode)
     ALLOWED_HOSTS         comma separated (default: localhost, 127.0.0.1, [::1])
     CSRF_TRUSTED_ORIGINS  comma separated origins (e.g. https://lab.example.org)
     DATABASE_URL          e.g. postgresql://postgres@127.0.0.1:5432/lblab
@@ -20,6 +28,16 @@ Environment:
     LBLAB_EMBEDDED_BRIDGE 1/0: run the bridge inside the web process (default: on
                           without REDIS_URL, off with it)
     LBLAB_VAR_DIR         where SQLite lives (default <repo>/var)
+    LBLAB_STATE_DIR       sandboxes, logs, rate counters, the secret key (default <repo>/var)
+    LBLAB_DEFAULT_SANDBOX_WRITERS  who may change the shared sandbox at /: anyone | staff
+                          | nobody (default anyone; staff in public mode)
+    LBLAB_SANDBOX_PORTS   the ports sandboxes get (default 20000-29999)
+    LBLAB_SANDBOX_DRIVER  processes (default) | containers
+    LBLAB_SANDBOX_MEMORY_MB, _CPU_WEIGHT, _OPEN_FILES, _PROCESSES: per-sandbox OS limits
+                          (512, 100, 1024, 64); LBLAB_SANDBOX_NO_LIMITS=1 turns them off
+    LBLAB_RATE_SESSIONS, LBLAB_RATE_STARTS  per client address, e.g. 30/hour, or off
+                          (default off; 30/hour and 10/hour in public mode)
+    LBLAB_TRUST_FORWARDED 1: the client address is X-Forwarded-For's last hop
 """
 from __future__ import annotations
 
@@ -69,14 +87,57 @@ def env_list(name: str, default: list[str]) -> list[str]:
 LBLAB_PUBLIC = env_bool("LBLAB_PUBLIC", False)
 DEBUG = env_bool("DEBUG", not LBLAB_PUBLIC)
 
-_DEV_SECRET = "lblab-dev-secret-key-not-for-production-use-0123456789"
-SECRET_KEY = os.environ.get("SECRET_KEY") or _DEV_SECRET
-if not DEBUG and SECRET_KEY == _DEV_SECRET:
-    raise ImproperlyConfigured("DEBUG is off: set SECRET_KEY to a long random string "
-                               "(python -c 'import secrets; print(secrets.token_urlsafe(50))')")
+STATE_DIR = Path(os.environ.get("LBLAB_STATE_DIR") or BASE_DIR / "var")
+
+
+def installation_secret(state_dir: Path) -> str:
+    """This installation's SECRET_KEY: made once, kept in <state dir>/secret_key (0600).
+
+    Never a fixed default: a key everyone can read in the source would let anyone forge
+    sessions. O_EXCL makes two processes starting at once agree on one key."""
+    path = state_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    import secrets
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "").strip() or installation_secret(STATE_DIR)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Behind TLS (public mode's default): cookies only over HTTPS, HTTP redirected, HSTS. The
+# TLS terminator in front must set X-Forwarded-Proto (and drop one a client sends).
+# LBLAB_TLS=0 runs a public site over plain HTTP (a workshop LAN): the operator's choice,
+# so Django's deploy checks about HTTPS are silenced, not failed.
+LBLAB_TLS = env_bool("LBLAB_TLS", LBLAB_PUBLIC)
+if LBLAB_TLS:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("LBLAB_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the front door's health checks speak HTTP
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = int(os.environ.get("LBLAB_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("LBLAB_HSTS_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("LBLAB_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [
+    # Asking browsers to preload HSTS for the whole domain is the domain owner's call.
+    *([] if os.environ.get("LBLAB_HSTS_PRELOAD") else ["security.W021"]),
+    *([] if LBLAB_TLS else ["security.W004", "security.W008", "security.W012",
+                            "security.W016"]),
+]
+SESSION_COOKIE_HTTPONLY = True
 
 INSTALLED_APPS = [
     "daphne",  # runserver serves ASGI (HTTP + WebSocket)

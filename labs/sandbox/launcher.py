@@ -105,6 +105,8 @@ class LabOptions:
     state_dir: str | None = None
     migrate: bool = True
     grace: float = 5.0
+    public: bool = False  # strangers reach the site (lblab/settings.py, LBLAB_PUBLIC)
+    behind_tls: bool = False  # public, served over HTTPS by a TLS terminator in front
 
     def resolved_backend_ports(self) -> list[int]:
         return list(self.backend_ports or range(9001, 9001 + self.backends))
@@ -229,6 +231,10 @@ class Launcher:
         env["LBLAB_STATE_DIR"] = str(self.state_dir)
         env["LBLAB_SANDBOX"] = self.o.sandbox
         env["LBLAB_EMBEDDED_BRIDGE"] = "1" if self.bridge_mode == "embedded" else "0"
+        if self.o.public:
+            env["LBLAB_PUBLIC"] = "1"
+            env["LBLAB_TLS"] = "1" if self.o.behind_tls else "0"
+            env.setdefault("DEBUG", "0")
         return env
 
     def plan_parts(self) -> dict[str, Part]:
@@ -566,6 +572,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--state-dir", help="where sandboxes and logs live "
                                             "(default $LBLAB_STATE_DIR or ./var)")
     parser.add_argument("--no-migrate", action="store_true", help="skip manage.py migrate")
+    parser.add_argument("--public", action="store_true",
+                        help="host a cohort: DEBUG off, the shared sandbox read-only to "
+                             "visitors, rate limits, the site's own error pages (see "
+                             "lblab/settings.py; compose.yml runs this way)")
+    parser.add_argument("--behind-tls", action="store_true",
+                        help="--public, served over HTTPS by a TLS terminator that sets "
+                             "X-Forwarded-Proto: secure cookies, HSTS, HTTP redirected")
 
 
 def options_from(args) -> LabOptions:
@@ -580,7 +593,8 @@ def options_from(args) -> LabOptions:
         admin_port=get("admin_port"), backend_ports=backend_ports, backends=backends,
         sandbox=get("sandbox"), front_door=bool(get("front_door")), web_port=get("web_port"),
         ws_port=get("ws_port"), bridge=get("bridge"), state_dir=get("state_dir"),
-        migrate=not get("no_migrate"),
+        migrate=not get("no_migrate"), public=bool(get("public")),
+        behind_tls=bool(get("behind_tls")),
     )
 
 
