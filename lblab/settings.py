@@ -254,12 +254,15 @@ LBLAB_SANDBOX_DRIVER = os.environ.get("LBLAB_SANDBOX_DRIVER", "processes").strip
 # The ports sandboxes are given (below Linux's ephemeral range by default).
 LBLAB_SANDBOX_PORTS = env_range("LBLAB_SANDBOX_PORTS", (20000, 29999))
 # Per-sandbox OS limits (labs/sandbox/limits.py): cgroups when possible, rlimits otherwise.
-LBLAB_SANDBOX_LIMITS = None if env_bool("LBLAB_SANDBOX_NO_LIMITS", False) else {
-    "memory_mb": int(os.environ.get("LBLAB_SANDBOX_MEMORY_MB", "512")),
-    "cpu_weight": int(os.environ.get("LBLAB_SANDBOX_CPU_WEIGHT", "100")),
-    "open_files": int(os.environ.get("LBLAB_SANDBOX_OPEN_FILES", "1024")),
-    "processes": int(os.environ.get("LBLAB_SANDBOX_PROCESSES", "64")),
-}
+try:
+    from labs.sandbox.limits import Limits as _Limits
+
+    _limits = _Limits.from_env()
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+LBLAB_SANDBOX_LIMITS = None if _limits is None else {
+    "memory_mb": _limits.memory_mb, "cpu_weight": _limits.cpu_weight,
+    "open_files": _limits.open_files, "processes": _limits.processes}
 # Per client address: new learner sessions and sandbox starts ("N/period", "off").
 LBLAB_RATE_SESSIONS = os.environ.get("LBLAB_RATE_SESSIONS", "30/hour" if LBLAB_PUBLIC else "off")
 LBLAB_RATE_STARTS = os.environ.get("LBLAB_RATE_STARTS", "10/hour" if LBLAB_PUBLIC else "off")

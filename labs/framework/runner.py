@@ -47,6 +47,7 @@ from typing import Any, Callable
 import yaml
 
 from labs.sandbox import addresses
+from labs.sandbox.limits import Limits
 from labs.sandbox.admin_client import AdminClient, AdminError, BackendControl
 from labs.framework import services
 from labs.framework.definition import (Lab, check_config, check_settings,
@@ -210,7 +211,7 @@ class _Run:
         self.run_dir = Path(options.run_dir or self.state_dir / "labruns" / self.run_id)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.service = SandboxService(self.state_dir, max_sandboxes=options.max_sandboxes,
-                                      start_timeout=30.0)
+                                      start_timeout=30.0, limits=Limits.from_env())
         self.sandbox_id = options.sandbox_id or f"lab-{lab.slug[:24]}-{secrets.token_hex(3)}"
         self.sb = None
         self.admin: AdminClient | None = None

@@ -17,9 +17,12 @@ Theory of operation
    ``<state_dir>/launcher/<sandbox>.json`` (``read_status``), next to the sandbox's own
    record that ``SandboxService.parts`` reads. Nothing is restarted behind the learner's
    back: a dead backend is often the lesson.
-4. Stop on SIGINT/SIGTERM/SIGHUP: site and bridge, then the sandbox; every part is its own
-   process group, SIGTERM then SIGKILL after a grace, so nothing is left behind. The
-   launcher also asks the kernel to SIGTERM its children should it die without cleaning up.
+4. Stop on SIGINT/SIGTERM/SIGHUP: site and bridge, then the sandbox, then everything the
+   site started (lab runs, traffic, every learner's sandbox, the labs' Redis: cleanup.py);
+   every part is its own process group, SIGTERM then SIGKILL after a grace, so nothing is
+   left behind. The launcher also asks the kernel to SIGTERM its children should it die
+   without cleaning up, and a start after a crash first stops what the earlier run
+   recorded (by pid and start time, never by name).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
-from labs.sandbox import procs, topology
+from labs.sandbox import cleanup, procs, topology
 from labs.sandbox.commands import (
     REPO_ROOT,
     bridge_cmd,
@@ -422,11 +425,12 @@ class Launcher:
     def write_status(self) -> None:
         sb = self.sandbox
         data = {
-            "pid": os.getpid(), "url": self.url, "sandbox": self.o.sandbox,
+            "pid": os.getpid(), "pid_start": procs.start_ticks(os.getpid()),
+            "url": self.url, "sandbox": self.o.sandbox,
             "front_door": self.o.front_door, "bridge": self.bridge_mode,
             "updated_at": time.time(),
             "parts": {name: {"port": p.port, "pid": p.proc.pid if p.proc else None,
-                             "alive": p.alive, "detail": p.detail, "log": str(p.log),
+                             "pid_start": p.ticks, "alive": p.alive, "detail": p.detail, "log": str(p.log),
                              "url": p.url}
                       for name, p in self.parts.items()},
         }
@@ -434,6 +438,7 @@ class Launcher:
             for name in sb.part_names:
                 data["parts"][name] = {
                     "port": sb.ports.get(name), "pid": sb.pids.get(name),
+                    "pid_start": sb.pid_starts.get(name),
                     "alive": self.sandbox_alive.get(name, False),
                     "detail": "" if self.sandbox_alive.get(name) else "stopped",
                     "log": str(sb.log_path(name)),
@@ -502,11 +507,24 @@ class Launcher:
             except SandboxError:
                 pass  # already gone (stopped from elsewhere): nothing left to stop
             self._started_sandbox = False
+        # Then everything the site started: lab runs, traffic, learners' sandboxes, Redis.
+        stopped = cleanup.stop_everything(self.state_dir, self.o.grace, self._say)
+        if stopped:
+            self._say(f"stopped what the site had started: {', '.join(stopped)}")
         self.status_path.unlink(missing_ok=True)
+
+    def clean_leftovers(self) -> None:
+        """A previous launcher of this state dir died without stopping its processes:
+        stop them now (by recorded pid and start time), before checking ports."""
+        stopped = cleanup.leftovers(self.state_dir, self.status_path, self.o.grace, self._say)
+        if stopped:
+            self._say(f"an earlier run did not stop cleanly; stopped what it left: "
+                      f"{', '.join(stopped)}")
 
     def run(self, install_signals: bool = True,
             on_ready: Callable[["Launcher"], None] | None = None) -> int:
         """Start, supervise until a signal, stop. Returns the exit status."""
+        self.clean_leftovers()
         self.check_ports()  # before anything starts: a refusal leaves nothing to stop
         previous = {}
         if install_signals:

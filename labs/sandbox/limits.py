@@ -53,6 +53,22 @@ class Limits:
                              f"use {', '.join(sorted(known))}")
         return cls(**spec)
 
+    @classmethod
+    def from_env(cls, environ=None) -> "Limits | None":
+        """The limits the environment asks for (the names lblab/settings.py documents):
+        LBLAB_SANDBOX_MEMORY_MB, _CPU_WEIGHT, _OPEN_FILES, _PROCESSES; None when
+        LBLAB_SANDBOX_NO_LIMITS is 1 (so the site and a lab run's own process agree)."""
+        env = os.environ if environ is None else environ
+        if env.get("LBLAB_SANDBOX_NO_LIMITS", "").strip().lower() in ("1", "true", "yes", "on"):
+            return None
+        try:
+            return cls(memory_mb=int(env.get("LBLAB_SANDBOX_MEMORY_MB", "512")),
+                       cpu_weight=int(env.get("LBLAB_SANDBOX_CPU_WEIGHT", "100")),
+                       open_files=int(env.get("LBLAB_SANDBOX_OPEN_FILES", "1024")),
+                       processes=int(env.get("LBLAB_SANDBOX_PROCESSES", "64")))
+        except ValueError as exc:
+            raise ValueError(f"LBLAB_SANDBOX_*: give whole numbers ({exc})") from None
+
     # -- where -----------------------------------------------------------------------------
 
     def mode(self) -> str:

@@ -70,6 +70,20 @@ DEFAULT_PORT_RANGE = (20000, 29999)  # below Linux's ephemeral range (32768-6099
 _BIND_FAILED = re.compile(r"address already in use|errno 98", re.IGNORECASE)
 
 
+def env_port_range() -> tuple[int, int]:
+    """LBLAB_SANDBOX_PORTS ("20000-29999"), the setting lblab/settings.py documents."""
+    raw = os.environ.get("LBLAB_SANDBOX_PORTS", "").strip()
+    if not raw:
+        return DEFAULT_PORT_RANGE
+    try:
+        lo, hi = (int(x) for x in raw.split("-", 1))
+    except ValueError:
+        lo = hi = -1
+    if not 1024 <= lo < hi <= 65535:
+        raise SandboxError(f"LBLAB_SANDBOX_PORTS={raw!r}: write a range such as 20000-29999")
+    return lo, hi
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("LBLAB_STATE_DIR") or REPO_ROOT / "var")
 
@@ -183,7 +197,7 @@ class Sandbox:
 
 class SandboxService:
     def __init__(self, state_dir: str | Path | None = None, host: str = "127.0.0.1",
-                 max_sandboxes: int = 40, *, port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+                 max_sandboxes: int = 40, *, port_range: tuple[int, int] | None = None,
                  start_timeout: float = 20.0, die_with_parent: bool = False,
                  python: str = sys.executable, preload_backends: bool = True,
                  limits: "Limits | None" = None):
@@ -195,7 +209,7 @@ class SandboxService:
         # anyone could use) stay on 127.0.0.1, reached through the proxy or from this machine.
         self.inner_host = host if procs.is_loopback(host) else "127.0.0.1"
         self.max_sandboxes = max_sandboxes
-        self.port_range = port_range
+        self.port_range = port_range or env_port_range()
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
         self.python = python

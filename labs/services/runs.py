@@ -99,6 +99,9 @@ def start(learner: str, slug: str, text: str) -> LabRun:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # Recorded for cleanup.py: Ctrl-C on the launcher stops runs still going.
+    (run_dir / "pid.json").write_text(json.dumps({"pid": proc.pid,
+                                                  "pid_start": procs.start_ticks(proc.pid)}))
     run = LabRun.objects.create(id=run_id, learner=learner, slug=slug, document=text,
                                 state=LabRun.RUNNING, run_dir=str(run_dir),
                                 sandbox_id=sandbox_id, pid=proc.pid,

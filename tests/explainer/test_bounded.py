@@ -139,3 +139,12 @@ def test_without_cgroups_rlimits_and_a_lower_priority_bound_the_sandbox(tmp_path
         assert os.getpriority(os.PRIO_PROCESS, pid) > os.getpriority(os.PRIO_PROCESS, 0)
     finally:
         svc.stop("rl", grace=2)
+
+
+def test_the_sandbox_port_range_is_a_setting(state, settings):
+    settings.LBLAB_SANDBOX_PORTS = (30600, 30699)  # this test's own block
+    sb, _ = learner_sandboxes.ensure("s:ports", backends=2)
+    try:
+        assert all(30600 <= port <= 30699 for port in sb.ports.values()), sb.ports
+    finally:
+        learner_sandboxes.service().stop(sb.id, grace=2)

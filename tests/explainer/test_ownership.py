@@ -137,3 +137,28 @@ async def test_only_the_owner_joins_the_sandboxs_socket(two_learners):
         assert connected is False
     connected, paint = await _socket(bob.cookies["sessionid"].value, "default")
     assert connected  # the shared one is open to watch
+
+
+def test_the_owner_restarts_a_dead_proxy_from_the_site(two_learners):
+    import os
+    import signal
+
+    from labs.sandbox import procs
+
+    ada, bob, sb = two_learners
+    os.kill(sb.pids["proxy"], signal.SIGKILL)
+    deadline = __import__("time").monotonic() + 5
+    while sb.alive("proxy"):
+        assert __import__("time").monotonic() < deadline
+    paint = ada.get(f"/api/{sb.id}/snapshot").json()
+    assert paint["parts"]["proxy"]["alive"] is False and "not running" in paint["parts"]["proxy"]["detail"]
+    token = csrf(bob)
+    assert bob.post(f"/api/{sb.id}/control/restart",
+                    {"backend": "proxy", "csrfmiddlewaretoken": token}).status_code == 404
+    resp = ada.post(f"/api/{sb.id}/control/restart",
+                    {"backend": "proxy", "csrfmiddlewaretoken": csrf(ada)})
+    assert resp.status_code == 200, resp.content
+    assert "Restarted the proxy" in resp.json()["message"]
+    paint = ada.get(f"/api/{sb.id}/snapshot").json()
+    assert paint["parts"]["proxy"]["alive"] is True and paint["proxy"]["reachable"] is True
+    assert procs.port_free("127.0.0.1", sb.ports["proxy"]) is False
