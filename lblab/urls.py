@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from lblab.health import healthz
+
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),  # container health checks (lblab/health.py)
     path("", include("explainer.urls")),
     path("admin/", admin.site.urls),
     path("course/", include("explainer.course.urls")),
