@@ -161,8 +161,15 @@ def runtime_requirements() -> str:
 
 # ---------------------------------------------------------------- steps
 
-def run(argv: list[str], what: str, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, text=True, capture_output=True, **kw)
+# The engine the client talks to: DOCKER_HOST unless build_all() is given another.
+_DOCKER_HOST: str | None = None
+
+
+def run(argv: list[str], what: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {})}
+    if _DOCKER_HOST:
+        env["DOCKER_HOST"] = _DOCKER_HOST
+    proc = subprocess.run(argv, text=True, capture_output=True, env=env)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise BuildError(f"{what} failed (exit {proc.returncode}): {' '.join(argv[:6])} ...\n"
@@ -181,7 +188,11 @@ def docker() -> str:
 
 
 def image_exists(name: str) -> bool:
-    return subprocess.run([docker(), "image", "inspect", name], capture_output=True).returncode == 0
+    try:
+        run([docker(), "image", "inspect", name], "docker image inspect")
+    except BuildError:
+        return False
+    return True
 
 
 def make_base(name: str) -> float:
@@ -225,8 +236,7 @@ def build(target: str, args: dict[str, str]) -> float:
             "-t", f"{IMAGES[target]}:{TAG}"]
     for key, value in args.items():
         argv += ["--build-arg", f"{key}={value}"]
-    run([*argv, str(REPO)], f"docker build of {IMAGES[target]}",
-        env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    run([*argv, str(REPO)], f"docker build of {IMAGES[target]}", env={"DOCKER_BUILDKIT": "0"})
     return time.monotonic() - started
 
 
@@ -235,7 +245,10 @@ def image_mb(name: str) -> float:
     return round(int(out.stdout.strip()) / 1e6, 1)
 
 
-def build_all(base: str | None = None, quiet: bool = False) -> dict:
+def build_all(base: str | None = None, quiet: bool = False,
+              docker_host: str | None = None) -> dict:
+    global _DOCKER_HOST
+    _DOCKER_HOST = docker_host
     def say(msg: str) -> None:
         if not quiet:
             print(f"[images] {msg}", file=sys.stderr, flush=True)
