@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import http.client
 import json
@@ -700,6 +701,28 @@ async def gateway(host: str, sock_dir: Path, mapping: dict[int, str]) -> None:
         server.close()
 
 
+def measure_sandboxes(count: int, backends: int, state_dir: str | None = None,
+                      settle_s: float = 3.0) -> dict:
+    """Start ``count`` sandboxes one at a time (the image warm after the first), then read
+    each one's memory once idle; stop them all."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lblab-measure-") as tmp:
+        driver = ContainerDriver(state_dir=state_dir or tmp, max_sandboxes=count)
+        starts, mems = [], []
+        try:
+            for i in range(count):
+                starts.append(driver.create(f"measure-{i}", backends=backends).start_seconds)
+            time.sleep(settle_s)
+            mems = [driver.measure(f"measure-{i}")["total"] / 1e6 for i in range(count)]
+        finally:
+            for sb in driver.list():
+                driver.stop(sb.id)
+    return {"driver": "containers", "backends": backends, "start_s": starts,
+            "idle_mem_mb": [round(m, 1) for m in mems],
+            "limits": dataclasses.asdict(driver.limits)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labs.sandbox.containers")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -709,7 +732,15 @@ def main(argv: list[str] | None = None) -> int:
     gw.add_argument("--host", default="127.0.0.1")
     gw.add_argument("--dir", required=True)
     gw.add_argument("--map", action="append", default=[], help="PORT=PART")
+    measure = sub.add_parser("measure", help="start sandboxes one after another, print their "
+                             "start time and idle memory as JSON, stop them")
+    measure.add_argument("--count", type=int, default=3)
+    measure.add_argument("--backends", type=int, default=4)
+    measure.add_argument("--state-dir", default=None)
     opts = parser.parse_args(argv)
+    if opts.cmd == "measure":
+        print(json.dumps(measure_sandboxes(opts.count, opts.backends, opts.state_dir)))
+        return 0
     if opts.cmd == "serve":
         spec_path = Path(opts.spec)
         asyncio.run(Serve(json.loads(spec_path.read_text()), spec_path.parent).run())
