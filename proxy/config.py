@@ -234,9 +234,42 @@ class ListenerTLS(Strict):
         return self.client_auth or "required"
 
 
+class HTTP2Settings(Strict):
+    """HTTP/2 from clients (proxy/http2/): prior knowledge on cleartext, `h2` by ALPN
+    over TLS (list it in tls.alpn). The caps answer the HTTP/2 flood advisories
+    (see proxy/http2/guard.py); a client over a cap gets GOAWAY ENHANCE_YOUR_CALM."""
+
+    max_concurrent_streams: int = Field(100, ge=1, le=10_000)
+    initial_window: int = Field(65_535, ge=1024, le=2**31 - 1)  # per stream, bytes
+    max_resets: int = Field(100, ge=1, le=100_000)  # RST_STREAM per period (rapid reset)
+    max_control_frames: int = Field(100, ge=1, le=100_000)  # SETTINGS and PINGs per period
+    max_continuation_frames: int = Field(16, ge=1, le=1000)  # per header block
+    period: Duration = 10.0
+
+
+def _http2_switch(value: object) -> object:
+    # `http2: true` is the everyday spelling; the settings object tunes the caps.
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class UDPSettings(Strict):
+    """UDP listeners (proxy/io/udp.py): one flow per client address and port."""
+
+    flow_idle: Duration = 30.0  # a flow with no datagram either way for this long ends
+    max_flows: int = Field(10_000, ge=1, le=1_000_000)  # new clients beyond: dropped
+
+
 class ListenerConfig(Strict):
     bind: Address
-    protocol: Literal["http", "tcp"] = "http"
+    protocol: Literal["http", "tcp", "udp"] = "http"
+    # http listeners: also serve HTTP/2 (true, or settings). Off: HTTP/1.1 only.
+    http2: Annotated[HTTP2Settings | None, BeforeValidator(_http2_switch)] = None
+    # udp listeners: flow idle timeout and flow limit.
+    udp: UDPSettings | None = None
     # HTTP listeners: route names, tried by route priority (then by this order).
     routes: list[Name] = []
     # TCP listeners: the pool every connection goes to (with tls passthrough:
@@ -439,8 +472,16 @@ class BackendConfig(Strict):
 
 
 class HealthCheckConfig(Strict):
-    type: Literal["http", "tcp"] = "http"
+    type: Literal["http", "tcp", "grpc", "udp"] = "http"
     path: str = "/health"
+    # Probe this port of each backend instead of its traffic port (e.g. a TCP or
+    # HTTP check beside a UDP service).
+    port: int | None = Field(None, ge=1, le=65535)
+    # grpc: the service asked about in grpc.health.v1.Health/Check ("" = the server).
+    service: str = ""
+    # udp: the datagram sent, and text the reply must contain (default: any reply).
+    send: str = "ping"
+    expect: str | None = None
     expect_status: list[int] = [200]
     body_contains: str | None = None
     interval: Duration = 2.0
@@ -502,6 +543,9 @@ class PoolConfig(Strict):
     # open: when the share of eligible backends falls below it, spread over all.
     panic_threshold: float = Field(0.0, ge=0.0, le=1.0)
     retries: int = Field(1, ge=0, le=5)
+    # How an http listener speaks to the backends: HTTP/1.1, or HTTP/2 (h2c, or h2
+    # by ALPN with tls), which gRPC needs (trailers). See proxy/http2/upstream.py.
+    protocol: Literal["http1", "h2"] = "http1"
     max_connections_per_backend: int | None = Field(None, ge=1)  # 503 when all are full
     # Speak TLS to the backends (an http listener re-encrypts what it decrypted).
     tls: UpstreamTLS | None = None
@@ -631,6 +675,8 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                                "it, so there is no HTTP to route on: use protocol: tcp with "
                                "tls.sni, or mode: terminate"))
             continue
+        if listener.protocol == "udp":
+            continue  # checked by _check_http2_udp
         # tcp (L4)
         if listener.routes:
             errors.append((f"{path}.routes", f"a tcp listener cannot route on HTTP: {L4_BLIND}; "
@@ -660,6 +706,7 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                 errors.append((f"pools.{pname}.{setting}",
                                f"{reason}, and pool {pname} is behind tcp listener {lname}, "
                                f"which cannot see it ({L4_BLIND}): {fix}"))
+    errors += _check_http2_udp(config)
     for rname, route in config.routes.items():
         for pname in route.pools():
             if pname not in config.pools:
@@ -690,6 +737,65 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             errors.append((f"pools.{pname}.health.type",
                            "active http checks speak plain HTTP, which a TLS backend refuses; "
                            "use type: tcp for TLS pools"))
+    return errors
+
+
+def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
+    """HTTP/2 and UDP pairings (issue 14)."""
+    errors: list[tuple[str, str]] = []
+    behind_udp: dict[str, str] = {}
+    for lname, listener in config.listeners.items():
+        path = f"listeners.{lname}"
+        tls = listener.tls
+        if listener.http2 is not None and listener.protocol != "http":
+            errors.append((f"{path}.http2", f"http2 is served by http listeners; a "
+                           f"{listener.protocol} listener relays {listener.protocol.upper()} "
+                           "without reading it: remove http2"))
+        if (listener.protocol == "http" and tls is not None and tls.mode == "terminate"
+                and "h2" in tls.alpn and listener.http2 is None):
+            errors.append((f"{path}.tls.alpn", "h2 in tls.alpn offers HTTP/2, which this "
+                           "listener serves only with http2: true; add it, or remove h2"))
+        if listener.udp is not None and listener.protocol != "udp":
+            errors.append((f"{path}.udp", "udp settings are for protocol: udp listeners"))
+        if listener.protocol != "udp":
+            continue
+        if listener.routes:
+            errors.append((f"{path}.routes", "a udp listener balances datagrams per flow "
+                           "and cannot route on HTTP: give pool: NAME"))
+        if tls is not None:
+            errors.append((f"{path}.tls", "a udp listener does not speak TLS (DTLS is not "
+                           "supported): remove tls"))
+        if listener.pool is None:
+            errors.append((f"{path}.pool", "a udp listener needs pool: NAME"))
+        elif listener.pool not in config.pools:
+            errors.append((f"{path}.pool", f"no pool named {listener.pool!r}"))
+        else:
+            behind_udp.setdefault(listener.pool, lname)
+    for pname, lname in behind_udp.items():
+        pool = config.pools[pname]
+        for setting, reason, fix in pool.http_needs():
+            errors.append((f"pools.{pname}.{setting}", f"{reason}, and pool {pname} is behind "
+                           f"udp listener {lname}, which sees datagrams only: {fix}"))
+        if pool.uses_tls():
+            errors.append((f"pools.{pname}.tls", f"pool {pname} is behind udp listener "
+                           f"{lname}: datagrams are relayed as they are; remove tls"))
+        if pool.protocol != "http1":
+            errors.append((f"pools.{pname}.protocol", f"pool {pname} is behind udp listener "
+                           f"{lname}, which relays datagrams: remove protocol: h2"))
+        if pool.health is not None and pool.health.type == "grpc":
+            errors.append((f"pools.{pname}.health.type", "a udp pool cannot answer gRPC on "
+                           "its traffic port: use type: udp, or tcp/http with health.port"))
+    for pname, pool in config.pools.items():
+        health = pool.health
+        if health is None:
+            continue
+        if health.type == "udp" and pname not in behind_udp:
+            errors.append((f"pools.{pname}.health.type", f"type: udp sends a datagram, and "
+                           f"pool {pname} is not behind a udp listener: use http, tcp or grpc"))
+        if health.type == "grpc" and pool.protocol != "h2" and health.port is None:
+            errors.append((f"pools.{pname}.health.type", "type: grpc speaks HTTP/2 to the "
+                           f"backends: set pools.{pname}.protocol: h2 (gRPC backends need "
+                           "it anyway)"))
     return errors
 
 

@@ -239,9 +239,9 @@ class ProxyServer:
 
     def _protocol(self, bound: BoundListener):
         if bound.config.protocol == "http":
-            if bound.tls is not None:
-                return TLSAccept(self, bound, lambda: L7Connection(self, bound))
-            return L7Connection(self, bound)
+            from proxy.http2.serve import http_protocol  # HTTP/1.1, and HTTP/2 when enabled
+
+            return http_protocol(self, bound)
         return self._l4_protocol(bound)
 
     def _l4_protocol(self, bound: BoundListener):
