@@ -571,12 +571,18 @@ class H2Connection(asyncio.Protocol):
         if self.closed or stream.ended:
             return
         h2c = self.h2
-        for item in items:
+        for i, item in enumerate(items):
             if isinstance(item, Trailers):
                 stream.end_pending = item
             elif isinstance(item, ResponseHeaders):
+                # A head with nothing after it ends the stream in the same frame: that
+                # is how gRPC's trailers-only responses (an error status) must look.
+                alone = i + 1 < len(items) and items[i + 1] is END and not stream.pending
                 try:
-                    h2c.send_headers(stream.stream_id, item.headers)
+                    h2c.send_headers(stream.stream_id, item.headers, end_stream=alone)
+                    if alone:
+                        stream.ended = True
+                        break
                 except (h2.exceptions.ProtocolError, KeyError) as exc:
                     log.debug("stream %d: cannot send headers: %s", stream.stream_id, exc)
                     stream.ended = True
