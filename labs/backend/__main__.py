@@ -296,7 +296,7 @@ async def run(args: argparse.Namespace, patch: dict) -> None:
         scheme = "https" if args.tls else "http"
         notes = [f"pid {os.getpid()}", f"sessions: {store.kind}"]
     elif args.mode in ("grpc", "udp"):
-        scheme = "h2c" if args.mode == "grpc" else "udp"
+        scheme = args.mode  # grpc:// (cleartext HTTP/2) or udp://
         notes = [f"pid {os.getpid()}", args.mode]
     else:
         scheme = "tcp+tls" if args.tls else "tcp"

@@ -399,6 +399,9 @@ class H2Connection(asyncio.Protocol):
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.limits.max_header_bytes,
         })
+        # In force at once, not only once the client acknowledges our SETTINGS: a
+        # client may send its first (HPACK-bomb) headers before that.
+        self.h2.decoder.max_header_list_size = config.limits.max_header_bytes
         self.h2.initiate_connection()
         self._write()
         if self.bound.active > config.limits.max_connections:
