@@ -18,8 +18,9 @@ with `loop.add_reader` callbacks: no task or transport per flow.
 
 `FlowTable` is the pure part: flows by client address, the limit
 (`udp.max_flows`: the first datagram of a new client beyond it is dropped and
-counted, with at most one Warning event per second), and which flows are
-idle at a given time.
+counted), and which flows are idle at a given time. A datagram dropped for
+the limit or for want of a backend is a `connection` event (kind udp, no
+backend, `error: "datagram dropped: <why>"`), at most one per second.
 
 Counters and events, like TCP connections: an open flow counts in its
 backend's `active_connections` and `outstanding` (least_connections sees
@@ -36,7 +37,7 @@ import socket
 import time
 
 from proxy.balancers.base import PickContext
-from proxy.events import ConnectionEvent, ConnectionOpen, Warning as WarningEvent
+from proxy.events import ConnectionEvent, ConnectionOpen
 
 log = logging.getLogger("proxy.udp")
 
@@ -264,13 +265,14 @@ class UDPListener(asyncio.DatagramProtocol):
             self.table.max_flows = settings.max_flows
             self.table.idle = settings.flow_idle
         server = self.server
+        pool_name = self.bound.config.pool
         if self.table.full() or self.bound.closed:
             self.table.dropped += 1
-            self._warn(f"listener {self.bound.name}: {len(self.table)} flows open "
-                       f"(udp.max_flows {self.table.max_flows}); datagrams of new clients "
-                       f"are dropped ({self.table.dropped} so far)")
+            self._refused_flow(client, server.request_ids.next(), pool_name, None, (
+                f"{len(self.table)} flows open on listener {self.bound.name} "
+                f"(udp.max_flows {self.table.max_flows}): datagrams of new clients are "
+                f"dropped ({self.table.dropped} so far)"))
             return None
-        pool_name = self.bound.config.pool
         pool = server.runtime.pools.get(pool_name)
         connection_id = server.request_ids.next()
         ctx = PickContext(client_ip=client[0], now=server.clock())
@@ -314,13 +316,6 @@ class UDPListener(asyncio.DatagramProtocol):
                 closed_by="proxy", error=f"datagram dropped: {why}"))
         except Exception:
             log.exception("publishing a dropped UDP flow failed")
-
-    def _warn(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._warned_at < 1.0:
-            return
-        self._warned_at = now
-        self.server.bus.publish(WarningEvent(source="udp", message=message))
 
     # ------------------------------------------------------------ idle expiry
 
