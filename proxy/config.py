@@ -786,6 +786,10 @@ def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
             errors.append((f"pools.{pname}.health.type", "a udp pool cannot answer gRPC on "
                            "its traffic port: use type: udp, or tcp/http with health.port"))
     for pname, pool in config.pools.items():
+        if pool.protocol == "h2" and pool.uses_tls():
+            errors.append((f"pools.{pname}.protocol", "HTTP/2 to backends is cleartext (h2c) "
+                           "in this version: remove tls from the pool (and its backends), or "
+                           "use protocol: http1 to re-encrypt"))
         health = pool.health
         if health is None:
             continue

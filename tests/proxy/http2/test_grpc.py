@@ -117,3 +117,23 @@ def test_grpc_health_check_takes_a_not_serving_backend_out(proxy, grpc_backends)
     assert names == {b"g1", b"g2", b"g3"}
     grpc_backends["g4"].clear_faults()
     wait_health(proxy, {"b4": "healthy"})
+
+
+def test_http11_client_reaches_the_h2_pool(proxy):
+    """An HTTP/1.1 client's request goes to the backends over HTTP/2 too; it gets the
+    body (no trailers: HTTP/1.1 has no place for them here), the event gets grpc-status."""
+    import http.client
+
+    from labs.backend.grpc_mode import frame, unframe
+
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port("grpc-l7"), timeout=5)
+    conn.request("POST", "/lblab.toy.Echo/Whoami", body=frame(field_string(1, "h1")),
+                 headers={"Content-Type": "application/grpc", "TE": "trailers"})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    assert resp.status == 200 and resp.getheader("content-type") == "application/grpc"
+    reply = parse_fields(unframe(body)[0])
+    assert reply[2] == b"h1" and reply[1] in (b"g1", b"g2", b"g3", b"g4")
+    event = proxy.event(resp.getheader("x-request-id"))
+    assert event["grpc"] == {"status": 0, "message": None}
