@@ -4,7 +4,7 @@ A grader is ``grade(run: Recording) -> Result``: pass or fail, with evidence in 
 ("between b2's freeze and its removal 41 requests failed; the target is at most 10"), the
 measured values (``metrics``), a chart (plain data: lab seconds on x, one or more series,
 markers for the timeline), and Mermaid diagrams of the critical moment drawn from the
-recorded events with the explainer's own generators (explainer/diagrams.py).
+recorded events with the explainer's own generators (labs/diagrams.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 from labs.framework.recording import Recording, failed, started_at
 
 try:  # the explainer's generators: one drawing of a request or a health episode, site-wide
-    from explainer.diagrams import escape, health_episode, request_sequence
+    from labs.diagrams import escape, health_episode, request_sequence
 except ImportError:  # pragma: no cover - the explainer app is part of the repo
     health_episode = request_sequence = None
 
@@ -216,6 +216,7 @@ def moment_diagram(run: Recording, title: str, start: float, end: float,
         elif e.get("type") == "drain" and b:
             text = escape(f"{when}: drain {e.get('what')} {e.get('detail') or ''}", 110)
             other.append((e["t"], f"  P-->>{b}: {text}"))
+    counted = failures is not None  # the grader's own count, or just this window's
     if failures is None:
         failures = [e for e in run.events if e.get("type") == "request" and failed(e)
                     and start <= e["t"] <= end]
@@ -247,8 +248,9 @@ def moment_diagram(run: Recording, title: str, start: float, end: float,
              "  participant R as lab runner"]
     if failures:
         n = len(failures)
-        lines.append(f"  Note over C,P: {n} failed request{'s' if n != 1 else ''}: "
-                     f"{len(drawn)} drawn" + (f", {folded} folded" if folded else ""))
+        lines.append(f"  Note over C,P: {n} failed request{'s' if n != 1 else ''}"
+                     f"{'' if counted else ' in this window'}: {len(drawn)} drawn"
+                     + (f", {folded} folded" if folded else ""))
     if dropped:
         lines.append(f"  Note over C,R: {dropped} earlier step{'s' if dropped != 1 else ''} "
                      "not shown (no failed request among them)")

@@ -105,6 +105,10 @@ time scale {_e(scale.label)}: one lab second stands for {scale.factor:g} product
 <h2>Evidence</h2><ul class="ev">{evidence}</ul>
 <h2>Chart</h2>{chart or '<p>no chart</p>'}
 <h2>The critical moment</h2>{diagrams or '<p>no diagram</p>'}
+<p class="sub">Codes like 504 PH are a status and a termination code: its first letter says
+who ended the request (C client, S server, P proxy; -- is a clean finish), its second in which
+phase (R reading the request, Q picking a backend, C connecting, H waiting for the response
+head, D sending the body). Every code is in the error contract, docs/errors.md.</p>
 <h2>Measured</h2><table>{metrics}</table>
 <p>Traffic: {_e(locust)}. Sandbox {_e(sandbox.get('id', ''))}: started in
 {_e(fmt_seconds(sandbox.get('start_seconds') or 0))}, memory (PSS) {_e(_mb(pss))}.</p>

@@ -94,7 +94,7 @@ def test_lab_walk(page: Page, site, artifacts):  # noqa: F811
     problem = page.locator("#errors li")
     expect(problem).to_have_count(1, timeout=10_000)
     expect(problem.locator("code")).to_have_text("pools.web.health.interval")
-    expect(problem).to_contain_text("a duration needs a unit: write '5s' or '5ms', not 5")
+    expect(problem).to_contain_text("a duration needs a unit: write e.g. '5s' or '5ms', not 5")
     expect(problem.locator("a")).to_have_text(f"line {line}")
     gutter = page.locator("#gutter").inner_text().split("\n")
     assert gutter[line - 1] == "●" and gutter.count("●") == 1

@@ -44,6 +44,11 @@ def grade(run):
                     f"{health.get('unhealthy_threshold', 3)} (lab time; ×{sc.factor:g} in "
                     f"production)")
     victim = false_removals[0]["backend"] if false_removals else None
+    chart = backend_chart(run, ["b1", "b2", "b3", "b4"], marker_kinds=["fault", "admin"])
+    # The window on the chart, with the same count as the headline.
+    chart["markers"].append({"t": round(t_removed, 3),
+                             "label": (f"b2 out: {len(window)} failed since freeze"
+                                       if removed else f"still in: {len(window)} failed")})
     return Result(
         passed=passed,
         headline=(f"{len(window)} requests failed while frozen b2 stayed in rotation for "
@@ -55,7 +60,7 @@ def grade(run):
                  "window_prod_s": round(sc.prod(t_removed - t_freeze), 2),
                  "b2_removed": bool(removed), "false_removals": len(false_removals),
                  "b4_probe_failures": b4_probe_fails, "target_max_failed": target},
-        chart=backend_chart(run, ["b1", "b2", "b3", "b4"], marker_kinds=["fault", "admin"]),
+        chart=chart,
         diagrams=drop_none([
             health_diagram(run, "b2", "b2 freezes: the checks that noticed it",
                            start=t_freeze - 0.3, end=t_removed + 0.3),

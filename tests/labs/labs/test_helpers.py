@@ -96,3 +96,5 @@ def test_health_check_window_counts_agree_in_headline_metrics_and_diagram():
         moment = [d for d in result.diagrams if d["title"] == "From the freeze to the removal"][0]
         drawn = [line for line in moment["mermaid"].splitlines() if "--xP" in line]
         assert moment["counts"]["failed"] == n == len(drawn) + moment["counts"]["folded"]
+        assert any(m["label"] == f"b2 out: {n} failed since freeze"
+                   for m in result.chart["markers"])

@@ -45,7 +45,7 @@ def test_validation_errors_come_with_their_paths(client, lab_site):
     data = resp.json()
     assert resp.status_code == 200 and data["ok"] is False
     assert data["errors"] == [{"path": "pools.web.health.timeout",
-                               "message": "a duration needs a unit: write '200s' or '200ms', "
+                               "message": "a duration needs a unit: write e.g. '200s' or '200ms', "
                                           "not 200"}]
     resp = client.post("/labs/lying-health-check/runs", {"document": text})
     assert resp.status_code == 400 and resp.json()["errors"][0]["path"] == "pools.web.health.timeout"
