@@ -144,3 +144,22 @@ def test_predicting_the_alb_exercise_shows_the_timeline():
     assert run.score == 1.0, (run.observed, run.field_scores)
     result = client.get(resp["Location"]).content.decode()
     assert "Simulated timeline of case run" in result
+
+
+def test_the_explanations_quote_the_models_numbers():
+    cat = content.load()
+    dl = simulations.dsr_bytes(400, 2_000_000)
+    up = simulations.dsr_bytes(10_000_000, 200)
+    text = " ".join(cat.exercise("dsr-bytes").explanation.split())
+    assert f"{math.ceil(2_000_000 / 1448):,} segments" in text
+    assert f"{dl['response_acks_b'] // 52} ACKs of 52 bytes, **{dl['response_acks_b']:,} bytes**" in text
+    assert f"about **{dl['dsr_balancer_b'] / 1000:.1f} kB**" in text
+    assert f"roughly **{dl['dsr_share_pct']:.1f} %**" in text
+    assert f"about {round(dl['saving_factor'])} times less" in text
+    assert f"about **{round(up['dsr_share_pct'])} %**" in text
+    assert f"(ACKs ≈ {691 * 40 / 1000:.1f} kB)" in text
+    alb = simulations.alb_vs_nlb()
+    text = " ".join(cat.exercise("alb-dns-scaling").explanation.split())
+    assert f"**~{round(alb['new_share_30s'])} %**" in text
+    assert f"**~{alb['new_share_after_ttl']} %**" in text
+    assert "**0** failures" in text and alb["failed_nlb"] == 0
