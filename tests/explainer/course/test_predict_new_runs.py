@@ -25,3 +25,13 @@ def test_outlier_ejection_after_three_500s(sandbox):  # noqa: F811
     assert row.observed == {"b3_first": 3, "b3_later": 0, "status_3": "500",
                             "made_by_3": "backend"}, row.evidence.get("requests")
     assert row.score == 1.0
+
+
+@pytest.mark.django_db
+def test_round_robin_puts_every_slow_request_on_one_backend(sandbox):  # noqa: F811
+    ex = catalog().exercise("rr-mixed-durations")
+    row = predict.run(KEY, ex, {"slow_b1_rr": 3, "slow_b1_lor": 1})
+    assert row.status == "done", row.error
+    assert row.observed == {"slow_b1_rr": 3, "slow_b1_lor": 1}, [
+        (r["tag"], r["backend"]) for r in row.evidence.get("requests", [])]
+    assert row.score == 1.0
