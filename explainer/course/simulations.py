@@ -201,3 +201,68 @@ def alb_vs_nlb(clients: int = 400, ttl_s: int = 60, stale_share: float = 0.05,
                    "retire_at": retire_at, "stop_after_s": stop_after_s, "seed": seed},
     }
 
+
+
+# ---------------------------------------------------------------- balls into bins
+
+def _busiest(bins: int, balls: int, choices: int, rng: random.Random) -> int:
+    load = [0] * bins
+    for _ in range(balls):
+        if choices == 1:
+            i = rng.randrange(bins)
+        else:
+            i = min((rng.randrange(bins) for _ in range(choices)), key=load.__getitem__)
+        load[i] += 1
+    return max(load)
+
+
+def balls_into_bins(bins: int = 1000, balls: int = 1000, trials: int = 51, seed: int = 11) -> dict:
+    """Median (over trials) of the busiest backend's count: random, two and three choices.
+
+    Each ball is a request placed at once and never finishing (the static case the theorem
+    is about): random picks one backend; d choices pick d at random and take the one with
+    the fewest so far.
+    """
+    if bins < 2 or balls < 1 or not 1 <= trials <= 501:
+        raise ValueError("bins ≥ 2, balls ≥ 1, 1 ≤ trials ≤ 501")
+    rng = random.Random(seed)
+    out = {}
+    for name, d in (("max_random", 1), ("max_two", 2), ("max_three", 3)):
+        runs = sorted(_busiest(bins, balls, d, rng) for _ in range(trials))
+        out[name] = runs[len(runs) // 2]
+        out[name + "_range"] = f"{runs[0]}–{runs[-1]}"
+    out["mean"] = round(balls / bins, 2)
+    return out
+
+
+# ---------------------------------------------------------------- Maglev vs modulo
+
+def maglev_disruption(backends: int = 10, keys: int = 20000, table_size: int = 65537) -> dict:
+    """Share of keys that change backend when the last of `backends` leaves.
+
+    Uses the proxy's own Maglev table (proxy.balancers.maglev.build_table) and hash
+    (proxy.balancers.hashing.stable_hash), so the numbers are LBLab's; modulo is
+    hash % n as ip_hash does.
+    """
+    from proxy.balancers.hashing import stable_hash
+    from proxy.balancers.maglev import build_table
+
+    if not 2 <= backends <= 100 or not 100 <= keys <= 200_000:
+        raise ValueError("2 ≤ backends ≤ 100, 100 ≤ keys ≤ 200000")
+    names = [f"b{i}" for i in range(1, backends + 1)]
+    gone = names[-1]
+    before = build_table([(n, 1) for n in names], table_size)
+    after = build_table([(n, 1) for n in names[:-1]], table_size)
+    hashes = [stable_hash(f"client-{k}") for k in range(keys)]
+    mod_moved = sum(1 for h in hashes if names[h % backends] != names[:-1][h % (backends - 1)])
+    owners = [(before[h % len(before)], after[h % len(after)]) for h in hashes]
+    on_gone = sum(1 for b, _ in owners if b == gone)
+    others_moved = sum(1 for b, a in owners if b != gone and a != b)
+    slots = [before.count(n) for n in names]
+    return {
+        "modulo_moved_pct": round(100 * mod_moved / keys, 1),
+        "maglev_moved_pct": round(100 * (on_gone + others_moved) / keys, 1),
+        "maglev_gone_share_pct": round(100 * on_gone / keys, 1),
+        "maglev_others_moved_pct": round(100 * others_moved / keys, 2),
+        "maglev_slot_spread": max(slots) - min(slots),
+    }

@@ -76,6 +76,10 @@ SIM_OUTPUTS = {
     "alb_vs_nlb": {"new_share_30s": "number", "new_share_after_ttl": "number",
                    "settle_s": "number", "failed_alb": "number", "failed_alb_pct": "number",
                    "failed_nlb": "number", "who_failed": "choice"},
+    "balls_into_bins": {"max_random": "number", "max_two": "number", "max_three": "number"},
+    "maglev_disruption": {"modulo_moved_pct": "number", "maglev_moved_pct": "number",
+                          "maglev_gone_share_pct": "number",
+                          "maglev_others_moved_pct": "number", "maglev_slot_spread": "number"},
 }
 # What the evidence table shows for each model, in this order, with a label.
 SIM_SHOWN = {
@@ -95,6 +99,18 @@ SIM_SHOWN = {
                    ("failed_alb_pct", "… as a share of requests after it stopped", "%"),
                    ("failed_nlb", "failed requests, static addresses (NLB-like)", "requests"),
                    ("who_failed", "who failed", "")],
+    "balls_into_bins": [("mean", "requests per backend on average", ""),
+                        ("max_random", "busiest backend, random (median of the trials)", "requests"),
+                        ("max_random_range", "… lowest–highest over the trials", ""),
+                        ("max_two", "busiest backend, two choices (median)", "requests"),
+                        ("max_two_range", "… lowest–highest", ""),
+                        ("max_three", "busiest backend, three choices (median)", "requests"),
+                        ("max_three_range", "… lowest–highest", "")],
+    "maglev_disruption": [("modulo_moved_pct", "keys that change backend, modulo (hash % n)", "%"),
+                          ("maglev_moved_pct", "keys that change backend, Maglev", "%"),
+                          ("maglev_gone_share_pct", "… of which the leaving backend's keys", "%"),
+                          ("maglev_others_moved_pct", "… and keys of backends that stayed", "%"),
+                          ("maglev_slot_spread", "Maglev table: most minus fewest slots per backend", "slots")],
 }
 
 

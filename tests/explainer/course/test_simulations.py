@@ -163,3 +163,54 @@ def test_the_explanations_quote_the_models_numbers():
     assert f"**~{round(alb['new_share_30s'])} %**" in text
     assert f"**~{alb['new_share_after_ttl']} %**" in text
     assert "**0** failures" in text and alb["failed_nlb"] == 0
+
+
+# ---------------------------------------------------------------- balls into bins, Maglev
+
+def test_two_choices_beat_random_by_the_books_numbers():
+    r = simulations.balls_into_bins()
+    assert r["mean"] == 1.0
+    assert 4 <= r["max_random"] <= 6 and r["max_two"] == 3 and r["max_three"] <= 3
+    assert simulations.balls_into_bins() == r  # seeded
+    small = simulations.balls_into_bins(bins=10, balls=10, trials=5, seed=1)
+    assert small["max_two"] <= small["max_random"]
+
+
+def test_maglev_moves_about_the_leaving_share_and_modulo_almost_everything():
+    r = simulations.maglev_disruption()
+    assert 85 <= r["modulo_moved_pct"] <= 95  # kept only when h % 10 == h % 9
+    assert 9 <= r["maglev_gone_share_pct"] <= 11  # b10 held about a tenth
+    assert 0 < r["maglev_others_moved_pct"] < 2  # small, not zero (unlike a ring)
+    assert r["maglev_moved_pct"] == pytest.approx(
+        r["maglev_gone_share_pct"] + r["maglev_others_moved_pct"], abs=0.1)
+    assert r["maglev_slot_spread"] <= 1
+
+
+def test_the_new_simulations_explanations_quote_their_numbers():
+    cat = content.load()
+    b = simulations.balls_into_bins()
+    text = " ".join(cat.exercise("p2c-balls").explanation.split())
+    assert f"typically holds **{b['max_random']}** ({b['max_random_range'].replace('–', ' to ')} across the runs)" in text
+    assert f"down to **{b['max_two']}** in every run" in text and b["max_two_range"] == "3–3"
+    m = simulations.maglev_disruption()
+    text = " ".join(cat.exercise("maglev-disruption").explanation.split())
+    assert f"about **{round(m['modulo_moved_pct'])} %**" in text
+    assert f"about **{round(m['maglev_moved_pct'])} %**" in text
+    assert f"about **{m['maglev_others_moved_pct']:.1f} %**" in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("slug,answers,shown", [
+    ("p2c-balls", {"random": "5", "two": "3", "three": "2"}, "busiest backend, two choices (median)"),
+    ("maglev-disruption", {"modulo": "90", "maglev": "10", "others": "0.4"},
+     "keys that change backend, Maglev"),
+])
+def test_the_new_simulations_run_from_their_pages(slug, answers, shown):
+    client = Client(enforce_csrf_checks=True)
+    csrf = client.get(f"/course/predict/{slug}/").cookies["csrftoken"].value
+    resp = client.post(f"/course/predict/{slug}/run", {"csrfmiddlewaretoken": csrf, **answers})
+    assert resp.status_code == 302
+    run = PredictionRun.objects.get(exercise_slug=slug)
+    assert run.score == 1.0, (run.observed, run.field_scores)
+    page = client.get(resp["Location"]).content.decode()
+    assert shown in page and "What the simulation gave" in page
