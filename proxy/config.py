@@ -507,6 +507,21 @@ class BalancerConfig(Strict):
     virtual_nodes: int = Field(160, ge=1, le=10_000)  # consistent_hash
     table_size: int = Field(65537, ge=7, le=MAX_TABLE_SIZE)  # maglev, must be prime
     load_factor: float = Field(1.25, gt=1.0, le=10.0)  # consistent_hash_bounded
+    # least_response_time: the time constant its averages forget with (an
+    # average this old counts for 1/e, and drifts toward the pool's), and how
+    # long a backend may go without a response before one request probes it.
+    decay_time: Duration = 10.0
+    probe_after: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _response_time_knobs(self):
+        problems = [f"{name} must be from 100ms to 1h, got {format_duration(value)}"
+                    for name, value in (("decay_time", self.decay_time),
+                                        ("probe_after", self.probe_after))
+                    if not 0.1 <= value <= 3600]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("algorithm")
     @classmethod
@@ -732,6 +747,16 @@ class Config(Strict):
     # "-" for stdout, a file path, or null for none.
     access_log: Annotated[str, _no_controls("access_log"),
                           Field(min_length=1, max_length=4096)] | None = None
+    # On SIGTERM: stop accepting, let requests in flight finish for up to this
+    # long, then close what is left (`--grace` on the command line overrides).
+    shutdown_grace: Duration = 5.0
+
+    @field_validator("shutdown_grace")
+    @classmethod
+    def _grace_bound(cls, value):
+        if value > 3600:
+            raise ValueError(f"shutdown_grace is at most 1h, got {format_duration(value)}")
+        return value
 
 
 MAX_ERRORS = 100

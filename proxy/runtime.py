@@ -106,6 +106,7 @@ class PoolRuntime:
             # Without active checks nothing will ever move it out of "initial";
             # it is eligible there (initial is not unhealthy).
         state.slow_start = self.config.slow_start
+        state.ewma_decay = self.config.balancer.decay_time
         if state is old:
             self.set_intent(state, Intent(bc.state), cause)
         else:

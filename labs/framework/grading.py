@@ -4,7 +4,7 @@ A grader is ``grade(run: Recording) -> Result``: pass or fail, with evidence in 
 ("between b2's freeze and its removal 41 requests failed; the target is at most 10"), the
 measured values (``metrics``), a chart (plain data: lab seconds on x, one or more series,
 markers for the timeline), and Mermaid diagrams of the critical moment drawn from the
-recorded events with the explainer's own generators (explainer/diagrams.py).
+recorded events with the explainer's own generators (labs/diagrams.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 from labs.framework.recording import Recording, failed, started_at
 
 try:  # the explainer's generators: one drawing of a request or a health episode, site-wide
-    from explainer.diagrams import escape, health_episode, request_sequence
+    from labs.diagrams import escape, health_episode, request_sequence
 except ImportError:  # pragma: no cover - the explainer app is part of the repo
     health_episode = request_sequence = None
 

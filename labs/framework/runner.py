@@ -46,7 +46,9 @@ from typing import Any, Callable
 
 import yaml
 
-from explainer.services.admin_client import AdminClient, AdminError, BackendControl
+from labs.sandbox import addresses
+from labs.sandbox.limits import Limits
+from labs.sandbox.admin_client import AdminClient, AdminError, BackendControl
 from labs.framework import services
 from labs.framework.definition import (Lab, check_config, check_settings,
                                        settings_with_defaults, split_document)
@@ -211,7 +213,7 @@ class _Run:
         self.run_dir = Path(options.run_dir or self.state_dir / "labruns" / self.run_id)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.service = SandboxService(self.state_dir, max_sandboxes=options.max_sandboxes,
-                                      start_timeout=30.0)
+                                      start_timeout=30.0, limits=Limits.from_env())
         self.sandbox_id = options.sandbox_id or f"lab-{lab.slug[:24]}-{secrets.token_hex(3)}"
         self.sb = None
         self.admin: AdminClient | None = None
@@ -286,6 +288,10 @@ class _Run:
     def apply_config(self) -> None:
         self.progress("config", "applying your config through the admin API", 0.1)
         placed = place(self.config, self.sb, self.sb.inner_host)
+        outside = addresses.check_config(placed, self.sb)  # the address rule (issue 12)
+        if outside:
+            raise RunRefused([(e["path"], e["message"]) for e in outside],
+                             "your config points outside your sandbox: nothing was run")
         try:
             self.admin.token = (self.config.get("admin") or {}).get("token") or self.token
             self.admin.put_config(placed)

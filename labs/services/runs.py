@@ -25,29 +25,27 @@ from django.utils import timezone
 from labs.framework import registry
 from labs.framework.runner import RunRefused, check_document, parse_document
 from labs.models import LabProgress, LabRun
+from labs.problems import Problem
 from labs.sandbox import procs
 from labs.sandbox.commands import REPO_ROOT
-from labs.services import sandboxes
+from labs.services import rates, sandboxes
 
 
-class RunError(Exception):
+class RunError(Problem):
     """The run cannot start; ``errors`` is [{"path", "message"}] for the page."""
 
     def __init__(self, message: str, errors: list[dict] | None = None, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.errors = errors if errors is not None else [{"path": "", "message": message}]
-        self.status = status
-
-    def as_json(self) -> dict:
-        return {"error": self.message, "errors": self.errors}
+        super().__init__(message, errors, status)
 
 
 def learner_key(request) -> str:
+    """``u:<user pk>`` when logged in, else ``s:<session key>``; a visitor without a
+    session gets one now, counted against their address's session rate (rates.py)."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return f"u:{user.pk}"
     if not request.session.session_key:
+        rates.check_session(rates.client_address(request) if hasattr(request, "META") else None)
         request.session.save()
     return f"s:{request.session.session_key}"
 
@@ -82,11 +80,17 @@ def start(learner: str, slug: str, text: str) -> LabRun:
                            status=409)
         refresh(other)
     sandboxes.reap()
+    sandbox_id = sandboxes.sandbox_id_for(learner)
+    svc = sandboxes.service()
+    running = [sb for sb in svc.list() if sb.status == "starting"
+               or any(sb.alive(p) for p in sb.part_names)]
+    if sandbox_id not in {sb.id for sb in running} and len(running) >= svc.max_sandboxes:
+        raise sandboxes.full(svc)
+    rates.check_start()  # a run starts the learner's sandbox afresh
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     run_dir = runs_dir() / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "input.yaml").write_text(text, encoding="utf-8")
-    sandbox_id = sandboxes.sandbox_id_for(learner)
     argv = [sys.executable, str(REPO_ROOT / "manage.py"), "labs", "run", slug,
             "--config", str(run_dir / "input.yaml"), "--json", "--run-dir", str(run_dir),
             "--run-id", run_id, "--sandbox", sandbox_id, "--keep",
@@ -95,6 +99,9 @@ def start(learner: str, slug: str, text: str) -> LabRun:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # Recorded for cleanup.py: Ctrl-C on the launcher stops runs still going.
+    (run_dir / "pid.json").write_text(json.dumps({"pid": proc.pid,
+                                                  "pid_start": procs.start_ticks(proc.pid)}))
     run = LabRun.objects.create(id=run_id, learner=learner, slug=slug, document=text,
                                 state=LabRun.RUNNING, run_dir=str(run_dir),
                                 sandbox_id=sandbox_id, pid=proc.pid,

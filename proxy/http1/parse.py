@@ -89,10 +89,19 @@ def underscore_alias(name: bytes) -> bytes | None:
     return None
 
 
+_GOOD_HOSTS: set[bytes] = set()  # Host values already checked (a few per deployment)
+
+
 def check_host(value: bytes, where: str = "Host") -> None:
     """RFC 9112 3.2: a Host that is not a valid authority is a 400."""
-    if value.translate(None, _HOST_CHARS):
-        raise RequestError("bad-request",
+    if value in _GOOD_HOSTS:
+        return
+    if not value.translate(None, _HOST_CHARS):
+        if len(_GOOD_HOSTS) >= 4096:  # bounded: random hosts cannot grow it
+            _GOOD_HOSTS.clear()
+        _GOOD_HOSTS.add(value)
+        return
+    raise RequestError("bad-request",
                            f"{where} {value[:100]!r} is not a host name[:port]: it contains "
                            "characters no host can have (spaces, quotes, slashes...)")
 
@@ -206,7 +215,7 @@ class RequestReader:
         self.upgraded = False
         self.messages = 0
         self.ended = False  # a request that closes the connection was read: ignore the rest
-        self._wire = 0  # bytes fed while inside a chunked body (framing bound)
+        self._wire = 0  # 1 + bytes fed inside a chunked body (framing bound); 0 outside
 
     # ------------------------------------------------------------ input
 
@@ -214,8 +223,7 @@ class RequestReader:
         """Parse `data`; returns the bytes after an upgrade request's head, else None."""
         if self.ended:
             return None
-        head = self.head
-        in_chunked = not self.in_head and head is not None and head.chunked
+        in_chunked = self._wire  # > 0 while inside a chunked body (set by on_headers_complete)
         if in_chunked:
             self._wire += len(data)
         if self.in_head:
@@ -244,8 +252,9 @@ class RequestReader:
             raise RequestError("headers-too-large",
                                f"request head over {self.max_header_bytes} bytes "
                                "(limits.max_header_bytes) and still not complete")
-        if in_chunked and self.head is head and not self.in_head:
-            # Still inside the same chunked body: all of `data` was its framing or data.
+        if in_chunked and self._wire:
+            # Still inside the same chunked body: all of `data` was its framing or data
+            # (the 1 that marks "inside" is counted as framing: harmless).
             if self._wire - self._body_bytes > (CHUNK_OVERHEAD_FREE
                                                 + CHUNK_OVERHEAD_PER_BYTE * self._body_bytes):
                 raise RequestError("bad-chunk",
@@ -334,6 +343,8 @@ class RequestReader:
                                f"{self.max_body_bytes} bytes (limits.max_body_bytes)")
         self.head = head
         self.messages += 1
+        if head.chunked:
+            self._wire = 1  # framing bound on (see feed)
         self.sink.on_request_head(head)
 
     def _scan_headers(self, head: RequestHead) -> None:
@@ -343,7 +354,7 @@ class RequestReader:
         te = None
         for name, value in head.headers:
             n = len(name)
-            if b"_" in name:
+            if 95 in name:  # "_" (an int needle is a plain memchr, far cheaper)
                 alias = underscore_alias(name)
                 if alias is not None:
                     raise RequestError(
@@ -414,6 +425,7 @@ class RequestReader:
         self.sink.on_request_body(data)
 
     def on_message_complete(self) -> None:
+        self._wire = 0
         head = self.head
         if head is not None and not head.keep_alive and not head.upgrade:
             # The connection ends with this request: what follows is never read

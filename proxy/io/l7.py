@@ -20,16 +20,32 @@ backend is connected, and then at most BUFFER_HIGH bytes before reading
 pauses), response pieces go to the client as they come; when either side's
 kernel buffer is full, the other side's reading pauses (back-pressure).
 
+A request with a body waits in step 0 (`Exchange.go`) until its body is in,
+or PREBUFFER bytes of it: a client that trickles a small body holds no backend
+connection and no max_connections_per_backend slot meanwhile (nginx's request
+buffering; the proxy answers `Expect: 100-continue` itself then). Head and
+buffered body then go to the backend in one write.
+
 Failures become the proxy's error responses (proxy/errors.py) and a
 termination code. An attempt is retried on another backend only when that is
 safe (see `Exchange._retryable_loss` and docs/errors.md).
 
 Keep-alive: requests on one connection are answered in order; a pipelined
-request waits (and reading pauses) until the one before it is done. Client
-timeouts use one lazily moved Deadline per connection, whose meaning depends
-on the phase: HEAD (client_header, from the head's first byte or from
-accept), BODY (request_body, since the last body byte), WAIT (none: the
-backend's timeouts apply) and IDLE (client_idle between requests).
+request waits (and reading pauses) until the one before it is done. A request
+the reader refuses is answered in its turn too: the ones before it get their
+responses first, then it gets its error and the connection closes (its
+`refusal`, or a RefusedExchange queued behind them). Client timeouts use one
+lazily moved Deadline per connection, whose meaning depends on the phase:
+HEAD (client_header, from the head's first byte or from accept), BODY (the
+earliest of: request_body since the last body byte, request_body_total since
+the head, and the min_body_rate schedule; time the proxy paused reading is
+not counted), WAIT (none: the backend's timeouts apply) and IDLE (client_idle
+between requests).
+
+A listener flipped to L4 at run time (server._on_apply) shuts its HTTP
+connections down: idle ones close at once, busy ones after their response
+(`Connection: close`); a request read after the flip is not answered (the
+connection closes), never given a 404 for routes that are gone.
 
 An upgrade (WebSocket) that the backend accepts with 101 turns both
 connections into a byte `Tunnel` until either side closes or it idles for
@@ -221,7 +237,15 @@ class Exchange:
 
     def _route(self) -> None:
         head = self.head
-        router = self.server.routers.get(self.conn.bound.name)
+        conn = self.conn
+        router = self.server.routers.get(conn.bound.name)
+        if router is None:
+            # The listener stopped serving HTTP (flipped to L4, or removed) while
+            # this connection was open: a request it had already accepted is
+            # finished under the routes it was accepted with (a drain).
+            router = conn.router
+        else:
+            conn.router = router
         headers = self.headers_view = LazyHeaders(head.headers)
         cookies = self.cookies_view = LazyCookies(head.cookies) if head.cookies else EMPTY
         if router is None:
@@ -806,7 +830,7 @@ class Exchange:
             return
         self.acquired = False
         backend = self.backend
-        backend.request_finished(now - self.attempt_started, failed)
+        backend.request_finished(now - self.attempt_started, failed, now)
         self.pool.balancer.release(backend)
         self.server.untrack(self, backend)
 
@@ -1022,6 +1046,7 @@ class L7Connection(asyncio.Protocol):
         self.accepted_at = 0.0
         self.head_started = 0.0
         self._upgrade_tail: bytes | None = None
+        self.router = None  # the routes this connection was last served with
         # Slow-body limits (timeouts.request_body_total, min_body_rate): when the
         # current body began (loop time, moved on by time spent paused by the
         # proxy), how many bytes came, and when reading was paused.
@@ -1055,6 +1080,7 @@ class L7Connection(asyncio.Protocol):
         self.reader = RequestReader(self, config.limits.max_header_bytes,
                                     config.limits.max_body_bytes)
         self.accepted_at = self.head_started = self.server.clock()
+        self.router = self.server.routers.get(self.bound.name)  # see Exchange._route
         self.server.connections.add(self)
         self.bound.active += 1
         if self.bound.active > config.limits.max_connections:
@@ -1158,7 +1184,7 @@ class L7Connection(asyncio.Protocol):
         ex = Exchange(self, head, t0)
         self.parsing = ex
         if head.has_body:
-            self.body_started = self.loop.time()
+            self.body_started = self.paused_at = self.loop.time()
             self.body_received = 0
             self._set_phase(BODY)
         else:

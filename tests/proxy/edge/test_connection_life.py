@@ -216,3 +216,22 @@ def test_a_kept_alive_connection_never_sees_404_during_repeated_flips():
             assert set(statuses) == {200}
     finally:
         backend.close()
+
+
+def test_a_request_whose_body_is_still_coming_at_the_flip_is_finished_not_404():
+    backend = RecordingBackend()
+    config = proxy_config([backend.address])
+    try:
+        with EdgeProxy(config) as proxy:
+            with socket.create_connection(("127.0.0.1", proxy.port()), timeout=5) as s:
+                s.sendall(b"POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhalf")
+                time.sleep(0.2)
+                proxy.apply(flipped(config, "tcp"))
+                s.sendall(b"-done")
+                s.sendall(b"!")
+                replies, closed = read_replies(s, None)
+            assert [r.status for r in replies] == [200] and closed
+            assert replies[0].body == b"ok /form"
+            assert replies[0].headers.get("connection") == "close"
+    finally:
+        backend.close()

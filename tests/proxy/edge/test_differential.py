@@ -230,7 +230,7 @@ def test_hostile_framing_never_smuggles(edge):
     proxy, backend = edge
     outcomes: Counter = Counter()
 
-    @SETTINGS
+    @settings(SETTINGS, max_examples=500)
     @given(hostile())
     def check(case):
         TRIED["smuggling"] += 1
