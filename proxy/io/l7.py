@@ -1020,6 +1020,10 @@ class Tunnel:
 class L7Connection(asyncio.Protocol):
     """One client connection of an HTTP listener."""
 
+    # The class of its exchanges (proxy.http2.serve sets one that can also
+    # reach HTTP/2 backends).
+    exchange_class = Exchange
+
     def __init__(self, server, bound):
         self.server = server
         self.bound = bound  # the listener slot: .name, .config, .closed
@@ -1181,7 +1185,7 @@ class L7Connection(asyncio.Protocol):
             return
         reader = self.reader
         t0 = self.accepted_at if reader.messages == 1 else self.head_started
-        ex = Exchange(self, head, t0)
+        ex = self.exchange_class(self, head, t0)
         self.parsing = ex
         if head.has_body:
             self.body_started = self.paused_at = self.loop.time()
