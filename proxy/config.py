@@ -483,9 +483,13 @@ class HashKey(Strict):
         return self
 
 
-# Maglev builds a table of this many entries at every pool change: a million
-# is ~15x Maglev's paper size and still builds in well under a second.
-MAX_TABLE_SIZE = 1_000_003
+# Maglev builds a table of this many slots at every membership change (and
+# for each eligible set it meets), on the proxy's loop: 65537 is the size the
+# Maglev paper and Envoy use, and builds in a fraction of a second for 1000
+# backends. A consistent-hash ring is rebuilt just as often: its points
+# (virtual_nodes x backends) are bounded for the same reason.
+MAX_TABLE_SIZE = 65537
+MAX_RING_POINTS = 50_000
 
 
 def _is_prime(n: int) -> bool:
@@ -711,6 +715,26 @@ class PoolConfig(Strict):
         dupes = sorted({b.name for b in self.backends if b.name in seen or seen.add(b.name)})
         if dupes:
             raise ValueError(f"backend names must be unique in a pool: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _tables_bounded(self):
+        serving = sum(1 for b in self.backends if b.weight > 0)
+        algorithm = self.balancer.algorithm
+        if algorithm == "maglev" and serving > self.balancer.table_size:
+            raise ValueError(
+                f"balancer.table_size {self.balancer.table_size} is smaller than the {serving} "
+                "backends that take traffic; maglev needs a slot for each (about 100 per "
+                "backend spreads evenly): raise table_size (a prime, at most "
+                f"{MAX_TABLE_SIZE})")
+        if algorithm in ("consistent_hash", "consistent_hash_bounded") \
+                and serving * self.balancer.virtual_nodes > MAX_RING_POINTS:
+            most = max(1, MAX_RING_POINTS // serving)
+            raise ValueError(
+                f"the ring would have {serving} x {self.balancer.virtual_nodes} = "
+                f"{serving * self.balancer.virtual_nodes} points, above {MAX_RING_POINTS} "
+                f"(rebuilt on every change, on the proxy's loop): set balancer.virtual_nodes "
+                f"to at most {most} for {serving} backends")
         return self
 
     def needs_http(self) -> list[str]:

@@ -214,7 +214,7 @@ def test_integers_beyond_each_bound_are_refused(place, value):
 
 
 @SOME
-@given(st.sampled_from([10**15 + 37, 10**18 + 9, 2**61 - 1, 10**19 + 3, MAX_TABLE_SIZE + 2]))
+@given(st.sampled_from([10**15 + 37, 10**18 + 9, 2**61 - 1, 10**19 + 3, 131071, 1_000_003, MAX_TABLE_SIZE + 2]))
 def test_a_huge_maglev_table_size_is_refused_without_checking_primality(size):
     data = put(base(), ("pools", "web", "balancer"), {"algorithm": "maglev", "table_size": size})
     assert "table_size" in messages(refused(data))
@@ -456,3 +456,49 @@ def test_alpn_h2_is_refused_until_http2_is_served():
     assert "h2" in messages(exc) and "HTTP/2" in messages(exc)
     data["listeners"]["web"]["tls"]["alpn"] = ["http/1.1"]
     parse_config(data)
+
+
+# ---------------------------------------------------------------- what a config makes the proxy build
+
+@MANY
+@given(backends=st.integers(1, 1000), size=st.sampled_from([7, 251, 1009, 65537]))
+def test_maglev_needs_a_slot_per_backend(backends, size):
+    data = base()
+    data["pools"]["web"]["balancer"] = {"algorithm": "maglev", "table_size": size}
+    data["pools"]["web"]["backends"] = [{"name": f"b{i}", "address": f"127.0.0.1:{1000 + i}"}
+                                        for i in range(backends)]
+    if backends > size:
+        assert "table_size" in messages(refused(data))
+    else:
+        parse_config(data)
+
+
+@MANY
+@given(backends=st.integers(1, 1000), vnodes=st.integers(1, 10_000),
+       algorithm=st.sampled_from(["consistent_hash", "consistent_hash_bounded"]))
+def test_ring_points_are_bounded(backends, vnodes, algorithm):
+    from proxy.config import MAX_RING_POINTS
+
+    data = base()
+    data["pools"]["web"]["balancer"] = {"algorithm": algorithm, "virtual_nodes": vnodes}
+    data["pools"]["web"]["backends"] = [{"name": f"b{i}", "address": f"127.0.0.1:{1000 + i}"}
+                                        for i in range(backends)]
+    if backends * vnodes > MAX_RING_POINTS:
+        assert "virtual_nodes" in messages(refused(data))
+    else:
+        parse_config(data)
+
+
+@SOME
+@given(extra=st.integers(1, 200))
+def test_beyond_the_count_bounds_is_refused(extra):
+    from proxy.config import MAX_BACKENDS, MAX_LISTENERS
+
+    data = base()
+    data["pools"]["web"]["backends"] = [{"name": f"b{i}", "address": f"127.0.0.1:{1000 + i}"}
+                                        for i in range(MAX_BACKENDS + extra)]
+    assert "backends" in messages(refused(data))
+    data = base()
+    for i in range(MAX_LISTENERS + extra):
+        data["listeners"][f"l{i}"] = {"bind": "127.0.0.1:0", "routes": ["all"]}
+    assert "listeners" in messages(refused(data))
