@@ -210,6 +210,11 @@ class ListenerTimeouts(Strict):
     request_body: Duration = 60.0  # no body byte for this long (408)
     client_idle: Duration = 60.0  # keep-alive connection idle between requests
     tunnel_idle: Duration = 300.0  # upgraded (WebSocket) or TCP relay idle
+    # Slow request bodies (helper A, issue 11; 408 body-too-slow, docs/errors.md):
+    # the whole body within request_body_total (0 = no limit), and on average at
+    # least min_body_rate bytes/s after a grace of request_body (0 = no minimum).
+    request_body_total: Duration = 0.0
+    min_body_rate: int = Field(256, ge=0, le=1 << 30)
     # TLS termination: the handshake must complete within this; TLS passthrough:
     # the ClientHello (to read its server name) must arrive within this.
     tls_handshake: Duration = 10.0
@@ -272,20 +277,6 @@ class CertificateConfig(Strict):
         return self.pki or self.cert or "?"
 
 
-# The proxy serves HTTP/1.1 only. A listener offering h2 in ALPN would have
-# clients speak HTTP/2 to an HTTP/1.1 parser, so it is refused here; when the
-# HTTP/2 server lands, this one flag (and its test) is what changes.
-HTTP2_SERVED = False
-
-
-def alpn_h2_problems(alpn: list[str]) -> list[str]:
-    """The one rule that keeps `alpn: [h2]` out until HTTP/2 is served."""
-    if "h2" in alpn and not HTTP2_SERVED:
-        return ["alpn h2: this proxy does not serve HTTP/2 yet, so a client that picked "
-                "h2 would be answered in HTTP/1.1 and fail; use alpn: [http/1.1]"]
-    return []
-
-
 class ListenerTLS(Strict):
     """TLS on a listener.
 
@@ -326,9 +317,6 @@ class ListenerTLS(Strict):
             if self.client_auth is not None and self.client_ca is None:
                 raise ValueError(f"client_auth: {self.client_auth} needs client_ca: FILE, the CA "
                                  "client certificates must chain to (e.g. pki:ca.pem)")
-            problems = alpn_h2_problems(self.alpn)
-            if problems:
-                raise ValueError(problems[0])
         else:
             # Judged by value, not by which keys were written: GET /config writes
             # every setting, the terminate-only ones at their defaults, and that
@@ -354,9 +342,42 @@ class ListenerTLS(Strict):
         return self.client_auth or "required"
 
 
+class HTTP2Settings(Strict):
+    """HTTP/2 from clients (proxy/http2/): prior knowledge on cleartext, `h2` by ALPN
+    over TLS (list it in tls.alpn). The caps answer the HTTP/2 flood advisories
+    (see proxy/http2/guard.py); a client over a cap gets GOAWAY ENHANCE_YOUR_CALM."""
+
+    max_concurrent_streams: int = Field(100, ge=1, le=10_000)
+    initial_window: int = Field(65_535, ge=1024, le=2**31 - 1)  # per stream, bytes
+    max_resets: int = Field(100, ge=1, le=100_000)  # RST_STREAM per period (rapid reset)
+    max_control_frames: int = Field(100, ge=1, le=100_000)  # SETTINGS and PINGs per period
+    max_continuation_frames: int = Field(16, ge=1, le=1000)  # per header block
+    period: Duration = 10.0
+
+
+def _http2_switch(value: object) -> object:
+    # `http2: true` is the everyday spelling; the settings object tunes the caps.
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class UDPSettings(Strict):
+    """UDP listeners (proxy/io/udp.py): one flow per client address and port."""
+
+    flow_idle: Duration = 30.0  # a flow with no datagram either way for this long ends
+    max_flows: int = Field(10_000, ge=1, le=1_000_000)  # new clients beyond: dropped
+
+
 class ListenerConfig(Strict):
     bind: Address
-    protocol: Literal["http", "tcp"] = "http"
+    protocol: Literal["http", "tcp", "udp"] = "http"
+    # http listeners: also serve HTTP/2 (true, or settings). Off: HTTP/1.1 only.
+    http2: Annotated[HTTP2Settings | None, BeforeValidator(_http2_switch)] = None
+    # udp listeners: flow idle timeout and flow limit.
+    udp: UDPSettings | None = None
     # HTTP listeners: route names, tried by route priority (then by this order).
     routes: Annotated[list[Name], Field(max_length=MAX_ROUTES)] = []
     # TCP listeners: the pool every connection goes to (with tls passthrough:
@@ -613,10 +634,18 @@ MIN_PROBE_INTERVAL = 0.01
 
 
 class HealthCheckConfig(Strict):
-    type: Literal["http", "tcp"] = "http"
+    type: Literal["http", "tcp", "grpc", "udp"] = "http"
     # Goes into the probe's request line: visible ASCII from "/", no spaces.
     path: Annotated[str, _no_controls("health.path"),
                     Field(pattern=r"^/[!-~]{0,1023}$")] = "/health"
+    # Probe this port of each backend instead of its traffic port (e.g. a TCP or
+    # HTTP check beside a UDP service).
+    port: int | None = Field(None, ge=1, le=65535)
+    # grpc: the service asked about in grpc.health.v1.Health/Check ("" = the server).
+    service: Annotated[str, _no_controls("health.service"), Field(max_length=1024)] = ""
+    # udp: the datagram sent, and text the reply must contain (default: any reply).
+    send: Annotated[str, Field(min_length=1, max_length=1024)] = "ping"
+    expect: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     expect_status: Annotated[list[Annotated[int, Field(ge=100, le=599)]],
                              Field(min_length=1, max_length=MAX_ITEMS)] = [200]
     body_contains: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
@@ -688,6 +717,9 @@ class PoolConfig(Strict):
     # open: when the share of eligible backends falls below it, spread over all.
     panic_threshold: float = Field(0.0, ge=0.0, le=1.0)
     retries: int = Field(1, ge=0, le=5)
+    # How an http listener speaks to the backends: HTTP/1.1, or HTTP/2 (h2c, or h2
+    # by ALPN with tls), which gRPC needs (trailers). See proxy/http2/upstream.py.
+    protocol: Literal["http1", "h2"] = "http1"
     max_connections_per_backend: int | None = Field(None, ge=1, le=1_000_000)  # 503 when all are full
     # Speak TLS to the backends (an http listener re-encrypts what it decrypted).
     tls: UpstreamTLS | None = None
@@ -872,6 +904,8 @@ def cross_check(config: Config, known_routes: set | None = None,
                                "it, so there is no HTTP to route on: use protocol: tcp with "
                                "tls.sni, or mode: terminate"))
             continue
+        if listener.protocol == "udp":
+            continue  # checked by _check_http2_udp
         # tcp (L4)
         if listener.routes:
             errors.append((f"{path}.routes", f"a tcp listener cannot route on HTTP: {L4_BLIND}; "
@@ -902,6 +936,7 @@ def cross_check(config: Config, known_routes: set | None = None,
                 errors.append((f"pools.{pname}.{setting}",
                                f"{reason}, and pool {pname} is behind tcp listener {lname}, "
                                f"which cannot see it ({L4_BLIND}): {fix}"))
+    errors += _check_http2_udp(config)
     for rname, route in config.routes.items():
         for pname in route.pools():
             if pname not in known_pools:
@@ -980,6 +1015,69 @@ def _valid_parts(data: dict) -> tuple[Config, set, set]:
     names = {key: {n for n in data.get(key) or {} if isinstance(n, str)}
              if isinstance(data.get(key), dict) else set() for key in ("routes", "pools")}
     return Config.model_construct(**parts), names["routes"], names["pools"]
+
+
+def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
+    """HTTP/2 and UDP pairings (issue 14)."""
+    errors: list[tuple[str, str]] = []
+    behind_udp: dict[str, str] = {}
+    for lname, listener in config.listeners.items():
+        path = f"listeners.{lname}"
+        tls = listener.tls
+        if listener.http2 is not None and listener.protocol != "http":
+            errors.append((f"{path}.http2", f"http2 is served by http listeners; a "
+                           f"{listener.protocol} listener relays {listener.protocol.upper()} "
+                           "without reading it: remove http2"))
+        if (listener.protocol == "http" and tls is not None and tls.mode == "terminate"
+                and "h2" in tls.alpn and listener.http2 is None):
+            errors.append((f"{path}.tls.alpn", "h2 in tls.alpn offers HTTP/2, which this "
+                           "listener serves only with http2: true; add it, or remove h2"))
+        if listener.udp is not None and listener.protocol != "udp":
+            errors.append((f"{path}.udp", "udp settings are for protocol: udp listeners"))
+        if listener.protocol != "udp":
+            continue
+        if listener.routes:
+            errors.append((f"{path}.routes", "a udp listener balances datagrams per flow "
+                           "and cannot route on HTTP: give pool: NAME"))
+        if tls is not None:
+            errors.append((f"{path}.tls", "a udp listener does not speak TLS (DTLS is not "
+                           "supported): remove tls"))
+        if listener.pool is None:
+            errors.append((f"{path}.pool", "a udp listener needs pool: NAME"))
+        elif listener.pool not in config.pools:
+            errors.append((f"{path}.pool", f"no pool named {listener.pool!r}"))
+        else:
+            behind_udp.setdefault(listener.pool, lname)
+    for pname, lname in behind_udp.items():
+        pool = config.pools[pname]
+        for setting, reason, fix in pool.http_needs():
+            errors.append((f"pools.{pname}.{setting}", f"{reason}, and pool {pname} is behind "
+                           f"udp listener {lname}, which sees datagrams only: {fix}"))
+        if pool.uses_tls():
+            errors.append((f"pools.{pname}.tls", f"pool {pname} is behind udp listener "
+                           f"{lname}: datagrams are relayed as they are; remove tls"))
+        if pool.protocol != "http1":
+            errors.append((f"pools.{pname}.protocol", f"pool {pname} is behind udp listener "
+                           f"{lname}, which relays datagrams: remove protocol: h2"))
+        if pool.health is not None and pool.health.type == "grpc":
+            errors.append((f"pools.{pname}.health.type", "a udp pool cannot answer gRPC on "
+                           "its traffic port: use type: udp, or tcp/http with health.port"))
+    for pname, pool in config.pools.items():
+        if pool.protocol == "h2" and pool.uses_tls():
+            errors.append((f"pools.{pname}.protocol", "HTTP/2 to backends is cleartext (h2c) "
+                           "in this version: remove tls from the pool (and its backends), or "
+                           "use protocol: http1 to re-encrypt"))
+        health = pool.health
+        if health is None:
+            continue
+        if health.type == "udp" and pname not in behind_udp:
+            errors.append((f"pools.{pname}.health.type", f"type: udp sends a datagram, and "
+                           f"pool {pname} is not behind a udp listener: use http, tcp or grpc"))
+        if health.type == "grpc" and pool.protocol != "h2" and health.port is None:
+            errors.append((f"pools.{pname}.health.type", "type: grpc speaks HTTP/2 to the "
+                           f"backends: set pools.{pname}.protocol: h2 (gRPC backends need "
+                           "it anyway)"))
+    return errors
 
 
 def parse_config(data: object) -> Config:

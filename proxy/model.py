@@ -69,7 +69,7 @@ class BackendState:
     # Passive health (outlier detection) can eject a backend until this time.
     ejected_until: float = 0.0
     # Live counters.
-    active_connections: int = 0  # client connections currently pinned to it
+    active_connections: int = 0  # L4: relayed client connections; L7: ones busy with a request
     outstanding: int = 0  # requests in flight
     ewma_ms: float = 0.0  # smoothed response time
     ewma_at: float | None = None  # when the last sample arrived (the proxy's clock)

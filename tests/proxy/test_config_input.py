@@ -448,13 +448,13 @@ def test_a_reference_to_an_invalid_pool_is_not_also_dangling():
 
 # ---------------------------------------------------------------- alpn
 
-def test_alpn_h2_is_refused_until_http2_is_served():
+def test_alpn_h2_is_refused_unless_the_listener_serves_http2():
     data = base()
     data["listeners"]["web"]["tls"] = {"certificates": [{"pki": "www.lab.test"}],
                                        "alpn": ["h2", "http/1.1"]}
     exc = refused(data)
-    assert "h2" in messages(exc) and "HTTP/2" in messages(exc)
-    data["listeners"]["web"]["tls"]["alpn"] = ["http/1.1"]
+    assert "h2" in messages(exc) and "http2: true" in messages(exc)
+    data["listeners"]["web"]["http2"] = True
     parse_config(data)
 
 
