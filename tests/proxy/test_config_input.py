@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import string
 
 import pytest
 import yaml
