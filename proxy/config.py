@@ -937,6 +937,7 @@ def cross_check(config: Config, known_routes: set | None = None,
                                f"{reason}, and pool {pname} is behind tcp listener {lname}, "
                                f"which cannot see it ({L4_BLIND}): {fix}"))
     errors += _check_http2_udp(config)
+    errors += _check_probe_rate(config)
     for rname, route in config.routes.items():
         for pname in route.pools():
             if pname not in known_pools:
@@ -1015,6 +1016,26 @@ def _valid_parts(data: dict) -> tuple[Config, set, set]:
     names = {key: {n for n in data.get(key) or {} if isinstance(n, str)}
              if isinstance(data.get(key), dict) else set() for key in ("routes", "pools")}
     return Config.model_construct(**parts), names["routes"], names["pools"]
+
+
+# Active checks run on the proxy's own loop (~100 us of CPU per probe): a
+# config asking for more than this many probes per second would leave no time
+# for traffic. 1000/s is 2000 backends at the default 2s interval.
+MAX_PROBES_PER_S = 1000
+
+
+def _check_probe_rate(config: Config) -> list[tuple[str, str]]:
+    rates = {pname: len(pool.backends) / pool.health.interval
+             for pname, pool in config.pools.items() if pool.health is not None}
+    total = sum(rates.values())
+    if total <= MAX_PROBES_PER_S:
+        return []
+    worst = max(rates, key=rates.get)
+    return [(f"pools.{worst}.health.interval",
+             f"active health checks would send {total:.0f} probes per second across all "
+             f"pools (pool {worst}: {rates[worst]:.0f}/s), above {MAX_PROBES_PER_S}/s, which "
+             "would leave the proxy no time for traffic: raise health.interval or check "
+             "fewer backends")]
 
 
 def _check_http2_udp(config: Config) -> list[tuple[str, str]]:

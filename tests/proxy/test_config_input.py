@@ -501,3 +501,24 @@ def test_beyond_the_count_bounds_is_refused(extra):
     for i in range(MAX_LISTENERS + extra):
         data["listeners"][f"l{i}"] = {"bind": "127.0.0.1:0", "routes": ["all"]}
     assert "listeners" in messages(refused(data))
+
+
+@MANY
+@given(backends=st.integers(1, 400), interval_ms=st.integers(10, 5000), pools=st.integers(1, 3))
+def test_the_total_probe_rate_is_bounded(backends, interval_ms, pools):
+    from proxy.config import MAX_PROBES_PER_S
+
+    data = base()
+    template = data["pools"]["web"]
+    data["pools"] = {}
+    for p in range(pools):
+        pool = dict(template, health={"type": "tcp", "interval": f"{interval_ms}ms"})
+        pool["backends"] = [{"name": f"p{p}b{i}", "address": f"127.0.0.1:{1000 + i}"}
+                            for i in range(backends)]
+        data["pools"][f"p{p}"] = pool
+    data["routes"]["all"]["forward"] = "p0"
+    rate = pools * backends / (interval_ms / 1000)
+    if rate > MAX_PROBES_PER_S:
+        assert "probes per second" in messages(refused(data))
+    else:
+        parse_config(data)
