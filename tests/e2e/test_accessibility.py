@@ -189,3 +189,15 @@ def test_workshop_pages_pass_axe(browser, site):
         teacher_ctx.close()
         learner_ctx.close()
     assert not failures, "axe-core (WCAG 2.1 A/AA) found serious or critical issues:\n" + report(failures)
+
+
+@pytest.mark.timeout(300)
+def test_a_lab_page_with_its_result_passes_axe(page: Page, site):
+    """A run's result draws a chart, Mermaid diagrams and evidence: all of it is checked."""
+    failures: dict[str, list[str]] = {}
+    page.goto(site.url + "/labs/lying-health-check/")
+    page.locator("#run").click()
+    expect(page.locator("#result .verdict")).to_have_text("FAIL", timeout=180_000)
+    expect(page.locator("#result .diagrams svg").first).to_be_visible(timeout=15_000)
+    assert_accessible(page, "lab page with a result", failures)
+    assert not failures, "axe-core (WCAG 2.1 A/AA) found serious or critical issues:\n" + report(failures)
