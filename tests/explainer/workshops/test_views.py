@@ -164,9 +164,10 @@ def test_sandbox_cap_reached_says_so(workshop, sandbox_settings):
     resp = ada.post(f"/workshops/w/{workshop.code}/sandbox")
     assert resp.status_code == 503
     body = resp.json()
-    assert body["ok"] is False and "already runs 0 sandboxes, the most it allows" in body["error"]
+    assert body["ok"] is False and "The lab is full: 0 sandboxes are running" in body["error"]
+    assert "Try again in about" in body["error"]
     me = ada.get(f"/workshops/w/{workshop.code}/me.json").json()
-    assert me["sandbox"]["state"] == "refused" and "press Start again" in me["sandbox"]["message"]
+    assert me["sandbox"]["state"] == "refused" and "Try again in about" in me["sandbox"]["message"]
 
 
 def test_end_and_stop_controls(workshop, instructor_client, sandbox_settings):
