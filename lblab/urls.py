@@ -10,7 +10,10 @@ def healthz(request):
     return HttpResponse("ok\n", content_type="text/plain")
 
 
+from lblab.health import healthz
+
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),  # container health checks (lblab/health.py)
     path("", include("explainer.urls")),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),

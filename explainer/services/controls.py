@@ -379,13 +379,17 @@ def stop_traffic(sandbox_id: str, run_id: str | None = None) -> dict:
         get_sandbox(sandbox_id)
         svc = _traffic()
         try:
-            chosen = _latest_run(svc, sandbox_id, run_id)
-            if chosen is None:
-                raise ControlError("no traffic run to stop for this sandbox", status=409)
-            status = svc.stop(chosen)
+            if run_id is None:  # Stop means every run of this sandbox
+                stopped = svc.stop_all(sandbox_id)
+                if not stopped:
+                    raise ControlError("no traffic run is going for this sandbox", status=409)
+                names = ", ".join(s["run_id"] for s in stopped)
+                return _done(f"Stopped traffic run{'s' if len(stopped) > 1 else ''} {names}.",
+                             run=_jsonable(stopped[-1]))
+            status = svc.stop(run_id)
         except _service_errors() as exc:
             raise ControlError(f"could not stop traffic: {exc}", status=409) from None
-        return _done(f"Stopped traffic run {chosen}.", run=_jsonable(status))
+        return _done(f"Stopped traffic run {run_id}.", run=_jsonable(status))
 
     return _run(go)
 

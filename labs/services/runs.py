@@ -162,7 +162,8 @@ def _record(run: LabRun, status: dict) -> None:
     run.finished_at = timezone.now()
     run.headline = status.get("message") or ""
     if status["state"] == "done":
-        run.passed = bool(status.get("passed"))
+        # None: the run could not be graded (part of the sandbox died): neither verdict.
+        run.passed = bool(status.get("passed")) if status.get("graded", True) else None
     run.save()
     if run.passed:
         _mark_passed(run)
@@ -172,6 +173,8 @@ def _mark_passed(run: LabRun) -> None:
     progress, _ = LabProgress.objects.get_or_create(learner=run.learner, slug=run.slug)
     if not progress.passed:
         progress.passed, progress.passed_at = True, timezone.now()
+        # A first pass after "Show the fix" is recorded as such (it stays so).
+        progress.passed_after_reveal = progress.solution_revealed
     progress.best_run = run.id
     progress.save()
 
@@ -180,7 +183,8 @@ def result_of(run: LabRun) -> dict | None:
     data = _read_json(Path(run.run_dir) / "result.json")
     if data is None:
         return None
-    return {"passed": data["passed"], "result": data["result"], "time_scale": data["time_scale"],
+    return {"passed": data["passed"], "graded": data.get("graded", True),
+            "result": data["result"], "time_scale": data["time_scale"],
             "sandbox": data.get("sandbox"), "stats": data.get("stats"),
             "timeline": data.get("timeline"), "label": data.get("label"),
             "seconds": data.get("seconds"), "failed_requests": failed_requests(run)}
@@ -240,7 +244,8 @@ def regrade(run: LabRun, answers: dict) -> dict:
 def reveal_solution(learner: str, slug: str) -> dict:
     lab = registry.get(slug)
     progress, _ = LabProgress.objects.get_or_create(learner=learner, slug=slug)
-    progress.solution_revealed = True
+    if not progress.solution_revealed:
+        progress.solution_revealed, progress.revealed_at = True, timezone.now()
     progress.save()
     return {"yaml": lab.solution_text(), "why": lab.solution_md}
 

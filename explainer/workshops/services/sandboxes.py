@@ -256,7 +256,8 @@ def inject_fault_for_all(workshop: Workshop, *, user, backend: str, fault: str,
     done = sum(1 for ok, _, _ in outcomes if ok)
     label = FAULTS[fault][0]
     record(workshop, Activity.Kind.FAULT,
-           f"{label} on {backend} for everyone: {done} of {len(participants)} sandboxes",
+           f"{label} on {backend} for everyone: {done} of {len(participants)} "
+           f"sandbox{'' if len(participants) == 1 else 'es'}",
            ok=done == len(participants))
     for p, (ok, msg, _) in zip(participants, outcomes):
         if ok:

@@ -102,10 +102,11 @@ def end_workshop(workshop: Workshop) -> dict:
     workshop.ended_at = timezone.now()
     workshop.presenting = False
     workshop.save(update_fields=["ended_at", "presenting"])
-    record(workshop, Activity.Kind.WORKSHOP,
-           f"Workshop ended; {len(stopped)} sandbox(es) stopped")
+    n = len(stopped)
+    sandboxes_word = "sandbox" if n == 1 else "sandboxes"
+    record(workshop, Activity.Kind.WORKSHOP, f"Workshop ended; {n} {sandboxes_word} stopped")
     live.workshop_ended(workshop.pk)
-    return {"ok": True, "message": f"Workshop ended. Stopped {len(stopped)} sandbox(es).",
+    return {"ok": True, "message": f"Workshop ended. Stopped {n} {sandboxes_word}.",
             "stopped": stopped}
 
 

@@ -178,7 +178,7 @@ def test_end_and_stop_controls(workshop, instructor_client, sandbox_settings):
     assert resp.json() == {"ok": True, "message": "Ada had no sandbox running."}
     assert instructor_client.post(base + "stop-sandbox", {"participant": 99999}).status_code == 404
     resp = instructor_client.post(base + "end", {})
-    assert resp.json()["ok"] and "Stopped 0 sandbox(es)" in resp.json()["message"]
+    assert resp.json()["ok"] and "Stopped 0 sandboxes" in resp.json()["message"]
     assert instructor_client.post(base + "inject-fault", {"backend": "b1", "fault": "slow"}).status_code == 410
     assert instructor_client.post(base + "present-start", {}).status_code == 410
     learner = client()
