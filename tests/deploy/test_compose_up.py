@@ -168,7 +168,7 @@ def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine):
         assert probe.returncode == 0
         # The killed worker comes back by itself (restart: unless-stopped).
         wait_until(f"{victim} restarted and healthy",
-                   lambda: health_states(engine).get(victim) == "healthy", timeout=60)
+                   lambda: health_states(engine).get(victim) == "healthy", timeout=300)
     finally:
         compose(engine, PROJECT, FILES, "down", "-v", "--remove-orphans", env=env,
                 check=False, timeout=180)

@@ -1,11 +1,13 @@
 """compose.yml deployed as a Swarm stack on a single-node swarm (``docker swarm init
 --advertise-addr 127.0.0.1``), with the test override's loopback ports and compose.swarm.yml
-(the site on the manager's host network): the stack's services converge, the front door
+(the site on the manager's host network), merged into one stack file by
+docker/stackfile.py: the stack's services converge, the front door
 serves the dashboard and the site answers healthy; then the stack, the swarm and everything
 they made are gone."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 import urllib.error
@@ -13,6 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from docker import stackfile
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = "lblabswarm"
@@ -41,17 +45,14 @@ def wait_until(what: str, check, timeout: float):
 
 
 @pytest.mark.timeout(900)
-def test_the_compose_file_deploys_as_a_swarm_stack(engine):
+def test_the_compose_file_deploys_as_a_swarm_stack(engine, tmp_path):
+    stack_file = tmp_path / "stack.yml"
+    stack_file.write_text(stackfile.dump(stackfile.stack([REPO / name for name in FILES])))
     engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1", timeout=120)
     try:
-        args = ["stack", "deploy"]
-        for name in FILES:
-            args += ["-c", str(REPO / name)]
-        env_secret = secrets.token_urlsafe(50)
-        import os
-        os.environ["SECRET_KEY"] = env_secret  # docker stack deploy reads it for ${SECRET_KEY}
+        os.environ["SECRET_KEY"] = secrets.token_urlsafe(50)  # the stack file's ${SECRET_KEY}
         try:
-            engine.docker(*args, STACK, timeout=300)
+            engine.docker("stack", "deploy", "-c", str(stack_file), STACK, timeout=300)
         finally:
             del os.environ["SECRET_KEY"]
         services = engine.docker("stack", "services", STACK, "--format",
