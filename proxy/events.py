@@ -116,6 +116,8 @@ class RequestEvent(Event):
     # TLS from the proxy to the backend (re-encryption): {server_name, verified,
     # version, subject?}; None when the backend speaks plain HTTP.
     backend_tls: dict | None = None
+    # gRPC: {status, message} from the backend's grpc-status / grpc-message.
+    grpc: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +170,7 @@ class ConnectionEvent(Event):
     retries: list = dataclasses.field(default_factory=list)  # [{backend, error}]
     tls: dict | None = None
     proxy_protocol: str | None = None
+    streams: int | None = None  # kind h2: how many streams (requests) it carried
 
 
 # ---------------------------------------------------------------- lifecycle

@@ -45,13 +45,12 @@ from typing import Callable
 from proxy.config import Config, ConfigError, ListenerConfig
 from proxy.events import EventBus, Warning as WarningEvent, open_access_log
 from proxy.http1.headers import RequestIds
-from proxy.io.l7 import L7Connection
 from proxy.io.upstream import UpstreamPool
 from proxy.metrics import Metrics
 from proxy.model import BackendState
 from proxy.routing import build_routers
 from proxy.runtime import Runtime
-from proxy.tls import TLSAccept, build_server_tls, build_upstream_tls, listener_view
+from proxy.tls import build_server_tls, build_upstream_tls, listener_view
 
 log = logging.getLogger("proxy.server")
 
@@ -84,11 +83,13 @@ class BoundListener:
 def bind_socket(name: str, config: ListenerConfig) -> socket.socket:
     host, port = config.bind
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    udp = config.protocol == "udp"
+    sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(BACKLOG)
+        if not udp:
+            sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -212,6 +213,8 @@ class ProxyServer:
             conn.abort()
         if self.upstreams is not None:
             self.upstreams.close_all()
+        if getattr(self, "h2_upstreams", None) is not None:  # proxy.http2.upstream
+            self.h2_upstreams.close_all()
         if self.admin is not None:
             try:
                 await self.admin.stop()
@@ -234,14 +237,19 @@ class ProxyServer:
     # ------------------------------------------------------------ listeners
 
     async def _serve(self, bound: BoundListener) -> None:
+        if bound.config.protocol == "udp":
+            from proxy.io.udp import serve  # datagrams: flows instead of connections
+
+            bound.server = await serve(self, bound)
+            return
         bound.server = await self.loop.create_server(
             lambda: self._protocol(bound), sock=bound.sock, backlog=BACKLOG)
 
     def _protocol(self, bound: BoundListener):
         if bound.config.protocol == "http":
-            if bound.tls is not None:
-                return TLSAccept(self, bound, lambda: L7Connection(self, bound))
-            return L7Connection(self, bound)
+            from proxy.http2.serve import http_protocol  # HTTP/1.1, and HTTP/2 when enabled
+
+            return http_protocol(self, bound)
         return self._l4_protocol(bound)
 
     def _l4_protocol(self, bound: BoundListener):
@@ -332,9 +340,17 @@ class ProxyServer:
             kind, item = plan[name]
             if kind == "keep":
                 bound = item
+                flipped = bound.config.protocol != lc.protocol
                 bound.name = name
                 bound.config = lc
                 bound.tls = tls[name]
+                if flipped:
+                    # L7 <-> L4: connections opened under the old mode cannot be
+                    # served by the new one. HTTP ones close after the response in
+                    # flight (idle ones now); L4 ones keep their relay to the end.
+                    for conn in list(self.connections):
+                        if getattr(conn, "bound", None) is bound:
+                            conn.shutdown()
             else:
                 bound = BoundListener(name, lc, item, tls[name])
                 self.spawn(self._serve(bound))
@@ -392,7 +408,9 @@ class ProxyServer:
         """Close the idle keep-alive connections to `backend`; returns how many."""
         if self.upstreams is None:
             return 0
-        return self.upstreams.close_idle((backend.host, backend.port))
+        key = (backend.host, backend.port)
+        h2 = getattr(self, "h2_upstreams", None)  # proxy.http2.upstream
+        return self.upstreams.close_idle(key) + (h2.close_idle(key) if h2 is not None else 0)
 
     # ------------------------------------------------------------ views
 

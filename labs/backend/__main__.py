@@ -2,7 +2,7 @@
 
     python -m labs.backend --name b1 --port 9001 [--host 127.0.0.1]
                            [--redis-url redis://127.0.0.1:6379/0] [--seed 42]
-                           [--mode http|tcp] [--control-port PORT] [--proxy-protocol]
+                           [--mode http|tcp|grpc|udp] [--control-port PORT] [--proxy-protocol]
                            [--tls --cert FILE --key FILE [--client-ca FILE]]
                            [--latency-ms 200 --error-rate 0.1 --warmup 5 ...]
 
@@ -51,6 +51,11 @@ The HTTP control API and /health, /health/ready, /health/live are then served on
 --control-port (plain HTTP; default: a free port, printed); GET /_control lists the
 players. Faults apply per line written (latency, reset, hang, errors as "ERR ...").
 A TCP health check is a connect to the main port.
+
+gRPC mode (--mode grpc, see grpc_mode.py): cleartext HTTP/2 serving grpc.health.v1.Health/Check
+and lblab.toy.Echo (unary Whoami: the reply's field 1 is the backend name; server-streaming
+Stream); UDP mode (--mode udp, see udp_mode.py): each datagram is answered with
+"<name> <payload>". Both keep the control API on --control-port (default: a free port).
 
 --control-port also works in HTTP mode: a plain HTTP port with only /_control... and
 /health... (useful when the main port wants TLS client certificates or a PROXY header).
@@ -117,9 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="close idle keep-alive connections after this many seconds (0 = never)")
     p.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio event loop")
     m = p.add_argument_group("TLS, PROXY protocol, TCP mode")
-    m.add_argument("--mode", choices=("http", "tcp"), default="http",
+    m.add_argument("--mode", choices=("http", "tcp", "grpc", "udp"), default="http",
                    help="http (default): the HTTP app; tcp: the line-based game server "
-                        "(JOIN/WHO/PING/ECHO/QUIT), control API on --control-port")
+                        "(JOIN/WHO/PING/ECHO/QUIT); grpc: health + lblab.toy.Echo over h2c; "
+                        "udp: '<name> <payload>' replies; control API on --control-port")
     m.add_argument("--tls", action="store_true",
                    help="serve the main port over TLS (TLS 1.2+, ALPN http/1.1 in http mode)")
     m.add_argument("--cert", metavar="FILE", help="PEM certificate chain for --tls "
@@ -184,6 +190,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict]
 def _check_listen_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Validate --tls/--cert/--key/--client-ca/--control-port; build the TLS context."""
     args.ssl_context = None
+    if args.mode in ("grpc", "udp"):
+        for flag in ("tls", "proxy_protocol"):
+            if getattr(args, flag):
+                parser.error(f"--{flag.replace('_', '-')} is not available with --mode "
+                             f"{args.mode} (it serves {'cleartext HTTP/2' if args.mode == 'grpc' else 'plain UDP'})")
     if args.tls:
         if not args.cert:
             parser.error("--tls needs --cert FILE (PEM certificate chain) and --key FILE "
@@ -199,8 +210,8 @@ def _check_listen_flags(parser: argparse.ArgumentParser, args: argparse.Namespac
         for flag in ("cert", "key", "client_ca"):
             if getattr(args, flag):
                 parser.error(f"--{flag.replace('_', '-')} only makes sense with --tls")
-    if args.control_port is None and args.mode == "tcp":
-        args.control_port = 0   # tcp mode always has its HTTP control plane
+    if args.control_port is None and args.mode in ("tcp", "grpc", "udp"):
+        args.control_port = 0   # these modes always have their HTTP control plane
     if args.control_port is not None:
         if not 0 <= args.control_port <= 65535:
             parser.error(f"--control-port must be between 0 and 65535, got {args.control_port}")
@@ -217,6 +228,21 @@ async def _listen_main(args: argparse.Namespace, app):
                            keepalive_timeout=args.keepalive_timeout or None,
                            ssl=args.ssl_context, proxy_protocol=args.proxy_protocol,
                            on_refused=app.proxy_protocol_refused)
+    if args.mode == "grpc":
+        from .grpc_mode import GrpcServer
+
+        grpc_server = GrpcServer(app)
+        app.extra_snapshot = grpc_server.snapshot
+        return await asyncio.get_running_loop().create_server(
+            grpc_server.protocol, args.host, args.port, backlog=1024, reuse_address=True)
+    if args.mode == "udp":
+        from .udp_mode import UdpBackend
+
+        udp = UdpBackend(app)
+        app.extra_snapshot = udp.snapshot
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: udp, local_addr=(args.host, args.port))
+        return _DatagramServer(transport)
     from .game import GameServer
 
     game = GameServer(app, tls=args.tls)
@@ -231,6 +257,17 @@ async def _listen_main(args: argparse.Namespace, app):
             reuse_address=True)
     game.port = server.sockets[0].getsockname()[1]
     return server
+
+
+class _DatagramServer:
+    """A UDP endpoint with the two things run() asks of a server: sockets, close()."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.sockets = [transport.get_extra_info("socket")]
+
+    def close(self) -> None:
+        self.transport.close()
 
 
 async def run(args: argparse.Namespace, patch: dict) -> None:
@@ -258,6 +295,9 @@ async def run(args: argparse.Namespace, patch: dict) -> None:
     if args.mode == "http":
         scheme = "https" if args.tls else "http"
         notes = [f"pid {os.getpid()}", f"sessions: {store.kind}"]
+    elif args.mode in ("grpc", "udp"):
+        scheme = args.mode  # grpc:// (cleartext HTTP/2) or udp://
+        notes = [f"pid {os.getpid()}", args.mode]
     else:
         scheme = "tcp+tls" if args.tls else "tcp"
         notes = [f"pid {os.getpid()}", "game"]

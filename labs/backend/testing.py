@@ -136,6 +136,8 @@ class BackendHandle:
 
     @property
     def mode(self) -> str:
+        if self.scheme in ("grpc", "udp"):
+            return self.scheme
         return "tcp" if self.scheme.startswith("tcp") else "http"
 
     @property
@@ -210,7 +212,7 @@ class BackendHandle:
         HTTPS with ``--tls``; with ``--proxy-protocol`` the connection starts with
         ``proxy_header`` (default: a v2 LOCAL header). In tcp mode: the control port.
         """
-        if self.mode == "tcp":
+        if self.mode in ("tcp", "grpc", "udp"):  # the main port does not speak HTTP/1.1
             return self._http(self.control_port, False, None, method, path, body, headers, timeout)
         if self.proxy_protocol and proxy_header is None:
             from .proxy_protocol import v2_local

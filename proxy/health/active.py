@@ -249,6 +249,19 @@ async def probe_tcp(host: str, port: int, config: HealthCheckConfig, clock: Cloc
 
 Prober = Callable[[str, int, HealthCheckConfig, Clock], Awaitable[ProbeResult]]
 PROBERS: dict[str, Prober] = {"http": probe_http, "tcp": probe_tcp}
+# Probes living beside the protocol they speak (imported when first used).
+EXTRA_PROBERS = {"grpc": ("proxy.http2.health", "probe_grpc"),
+                 "udp": ("proxy.io.udp", "probe_udp")}
+
+
+def extra_prober(kind: str) -> Prober:
+    import importlib
+
+    module, name = EXTRA_PROBERS[kind]
+    prober = PROBERS.get(kind)
+    if prober is None:
+        prober = PROBERS[kind] = getattr(importlib.import_module(module), name)
+    return prober
 
 
 # ---------------------------------------------------------------- probes without tasks
@@ -669,6 +682,11 @@ class BackendChecker:
     # -- lifecycle -----------------------------------------------------------------------
 
     @property
+    def probe_port(self) -> int:
+        """health.port when set (a check beside the traffic port), else the backend's."""
+        return self.config.port or self.backend.port
+
+    @property
     def task(self):
         """Truthy while the checker runs (kept for callers of the task-per-backend days)."""
         return self if self.running else None
@@ -679,10 +697,12 @@ class BackendChecker:
             self.scheduler = scheduler
         if self.scheduler is None or self.scheduler.loop is not loop:
             self.scheduler, self._own_scheduler = Scheduler(loop), True
+        if self.prober is None and self.config.type in EXTRA_PROBERS:
+            self.prober = extra_prober(self.config.type)  # grpc, udp: coroutine probes
         if self.prober is None:
             family = numeric_family(self.backend.host)
             if family is not None:
-                self._socket_probe = SocketProbe(self.backend.host, self.backend.port, family,
+                self._socket_probe = SocketProbe(self.backend.host, self.probe_port, family,
                                                  self.config, self.clock, self.scheduler, loop)
             else:
                 self.prober = PROBERS[self.config.type]  # a host name: resolve per probe
@@ -747,7 +767,7 @@ class BackendChecker:
 
     async def _run_prober(self) -> None:
         try:
-            result = await self.prober(self.backend.host, self.backend.port,
+            result = await self.prober(self.backend.host, self.probe_port,
                                        self.config, self.clock)
         except asyncio.CancelledError:
             raise
@@ -807,7 +827,7 @@ class BackendChecker:
         return {
             "type": self.config.type,
             "target": (f"{self.config.path}" if self.config.type == "http"
-                       else f"{self.backend.address}"),
+                       else f"{self.backend.host}:{self.probe_port}"),
             "health": self.backend.health.value,
             "health_reason": self.backend.health_reason,
             "consecutive_passes": self.counters.passes,

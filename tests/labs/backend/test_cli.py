@@ -75,7 +75,8 @@ def test_tls_flags_build_a_server_context(tls_files):
     (["--cert", "x.pem"], "--cert only makes sense with --tls"),
     (["--client-ca", "x.pem"], "--client-ca only makes sense with --tls"),
     (["--tls", "--cert", "/nonexistent/cert.pem"], "--cert: no such file: /nonexistent/cert.pem"),
-    (["--mode", "udp"], "argument --mode: invalid choice: 'udp'"),
+    (["--mode", "quic"], "argument --mode: invalid choice: 'quic'"),
+    (["--mode", "udp", "--tls"], "--tls is not available with --mode udp"),
     (["--control-port", "70000"], "--control-port must be between 0 and 65535"),
     (["--port", "9001", "--control-port", "9001"], "--control-port must differ from --port (9001)"),
 ])
