@@ -115,3 +115,12 @@ def test_the_stack_file_replaces_commands_and_drops_network_mode():
     assert not any(key.startswith("x-") for key in merged)
     assert merged["services"]["web"]["environment"]["REDIS_URL"] == "redis://127.0.0.1:30711/0"
     assert "*id" not in stackfile.dump(merged) and "&id" not in stackfile.dump(merged)
+
+
+def test_the_container_driver_fits_the_services_seam(tmp_path):
+    from labs.sandbox.drivers import Driver, make_driver
+
+    driver = make_driver("containers", state_dir=tmp_path, max_sandboxes=3,
+                         port_range=(30720, 30779))
+    assert isinstance(driver, containers.ContainerDriver) and isinstance(driver, Driver)
+    assert driver.list() == []

@@ -6,9 +6,6 @@ serves the dashboard and the site answers healthy; then the stack, the swarm and
 they made are gone."""
 from __future__ import annotations
 
-import json
-import os
-import secrets
 import time
 import urllib.error
 import urllib.request
@@ -50,11 +47,7 @@ def test_the_compose_file_deploys_as_a_swarm_stack(engine, tmp_path):
     stack_file.write_text(stackfile.dump(stackfile.stack([REPO / name for name in FILES])))
     engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1", timeout=120)
     try:
-        os.environ["SECRET_KEY"] = secrets.token_urlsafe(50)  # the stack file's ${SECRET_KEY}
-        try:
-            engine.docker("stack", "deploy", "-c", str(stack_file), STACK, timeout=300)
-        finally:
-            del os.environ["SECRET_KEY"]
+        engine.docker("stack", "deploy", "-c", str(stack_file), STACK, timeout=300)
         services = engine.docker("stack", "services", STACK, "--format",
                                  "{{.Name}} {{.Replicas}}").stdout.split("\n")
         names = {line.split()[0].removeprefix(f"{STACK}_") for line in services if line}
@@ -71,9 +64,8 @@ def test_the_compose_file_deploys_as_a_swarm_stack(engine, tmp_path):
         wait_until("the site healthy behind the stack's front door",
                    lambda: status("http://127.0.0.1:30700/healthz") == 200, timeout=300)
         assert status("http://127.0.0.1:30700/") == 200
-        health = json.loads(urllib.request.urlopen("http://127.0.0.1:30702/healthz",
-                                                   timeout=5).read())
-        assert health == {"ok": True, "checks": {"database": "ok", "redis": "ok"}}
+        health = urllib.request.urlopen("http://127.0.0.1:30702/healthz", timeout=30).read()
+        assert health == b"ok\n"
     finally:
         engine.docker("stack", "rm", STACK, check=False, timeout=120)
         wait_until("the stack's containers gone",
