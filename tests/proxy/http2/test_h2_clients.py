@@ -194,3 +194,45 @@ def test_goaway_on_shutdown(proxy_factory, backends):
     assert goaway.error_code == ErrorCodes.NO_ERROR
     assert goaway.last_stream_id == 1
     proxy.process.wait(10)
+
+
+def test_stickiness_retries_and_timeouts_per_stream(proxy_factory, backends):
+    """The HTTP/1.1 pipeline per stream: a sticky cookie, a retry past a dead backend,
+    and a response timeout (504), all on one HTTP/2 connection."""
+    dead = {"name": "gone", "address": f"127.0.0.1:{free_port()}"}
+    proxy = proxy_factory({
+        "admin": {"listen": "127.0.0.1:0"},
+        "listeners": {"web": {"bind": "127.0.0.1:0", "http2": True,
+                              "routes": ["slow", "sticky", "all"]}},
+        "routes": {
+            "slow": {"match": {"path_prefix": "/work"}, "forward": "slow"},
+            "sticky": {"match": {"path_prefix": "/sticky"}, "forward": "sticky"},
+            "all": {"forward": "retry"}},
+        "pools": {
+            "retry": {"retries": 1, "backends": [dead, backend_entry(backends["b1"])]},
+            "sticky": {"sticky": {"mode": "cookie"},
+                       "backends": [backend_entry(backends[n]) for n in ("b2", "b3")]},
+            "slow": {"timeouts": {"response_header": "300ms"},
+                     "backends": [backend_entry(backends["b1"], name="b1-slow")]},
+        }})
+    client = H2Client(proxy.port("web"))
+    # Retry: the dead backend refuses, the request goes on to b1.
+    for _ in range(2):
+        headers, body = client.response(client.get("/retry"))
+        assert headers[b":status"] == b"200" and json.loads(body)["backend"] == "b1"
+    retried = proxy.wait_events(lambda e: e.get("path") == "/retry" and e.get("retries"))
+    assert retried[0]["retries"][0]["backend"] == "gone"
+    # Sticky: the cookie set on the first answer pins the next streams.
+    headers, body = client.response(client.get("/sticky"))
+    first = json.loads(body)["backend"]
+    cookie = headers[b"set-cookie"].split(b";")[0]
+    for _ in range(4):
+        _, body = client.response(client.get("/sticky", extra=[(b"cookie", cookie)]))
+        assert json.loads(body)["backend"] == first
+    # Timeout: b1 answers /work?ms=2000 after 2 s; the stream gets 504, the connection lives on.
+    headers, body = client.response(client.get("/work?ms=2000"))
+    assert headers[b":status"] == b"504"
+    assert json.loads(body)["error"] == "response-timeout"
+    headers, _ = client.response(client.get("/retry"))
+    assert headers[b":status"] == b"200"
+    client.close()
