@@ -76,8 +76,8 @@ from typing import AsyncIterator
 
 import aiohttp
 
-from explainer import diagrams
-from explainer.services.admin_client import (AdminError, AsyncAdminClient, LineSplitter, Refused,
+from labs import diagrams
+from labs.sandbox.admin_client import (AdminError, AsyncAdminClient, LineSplitter, Refused,
                                              Unreachable, _why, refused_from)
 from explainer.services.sandboxes import SandboxError, group_name
 

@@ -1,11 +1,12 @@
 from django.urls import path
 
-from explainer import views
+from explainer import contract, views
 
 app_name = "explainer"
 
 urlpatterns = [
     path("", views.dashboard_page, name="dashboard"),
+    path("errors/", contract.errors_page, name="errors"),
     path("lab/<str:sandbox>/", views.dashboard_page, name="sandbox-dashboard"),
     path("api/<str:sandbox>/snapshot", views.snapshot, name="snapshot"),
     path("api/<str:sandbox>/requests/<str:request_id>/diagram", views.request_diagram,

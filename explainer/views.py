@@ -1,4 +1,10 @@
-"""Thin HTTP views: validate input, call one service, render JSON or the page."""
+"""Thin HTTP views: check who asks, validate input, call one service, render JSON or the page.
+
+Every view that names a sandbox goes through ``sandbox_view`` (explainer/services/
+ownership.py): someone else's sandbox is a 404, the shared default one is read-only to
+visitors unless LBLAB_DEFAULT_SANDBOX_WRITERS allows them. Errors a user can cause are
+``Problem``s (labs/problems.py), rendered by ``problem_response``.
+"""
 from __future__ import annotations
 
 from django.conf import settings
@@ -8,10 +14,19 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
 from explainer import forms
-from explainer.services import controls, dashboard
-from explainer.services.admin_client import AdminError
+from explainer.services import controls, dashboard, ownership
 from explainer.services.controls import ControlError
+from explainer.services.ownership import sandbox_view
 from explainer.services.sandboxes import SandboxError, check_id
+from labs.problems import Problem
+
+
+def problem_response(exc: Problem) -> JsonResponse:
+    """Any Problem as JSON: {"ok": false, "error", "errors": [{path, message}]} + status."""
+    response = JsonResponse(exc.as_json(), status=exc.status or 400)
+    if getattr(exc, "retry_after", None):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _sandbox_or_404(sandbox: str) -> str:
@@ -25,64 +40,72 @@ def _sandbox_or_404(sandbox: str) -> str:
 @require_GET
 def dashboard_page(request: HttpRequest, sandbox: str | None = None):
     sandbox = _sandbox_or_404(sandbox or settings.LBLAB_SANDBOX)
-    return render(request, "explainer/dashboard.html", dashboard.page_context(sandbox))
+    found = ownership.require(request, sandbox)
+    context = dashboard.page_context(sandbox)
+    context["can_change"] = found.write
+    return render(request, "explainer/dashboard.html", context)
 
 
 def _error(exc: Exception) -> JsonResponse:
-    wrapped = ControlError.wrap(exc)
-    return JsonResponse(wrapped.as_json(), status=wrapped.status)
+    return problem_response(ControlError.wrap(exc))
 
 
 @require_GET
+@sandbox_view()
 async def snapshot(request: HttpRequest, sandbox: str):
     """The WebSocket's first paint over plain HTTP (fallback when sockets are blocked)."""
     return JsonResponse(await dashboard.first_paint(_sandbox_or_404(sandbox)))
 
 
 @require_GET
+@sandbox_view()
 async def request_diagram(request: HttpRequest, sandbox: str, request_id: str):
     try:
         data = await dashboard.request_diagram(_sandbox_or_404(sandbox), request_id)
-    except (AdminError, SandboxError) as exc:
+    except Problem as exc:
         return _error(exc)
     return JsonResponse({"ok": True, **data})
 
 
 @require_GET
+@sandbox_view()
 async def connection_diagram(request: HttpRequest, sandbox: str, connection_id: str):
     try:
         data = await dashboard.connection_diagram(_sandbox_or_404(sandbox), connection_id)
-    except (AdminError, SandboxError) as exc:
+    except Problem as exc:
         return _error(exc)
     return JsonResponse({"ok": True, **data})
 
 
 @require_GET
+@sandbox_view()
 async def connections(request: HttpRequest, sandbox: str):
     """The proxy's GET /connections (live L4 connections and tunnels), for polling pages."""
     try:
         data = await dashboard.live_connections(_sandbox_or_404(sandbox))
-    except (AdminError, SandboxError) as exc:
+    except Problem as exc:
         return _error(exc)
     return JsonResponse({"ok": True, **data})
 
 
 @require_GET
+@sandbox_view()
 async def health_diagram(request: HttpRequest, sandbox: str, pool: str, backend: str):
     try:
         data = await dashboard.health_diagram(_sandbox_or_404(sandbox), pool, backend)
-    except (AdminError, SandboxError) as exc:
+    except Problem as exc:
         return _error(exc)
     return JsonResponse({"ok": True, **data})
 
 
 @require_GET
+@sandbox_view()
 def traffic_status(request: HttpRequest, sandbox: str):
     try:
         return JsonResponse(controls.traffic_status(_sandbox_or_404(sandbox),
                                                     request.GET.get("run") or None))
-    except ControlError as exc:
-        return JsonResponse(exc.as_json(), status=exc.status)
+    except Problem as exc:
+        return problem_response(exc)
 
 
 # action -> (form class, call(sandbox, form) -> result dict)
@@ -102,6 +125,7 @@ ACTIONS = {
         sb, f.cleaned_data["pool"], f.health())),
     "fault": (forms.FaultForm, lambda sb, f: controls.inject_fault(
         sb, f.cleaned_data["backend"], f.cleaned_data["fault"], f.values())),
+    # backend: a toy backend's name, or "proxy" (the sandbox's proxy, from its config file)
     "restart": (forms.RestartForm, lambda sb, f: controls.restart_backend(
         sb, f.cleaned_data["backend"])),
     "traffic-start": (forms.TrafficStartForm, lambda sb, f: controls.start_traffic(
@@ -114,6 +138,7 @@ ACTIONS = {
 
 
 @require_POST
+@sandbox_view(write=True)
 def control(request: HttpRequest, sandbox: str, action: str):
     sandbox = _sandbox_or_404(sandbox)
     if action not in ACTIONS:
@@ -124,5 +149,5 @@ def control(request: HttpRequest, sandbox: str, action: str):
         return JsonResponse(form.errors_json(), status=400)
     try:
         return JsonResponse(call(sandbox, form))
-    except ControlError as exc:
-        return JsonResponse(exc.as_json(), status=exc.status)
+    except Problem as exc:
+        return problem_response(ControlError.wrap(exc))

@@ -17,6 +17,10 @@ class LabProgress(models.Model):
     best_run = models.CharField(max_length=64, blank=True)
     last_document = models.TextField(blank=True)
     solution_revealed = models.BooleanField(default=False)
+    # "Show the fix" is a recorded choice: when it was made, and whether the lab was
+    # first passed only after it (progress and the workshop cockpit say so).
+    revealed_at = models.DateTimeField(null=True, blank=True)
+    passed_after_reveal = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -24,7 +28,13 @@ class LabProgress(models.Model):
                                                name="labs_progress_once_per_lab")]
 
     def __str__(self) -> str:
-        return f"{self.learner} {self.slug} {'passed' if self.passed else 'open'}"
+        return f"{self.learner} {self.slug} {self.state_words}"
+
+    @property
+    def state_words(self) -> str:
+        if not self.passed:
+            return "open, fix shown" if self.solution_revealed else "open"
+        return "passed after showing the fix" if self.passed_after_reveal else "passed"
 
 
 class LabRun(models.Model):

@@ -67,6 +67,7 @@ def lab_page(request: HttpRequest, slug: str):
         "lab": lab, "spec": lab.spec, "scale": lab.scale, "progress": progress,
         "document": document, "recent": recent,
         "answer": lab.spec.answer,
+        "causes": cause_words(lab.spec.answer),
         "settings_help": {k: v.help for k, v in lab.spec.lab_settings.items()},
         "page_data": {
             "slug": slug, "scale": lab.scale.factor,
@@ -131,7 +132,45 @@ def request_trace(request: HttpRequest, slug: str, run_id: str, request_id: str)
 @require_POST
 def solution(request: HttpRequest, slug: str):
     _lab_or_404(slug)
-    return JsonResponse(runs.reveal_solution(runs.learner_key(request), slug))
+    found = runs.reveal_solution(runs.learner_key(request), slug)
+    return JsonResponse({**found, "why_html": markdown_html(found["why"])})
+
+
+def markdown_html(text: str) -> str:
+    """The fix's Markdown, rendered by the course's renderer (explainer/course/markdown.py:
+    escapes everything, then adds only its own tags), so it reads like a lesson.
+
+    The one place labs reaches up into explainer, from a view only (the framework and the
+    CLI never do): the renderer is a pure module with no Django in it, and a second copy
+    here would drift from the lessons'. It belongs below both apps if it moves."""
+    from explainer.course.markdown import render
+
+    return render(text).html
+
+
+# What a tracing lab's cause words mean, from the proxy's error contract (docs/errors.md
+# is rendered from the same rows). A cause that is not a proxy-made response says so.
+_OTHER_CAUSES = {
+    "backend-500": ("500", "--", "The backend itself answered 500: the proxy only passed it "
+                    "on (no X-LBLab-Error header, proxy_error false)."),
+}
+
+
+def cause_words(answer) -> list[dict]:
+    from proxy.errors import ERRORS
+
+    if answer is None:
+        return []
+    out = []
+    for code in answer.fields.get("cause") or []:
+        if code in ERRORS:
+            e = ERRORS[code]
+            out.append({"code": code, "status": e.status, "termination": e.termination,
+                        "when": e.when})
+        elif code in _OTHER_CAUSES:
+            status, term, when = _OTHER_CAUSES[code]
+            out.append({"code": code, "status": status, "termination": term, "when": when})
+    return out
 
 
 def _report(request, slug: str, run_id: str, name: str, content_type: str, download: bool):

@@ -27,10 +27,10 @@ use refuses that config with the same kind of path
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -42,32 +42,130 @@ from pydantic import (
     model_validator,
 )
 
+from proxy.configtext import (
+    MAX_BYTES,
+    TextError,
+    check_shape,
+    excerpt,
+    parse_bytes,
+    parse_text,
+)
 from proxy.durations import format_duration, parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration),
                      PlainSerializer(format_duration, when_used="json")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
+# Upper bounds on counts no real deployment reaches; they keep validation, and
+# what the proxy builds from a config (rings, tables, probes), bounded in time.
+MAX_LISTENERS = 64
+MAX_ROUTES = 1000
+MAX_POOLS = 1000
+MAX_BACKENDS = 1000  # per pool
+MAX_ITEMS = 100  # split targets, certificates, expect_status, match entries...
 
-def _parse_address(value: object) -> tuple[str, int]:
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        host, port = value
-    elif isinstance(value, str) and value.rpartition(":")[0]:
-        host, _, port = value.rpartition(":")
-        host = host.strip("[]")
-    else:
-        raise ValueError(f"expected 'host:port' such as '127.0.0.1:8080', got {value!r}")
+
+# ---------------------------------------------------------------- strings
+
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+
+
+def _valid_host(host: str) -> str | None:
+    """The host in canonical form (IP literal or DNS name), or None."""
+    if not host or len(host) > 253:
+        return None
     try:
-        port = int(port)
-    except (TypeError, ValueError):
-        raise ValueError(f"port must be a number in {value!r}") from None
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if all(_HOST_LABEL.match(label) for label in labels) and not host.replace(".", "").isdigit():
+        return host
+    return None
+
+
+def _parse_address(value: object, allow_port_zero: bool = True) -> tuple[str, int]:
+    example = "'127.0.0.1:8080' (IPv6: '[::1]:8080')"
+    if isinstance(value, (tuple, list)):
+        # Python callers (and tests) pass (host, port); data from a file is a string.
+        if len(value) != 2 or not isinstance(value[0], str) or isinstance(value[1], bool) \
+                or not isinstance(value[1], int):
+            raise ValueError(f"expected 'host:port' such as {example}, got {excerpt(value)}")
+        host, port = value
+        host = host.strip("[]") if host.startswith("[") and host.endswith("]") else host
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            host, sep, port_text = text[1:].partition("]:")
+            if not sep:
+                raise ValueError(f"expected '[IPv6]:port' such as '[::1]:8080', got "
+                                 f"{excerpt(value)}")
+        else:
+            host, sep, port_text = text.rpartition(":")
+            if not sep or not host:
+                raise ValueError(f"expected 'host:port' such as {example}, got {excerpt(value)}")
+            if ":" in host:
+                raise ValueError(f"{excerpt(value)} has more than one ':'; write 'host:port' "
+                                 "with one port, and an IPv6 address in brackets: '[::1]:8080'")
+        if not _PORT.match(port_text):
+            raise ValueError(f"the port in {excerpt(value)} must be a number from 0 to 65535")
+        port = int(port_text)
+    else:
+        raise ValueError(f"expected 'host:port' such as {example}, got {excerpt(value)}")
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is outside 0-65535")
-    return str(host), port
+    if port == 0 and not allow_port_zero:
+        raise ValueError("port 0 cannot be connected to; give the backend's real port")
+    canonical = _valid_host(host)
+    if canonical is None:
+        raise ValueError(f"{excerpt(host)} is not a host: write an IP address such as "
+                         "127.0.0.1 or [::1], or a DNS name such as localhost")
+    return canonical, port
+
+
+def _format_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 Address = Annotated[tuple[str, int], BeforeValidator(_parse_address),
-                    PlainSerializer(lambda a: f"{a[0]}:{a[1]}", when_used="json")]
+                    PlainSerializer(_format_address, when_used="json")]
+# A backend's address is connected to: port 0 means nothing there.
+BackendAddress = Annotated[tuple[str, int],
+                           BeforeValidator(lambda v: _parse_address(v, allow_port_zero=False)),
+                           PlainSerializer(_format_address, when_used="json")]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_controls(what: str, allow: str = "", ascii_only: bool = False):
+    """A validator refusing CR, LF, NUL and the other control characters in a string
+    that reaches the wire (a header line, a request line): one would end the line
+    there and let the rest of the value become a header or request of its own."""
+    def check(value):
+        if not isinstance(value, str):
+            return value
+        for ch in _CONTROL.findall(value):
+            if ch not in allow:
+                raise ValueError(f"{what} contains the control character {ch!r} in "
+                                 f"{excerpt(value)}; CR, LF and NUL would end the line on "
+                                 "the wire and inject what follows: remove it")
+        if ascii_only and not value.isascii():
+            raise ValueError(f"{what} must be ASCII, got {excerpt(value)}; percent-encode "
+                             "other characters (%C3%A9 for \u00e9)")
+        return value
+    return BeforeValidator(check)
+
+
+def _wire(what: str, max_length: int, ascii_only: bool = True, allow: str = ""):
+    return Annotated[str, _no_controls(what, allow=allow, ascii_only=ascii_only),
+                     Field(max_length=max_length)]
+
+
+# RFC 9110 token (header names, methods, cookie names).
+Token = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
+HeaderValue = _wire("a header value", 1024)
 
 
 def is_loopback(host: str) -> bool:
@@ -82,14 +180,15 @@ def is_loopback(host: str) -> bool:
 class Strict(BaseModel):
     """Unknown keys are errors (a typo must not silently become a default)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- admin
 
 class AdminConfig(Strict):
     listen: Address = ("127.0.0.1", 9900)
-    token: str | None = None
+    # Sent as "Authorization: Bearer <token>": visible ASCII, no spaces.
+    token: Annotated[str, Field(pattern=r"^[!-~]{1,1024}$")] | None = None
     # Events kept for GET /requests/<id> lookups.
     request_history: int = Field(10_000, ge=100, le=1_000_000)
 
@@ -111,6 +210,11 @@ class ListenerTimeouts(Strict):
     request_body: Duration = 60.0  # no body byte for this long (408)
     client_idle: Duration = 60.0  # keep-alive connection idle between requests
     tunnel_idle: Duration = 300.0  # upgraded (WebSocket) or TCP relay idle
+    # Slow request bodies (helper A, issue 11; 408 body-too-slow, docs/errors.md):
+    # the whole body within request_body_total (0 = no limit), and on average at
+    # least min_body_rate bytes/s after a grace of request_body (0 = no minimum).
+    request_body_total: Duration = 0.0
+    min_body_rate: int = Field(256, ge=0, le=1 << 30)
     # TLS termination: the handshake must complete within this; TLS passthrough:
     # the ClientHello (to read its server name) must arrive within this.
     tls_handshake: Duration = 10.0
@@ -118,21 +222,21 @@ class ListenerTimeouts(Strict):
 
 class Limits(Strict):
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)  # 431 beyond
-    max_body_bytes: int = Field(100 * 1024 * 1024, ge=0)  # 413 beyond
-    max_connections: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(100 * 1024 * 1024, ge=0, le=1 << 40)  # 413 beyond
+    max_connections: int = Field(10_000, ge=1, le=1_000_000)
 
 
 # A file the server reads: a path, or `pki:<file>` for a file of the lab PKI
 # (`pki:ca.pem` is <state dir>/pki/ca.pem; see proxy/pki.py).
-FileRef = Annotated[str, Field(min_length=1)]
+FileRef = Annotated[str, _no_controls("a file name"), Field(min_length=1, max_length=4096)]
 TLSVersion = Literal["1.2", "1.3"]
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
 def _server_name(value: str) -> str:
     name = value.strip().rstrip(".").lower()
-    if not _HOSTNAME.match(name):
-        raise ValueError(f"{value!r} is not a server name: write a DNS name such as "
+    if len(name) > 253 or not _HOSTNAME.match(name):
+        raise ValueError(f"{excerpt(value)} is not a server name: write a DNS name such as "
                          "www.lab.test, or a one-label wildcard such as *.lab.test")
     return name
 
@@ -140,12 +244,12 @@ def _server_name(value: str) -> str:
 class CertificateConfig(Strict):
     """One certificate the proxy serves: from the lab PKI, or a cert and key file."""
 
-    pki: str | None = None  # "www.lab.test" = pki:www.lab.test.pem + pki:www.lab.test.key
+    pki: Annotated[str, Field(pattern=r"^[A-Za-z0-9*][A-Za-z0-9_.*-]{0,252}$")] | None = None  # "www.lab.test" = pki:www.lab.test.pem + pki:www.lab.test.key
     cert: FileRef | None = None
     key: FileRef | None = None
     # Server names it is chosen for (exact or *.wildcard); default: the names in
     # the certificate itself (its subjectAltName DNS entries).
-    names: list[str] | None = None
+    names: Annotated[list[str], Field(max_length=MAX_ITEMS)] | None = None
     default: bool = False  # served when no name matches (default: the first certificate)
 
     @model_validator(mode="after")
@@ -185,13 +289,14 @@ class ListenerTLS(Strict):
 
     mode: Literal["terminate", "passthrough"] = "terminate"
     # terminate
-    certificates: list[CertificateConfig] = []
+    certificates: Annotated[list[CertificateConfig], Field(max_length=MAX_ITEMS)] = []
     min_version: TLSVersion = "1.2"
-    alpn: list[str] = ["http/1.1"]
+    alpn: Annotated[list[Literal["http/1.1", "h2"]], Field(min_length=1, max_length=2)] = \
+        ["http/1.1"]
     client_ca: FileRef | None = None  # mTLS: client certificates must chain to this CA
     client_auth: Literal["required", "optional"] | None = None  # default with client_ca: required
     # passthrough: server name (exact or *.wildcard) -> pool; others go to listener.pool
-    sni: dict[str, Name] = {}
+    sni: Annotated[dict[str, Name], Field(max_length=MAX_ROUTES)] = {}
     # A server name with no certificate (terminate) or no sni entry (passthrough):
     # default = serve the default certificate / use listener.pool (the classic
     # mismatch: the client sees a certificate for another name);
@@ -200,7 +305,6 @@ class ListenerTLS(Strict):
 
     @model_validator(mode="after")
     def _fits_mode(self):
-        given = self.model_fields_set
         if self.mode == "terminate":
             if not self.certificates:
                 raise ValueError("tls mode terminate needs certificates: [{pki: www.lab.test}] "
@@ -214,8 +318,12 @@ class ListenerTLS(Strict):
                 raise ValueError(f"client_auth: {self.client_auth} needs client_ca: FILE, the CA "
                                  "client certificates must chain to (e.g. pki:ca.pem)")
         else:
-            terminate_only = sorted(given & {"certificates", "min_version", "alpn",
-                                             "client_ca", "client_auth"})
+            # Judged by value, not by which keys were written: GET /config writes
+            # every setting, the terminate-only ones at their defaults, and that
+            # export must be accepted back (PUT /config) unchanged.
+            terminate_only = [name for name in ("certificates", "min_version", "alpn",
+                                                "client_ca", "client_auth")
+                              if getattr(self, name) != type(self).model_fields[name].default]
             if terminate_only:
                 raise ValueError(
                     f"{', '.join(terminate_only)}: not with tls mode passthrough; the proxy "
@@ -271,7 +379,7 @@ class ListenerConfig(Strict):
     # udp listeners: flow idle timeout and flow limit.
     udp: UDPSettings | None = None
     # HTTP listeners: route names, tried by route priority (then by this order).
-    routes: list[Name] = []
+    routes: Annotated[list[Name], Field(max_length=MAX_ROUTES)] = []
     # TCP listeners: the pool every connection goes to (with tls passthrough:
     # the pool for names not in tls.sni, and for clients that send no name).
     pool: Name | None = None
@@ -290,13 +398,18 @@ class ListenerConfig(Strict):
 class RouteMatch(Strict):
     """Every given condition must hold; an empty match matches everything."""
 
-    host: str | None = None  # exact, or "*.example.com"
-    path_prefix: str | None = None
-    path_regex: str | None = None
-    methods: list[str] | None = None
-    headers: dict[str, str] = {}  # exact value; "*" means present
-    query: dict[str, str] = {}
-    cookies: dict[str, str] = {}
+    host: Annotated[str, Field(max_length=255)] | None = None  # exact, or "*.example.com"
+    path_prefix: Annotated[str, Field(max_length=2048)] | None = None
+    path_regex: Annotated[str, Field(max_length=1024)] | None = None
+    methods: Annotated[list[Token], Field(max_length=MAX_ITEMS)] | None = None
+    # exact value; "*" means present
+    headers: Annotated[dict[Token, Annotated[str, Field(max_length=1024)]],
+                       Field(max_length=MAX_ITEMS)] = {}
+    query: Annotated[dict[Annotated[str, Field(max_length=256)],
+                          Annotated[str, Field(max_length=1024)]],
+                     Field(max_length=MAX_ITEMS)] = {}
+    cookies: Annotated[dict[Token, Annotated[str, Field(max_length=1024)]],
+                       Field(max_length=MAX_ITEMS)] = {}
 
     @field_validator("path_regex")
     @classmethod
@@ -312,7 +425,7 @@ class RouteMatch(Strict):
     @classmethod
     def _starts_with_slash(cls, value):
         if value is not None and not value.startswith("/"):
-            raise ValueError(f"path_prefix must start with '/', got {value!r}")
+            raise ValueError(f"path_prefix must start with '/', got {excerpt(value)}")
         return value
 
     @field_validator("methods")
@@ -333,22 +446,26 @@ class SplitTarget(Strict):
 
 class Respond(Strict):
     status: int = Field(200, ge=100, le=599)
-    body: str = ""
-    content_type: str = "text/plain; charset=utf-8"
+    # The body is framed by Content-Length, so a line break in it cannot start
+    # a header: LF and tab are allowed (text bodies have lines); CR, NUL and the
+    # other control characters are refused like everywhere else on the wire.
+    body: Annotated[str, _no_controls("respond.body", allow="\n\t"),
+                    Field(max_length=64 * 1024)] = ""
+    content_type: _wire("respond.content_type", 256) = "text/plain; charset=utf-8"
 
 
 class Redirect(Strict):
-    location: str
+    location: Annotated[_wire("redirect.location", 2048), Field(min_length=1)]
     status: Literal[301, 302, 303, 307, 308] = 302
 
 
 class RouteConfig(Strict):
     # Higher priority is tried first; ties keep the listener's order.
-    priority: int = 0
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000)
     match: RouteMatch = RouteMatch()
     # Exactly one action:
     forward: Name | None = None
-    split: list[SplitTarget] | None = None
+    split: Annotated[list[SplitTarget], Field(max_length=MAX_ITEMS)] | None = None
     respond: Respond | None = None
     redirect: Redirect | None = None
 
@@ -378,7 +495,7 @@ HashSource = Literal["client_ip", "header", "cookie", "uri"]
 
 class HashKey(Strict):
     source: HashSource = "client_ip"
-    name: str | None = None  # header or cookie name
+    name: Token | None = None  # header or cookie name
 
     @model_validator(mode="after")
     def _name_when_needed(self):
@@ -387,8 +504,16 @@ class HashKey(Strict):
         return self
 
 
+# Maglev builds a table of this many entries at every pool change: a million
+# is ~15x Maglev's paper size and still builds in well under a second.
+MAX_TABLE_SIZE = 1_000_003
+
+
 def _is_prime(n: int) -> bool:
-    return n >= 2 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+    """Trial division; callers bound n (<= MAX_TABLE_SIZE), so this is ~1000 steps."""
+    if n > MAX_TABLE_SIZE:
+        raise ValueError(f"{n} is beyond the bound this check is for")
+    return n >= 2 and all(n % d for d in range(2, math.isqrt(n) + 1))
 
 
 class BalancerConfig(Strict):
@@ -396,8 +521,23 @@ class BalancerConfig(Strict):
     choices: int = Field(2, ge=2, le=16)  # power_of_two_choices
     hash_key: HashKey = HashKey()  # ip_hash, consistent_hash, maglev, bounded
     virtual_nodes: int = Field(160, ge=1, le=10_000)  # consistent_hash
-    table_size: int = Field(65537, ge=7)  # maglev, must be prime
+    table_size: int = Field(65537, ge=7, le=MAX_TABLE_SIZE)  # maglev, must be prime
     load_factor: float = Field(1.25, gt=1.0, le=10.0)  # consistent_hash_bounded
+    # least_response_time: the time constant its averages forget with (an
+    # average this old counts for 1/e, and drifts toward the pool's), and how
+    # long a backend may go without a response before one request probes it.
+    decay_time: Duration = 10.0
+    probe_after: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _response_time_knobs(self):
+        problems = [f"{name} must be from 100ms to 1h, got {format_duration(value)}"
+                    for name, value in (("decay_time", self.decay_time),
+                                        ("probe_after", self.probe_after))
+                    if not 0.1 <= value <= 3600]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("algorithm")
     @classmethod
@@ -406,7 +546,7 @@ class BalancerConfig(Strict):
 
         if value not in REGISTRY:
             raise ValueError(
-                f"unknown algorithm {value!r}; choose one of {', '.join(sorted(REGISTRY))}"
+                f"unknown algorithm {excerpt(value)}; choose one of {', '.join(sorted(REGISTRY))}"
             )
         return value
 
@@ -428,11 +568,26 @@ class StickyConfig(Strict):
     # app_cookie: follow the application's own session cookie (hash of its value).
     # source_ip: a stick table keyed by client address, entries expire after ttl.
     mode: Literal["cookie", "app_cookie", "source_ip"]
-    cookie: str = "LBSTICKY"
+    cookie: Token = "LBSTICKY"
     ttl: Duration = 3600.0
     # HMAC secret for inserted cookies; when absent the proxy makes one at start.
-    secret: str | None = None
-    table_size: int = Field(100_000, ge=1)
+    secret: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    table_size: int = Field(100_000, ge=1, le=10_000_000)
+    # Attributes of the cookie the proxy inserts (mode cookie). secure: auto
+    # adds Secure on listeners that terminate TLS (a browser would then never
+    # send it over plain HTTP, so it is not forced there).
+    secure: Literal["auto", "always", "never"] = "auto"
+    http_only: bool = True
+    same_site: Literal["Lax", "Strict", "None", "off"] = "Lax"
+    path: _wire("sticky.path", 256) = "/"
+    domain: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")] | None = None
+
+    @model_validator(mode="after")
+    def _same_site_none_needs_secure(self):
+        if self.same_site == "None" and self.secure == "never":
+            raise ValueError("same_site: None needs the Secure attribute (browsers drop the "
+                             "cookie otherwise): use secure: auto or always")
+        return self
 
     def needs_http(self) -> bool:
         return self.mode in ("cookie", "app_cookie")
@@ -445,7 +600,7 @@ class UpstreamTLS(Strict):
     # allowed for the lab, and then every new connection carries a warning event.
     verify: bool = True
     ca: FileRef | None = None  # default: the lab CA, pki:ca.pem
-    server_name: str | None = None  # SNI sent and name checked; default: the backend's name
+    server_name: Annotated[str, Field(max_length=253)] | None = None  # SNI sent and name checked; default: the backend's name
     min_version: TLSVersion = "1.2"
 
     @field_validator("server_name")
@@ -463,7 +618,7 @@ ProxyProtocol = Literal["v1", "v2"]
 
 class BackendConfig(Strict):
     name: Name
-    address: Address
+    address: BackendAddress
     weight: int = Field(1, ge=0, le=1000)
     state: Literal["active", "draining", "maintenance"] = "active"
     # Override the pool's settings for this backend ("off": no PROXY header here).
@@ -471,19 +626,25 @@ class BackendConfig(Strict):
     proxy_protocol: Literal["v1", "v2", "off"] | None = None
 
 
+MIN_PROBE_INTERVAL = 0.01
+
+
 class HealthCheckConfig(Strict):
     type: Literal["http", "tcp", "grpc", "udp"] = "http"
-    path: str = "/health"
+    # Goes into the probe's request line: visible ASCII from "/", no spaces.
+    path: Annotated[str, _no_controls("health.path"),
+                    Field(pattern=r"^/[!-~]{0,1023}$")] = "/health"
     # Probe this port of each backend instead of its traffic port (e.g. a TCP or
     # HTTP check beside a UDP service).
     port: int | None = Field(None, ge=1, le=65535)
     # grpc: the service asked about in grpc.health.v1.Health/Check ("" = the server).
-    service: str = ""
+    service: Annotated[str, _no_controls("health.service"), Field(max_length=1024)] = ""
     # udp: the datagram sent, and text the reply must contain (default: any reply).
-    send: str = "ping"
-    expect: str | None = None
-    expect_status: list[int] = [200]
-    body_contains: str | None = None
+    send: Annotated[str, Field(min_length=1, max_length=1024)] = "ping"
+    expect: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    expect_status: Annotated[list[Annotated[int, Field(ge=100, le=599)]],
+                             Field(min_length=1, max_length=MAX_ITEMS)] = [200]
+    body_contains: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     interval: Duration = 2.0
     timeout: Duration = 1.0
     healthy_threshold: int = Field(2, ge=1, le=100)
@@ -498,10 +659,19 @@ class HealthCheckConfig(Strict):
 
     @model_validator(mode="after")
     def _timeout_within_interval(self):
-        if self.interval <= 0:
-            raise ValueError("health.interval must be above 0")
+        # Probes are scheduled on the proxy's own loop: an interval of
+        # microseconds would be a probe storm that stalls traffic.
+        problems = []
+        if self.interval < MIN_PROBE_INTERVAL:
+            problems.append(f"health.interval must be at least 10ms, got "
+                            f"{format_duration(self.interval)}")
+        if self.unhealthy_interval is not None and self.unhealthy_interval < MIN_PROBE_INTERVAL:
+            problems.append(f"health.unhealthy_interval must be at least 10ms, got "
+                            f"{format_duration(self.unhealthy_interval)}")
         if self.timeout <= 0:
-            raise ValueError("health.timeout must be above 0")
+            problems.append("health.timeout must be above 0")
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.reuse_connection and self.type != "http":
             raise ValueError("health.reuse_connection only applies to type: http "
                              "(a tcp check is the connection itself); remove it or "
@@ -512,11 +682,11 @@ class HealthCheckConfig(Strict):
 class OutlierConfig(Strict):
     """Passive health: eject backends from what real traffic shows (as Envoy)."""
 
-    consecutive_5xx: int | None = Field(5, ge=1)
-    consecutive_gateway_failure: int | None = Field(None, ge=1)
+    consecutive_5xx: int | None = Field(5, ge=1, le=100_000)
+    consecutive_gateway_failure: int | None = Field(None, ge=1, le=100_000)
     failure_percentage: float | None = Field(None, gt=0, le=100)
     failure_window: Duration = 10.0
-    failure_min_requests: int = Field(10, ge=1)
+    failure_min_requests: int = Field(10, ge=1, le=1_000_000)
     base_ejection: Duration = 30.0  # grows with each ejection: base * count
     max_ejection: Duration = 300.0
     max_ejection_percent: float = Field(50, ge=0, le=100)
@@ -532,7 +702,7 @@ class PoolTimeouts(Strict):
 
 class PoolConfig(Strict):
     balancer: BalancerConfig = BalancerConfig()
-    backends: list[BackendConfig] = []
+    backends: Annotated[list[BackendConfig], Field(max_length=MAX_BACKENDS)] = []
     sticky: StickyConfig | None = None
     health: HealthCheckConfig | None = None
     outlier: OutlierConfig | None = None
@@ -546,7 +716,7 @@ class PoolConfig(Strict):
     # How an http listener speaks to the backends: HTTP/1.1, or HTTP/2 (h2c, or h2
     # by ALPN with tls), which gRPC needs (trailers). See proxy/http2/upstream.py.
     protocol: Literal["http1", "h2"] = "http1"
-    max_connections_per_backend: int | None = Field(None, ge=1)  # 503 when all are full
+    max_connections_per_backend: int | None = Field(None, ge=1, le=1_000_000)  # 503 when all are full
     # Speak TLS to the backends (an http listener re-encrypts what it decrypted).
     tls: UpstreamTLS | None = None
     # tcp listeners: start every backend connection with a PROXY protocol header
@@ -569,8 +739,8 @@ class PoolConfig(Strict):
 
     @model_validator(mode="after")
     def _unique_backends(self):
-        names = [b.name for b in self.backends]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        seen: set[str] = set()
+        dupes = sorted({b.name for b in self.backends if b.name in seen or seen.add(b.name)})
         if dupes:
             raise ValueError(f"backend names must be unique in a pool: {', '.join(dupes)}")
         return self
@@ -598,18 +768,44 @@ class PoolConfig(Strict):
 
 class Config(Strict):
     admin: AdminConfig = AdminConfig()
-    listeners: dict[Name, ListenerConfig]
-    routes: dict[Name, RouteConfig] = {}
-    pools: dict[Name, PoolConfig] = {}
+    listeners: Annotated[dict[Name, ListenerConfig], Field(max_length=MAX_LISTENERS)]
+    routes: Annotated[dict[Name, RouteConfig], Field(max_length=MAX_ROUTES)] = {}
+    pools: Annotated[dict[Name, PoolConfig], Field(max_length=MAX_POOLS)] = {}
     # "-" for stdout, a file path, or null for none.
-    access_log: str | None = None
+    access_log: Annotated[str, _no_controls("access_log"),
+                          Field(min_length=1, max_length=4096)] | None = None
+    # On SIGTERM: stop accepting, let requests in flight finish for up to this
+    # long, then close what is left (`--grace` on the command line overrides).
+    shutdown_grace: Duration = 5.0
+
+    @field_validator("shutdown_grace")
+    @classmethod
+    def _grace_bound(cls, value):
+        if value > 3600:
+            raise ValueError(f"shutdown_grace is at most 1h, got {format_duration(value)}")
+        return value
+
+
+MAX_ERRORS = 100
+MAX_MESSAGE = 600
+
+
+def _bounded(errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """At most MAX_ERRORS errors of at most MAX_MESSAGE characters: a hostile
+    config (10,000 bad backends, a huge key) cannot make a huge answer."""
+    out = [(p if len(p) <= 200 else p[:200] + "...",
+            m if len(m) <= MAX_MESSAGE else m[:MAX_MESSAGE] + "...") for p, m in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        out.append(("", f"... and {len(errors) - MAX_ERRORS} more errors (fix these first)"))
+    return out
 
 
 class ConfigError(Exception):
     """Every problem found, each as (path, message)."""
 
     def __init__(self, errors: list[tuple[str, str]]):
-        self.errors = errors
+        self.errors = _bounded(list(errors))
+        errors = self.errors
         super().__init__("; ".join(f"{p}: {m}" for p, m in errors))
 
     def lines(self) -> list[str]:
@@ -628,7 +824,8 @@ def _format_loc(loc) -> str:
         elif part in ("function-after", "function-before") or "[" in str(part):
             continue
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            out += ("." if out else "") + (text if len(text) <= 40 else text[:40] + "...")
     return out
 
 
@@ -646,8 +843,16 @@ L4_BLIND = ("at L4 the proxy relays bytes without parsing HTTP, so it never sees
             "host, path, header or cookie")
 
 
-def cross_check(config: Config) -> list[tuple[str, str]]:
-    """Problems that span objects: dangling names and impossible pairings."""
+def cross_check(config: Config, known_routes: set | None = None,
+                known_pools: set | None = None) -> list[tuple[str, str]]:
+    """Problems that span objects: dangling names and impossible pairings.
+
+    `known_routes` / `known_pools`: every name the config defines, valid or
+    not, when `config` holds only the objects that validated (see
+    `parse_config`): a reference to an invalid object is not also "dangling".
+    """
+    known_routes = set(config.routes) if known_routes is None else known_routes
+    known_pools = set(config.pools) if known_pools is None else known_pools
     errors: list[tuple[str, str]] = []
     binds: dict[tuple[str, int], str] = {}
     behind_http: dict[str, str] = {}  # pool -> a listener that reaches it through routes
@@ -665,9 +870,9 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             if not listener.routes:
                 errors.append((f"{path}.routes", "an http listener needs at least one route"))
             for i, rname in enumerate(listener.routes):
-                if rname not in config.routes:
+                if rname not in known_routes:
                     errors.append((f"{path}.routes[{i}]", f"no route named {rname!r}"))
-                else:
+                elif rname in config.routes:
                     for pname in config.routes[rname].pools():
                         behind_http.setdefault(pname, lname)
             if tls is not None and tls.mode == "passthrough":
@@ -699,7 +904,8 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             pools += [(f"{path}.tls.sni.{name}", pname) for name, pname in tls.sni.items()]
         for where, pname in pools:
             if pname not in config.pools:
-                errors.append((where, f"no pool named {pname!r}"))
+                if pname not in known_pools:
+                    errors.append((where, f"no pool named {pname!r}"))
                 continue
             behind_tcp.setdefault(pname, lname)
             for setting, reason, fix in config.pools[pname].http_needs():
@@ -709,7 +915,7 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
     errors += _check_http2_udp(config)
     for rname, route in config.routes.items():
         for pname in route.pools():
-            if pname not in config.pools:
+            if pname not in known_pools:
                 errors.append((f"routes.{rname}", f"no pool named {pname!r}"))
     seen_backends: dict[str, str] = {}
     for pname, pool in config.pools.items():
@@ -738,6 +944,53 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                            "active http checks speak plain HTTP, which a TLS backend refuses; "
                            "use type: tcp for TLS pools"))
     return errors
+
+
+_SECTIONS = (("listeners", ListenerConfig), ("routes", RouteConfig), ("pools", PoolConfig))
+
+
+# Stand-ins for required settings that did not validate, so the rest of the
+# object can still be cross-checked (port 0 is never "already used").
+_PLACEHOLDERS = {ListenerConfig: {"bind": "127.0.0.1:0"}}
+
+
+def _salvage(model, item):
+    """`item` validated as `model`; when it does not, the same without the keys that
+    failed (required ones replaced by a stand-in), or None when that fails too."""
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        if not isinstance(item, dict):
+            return None
+        bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
+        if not bad or len(bad) < len({str(e["loc"][:1]) for e in exc.errors()}):
+            return None  # an error of the object as a whole: nothing to keep
+        kept = {k: v for k, v in item.items() if k not in bad}
+        for key, value in _PLACEHOLDERS.get(model, {}).items():
+            if key in bad:
+                kept[key] = value
+    try:
+        return model.model_validate(kept)
+    except ValidationError:
+        return None
+
+
+def _valid_parts(data: dict) -> tuple[Config, set, set]:
+    """The objects of `data` that validate on their own, as a Config to cross-check,
+    and every route and pool name `data` defines (valid or not)."""
+    parts: dict[str, dict] = {}
+    for key, model in _SECTIONS:
+        raw = data.get(key)
+        parts[key] = {}
+        if not isinstance(raw, dict):
+            continue
+        for name, item in raw.items():
+            salvaged = _salvage(model, item)
+            if salvaged is not None:
+                parts[key][name] = salvaged
+    names = {key: {n for n in data.get(key) or {} if isinstance(n, str)}
+             if isinstance(data.get(key), dict) else set() for key in ("routes", "pools")}
+    return Config.model_construct(**parts), names["routes"], names["pools"]
 
 
 def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
@@ -804,34 +1057,65 @@ def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
 
 
 def parse_config(data: object) -> Config:
-    """Validate a mapping (already parsed YAML/JSON) into a Config or raise ConfigError."""
+    """Validate a mapping (already parsed YAML/JSON) into a Config or raise ConfigError.
+
+    Every error is reported at once: when some objects do not validate, the
+    ones that do are still cross-checked (dangling names, impossible pairings),
+    so fixing the first error never reveals a second one.
+    """
     if not isinstance(data, dict):
-        raise ConfigError([("", "the config must be a mapping with listeners, routes, pools")])
+        raise ConfigError([("", "the config must be a mapping with listeners, routes, "
+                                f"pools; got {excerpt(data)}")])
+    try:
+        check_shape(data)
+    except TextError as exc:
+        raise ConfigError([("", str(exc))]) from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_errors(exc)) from None
+        errors = _pydantic_errors(exc)
+        partial, routes, pools = _valid_parts(data)
+        reported = [p for p, _ in errors]
+        # A cross-object error about a setting already refused above would only
+        # repeat it (a listener whose routes did not validate "has no routes").
+        errors += [e for e in cross_check(partial, routes, pools)
+                   if not any(e[0].startswith(p) for p in reported if p)]
+        raise ConfigError(errors) from None
     errors = cross_check(config)
     if errors:
         raise ConfigError(errors)
     return config
 
 
-def load_config(text: str) -> Config:
+def load_data(text: str | bytes, as_json: bool = False, what: str = "the config") -> object:
+    """Config text (or its bytes) -> plain data, refused with ConfigError when it is not
+    bounded UTF-8 YAML/JSON (see proxy/configtext.py)."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([("", f"not valid YAML: {exc}")]) from None
-    return parse_config(data)
+        if isinstance(text, (bytes, bytearray)):
+            return parse_bytes(bytes(text), as_json=as_json, what=what)
+        if len(text) > MAX_BYTES:
+            raise TextError(f"{what} is {len(text)} characters; the limit is {MAX_BYTES}")
+        return parse_text(text, as_json=as_json)
+    except TextError as exc:
+        raise ConfigError([("", str(exc))]) from None
+
+
+def load_config(text: str | bytes, as_json: bool = False) -> Config:
+    return parse_config(load_data(text, as_json=as_json))
+
+
+def read_config_file(path: str) -> bytes:
+    """The file's bytes (at most MAX_BYTES + 1 are read), or ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(MAX_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError([("", f"cannot read {excerpt(path, 200)}: {reason}")]) from None
 
 
 def load_config_file(path: str) -> Config:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")]) from None
-    return load_config(text)
+    return parse_config(load_data(read_config_file(path), what=f"config file {path}"))
 
 
 def to_data(config: Config) -> dict:

@@ -31,25 +31,54 @@ class ProxyError:
 
 ERRORS: dict[str, ProxyError] = {e.code: e for e in [
     ProxyError("bad-request", 400, "PR",
-               "The request line or a header is malformed (not HTTP/1.x, invalid "
-               "characters, a header without a colon, an HTTP/1.1 request without Host).",
+               "The request line or a header is malformed: not HTTP/1.x, a header name "
+               "that is not a token (control characters, spaces, a space before the "
+               "colon), a folded header line, invalid characters in a value, an HTTP/1.1 "
+               "request without Host or with two, a Host that is not host[:port] (spaces, "
+               "quotes, slashes), or an upgrade request (Upgrade + Connection: upgrade) "
+               "that carries a body. Requests before it on the connection are answered "
+               "first.",
                "Fix the client: send a valid HTTP/1.1 request head."),
+    ProxyError("underscore-header", 400, "PR",
+               "A header name with an underscore reads as a header the proxy manages once "
+               "'_' is taken for '-' (Transfer_Encoding, Content_Length, Host, Connection, "
+               "Upgrade, TE, Expect, X_Forwarded_For, Forwarded, X_Request_Id, Proxy_*...). "
+               "CGI and WSGI backends map '_' and '-' to the same variable, so forwarding "
+               "it would let a client smuggle framing or spoof forwarding headers. Other "
+               "names with underscores pass unchanged.",
+               "Spell the header with hyphens (Transfer-Encoding), or rename your own "
+               "header."),
     ProxyError("ambiguous-length", 400, "PR",
                "The body length is ambiguous: Content-Length together with "
-               "Transfer-Encoding, several Content-Length headers, or a Transfer-Encoding "
-               "that does not end in chunked. This is how request smuggling starts, so "
-               "the connection is closed.",
+               "Transfer-Encoding, several Content-Length headers (even equal ones), a "
+               "Content-Length that is not digits, a Transfer-Encoding that does not end in "
+               "chunked or names chunked twice, or any Transfer-Encoding in an HTTP/1.0 "
+               "request (RFC 9112 6.1). This is how request smuggling starts, so the "
+               "connection is closed.",
                "Send exactly one of Content-Length or Transfer-Encoding: chunked."),
+    ProxyError("transfer-coding", 501, "PR",
+               "Transfer-Encoding names a coding before chunked (gzip, deflate...): the "
+               "proxy decodes chunked and re-frames the body itself, so any other coding "
+               "would reach the backend unannounced (RFC 9112 6.1 answers 501).",
+               "Send Transfer-Encoding: chunked alone (compress with Content-Encoding "
+               "instead)."),
     ProxyError("bad-chunk", 400, "PR",
-               "A chunked request body has an invalid chunk size or framing.",
+               "A chunked request body has an invalid chunk size or framing (a size with "
+               "spaces or a sign, a bare LF, no CRLF after the data), or its framing "
+               "(sizes, chunk extensions, trailers) takes more than 64 KiB plus 8 bytes per "
+               "data byte. Chunk extensions and trailer fields are otherwise read and "
+               "dropped: the proxy re-frames the body without them.",
                "Fix the client's chunked encoding (hex size, CRLF after each chunk, a "
                "final 0-size chunk)."),
     ProxyError("unsupported-method", 501, "PR",
                "CONNECT: the proxy is a reverse proxy, not a forward proxy.",
                "Send the request to the backend's URL through the listener instead."),
     ProxyError("http-version", 505, "PR",
-               "The request line names an HTTP version other than 1.0 or 1.1.",
-               "Speak HTTP/1.1 (or 1.0) to this listener."),
+               "The request line names an HTTP version other than 1.0 or 1.1, including "
+               "the HTTP/2 connection preface (PRI * HTTP/2.0) of a client that assumes "
+               "HTTP/2 with prior knowledge: this listener speaks HTTP/1.1 only. The "
+               "answer is an HTTP/1.1 505 response.",
+               "Speak HTTP/1.1 (or 1.0) to this listener (curl: drop --http2-prior-knowledge)."),
     ProxyError("header-timeout", 408, "PR",
                "The client did not send a complete request head within "
                "listeners.NAME.timeouts.client_header (a slow-headers client cannot hold "
@@ -58,6 +87,15 @@ ERRORS: dict[str, ProxyError] = {e.code: e for e in [
     ProxyError("body-timeout", 408, "PR",
                "The client sent no request-body byte for listeners.NAME.timeouts.request_body.",
                "Send the body without long pauses, or raise timeouts.request_body."),
+    ProxyError("body-too-slow", 408, "PR",
+               "The request body came in too slowly as a whole: not complete within "
+               "listeners.NAME.timeouts.request_body_total, or slower on average than "
+               "listeners.NAME.timeouts.min_body_rate bytes per second (after a first "
+               "timeouts.request_body of grace). A client that trickles a byte at a time "
+               "cannot hold a connection. Time the proxy itself stops reading "
+               "(back-pressure) is not counted.",
+               "Send the body faster, or raise request_body_total / lower min_body_rate "
+               "(0 turns either off)."),
     ProxyError("body-too-large", 413, "PR",
                "The request body is larger than listeners.NAME.limits.max_body_bytes "
                "(refused up front by Content-Length, or while a chunked body streams).",
@@ -87,7 +125,8 @@ ERRORS: dict[str, ProxyError] = {e.code: e for e in [
     ProxyError("connect-failed", 503, "PC",
                "No connection to a backend could be made within pools.NAME.timeouts.connect "
                "(refused, unreachable, timed out), after the allowed retries to other "
-               "backends. (nginx answers 502 here; HAProxy and Envoy 503.)",
+               "backends. (nginx answers 502 to a refused connect and 504 on a connect "
+               "timeout; HAProxy and Envoy 503 to both.)",
                "Start the backend or fix its address; health checks take it out of "
                "rotation so clients stop seeing this.",
                closes=False),
@@ -196,9 +235,52 @@ def render_markdown() -> str:
         "A failed attempt is retried (at most `pools.NAME.retries` times, each to a "
         "different backend when another one is eligible) only when it is safe: the "
         "connection could not be made, or the request is idempotent (GET, HEAD, OPTIONS, "
-        "PUT, DELETE) and a *reused* keep-alive connection turned out closed before any "
-        "response byte (the keep-alive race). Each retry is listed in the event's "
-        "`retries` with the backend and the error.",
+        "PUT, DELETE, TRACE), the proxy still holds all of its body (64 KiB at most), and "
+        "the backend closed or reset the connection before any response byte: on a "
+        "*reused* keep-alive connection (the keep-alive race) as on a fresh one (a "
+        "backend that crashed or was restarted under the request). A non-idempotent "
+        "request (POST, PATCH) is never resent once written. Each retry is listed in the "
+        "event's `retries` with the backend and the error.",
+        "",
+        "## Request framing",
+        "",
+        "What the proxy accepts from clients, and what it forwards (RFC 9112). Where "
+        "two readings of a request are possible, it refuses the request rather than "
+        "pick one, because a backend that picks the other one is how request smuggling "
+        "works. The proxy always writes the framing of what it forwards itself "
+        "(Content-Length, or chunked), never the client's.",
+        "",
+        "| Input | What happens |",
+        "|---|---|",
+        "| Header name that is not a token (control characters, spaces, space before "
+        "the colon), folded (obs-fold) header line, bare LF line ends | 400 "
+        "`bad-request` |",
+        "| Header name with `_` that reads as a managed header once `_` is `-` "
+        "(`Transfer_Encoding`, `Content_Length`, `X_Forwarded_For`...) | 400 "
+        "`underscore-header`; other names with `_` pass unchanged |",
+        "| Whitespace around a header value | Removed (leading and trailing spaces and "
+        "tabs are not part of the value) |",
+        "| Control characters (NUL, CR alone, DEL...) in a header value | 400 "
+        "`bad-request` |",
+        "| `Host` with spaces or other characters no host can have; two `Host` "
+        "headers; none in HTTP/1.1 | 400 `bad-request` |",
+        "| Content-Length and Transfer-Encoding together, two Content-Lengths, a "
+        "Content-Length that is not digits | 400 `ambiguous-length` |",
+        "| Transfer-Encoding other than exactly `chunked` | Not ending in chunked or "
+        "chunked twice: 400 `ambiguous-length`; another coding before chunked (`gzip, "
+        "chunked`): 501 `transfer-coding`; any Transfer-Encoding in HTTP/1.0: 400 "
+        "`ambiguous-length` |",
+        "| Chunk extensions (`5;name=value`) and trailer fields | Read and dropped "
+        "(bounded: see `bad-chunk`) |",
+        "| Upgrade request with a body | 400 `bad-request` (never held waiting for "
+        "a body the backend would not get) |",
+        "| HTTP/2 preface `PRI * HTTP/2.0` on an HTTP/1.1 listener | 505 "
+        "`http-version` |",
+        "| Bytes after a request that closes the connection (`Connection: close`, "
+        "HTTP/1.0 without keep-alive) | That request is answered; the bytes are "
+        "ignored and the connection closed |",
+        "| A malformed request after valid pipelined ones | The valid ones are answered "
+        "in order first; the malformed one gets its error, then the connection closes |",
         "",
         "## Timeouts",
         "",
@@ -209,6 +291,14 @@ def render_markdown() -> str:
         "accept); else 408 `header-timeout`. |",
         "| `listeners.NAME.timeouts.request_body` | Longest pause between request-body "
         "bytes; else 408 `body-timeout`. |",
+        "| `listeners.NAME.timeouts.request_body_total` | The whole request body must "
+        "arrive within this time after the head (0s: no limit, the default); else 408 "
+        "`body-too-slow`. |",
+        "| `listeners.NAME.timeouts.min_body_rate` | Bytes per second a request body "
+        "must average, after a grace of `request_body` (0: no minimum; default 256); else "
+        "408 `body-too-slow`. A body of up to 64 KiB is read whole before a backend is "
+        "picked, so a slow client does not hold a backend connection meanwhile (a client "
+        "sending `Expect: 100-continue` gets the 100 from the proxy). |",
         "| `listeners.NAME.timeouts.client_idle` | An idle keep-alive client connection is "
         "closed after this (silently: no request, no response). |",
         "| `listeners.NAME.timeouts.tunnel_idle` | An upgraded (WebSocket) connection idle "

@@ -266,8 +266,8 @@ class _StateCollector:
                 f"{p}_backend_outstanding_requests", "Requests in flight to the backend.",
                 labels=pb),
             "connections": GaugeMetricFamily(
-                f"{p}_backend_active_connections", "Client connections pinned to the backend.",
-                labels=pb),
+                f"{p}_backend_active_connections",
+                "Connections to the backend busy with a request or relay.", labels=pb),
             "weight": GaugeMetricFamily(
                 f"{p}_backend_weight", "Configured weight.", labels=pb),
             "effective_weight": GaugeMetricFamily(

@@ -22,6 +22,8 @@ request; no locks are needed inside one asyncio loop.
 from __future__ import annotations
 
 import enum
+import math
+import time
 from dataclasses import dataclass, field
 
 
@@ -37,8 +39,12 @@ class Intent(str, enum.Enum):
     MAINTENANCE = "maintenance"
 
 
-# EWMA smoothing for least_response_time: weight of the newest sample.
+# EWMA smoothing for least_response_time: weight of the newest sample when
+# samples come close together. After a quiet spell the newest sample weighs
+# more (1 - exp(-gap / ewma_decay)), so the average is one over time, not over
+# a count of samples: an old average does not outweigh what the backend does now.
 EWMA_ALPHA = 0.3
+EWMA_DECAY = 10.0
 
 
 @dataclass(eq=False, slots=True)
@@ -63,9 +69,11 @@ class BackendState:
     # Passive health (outlier detection) can eject a backend until this time.
     ejected_until: float = 0.0
     # Live counters.
-    active_connections: int = 0  # client connections currently pinned to it
+    active_connections: int = 0  # L4: relayed client connections; L7: ones busy with a request
     outstanding: int = 0  # requests in flight
     ewma_ms: float = 0.0  # smoothed response time
+    ewma_at: float | None = None  # when the last sample arrived (the proxy's clock)
+    ewma_decay: float = EWMA_DECAY  # time constant in seconds (pool's balancer.decay_time)
     requests: int = 0
     failures: int = 0  # 5xx and gateway failures seen by the proxy
     extra: dict = field(default_factory=dict)
@@ -100,14 +108,23 @@ class BackendState:
         self.outstanding += 1
         self.requests += 1
 
-    def request_finished(self, latency_s: float, failed: bool) -> None:
+    def request_finished(self, latency_s: float, failed: bool,
+                         now: float | None = None) -> None:
         self.outstanding -= 1
         if failed:
             self.failures += 1
-        ms = latency_s * 1000.0
-        self.ewma_ms = ms if self.ewma_ms == 0.0 else (
-            EWMA_ALPHA * ms + (1 - EWMA_ALPHA) * self.ewma_ms
-        )
+        self.record_latency(latency_s * 1000.0, now)
+
+    def record_latency(self, ms: float, now: float | None = None) -> None:
+        """Fold one response (or connect) time into the time-weighted average."""
+        now = time.monotonic() if now is None else now
+        if self.ewma_ms == 0.0 or self.ewma_at is None:
+            alpha = 1.0 if self.ewma_ms == 0.0 else EWMA_ALPHA
+        else:
+            gap = max(0.0, now - self.ewma_at)
+            alpha = max(EWMA_ALPHA, 1.0 - math.exp(-gap / self.ewma_decay))
+        self.ewma_ms = alpha * ms + (1 - alpha) * self.ewma_ms
+        self.ewma_at = now
 
     def snapshot(self, now: float) -> dict:
         """The view used by events and GET /state."""

@@ -106,6 +106,7 @@ class PoolRuntime:
             # Without active checks nothing will ever move it out of "initial";
             # it is eligible there (initial is not unhealthy).
         state.slow_start = self.config.slow_start
+        state.ewma_decay = self.config.balancer.decay_time
         if state is old:
             self.set_intent(state, Intent(bc.state), cause)
         else:
@@ -167,25 +168,42 @@ class PoolRuntime:
         choice.inputs = decision.inputs
         if self.sticky is not None:
             choice.set_cookie = self.sticky.stick(ctx, decision.backend)
+            note = self.sticky.stick_note(ctx, decision.backend)
+            if note and choice.sticky is not None:
+                choice.sticky["stored"] = note
         return choice
 
     def _apply_panic(self, eligible, all_backends, now, choice):
         """Fail open (Envoy's panic threshold, ALB's fail-open) when too few are eligible."""
-        threshold = self.config.panic_threshold
         serving = [b for b in all_backends if b.intent is Intent.ACTIVE]
-        panic = threshold > 0 and serving and len(eligible) < threshold * len(serving)
+        if self._set_panic(len(eligible), len(serving)):
+            choice.panic = True
+            return serving
+        return eligible
+
+    def refresh_panic(self, now: float | None = None) -> bool:
+        """Recompute the panic flag from the backends' state now.
+
+        Called on every change that can move it (health, intent, ejection,
+        config), so /state and the metric follow the pool, not the next request.
+        """
+        now = self.clock() if now is None else now
+        backends = list(self.backends.values())
+        serving = sum(1 for b in backends if b.intent is Intent.ACTIVE)
+        return self._set_panic(sum(1 for b in backends if b.is_eligible(now)), serving)
+
+    def _set_panic(self, eligible: int, serving: int) -> bool:
+        threshold = self.config.panic_threshold
+        panic = bool(threshold > 0 and serving and eligible < threshold * serving)
         if panic != self.in_panic:
             self.in_panic = panic
             self.bus.publish(PoolEvent(
                 pool=self.name, what="panic_on" if panic else "panic_off",
-                eligible=len(eligible), total=len(serving),
-                detail=(f"{len(eligible)}/{len(serving)} eligible is below "
+                eligible=eligible, total=serving,
+                detail=(f"{eligible}/{serving} eligible is below "
                         f"{threshold:.0%}: spreading over all active backends")
                 if panic else "enough backends eligible again"))
-        if panic:
-            choice.panic = True
-            return serving
-        return eligible
+        return panic
 
     def _no_backend_reason(self, all_backends, now) -> str:
         if not all_backends:
@@ -206,6 +224,7 @@ class PoolRuntime:
             backend.healthy_since = self.clock()
         self.bus.publish(StateChange(pool=self.name, backend=backend.name, kind="health",
                                      old=old.value, new=health.value, cause=cause))
+        self.refresh_panic()
 
     def set_intent(self, backend: BackendState, intent: Intent, cause: str) -> None:
         if backend.intent is intent:
@@ -214,6 +233,8 @@ class PoolRuntime:
         backend.intent = intent
         self.bus.publish(StateChange(pool=self.name, backend=backend.name, kind="intent",
                                      old=old.value, new=intent.value, cause=cause))
+        if self.backends.get(backend.name) is backend:  # not while the pool is being built
+            self.refresh_panic()
 
     def state(self, now: float) -> dict:
         return {
@@ -283,6 +304,13 @@ class Runtime:
         for hook in self.on_apply:
             hook(old, config)
         self.bus.publish(AdminChange(verb=verb, target=target, detail=detail or {}))
+        self.refresh_panic()
+
+    def refresh_panic(self) -> None:
+        """Every pool's panic flag from its backends now (see PoolRuntime.refresh_panic)."""
+        now = self.clock()
+        for pool in self.pools.values():
+            pool.refresh_panic(now)
 
     def apply_data(self, data: dict, verb: str, target: str, detail: dict | None = None) -> Config:
         """Validate plain data as a whole config and apply it, or raise ConfigError."""

@@ -340,9 +340,17 @@ class ProxyServer:
             kind, item = plan[name]
             if kind == "keep":
                 bound = item
+                flipped = bound.config.protocol != lc.protocol
                 bound.name = name
                 bound.config = lc
                 bound.tls = tls[name]
+                if flipped:
+                    # L7 <-> L4: connections opened under the old mode cannot be
+                    # served by the new one. HTTP ones close after the response in
+                    # flight (idle ones now); L4 ones keep their relay to the end.
+                    for conn in list(self.connections):
+                        if getattr(conn, "bound", None) is bound:
+                            conn.shutdown()
             else:
                 bound = BoundListener(name, lc, item, tls[name])
                 self.spawn(self._serve(bound))

@@ -47,6 +47,9 @@ Clock = Callable[[], float]
 # Hex characters of the HMAC-SHA256 kept in the cookie: 128 bits is far beyond
 # guessing and keeps the value short enough to read.
 SIGNATURE_HEX = 32
+# How an app_cookie table entry got there (see AppCookieSticky.find).
+LEARNED = "set-cookie"
+PINNED = "pinned"
 
 
 def _short(value: str, keep: int = 12) -> str:
@@ -61,7 +64,8 @@ class StickTable:
         self.capacity = capacity
         self.ttl = ttl
         self.clock = clock
-        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # key -> (backend name, expiry, origin: how the entry got there)
+        self._entries: OrderedDict[str, tuple[str, float, str]] = OrderedDict()
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -79,17 +83,22 @@ class StickTable:
         if entry is None:
             return None, False
         now = self.clock()
-        name, expires = entry
+        name, expires, origin = entry
         if expires <= now:
             del self._entries[key]
             return None, True
-        self._entries[key] = (name, now + self.ttl)
+        self._entries[key] = (name, now + self.ttl, origin)
         self._entries.move_to_end(key)
         return name, False
 
-    def put(self, key: str, name: str) -> None:
+    def origin(self, key: str) -> str:
+        """How the entry for `key` was stored (the `origin` given to put), or ""."""
+        entry = self._entries.get(key)
+        return entry[2] if entry is not None else ""
+
+    def put(self, key: str, name: str, origin: str = "") -> None:
         now = self.clock()
-        self._entries[key] = (name, now + self.ttl)
+        self._entries[key] = (name, now + self.ttl, origin)
         self._entries.move_to_end(key)
         # Entries are in order of last use, hence of expiry: purge expired from the front.
         while self._entries:
@@ -107,8 +116,8 @@ class StickTable:
     def entries(self) -> dict[str, dict]:
         """A view for the admin API: key -> {"backend", "expires_in"}."""
         now = self.clock()
-        return {k: {"backend": n, "expires_in": round(e - now, 3)}
-                for k, (n, e) in self._entries.items() if e > now}
+        return {k: {"backend": n, "expires_in": round(e - now, 3), **({"origin": o} if o else {})}
+                for k, (n, e, o) in self._entries.items() if e > now}
 
 
 class StickyLayer:
@@ -125,6 +134,10 @@ class StickyLayer:
 
     def stick(self, ctx: PickContext, backend: BackendState) -> str | None:
         """Record the balancer's choice; a Set-Cookie header value when one must be sent."""
+        return None
+
+    def stick_note(self, ctx: PickContext, backend: BackendState) -> str | None:
+        """What `stick` recorded, for the routing event (None: nothing worth saying)."""
         return None
 
     def observe_response(self, backend: BackendState,
@@ -186,11 +199,33 @@ class CookieSticky(StickyLayer):
         ttl = max(1, int(self.settings.ttl))
         expires = int(self.wall_clock()) + ttl
         return (f"{self.settings.cookie}={self.value_for(backend.name, expires)}; "
-                f"Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax")
+                + "; ".join(cookie_attributes(self.settings, ttl, tls=ctx.tls)))
 
     def snapshot(self):
         return {"mode": self.mode, "cookie": self.settings.cookie,
                 "secret": "configured" if self.settings.secret else "random per process"}
+
+
+def cookie_attributes(settings, max_age: int, tls: bool) -> list[str]:
+    """The attributes of the inserted cookie, from the pool's sticky settings.
+
+    Secure (`secure: auto`) on listeners that terminate TLS: there the browser
+    only ever sends the cookie back encrypted; on a plain-HTTP listener a
+    Secure cookie would never come back, so auto leaves it off (`always` forces
+    it, behind a TLS-terminating front proxy). HttpOnly keeps page scripts from
+    reading which backend a client is pinned to; SameSite=Lax keeps other sites
+    from riding the pin. Both are on by default, each can be turned off.
+    """
+    out = [f"Path={settings.path}", f"Max-Age={max_age}"]
+    if settings.domain:
+        out.append(f"Domain={settings.domain}")
+    if settings.secure == "always" or (settings.secure == "auto" and tls):
+        out.append("Secure")
+    if settings.http_only:
+        out.append("HttpOnly")
+    if settings.same_site != "off":
+        out.append(f"SameSite={settings.same_site}")
+    return out
 
 
 def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:
@@ -233,15 +268,28 @@ class AppCookieSticky(StickyLayer):
         if backend is None:
             self.table.discard(value)
             return None, f"{shown} -> {name}, no longer in this pool"
-        return backend, f"{shown} -> {name} (learned from its Set-Cookie)"
+        # Say where the entry came from: a backend's Set-Cookie, or the proxy
+        # itself pinning a session it had never seen a backend issue.
+        if self.table.origin(value) == LEARNED:
+            return backend, f"{shown} -> {name} (learned from its Set-Cookie)"
+        return backend, (f"{shown} -> {name} (pinned by the proxy when it picked {name} for "
+                         "this session; no backend has sent it in a Set-Cookie)")
 
     def stick(self, ctx, backend):
         # A session the table does not know (or whose backend is gone) now lives
-        # where it was re-picked; the backend may also reissue the cookie.
+        # where it was re-picked; the backend may also reissue the cookie. The
+        # entry is marked as pinned, not learned, until a Set-Cookie confirms it.
         value = ctx.cookies.get(self.settings.cookie) if ctx.cookies else None
         if value:
-            self.table.put(value, backend.name)
+            self.table.put(value, backend.name, origin=PINNED)
         return None
+
+    def stick_note(self, ctx, backend):
+        value = ctx.cookies.get(self.settings.cookie) if ctx.cookies else None
+        if not value:
+            return None
+        return (f"{self.settings.cookie}={_short(value)} pinned to {backend.name} by the proxy "
+                "(not learned from a Set-Cookie)")
 
     def _deletes(self, value: str, attrs: dict[str, str]) -> bool:
         if not value:
@@ -275,7 +323,7 @@ class AppCookieSticky(StickyLayer):
                     self.table.discard(value)
                 learned = f"{name} cleared by {backend.name}"
             else:
-                self.table.put(value, backend.name)
+                self.table.put(value, backend.name, origin=LEARNED)
                 learned = f"learned {name}={_short(value)} -> {backend.name}"
         return learned
 

@@ -484,6 +484,19 @@ def _known_labs() -> set[str] | None:
         return None
 
 
+def graded_labs(lesson: Lesson) -> list[str]:
+    """The lesson's labs that exist in the labs registry: all a page may promise.
+
+    A slug the registry does not know is reported by the check (`problems()`); the pages
+    leave it out rather than link a lab that is not there, and promise no lab at all when
+    the registry cannot be read.
+    """
+    known = _known_labs()
+    if known is None:
+        return []
+    return [slug for slug in lesson.labs if slug in known]
+
+
 def _load_lessons(problems: list[str]) -> list[Lesson]:
     lessons = []
     for path in sorted((CONTENT / "lessons").glob("*.md")):

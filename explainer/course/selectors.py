@@ -8,7 +8,7 @@ from django.utils.safestring import mark_safe
 
 from explainer import diagrams
 from explainer.course import markdown
-from explainer.course.content import LEVELS, TOPICS, Drill, Exercise, Lesson, catalog
+from explainer.course.content import LEVELS, TOPICS, Drill, Exercise, Lesson, catalog, graded_labs
 from explainer.course.models import CheckAnswer, DrillAttempt, LessonProgress, PredictionRun
 from explainer.course.services import progress as progress_service
 from explainer.course.services import sandbox as sbx
@@ -95,8 +95,21 @@ def _lesson_rows(learner_key: str) -> list[dict]:
             "started" if p else "new")
         out.append({"lesson": lesson, "status": status, "correct": correct, "total": total,
                     "percent": round(100 * correct / total) if total else 0,
+                    "labs": graded_labs(lesson),
                     "updated_at": p.updated_at if p else None})
     return out
+
+
+def labs_summary(rows: list[dict]) -> str:
+    """What the map says about graded labs, counted from the lessons (never promised)."""
+    with_lab = sum(1 for r in rows if r["labs"])
+    labs = len({slug for r in rows for slug in r["labs"]})
+    in_all = f"{labs} lab{'s' if labs != 1 else ''} in all"
+    if not with_lab:
+        return "no graded lab yet"
+    if with_lab == len(rows):
+        return f"each also with a graded lab ({in_all})"
+    return f"{with_lab} of them also with a graded lab ({in_all})"
 
 
 def _latest_attempts(learner_key: str) -> dict[str, DrillAttempt]:
@@ -143,6 +156,7 @@ def course_map(learner_key: str) -> dict:
     if current is None:
         current = next((r for r in lessons if r["status"] != "done"), None)
     return {"lessons": lessons, "lessons_done": done, "lessons_total": len(lessons),
+            "labs_summary": labs_summary(lessons),
             "percent": round(100 * done / len(lessons)) if lessons else 0,
             "current": current, "drills": drill_stats(learner_key),
             "predict": predict_stats(learner_key), "topics": TOPICS,
@@ -185,7 +199,7 @@ def lesson_page(learner_key: str, lesson: Lesson) -> dict:
         "checks": checks,
         "progress": progress,
         "solved": sum(1 for c in checks if c["solved"]),
-        "labs": lab_links(lesson.labs),
+        "labs": lab_links(graded_labs(lesson)),
         "exercises": exercises,
         "drills": drills,
         "prev": cat.lessons[index - 1] if index > 0 else None,

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from explainer.services.admin_client import (
+from labs.problems import Problem
+from labs.sandbox import addresses
+
+from labs.sandbox.admin_client import (
     AdminClient,
     AdminError,
     BackendControl,
@@ -52,17 +55,10 @@ FAULTS = {
 }
 
 
-class ControlError(Exception):
+class ControlError(Problem):
     """A control that could not be done; `errors` is [{"path", "message"}]."""
 
-    def __init__(self, message: str, errors: list[dict] | None = None, status: int = 422):
-        super().__init__(message)
-        self.message = message
-        self.errors = errors if errors is not None else [{"path": "", "message": message}]
-        self.status = status
-
-    def as_json(self) -> dict:
-        return {"ok": False, "error": self.message, "errors": self.errors}
+    status = 422
 
     @classmethod
     def wrap(cls, exc: Exception) -> "ControlError":
@@ -79,6 +75,8 @@ class ControlError(Exception):
                        status=exc.status)
         if isinstance(exc, AdminError):
             return cls(exc.message, exc.errors, status=502)
+        if isinstance(exc, Problem):
+            return cls(exc.message, exc.errors, status=exc.status)
         raise exc
 
 
@@ -119,8 +117,26 @@ def set_weight(sandbox_id: str, pool: str, backend: str, weight: int) -> dict:
     return _done(f"{backend} now has weight {weight}.", state)
 
 
+def confine_backend(sandbox: SandboxRef, address: str) -> None:
+    """The address rule (labs/sandbox/addresses.py): a backend must be the sandbox's own."""
+    if sandbox.managed and sandbox.handle is not None:
+        errors = addresses.check_backend(address, sandbox.handle)
+    else:
+        state = _admin(sandbox).state()
+        known = [b.get("address", "") for p in (state.get("pools") or {}).values()
+                 for b in p.get("backends") or []]
+        errors = addresses.check_backend_among(address, known)
+    if errors:
+        raise ControlError(errors[0]["message"], errors, status=422)
+
+
 def add_backend(sandbox_id: str, pool: str, name: str, address: str, weight: int = 1) -> dict:
-    state = _run(lambda: _admin(get_sandbox(sandbox_id)).add_backend(pool, name, address, weight))
+    def go():
+        sandbox = get_sandbox(sandbox_id)
+        confine_backend(sandbox, address)
+        return _admin(sandbox).add_backend(pool, name, address, weight)
+
+    state = _run(go)
     return _done(f"Added {name} ({address}) to pool {pool}.", state)
 
 
@@ -271,20 +287,31 @@ def _service_errors() -> tuple[type[BaseException], ...]:
 
 
 def restart_backend(sandbox_id: str, backend: str) -> dict:
+    """Start a dead (or stuck) part again: a toy backend by name, or ``"proxy"``."""
     def go():
         sandbox = get_sandbox(sandbox_id)
         if not sandbox.managed:
+            if backend == "proxy":
+                raise ControlError(f"sandbox {sandbox_id!r} is not supervised by the sandbox "
+                                   "service, so the site cannot start its proxy; start it "
+                                   "yourself: python -m proxy --config FILE", status=409)
             address = backend_url(sandbox, backend, _admin(sandbox).state())
             port = address.rsplit(":", 1)[-1]
             raise ControlError(
                 f"sandbox {sandbox_id!r} is not supervised by the sandbox service, so the site "
                 f"cannot start processes for it; start it yourself: "
                 f"python -m labs.backend --name {backend} --port {port}", status=409)
-        svc = service()
+        from labs.services import sandboxes as learner_sandboxes
+
         try:
-            svc.restart_backend(sandbox_id, backend)
+            learner_sandboxes.restart(sandbox_id, backend)
+        except Problem as exc:
+            raise ControlError(f"could not restart {backend}: {exc.message}", status=409) from None
         except _service_errors() as exc:
             raise ControlError(f"could not restart {backend}: {exc}", status=409) from None
+        if backend == "proxy":
+            return _done("Restarted the proxy from the config it was started with (changes "
+                         "made since then are gone); its health checks start again.")
         return _done(f"Restarted {backend}. The health checker marks it healthy after enough "
                      "good probes.")
 
@@ -352,13 +379,17 @@ def stop_traffic(sandbox_id: str, run_id: str | None = None) -> dict:
         get_sandbox(sandbox_id)
         svc = _traffic()
         try:
-            chosen = _latest_run(svc, sandbox_id, run_id)
-            if chosen is None:
-                raise ControlError("no traffic run to stop for this sandbox", status=409)
-            status = svc.stop(chosen)
+            if run_id is None:  # Stop means every run of this sandbox
+                stopped = svc.stop_all(sandbox_id)
+                if not stopped:
+                    raise ControlError("no traffic run is going for this sandbox", status=409)
+                names = ", ".join(s["run_id"] for s in stopped)
+                return _done(f"Stopped traffic run{'s' if len(stopped) > 1 else ''} {names}.",
+                             run=_jsonable(stopped[-1]))
+            status = svc.stop(run_id)
         except _service_errors() as exc:
             raise ControlError(f"could not stop traffic: {exc}", status=409) from None
-        return _done(f"Stopped traffic run {chosen}.", run=_jsonable(status))
+        return _done(f"Stopped traffic run {run_id}.", run=_jsonable(status))
 
     return _run(go)
 

@@ -21,9 +21,10 @@ import time
 import aiohttp
 from django.conf import settings
 
-from explainer import diagrams, selectors
+from explainer import selectors
+from labs import diagrams
 from explainer.bridge import LIFECYCLE_TYPES, slim_state
-from explainer.services.admin_client import AdminError, AsyncAdminClient, Refused
+from labs.sandbox.admin_client import AdminError, AsyncAdminClient, Refused
 from explainer.services.controls import FAULTS, TRAFFIC_PROFILES
 from explainer.services.sandboxes import SandboxError, SandboxRef, get_sandbox, parts_of
 

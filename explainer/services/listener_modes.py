@@ -33,6 +33,8 @@ import copy
 import re
 from dataclasses import dataclass, field
 
+from labs.problems import Problem
+
 PROTOCOLS = {"http": "L7 (HTTP)", "tcp": "L4 (TCP)"}
 TLS_MODES = {
     "none": "no TLS",
@@ -45,14 +47,11 @@ MATCH_WORDS = {"host": "host", "path_prefix": "path", "path_regex": "path regex"
                "methods": "method", "headers": "header", "query": "query", "cookies": "cookie"}
 
 
-class ModeError(Exception):
+class ModeError(Problem):
     """The flip cannot be built from this config; `errors` is [{"path", "message"}]."""
 
     def __init__(self, message: str, path: str = "", status: int = 409):
-        super().__init__(message)
-        self.message = message
-        self.errors = [{"path": path, "message": message}]
-        self.status = status
+        super().__init__(message, status=status, path=path)
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Which proxy and toy backends a sandbox id means, for the site.
+"""Which proxy and toy backends a sandbox id means, for the site's pages and sockets.
+
+Sandboxes themselves (placement, limits, restart, reaping) belong to the learner-sandbox
+service, labs/services/sandboxes.py; who may see or change one is
+explainer/services/ownership.py. This module turns an id into the URLs the views call.
 
 A sandbox normally comes from `labs.sandbox.SandboxService` (which starts and
 records them). For a proxy someone started by hand, LBLAB_ADMIN_URL (with
@@ -13,20 +17,18 @@ import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from labs.problems import Problem
 
 SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
-class SandboxError(Exception):
+class SandboxError(Problem):
     """The sandbox cannot be found or used; the message says what to do."""
 
-    def __init__(self, message: str, status: int = 404):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+    status = 404
 
-    def as_json(self) -> dict:
-        return {"error": self.message, "errors": [{"path": "sandbox", "message": self.message}]}
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message, status=status, path="sandbox")
 
 
 @dataclass(frozen=True)
@@ -51,20 +53,12 @@ def check_id(sandbox_id: str) -> str:
     return sandbox_id
 
 
-def _service():
-    try:
-        from labs.sandbox import SandboxService
-    except ImportError as exc:
-        raise SandboxError(
-            f"the sandbox service (labs.sandbox) cannot be loaded ({exc}); start the lab with "
-            "the launcher, or set LBLAB_ADMIN_URL to a proxy you started yourself",
-            status=503) from None
-    return SandboxService()
-
-
 def service():
-    """SandboxService, or SandboxError saying why it is not available."""
-    return _service()
+    """The learner-sandbox service's driver (labs/services/sandboxes.py): one placement
+    for the dashboard, the course, the labs and the workshops."""
+    from labs.services import sandboxes as learner_sandboxes
+
+    return learner_sandboxes.service()
 
 
 def get_sandbox(sandbox_id: str) -> SandboxRef:
@@ -72,11 +66,11 @@ def get_sandbox(sandbox_id: str) -> SandboxRef:
     if settings.LBLAB_ADMIN_URL and sandbox_id == settings.LBLAB_SANDBOX:
         return SandboxRef(id=sandbox_id, admin_url=settings.LBLAB_ADMIN_URL,
                           proxy_url=settings.LBLAB_PROXY_URL or None)
-    svc = _service()
+    svc = service()
     try:
         sb = svc.get(sandbox_id)
     except (KeyError, LookupError, FileNotFoundError) as exc:
-        raise SandboxError(f"no sandbox {sandbox_id!r} is running ({exc}); start it with the "
+        raise SandboxError(f"no sandbox {sandbox_id!r} is running; start it with the "
                            "launcher, or create it from the labs page") from None
     if sb is None:
         raise SandboxError(f"no sandbox {sandbox_id!r} is running; start it with the launcher, "

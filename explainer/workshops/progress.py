@@ -17,7 +17,9 @@ What counts, per source:
 * course.PredictionRun    predict-then-observe: passed at PREDICT_PASS, failed below;
                           a run that broke (status failed) is neither;
 * labs.LabProgress        a graded lab: passed once a run passed; every other run a
-                          failure; its step is the latest run (labs.LabRun) and its state.
+                          failure; its step is the latest run (labs.LabRun) and its state,
+                          marked "passed after showing the fix" (or "fix shown") when the
+                          learner revealed the documented fix first.
 
 A source whose model is missing is skipped, and one whose query fails is logged and
 skipped, so the cockpit keeps showing the rest.
@@ -188,22 +190,30 @@ def lab_step(run) -> str:
     if run.state in ("queued", "running"):
         return "a run is going now"
     if run.state == "done":
-        verdict = "passed" if run.passed else "did not pass"
+        verdict = ("could not be graded" if run.passed is None
+                   else "passed" if run.passed else "did not pass")
         return f"last run {verdict}" + (f": {run.headline[:90]}" if run.headline else "")
     return f"last run {run.state}" + (f": {run.headline[:90]}" if run.headline else "")
 
 
 def lab_item(row, latest_run=None) -> ProgressItem:
     passes = 1 if row.passed else 0
-    failed_last = latest_run is not None and latest_run.state == "done" and not latest_run.passed
+    failed_last = (latest_run is not None and latest_run.state == "done"
+                   and latest_run.passed is False)
     passed = True if row.passed else (False if failed_last else None)
     updated = row.updated_at
     if latest_run is not None:
         ran = latest_run.finished_at or latest_run.created_at
         updated = max(updated, ran) if updated and ran else (updated or ran)
+    step = f"run {row.attempts} · {lab_step(latest_run)}" if row.attempts \
+        else lab_step(latest_run)
+    # "Show the fix" is a recorded choice: the cockpit says when a pass came after it.
+    if getattr(row, "passed_after_reveal", False):
+        step = f"passed after showing the fix · {step}"
+    elif getattr(row, "solution_revealed", False) and not row.passed:
+        step = f"fix shown · {step}"
     return ProgressItem(kind="lab", key=row.slug, title=lab_title(row.slug),
-                        step=f"run {row.attempts} · {lab_step(latest_run)}" if row.attempts
-                        else lab_step(latest_run),
+                        step=step,
                         passed=passed, passes=passes,
                         failures=max(row.attempts - passes, 0) if row.attempts else 0,
                         updated_at=updated, passed_at=row.passed_at, moved_at=row.passed_at)

@@ -151,7 +151,8 @@ def _inject(request, workshop, form):
         fault=form.cleaned_data["fault"], values=form.values())
     data = selectors.injection_json(injection)
     return {"ok": True, "message": f"{data['label']} on {data['backend']}: done in "
-            f"{data['ok']} of {data['total']} sandboxes.", "injection": data}
+            f"{data['ok']} of {data['total']} sandbox{'' if data['total'] == 1 else 'es'}.",
+            "injection": data}
 
 
 def _stop_sandbox(request, workshop, form):
@@ -301,4 +302,6 @@ def screen(request: HttpRequest, code: str):
     if not is_instructor and workshops.participant_for(workshop, learner_key(request)) is None:
         return HttpResponseForbidden("join this workshop to see what the instructor presents")
     sandbox = workshop.present_sandbox
-    return render(request, "explainer/dashboard.html", dashboard.page_context(sandbox))
+    # framed: the site's header and footer stay out of the frame (the page around it has them)
+    return render(request, "explainer/dashboard.html",
+                  {**dashboard.page_context(sandbox), "framed": True})

@@ -6,7 +6,9 @@ Theory of operation
 connection. It routes on the exact path:
 
 * ``/_control...``  control API, never faulted (``_control``).
-* ``/health/live``  liveness; ``/health`` and ``/health/ready`` readiness.
+* ``/health/live``  liveness; ``/health`` and ``/health/ready`` readiness (deep: each probe
+  waits for the dependency query); ``/health/ready/cached`` readiness from the cached
+  dependency status (what the instance owns, answered at once; see faults.py).
 * ``/work``, ``/upload``, ``/login``, ``/logout``, ``/profile`` (alias ``/me``): app endpoints.
 * anything else: the echo endpoint, so a load balancer lab can route any path.
 
@@ -171,10 +173,10 @@ class BackendApp:
                     self._answer(req, 200, self._live_body())
                     return None
                 return self._guarded(self._live(req))
-            if path == "/health" or path == "/health/ready":
+            if path == "/health" or path == "/health/ready" or path == "/health/ready/cached":
                 self.stats.by_kind["health"] += 1
                 req.kind = "health"
-                return self._guarded(self._ready(req))
+                return self._guarded(self._ready(req, cached=path.endswith("/cached")))
         self.stats.by_kind["app"] += 1
         req.kind = "app"
         handler = self._routes.get(path)
@@ -397,9 +399,9 @@ class BackendApp:
                                                  "reason": "live_fail fault is set"}))
         self._answer(req, 200, self._live_body())
 
-    async def _ready(self, req: Request) -> None:
+    async def _ready(self, req: Request, cached: bool = False) -> None:
         await req.body.drain()
-        decision = self.faults.decide_ready(self.clock())
+        decision = self.faults.decide_ready(self.clock(), cached)
         if decision.warming_up:
             self.stats.injected["warming_up"] += 1
             retry = max(1, math.ceil(decision.warming_up))
@@ -557,7 +559,7 @@ class ControlPortApp:
     port speaks the game protocol (``--mode tcp``) or wants a PROXY header.
     """
 
-    ROUTES = ("/_control", "/health", "/health/ready", "/health/live")
+    ROUTES = ("/_control", "/health", "/health/ready", "/health/ready/cached", "/health/live")
 
     def __init__(self, app: BackendApp, main_port_text: str):
         self.app = app

@@ -24,7 +24,10 @@ Which knob touches which endpoint:
   latency_ms + jitter_ms, cpu_ms, dependency_down, error_rate/error_status,
   crash_mid_response -- checked in that order.
 * readiness (/health, /health/ready): warm-up, health_latency_ms, health_fail,
-  dependency_down.
+  dependency_down. health_latency_ms is the time of the deep check's dependency query.
+* cached readiness (/health/ready/cached): the same without health_latency_ms: the
+  instance answers from what it owns (warm-up, its own failure) and from the dependency
+  status a background check keeps (dependency_down), without querying per probe.
 * liveness (/health/live): only live_latency_ms and live_fail. It stays 200 during warm-up
   and while a dependency is down: the process is alive, which is all liveness claims.
 * /_control: never faulted.
@@ -292,13 +295,13 @@ class FaultState:
         d.crash = _happens(rate_of(s["crash_mid_response"]), rng)
         return d
 
-    def decide_ready(self, now: float) -> HealthDecision:
+    def decide_ready(self, now: float, cached: bool = False) -> HealthDecision:
         s = self.settings
         d = HealthDecision()
         if now < self.warmup_until:
             d.warming_up = self.warmup_until - now
             return d
-        d.delay_s = s["health_latency_ms"] / 1000.0
+        d.delay_s = 0.0 if cached else s["health_latency_ms"] / 1000.0
         d.fail = s["health_fail"]
         d.dependency_down = s["dependency_down"]
         return d

@@ -203,6 +203,8 @@ class LabFile(Strict):
     story: str = Field(min_length=20)
     order: int = 100
     time_scale: float = 1
+    difficulty: Literal["introductory", "intermediate", "advanced"] = "intermediate"
+    minutes: int = Field(20, ge=5, le=180)  # a learner's time for the lab, reading included
     sandbox: SandboxSpec = SandboxSpec()
     traffic: Traffic
     faults: list[Fault] = []
@@ -265,9 +267,16 @@ class Lab:
     def grade(self, recording):
         return self.grader.grade(recording)
 
+    @property
+    def run_seconds(self) -> int:
+        """About how long one run takes on the clock: the traffic plus starting the sandbox,
+        letting the pool settle and grading (a few seconds)."""
+        return int(round(self.spec.traffic.duration + 6))
+
     def summary(self) -> dict:
         return {"slug": self.slug, "title": self.title, "concept": self.spec.concept,
                 "order": self.spec.order, "time_scale": self.scale.to_json(),
+                "difficulty": self.spec.difficulty, "minutes": self.spec.minutes,
                 "needs": list(self.spec.needs)}
 
 

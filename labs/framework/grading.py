@@ -4,7 +4,7 @@ A grader is ``grade(run: Recording) -> Result``: pass or fail, with evidence in 
 ("between b2's freeze and its removal 41 requests failed; the target is at most 10"), the
 measured values (``metrics``), a chart (plain data: lab seconds on x, one or more series,
 markers for the timeline), and Mermaid diagrams of the critical moment drawn from the
-recorded events with the explainer's own generators (explainer/diagrams.py).
+recorded events with the explainer's own generators (labs/diagrams.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 from labs.framework.recording import Recording, failed, started_at
 
 try:  # the explainer's generators: one drawing of a request or a health episode, site-wide
-    from explainer.diagrams import escape, health_episode, request_sequence
+    from labs.diagrams import escape, health_episode, request_sequence
 except ImportError:  # pragma: no cover - the explainer app is part of the repo
     health_episode = request_sequence = None
 
@@ -33,6 +33,9 @@ class Result:
     metrics: dict = field(default_factory=dict)
     chart: dict | None = None
     diagrams: list[dict] = field(default_factory=list)  # [{"title", "mermaid"}]
+    # False: part of the sandbox or the traffic died during the run; the verdict is
+    # neither pass nor fail ("this run can't be graded"), see ``ungradable``.
+    graded: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -41,6 +44,26 @@ class Result:
     def from_json(cls, data: dict) -> "Result":
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def ungradable(run: Recording) -> Result:
+    """The result of a run during which the proxy, a backend, the event stream or the
+    traffic died: what died and when, and no verdict on the config."""
+    sc = run.scale
+    # A process that died is the cause; a broken event stream or failing traffic is
+    # usually its consequence.
+    first = next((b for b in run.broken if b["part"] not in ("event stream", "traffic")),
+                 run.broken[0])
+    lines = [f"BROKEN  at {sc.short(b['t'])}: {b['what']}" for b in run.broken]
+    lines.append("INFO  the numbers of this run measure the breakage, not your config: "
+                 "run the lab again (if it keeps happening, the sandbox's logs say why)")
+    return Result(
+        passed=False, graded=False,
+        headline=(f"This run can't be graded: {first['what']} at {sc.short(first['t'])}"
+                  + (f" (and {len(run.broken) - 1} more)" if len(run.broken) > 1 else "")),
+        evidence=lines,
+        metrics={"graded": False, "broken": run.broken},
+        chart=outcome_chart(run, marker_kinds=["fault", "admin", "broken"]))
 
 
 def verdict(checks: list[tuple[bool, str]]) -> tuple[bool, list[str]]:
@@ -156,20 +179,31 @@ def health_diagram(run: Recording, backend: str, title: str, start: float | None
 
 
 def moment_diagram(run: Recording, title: str, start: float, end: float,
-                   participants: list[str], limit: int = 30) -> dict:
+                   participants: list[str], limit: int = 30,
+                   failures: list[dict] | None = None, keep_first: int = 3,
+                   keep_last: int = 2) -> dict:
     """A sequence diagram of what happened around a moment: the runner's actions (faults,
     admin verbs), state changes, drains and failed requests, in time order, each with
-    its lab and production time."""
+    its lab and production time.
+
+    ``failures``: the failed requests the grader counted (its headline's number), drawn
+    whatever their end time; without it, the failed requests that ended in the window.
+    A long run of failures is folded: the first ``keep_first`` and last ``keep_last`` are
+    drawn and one note says exactly how many were left out, so the drawn rows plus the
+    folded count always equal the count given. Other steps beyond ``limit`` are left
+    out (oldest first) and counted in a note of their own; a failure is never dropped
+    silently.
+    """
     sc = run.scale
-    rows: list[tuple[float, str]] = []
     ids = {name: f"B{i}" for i, name in enumerate(participants)}
+    other: list[tuple[float, str]] = []
     for m in run.timeline:
         if m.get("backend") and m["backend"] not in ids:
             continue  # an action on a backend this picture is not about
         if start <= m["t"] <= end:
             target = ids.get(m.get("backend"))
             text = escape(f"{sc.short(m['t'])}: {m.get('label') or m.get('what')}", 110)
-            rows.append((m["t"], f"  R->>{target}: {text}" if target else f"  Note over R: {text}"))
+            other.append((m["t"], f"  R->>{target}: {text}" if target else f"  Note over R: {text}"))
     for e in run.events:
         if not start <= e["t"] <= end:
             continue
@@ -178,37 +212,60 @@ def moment_diagram(run: Recording, title: str, start: float, end: float,
         if e.get("type") == "state_change" and b:
             text = escape(f"{when}: {e.get('kind')} {e.get('old')} → {e.get('new')}: "
                           f"{e.get('cause', '')}", 130)
-            rows.append((e["t"], f"  Note over P,{b}: {text}"))
+            other.append((e["t"], f"  Note over P,{b}: {text}"))
         elif e.get("type") == "drain" and b:
             text = escape(f"{when}: drain {e.get('what')} {e.get('detail') or ''}", 110)
-            rows.append((e["t"], f"  P-->>{b}: {text}"))
-        elif e.get("type") == "request" and failed(e):
-            who = b or None
-            text = escape(f"{when}: {e.get('method')} {e.get('path', '')[:30]} → "
-                          f"{e.get('status') or 'no answer'} {e.get('termination')}", 110)
-            rows.append((e["t"], f"  {who}--xP: {text}" if who else f"  P--xC: {text}"))
-    rows.sort(key=lambda r: r[0])
-    failed_rows = [r for r in rows if "--x" in r[1]]
-    if len(failed_rows) > 6:  # fold the middle of a long run of failures
-        keep = set(map(id, failed_rows[:3] + failed_rows[-2:]))
-        folded, out, skipped = False, [], 0
-        for r in rows:
-            if "--x" in r[1] and id(r) not in keep:
-                skipped += 1
-                if not folded:
-                    out.append((r[0], "  Note over C,P: ...{n} more failed requests..."))
-                    folded = True
-                continue
-            out.append(r)
-        rows = [(t, line.replace("{n}", str(skipped))) for t, line in out]
+            other.append((e["t"], f"  P-->>{b}: {text}"))
+    counted = failures is not None  # the grader's own count, or just this window's
+    if failures is None:
+        failures = [e for e in run.events if e.get("type") == "request" and failed(e)
+                    and start <= e["t"] <= end]
+    # Placed (and labelled) by when they began: a request sent to a frozen backend before
+    # its removal fails later, at the response timeout, but belongs before the removal.
+    failures = sorted(failures, key=started_at)
+    drawn, folded = fold(failures, keep_first, keep_last)
+    failed_rows = []
+    for e in drawn:
+        who = ids.get(e.get("backend"))
+        took = float(e.get("latency_ms") or 0)
+        text = escape(f"{sc.short(started_at(e))}: {e.get('method')} "
+                      f"{e.get('path', '')[:30]} → {e.get('status') or 'no answer'} "
+                      f"{e.get('termination')} after {took:.0f} ms", 110)
+        failed_rows.append((started_at(e),
+                            f"  {who}--xP: {text}" if who else f"  P--xC: {text}"))
+    if folded:
+        at = started_at(failures[keep_first])
+        noun = "request" if folded == 1 else "requests"
+        failed_rows.insert(keep_first, (at, f"  Note over C,P: ... {folded} more failed "
+                                            f"{noun} not drawn ..."))
+    other.sort(key=lambda r: r[0])
+    dropped = max(0, len(other) + len(failed_rows) - limit)
+    dropped = min(dropped, len(other))
+    other = other[dropped:]
+    rows = sorted(other + failed_rows, key=lambda r: r[0])
     lines = ["sequenceDiagram", "  participant C as clients", "  participant P as proxy",
              *[f"  participant {ids[n]} as {escape(n, 30)}" for n in participants],
              "  participant R as lab runner"]
-    if len(rows) > limit:
-        lines.append(f"  Note over C,R: {len(rows) - limit} earlier steps not shown")
-        rows = rows[-limit:]
+    if failures:
+        n = len(failures)
+        lines.append(f"  Note over C,P: {n} failed request{'s' if n != 1 else ''}"
+                     f"{'' if counted else ' in this window'}: {len(drawn)} drawn"
+                     + (f", {folded} folded" if folded else ""))
+    if dropped:
+        lines.append(f"  Note over C,R: {dropped} earlier step{'s' if dropped != 1 else ''} "
+                     "not shown (no failed request among them)")
     lines += [line for _, line in rows] or ["  Note over C,R: nothing happened in this window"]
-    return {"title": title, "mermaid": "\n".join(lines)}
+    return {"title": title, "mermaid": "\n".join(lines),
+            "counts": {"failed": len(failures), "drawn": len(drawn), "folded": folded}}
+
+
+def fold(items: list, keep_first: int = 3, keep_last: int = 2) -> tuple[list, int]:
+    """The items to draw and how many were left out: all of them when at most
+    keep_first + keep_last + 1 (folding one row into a note saves nothing)."""
+    if len(items) <= keep_first + keep_last + 1:
+        return list(items), 0
+    return items[:keep_first] + items[len(items) - keep_last:], \
+        len(items) - keep_first - keep_last
 
 
 def drop_none(items: list) -> list:

@@ -26,6 +26,7 @@ class EventRecorder:
         self.gaps = 0
         self.requests_seen = 0
         self.error: str | None = None
+        self.ended_at: float | None = None  # wall time the stream broke, if it did
         self._lock = threading.Lock()
         self._listeners: list[Callable[[dict], None]] = []
         self._conn: http.client.HTTPConnection | None = None
@@ -84,8 +85,13 @@ class EventRecorder:
                         fn(event)
                     except Exception as exc:  # a watcher bug must not stop the recording
                         self.error = f"a watcher failed on an event: {exc!r}"
+            if not self._stopping and self._opened.is_set() and self.error is None:
+                # The proxy closed the stream while the run still wanted it: it stopped.
+                self.ended_at = time.time()
+                self.error = "the proxy's event stream ended (the proxy closed it)"
         except Exception as exc:  # closing the socket under readline() ends up here too
             if not self._stopping:
+                self.ended_at = time.time()
                 self.error = f"event stream ended: {type(exc).__name__}: {exc}"
         finally:
             self._opened.set()

@@ -33,6 +33,9 @@ class Recording:
     traffic: dict = field(default_factory=dict)  # profile, users, driver, ended_at (lab s)
     sandbox: dict = field(default_factory=dict)  # id, start_seconds, memory
     notes: list[str] = field(default_factory=list)  # what went wrong around the run itself
+    # What died while the traffic ran ({"t", "part", "what"}): a run with any entry here
+    # cannot be graded (labs/framework/watchdog.py).
+    broken: list[dict] = field(default_factory=list)
 
     # -- time --------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """A run's report, as JSON and as one self-contained HTML page.
 
-The HTML needs nothing from the network: styles are inline, the chart is an inline SVG
-drawn here, and each Mermaid diagram is its source text in a ``<pre class="mermaid">``,
-rendered when the page is opened from the site (which serves the vendored Mermaid at
-/static/) and readable as text when the file is opened on its own.
+The HTML needs nothing from a server or the network: styles are inline, the chart is an
+inline SVG drawn here, and each Mermaid diagram is its source text in a
+``<pre class="mermaid">``, drawn in the browser by the vendored Mermaid, which is inlined
+into the page (static/vendor/, about 3.6 MB). So a learner keeps one file that renders
+every diagram when opened from disk, offline; long notes wrap instead of being clipped.
 """
 from __future__ import annotations
 
@@ -16,7 +17,23 @@ import yaml
 
 from labs.framework.timescale import TimeScale, fmt_seconds
 
-MERMAID_JS = "/static/vendor/mermaid-11.17.2/mermaid.min.js"
+MERMAID_JS = (Path(__file__).resolve().parents[2] / "static" / "vendor" / "mermaid-11.17.2"
+              / "mermaid.min.js")
+# Long notes and messages wrap at the participants' width instead of running off the page.
+MERMAID_INIT = ("{startOnLoad:true,securityLevel:'strict',theme:'neutral',"
+                "sequence:{wrap:true,width:180,noteMargin:8}}")
+_inline_cache: dict[str, str] = {}
+
+
+def inline_mermaid() -> str:
+    """The vendored Mermaid as the body of an inline <script>: "<!--" is escaped so the
+    HTML parser cannot leave the script early (the file has no "</script")."""
+    if "js" not in _inline_cache:
+        text = MERMAID_JS.read_text(encoding="utf-8")
+        if "</script" in text.lower():
+            raise RuntimeError(f"{MERMAID_JS} contains '</script': it cannot be inlined as is")
+        _inline_cache["js"] = text.replace("<!--", "<\\!--")
+    return _inline_cache["js"]
 
 
 def as_json(lab, outcome) -> dict:
@@ -45,15 +62,18 @@ def render_html(data: dict) -> str:
     result = data["result"]
     scale = TimeScale(data["time_scale"]["factor"])
     passed = result["passed"]
+    graded = result.get("graded", True)
+    word = "PASS" if passed else "FAIL" if graded else "CAN'T GRADE"
+    colour = "#15803d" if passed else "#b91c1c" if graded else "#4b5563"
     lab = data["lab"]
     doc_text = yaml.safe_dump(data.get("document") or {}, sort_keys=False)
     stats = data.get("stats") or {}
     sandbox = data.get("sandbox") or {}
     pss = (sandbox.get("pss_bytes") or {}).get("total")
-    evidence = "".join(f"<li class='{'ok' if e.startswith('PASS') else 'bad' if e.startswith('FAIL') else ''}'>"
+    evidence = "".join(f"<li class='{'ok' if e.startswith('PASS') else 'bad' if e.startswith(('FAIL', 'BROKEN')) else ''}'>"
                        f"{_e(e)}</li>" for e in result.get("evidence") or [])
     metrics = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
-                      for k, v in (result.get("metrics") or {}).items())
+                      for k, v in (result.get("metrics") or {}).items() if k != "broken")
     timeline = "".join(
         f"<tr><td>{_e(scale.short(m['t']))}</td><td>{_e(m.get('kind'))}</td>"
         f"<td>{_e(m.get('what'))}</td></tr>" for m in data.get("timeline") or [])
@@ -66,31 +86,36 @@ def render_html(data: dict) -> str:
               f"{stats.get('rps')} req/s (locust's view)") if stats else "no locust numbers"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>{_e(lab['title'])}: {'PASS' if passed else 'FAIL'}</title>
+<title>{_e(lab['title'])}: {_e(word)}</title>
 <style>
 body{{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#111827}}
 h1{{font-size:1.5em;margin-bottom:.2em}} .sub{{color:#4b5563;margin-top:0}}
 .verdict{{display:inline-block;padding:.3em .8em;border-radius:6px;font-weight:700;color:#fff;
-background:{'#15803d' if passed else '#b91c1c'}}}
+background:{colour}}}
 li.ok{{color:#166534}} li.bad{{color:#991b1b}} ul.ev li{{margin:.3em 0;font-family:ui-monospace,monospace;font-size:13px}}
 table{{border-collapse:collapse;font-size:13px}} td,th{{border-bottom:1px solid #e5e7eb;padding:3px 8px;text-align:left;vertical-align:top}}
 pre{{background:#f3f4f6;padding:.8em;overflow:auto;font-size:12.5px}}
-pre.mermaid{{background:#fff;border:1px solid #e5e7eb}}
+pre.mermaid{{background:#fff;border:1px solid #e5e7eb;white-space:pre-wrap}}
+pre.mermaid svg{{max-width:100%;height:auto}}
 </style></head><body>
 <h1>{_e(lab['title'])}</h1>
 <p class="sub">{_e(lab['concept'])} · run {_e(data['run_id'])} ({_e(data.get('label'))}) ·
 time scale {_e(scale.label)}: one lab second stands for {scale.factor:g} production seconds</p>
-<p><span class="verdict">{'PASS' if passed else 'FAIL'}</span> {_e(result['headline'])}</p>
+<p><span class="verdict">{_e(word)}</span> {_e(result['headline'])}</p>
 <h2>Evidence</h2><ul class="ev">{evidence}</ul>
 <h2>Chart</h2>{chart or '<p>no chart</p>'}
 <h2>The critical moment</h2>{diagrams or '<p>no diagram</p>'}
+<p class="sub">Codes like 504 PH are a status and a termination code: its first letter says
+who ended the request (C client, S server, P proxy; -- is a clean finish), its second in which
+phase (R reading the request, Q picking a backend, C connecting, H waiting for the response
+head, D sending the body). Every code is in the error contract, docs/errors.md.</p>
 <h2>Measured</h2><table>{metrics}</table>
 <p>Traffic: {_e(locust)}. Sandbox {_e(sandbox.get('id', ''))}: started in
 {_e(fmt_seconds(sandbox.get('start_seconds') or 0))}, memory (PSS) {_e(_mb(pss))}.</p>
 <h2>Timeline</h2><table><tr><th>when</th><th>kind</th><th>what</th></tr>{timeline}</table>
 <h2>Config tried</h2><pre>{_e(doc_text)}</pre>
-<script src="{MERMAID_JS}"></script>
-<script>if(window.mermaid){{mermaid.initialize({{startOnLoad:true,securityLevel:'strict'}});}}</script>
+<script>{inline_mermaid()}</script>
+<script>if(window.mermaid){{mermaid.initialize({MERMAID_INIT});}}</script>
 </body></html>
 """
 
@@ -178,7 +203,8 @@ def _svg_bars(chart: dict, width: int, height: int) -> str:
     ymax = _nice(max(values + [1.0]))
     bw = w / len(labels)
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
-             "width='100%' style='font:11px system-ui,sans-serif'>",
+             f"width='100%' role='img' aria-label='{_e(chart['title'])}' "
+             "style='font:11px system-ui,sans-serif'>",
              f"<text x='{left}' y='16' font-size='13' font-weight='600'>{_e(chart['title'])}</text>"]
     for i, (label, v) in enumerate(zip(labels, values)):
         bh = v / ymax * h

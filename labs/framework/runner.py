@@ -46,14 +46,17 @@ from typing import Any, Callable
 
 import yaml
 
-from explainer.services.admin_client import AdminClient, AdminError, BackendControl
+from labs.sandbox import addresses
+from labs.sandbox.limits import Limits
+from labs.sandbox.admin_client import AdminClient, AdminError, BackendControl
 from labs.framework import services
 from labs.framework.definition import (Lab, check_config, check_settings,
                                        settings_with_defaults, split_document)
-from labs.framework.grading import Result
+from labs.framework.grading import Result, ungradable
 from labs.framework.recorder import EventRecorder
 from labs.framework.recording import Recording
 from labs.framework.traffic import LocustRun, TrafficFailed
+from labs.framework.watchdog import PartWatch
 from labs.sandbox import SandboxError, SandboxLimit, SandboxNotFound, SandboxService
 from labs.sandbox.service import default_state_dir
 
@@ -100,7 +103,8 @@ class Outcome:
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "slug": self.recording.slug, "label": self.label,
-                "passed": self.result.passed, "result": self.result.to_json(),
+                "passed": self.result.passed, "graded": self.result.graded,
+                "result": self.result.to_json(),
                 "time_scale": self.recording.scale.to_json(), "seconds": round(self.seconds, 2),
                 "started_at": self.started_at, "sandbox": self.sandbox,
                 "stats": self.recording.stats, "timeline": self.recording.timeline,
@@ -209,7 +213,7 @@ class _Run:
         self.run_dir = Path(options.run_dir or self.state_dir / "labruns" / self.run_id)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.service = SandboxService(self.state_dir, max_sandboxes=options.max_sandboxes,
-                                      start_timeout=30.0)
+                                      start_timeout=30.0, limits=Limits.from_env())
         self.sandbox_id = options.sandbox_id or f"lab-{lab.slug[:24]}-{secrets.token_hex(3)}"
         self.sb = None
         self.admin: AdminClient | None = None
@@ -226,6 +230,8 @@ class _Run:
         self.settings: dict = {}
         self.phases: dict[str, float] = {}  # phase -> seconds since the run began
         self.pki_dir: Path | None = None
+        self.watch: PartWatch | None = None
+        self.broken: list[dict] = []  # what died while the traffic ran
         self._began = time.monotonic()
 
     # -- progress ----------------------------------------------------------------------
@@ -282,6 +288,10 @@ class _Run:
     def apply_config(self) -> None:
         self.progress("config", "applying your config through the admin API", 0.1)
         placed = place(self.config, self.sb, self.sb.inner_host)
+        outside = addresses.check_config(placed, self.sb)  # the address rule (issue 12)
+        if outside:
+            raise RunRefused([(e["path"], e["message"]) for e in outside],
+                             "your config points outside your sandbox: nothing was run")
         try:
             self.admin.token = (self.config.get("admin") or {}).get("token") or self.token
             self.admin.put_config(placed)
@@ -350,6 +360,7 @@ class _Run:
                   label="traffic starts", chart=False)
 
     def run_faults(self) -> None:
+        self._start_watchdog()
         actions: list[tuple[float, Callable[[], None], str | None]] = []
         for fault in self.spec.faults:
             actions += self._expand(fault)
@@ -423,6 +434,7 @@ class _Run:
                   backend=backend)
 
     def _crash(self, backend: str, label: str | None) -> None:
+        self.watch.expect(backend)  # planned: stays down until the lab restarts it
         BackendControl(self.sb.backends[backend], timeout=3).crash()
         self.mark("fault", f"{backend}: process crashed (POST /_control/crash)",
                   label=label or f"{backend} crashes", backend=backend)
@@ -430,7 +442,7 @@ class _Run:
     def _restart(self, backend: str, faults: dict, label: str | None) -> None:
         self.mark("fault", f"{backend}: process starts again", label=label or
                   f"{backend} restarts", backend=backend)
-        self.service.restart_backend(self.sandbox_id, backend, wait=True)
+        self._restart_backend(backend)
         if faults:
             BackendControl(self.sb.backends[backend], timeout=3).set_faults(faults)
         self.mark("fault", f"{backend}: up again" + (f" with {_knobs(faults)}" if faults else ""),
@@ -485,7 +497,7 @@ class _Run:
                           label=f"{name} out", chart=False)
             self.mark("deploy", f"{name}: old process stopped, new version starting",
                       backend=name, label=f"restart {name}")
-            self.service.restart_backend(self.sandbox_id, name, wait=True)
+            self._restart_backend(name)
             BackendControl(self.sb.backends[name], timeout=3).set_faults({"warmup_s": warmup})
             if drain_first:
                 self._admin("add", pool, name, None, f"register {name}")
@@ -518,6 +530,49 @@ class _Run:
                 pass
             time.sleep(0.05)
         return False
+
+    def _restart_backend(self, name: str) -> None:
+        """Start backend ``name`` again: a planned change, not a death (watchdog.py)."""
+        self.watch.expect(name)
+        try:
+            self.service.restart_backend(self.sandbox_id, name, wait=True)
+        finally:
+            try:
+                current = self.service.get(self.sandbox_id)
+            except SandboxError:
+                current = None
+            self.watch.settled(name, current.pids.get(name) if current else None)
+
+    # -- the watchdog ----------------------------------------------------------------------
+
+    def _start_watchdog(self) -> None:
+        self.watch = PartWatch(dict(self.service.get(self.sandbox_id).pids))
+        th = threading.Thread(target=self._watchdog, name="lab-watchdog", daemon=True)
+        th.start()
+        self._threads.append(th)
+
+    def _watchdog(self) -> None:
+        while not self._stop.wait(0.1):
+            self._check_parts()
+
+    def _check_parts(self) -> None:
+        try:
+            sb = self.service.get(self.sandbox_id)
+        except SandboxError as exc:
+            self._broke("sandbox", f"the sandbox's record is gone ({exc})")
+            return
+        parts = {p: (sb.pids.get(p), sb.alive(p)) for p in sb.part_names}
+        for death in self.watch.check(self.lab_t(), parts):
+            self._broke(death["part"], death["what"], death["t"])
+
+    def _broke(self, part: str, what: str, t: float | None = None) -> None:
+        entry = {"t": self.lab_t() if t is None else t, "part": part, "what": what}
+        with self._tl_lock:
+            if any(b["part"] == part and b["what"] == what for b in self.broken):
+                return
+            self.broken.append(entry)
+        self.mark("broken", what, label=f"{part} died" if part not in ("traffic",
+                  "event stream") else f"{part} failed", t=entry["t"])
 
     # -- watchers ------------------------------------------------------------------------
 
@@ -562,7 +617,7 @@ class _Run:
                               f"terminating it and launching a replacement ({done})",
                               label=f"replace {name} #{done}", backend=name)
                     self.admin.remove_backend(pool, name)
-                    self.service.restart_backend(self.sandbox_id, name, wait=True)
+                    self._restart_backend(name)
                     if faults:
                         BackendControl(self.sb.backends[name], timeout=3).set_faults(faults)
                     self.admin.add_backend(pool, name, self._address(name))
@@ -613,10 +668,16 @@ class _Run:
             self.progress("traffic", f"traffic and faults: {self.lab_t():.1f} of "
                           f"{t.duration:g} lab seconds", frac)
             if not self.traffic.running():
+                rc = self.traffic.proc.returncode if self.traffic.proc else None
+                self._broke("traffic", f"the traffic generator (locust) exited with status "
+                            f"{rc} at lab second {self.lab_t():.1f}, before the end of the "
+                            f"traffic; log: {self.traffic.log_path}")
                 break
             time.sleep(min(0.25, max(0.0, end - time.time())))
         self.traffic.stop()
         self.mark("traffic", "traffic ends", chart=False)
+        if self.watch is not None:
+            self._check_parts()  # a death in the last moments counts too
         self._stop.set()
         self.recorder.wait_quiet(0.3, 3.0)
 
@@ -629,6 +690,10 @@ class _Run:
                               "recording is incomplete")
         if self.recorder.error:
             self.notes.append(self.recorder.error)
+            ended = self.recorder.ended_at
+            if ended is not None and ended < self.t0 + self.spec.traffic.duration:
+                self._broke("event stream", f"{self.recorder.error}; nothing after it was "
+                            "recorded", self.lab_t(ended))
         stats = self.traffic.stats()
         self.timeline.sort(key=lambda m: m["t"])
         return Recording(
@@ -638,7 +703,8 @@ class _Run:
             answers=self.settings.get("answers"),
             traffic={"locustfile": self.traffic.locustfile.name, "users": self.spec.traffic.users,
                      "driver": "locust", "ended_at": self.lab_t(self.traffic.ended_at)},
-            sandbox=self.sandbox_figures(), notes=self.notes)
+            sandbox=self.sandbox_figures(), notes=self.notes,
+            broken=sorted(self.broken, key=lambda b: b["t"]))
 
     def sandbox_figures(self) -> dict:
         sb = self.service.get(self.sandbox_id)
@@ -714,12 +780,15 @@ def run_lab(lab: Lab, document: dict | str, options: RunOptions | None = None) -
     report.write(lab, outcome, run.run_dir)
     _write_json(run.run_dir / "status.json", {
         "run_id": run.run_id, "slug": lab.slug, "state": "done", "phase": "done",
-        "passed": result.passed, "message": result.headline, "progress": 1.0,
+        "passed": result.passed, "graded": result.graded, "message": result.headline,
+        "progress": 1.0,
         "updated_at": time.time()})
     return outcome
 
 
 def grade(lab: Lab, recording: Recording) -> Result:
+    if recording.broken:  # never graded as if normal: the measurement itself is broken
+        return ungradable(recording)
     result = lab.grade(recording)
     if recording.notes:
         result.evidence = result.evidence + [f"NOTE  {n}" for n in recording.notes]

@@ -17,9 +17,12 @@ Theory of operation
    ``<state_dir>/launcher/<sandbox>.json`` (``read_status``), next to the sandbox's own
    record that ``SandboxService.parts`` reads. Nothing is restarted behind the learner's
    back: a dead backend is often the lesson.
-4. Stop on SIGINT/SIGTERM/SIGHUP: site and bridge, then the sandbox; every part is its own
-   process group, SIGTERM then SIGKILL after a grace, so nothing is left behind. The
-   launcher also asks the kernel to SIGTERM its children should it die without cleaning up.
+4. Stop on SIGINT/SIGTERM/SIGHUP: site and bridge, then the sandbox, then everything the
+   site started (lab runs, traffic, every learner's sandbox, the labs' Redis: cleanup.py);
+   every part is its own process group, SIGTERM then SIGKILL after a grace, so nothing is
+   left behind. The launcher also asks the kernel to SIGTERM its children should it die
+   without cleaning up, and a start after a crash first stops what the earlier run
+   recorded (by pid and start time, never by name).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
-from labs.sandbox import procs, topology
+from labs.sandbox import cleanup, procs, topology
 from labs.sandbox.commands import (
     REPO_ROOT,
     bridge_cmd,
@@ -105,6 +108,8 @@ class LabOptions:
     state_dir: str | None = None
     migrate: bool = True
     grace: float = 5.0
+    public: bool = False  # strangers reach the site (lblab/settings.py, LBLAB_PUBLIC)
+    behind_tls: bool = False  # public, served over HTTPS by a TLS terminator in front
 
     def resolved_backend_ports(self) -> list[int]:
         return list(self.backend_ports or range(9001, 9001 + self.backends))
@@ -229,6 +234,10 @@ class Launcher:
         env["LBLAB_STATE_DIR"] = str(self.state_dir)
         env["LBLAB_SANDBOX"] = self.o.sandbox
         env["LBLAB_EMBEDDED_BRIDGE"] = "1" if self.bridge_mode == "embedded" else "0"
+        if self.o.public:
+            env["LBLAB_PUBLIC"] = "1"
+            env["LBLAB_TLS"] = "1" if self.o.behind_tls else "0"
+            env.setdefault("DEBUG", "0")
         return env
 
     def plan_parts(self) -> dict[str, Part]:
@@ -416,11 +425,12 @@ class Launcher:
     def write_status(self) -> None:
         sb = self.sandbox
         data = {
-            "pid": os.getpid(), "url": self.url, "sandbox": self.o.sandbox,
+            "pid": os.getpid(), "pid_start": procs.start_ticks(os.getpid()),
+            "url": self.url, "sandbox": self.o.sandbox,
             "front_door": self.o.front_door, "bridge": self.bridge_mode,
             "updated_at": time.time(),
             "parts": {name: {"port": p.port, "pid": p.proc.pid if p.proc else None,
-                             "alive": p.alive, "detail": p.detail, "log": str(p.log),
+                             "pid_start": p.ticks, "alive": p.alive, "detail": p.detail, "log": str(p.log),
                              "url": p.url}
                       for name, p in self.parts.items()},
         }
@@ -428,6 +438,7 @@ class Launcher:
             for name in sb.part_names:
                 data["parts"][name] = {
                     "port": sb.ports.get(name), "pid": sb.pids.get(name),
+                    "pid_start": sb.pid_starts.get(name),
                     "alive": self.sandbox_alive.get(name, False),
                     "detail": "" if self.sandbox_alive.get(name) else "stopped",
                     "log": str(sb.log_path(name)),
@@ -496,11 +507,24 @@ class Launcher:
             except SandboxError:
                 pass  # already gone (stopped from elsewhere): nothing left to stop
             self._started_sandbox = False
+        # Then everything the site started: lab runs, traffic, learners' sandboxes, Redis.
+        stopped = cleanup.stop_everything(self.state_dir, self.o.grace, self._say)
+        if stopped:
+            self._say(f"stopped what the site had started: {', '.join(stopped)}")
         self.status_path.unlink(missing_ok=True)
+
+    def clean_leftovers(self) -> None:
+        """A previous launcher of this state dir died without stopping its processes:
+        stop them now (by recorded pid and start time), before checking ports."""
+        stopped = cleanup.leftovers(self.state_dir, self.status_path, self.o.grace, self._say)
+        if stopped:
+            self._say(f"an earlier run did not stop cleanly; stopped what it left: "
+                      f"{', '.join(stopped)}")
 
     def run(self, install_signals: bool = True,
             on_ready: Callable[["Launcher"], None] | None = None) -> int:
         """Start, supervise until a signal, stop. Returns the exit status."""
+        self.clean_leftovers()
         self.check_ports()  # before anything starts: a refusal leaves nothing to stop
         previous = {}
         if install_signals:
@@ -566,6 +590,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--state-dir", help="where sandboxes and logs live "
                                             "(default $LBLAB_STATE_DIR or ./var)")
     parser.add_argument("--no-migrate", action="store_true", help="skip manage.py migrate")
+    parser.add_argument("--public", action="store_true",
+                        help="host a cohort: DEBUG off, the shared sandbox read-only to "
+                             "visitors, rate limits, the site's own error pages (see "
+                             "lblab/settings.py; compose.yml runs this way)")
+    parser.add_argument("--behind-tls", action="store_true",
+                        help="--public, served over HTTPS by a TLS terminator that sets "
+                             "X-Forwarded-Proto: secure cookies, HSTS, HTTP redirected")
 
 
 def options_from(args) -> LabOptions:
@@ -580,7 +611,8 @@ def options_from(args) -> LabOptions:
         admin_port=get("admin_port"), backend_ports=backend_ports, backends=backends,
         sandbox=get("sandbox"), front_door=bool(get("front_door")), web_port=get("web_port"),
         ws_port=get("ws_port"), bridge=get("bridge"), state_dir=get("state_dir"),
-        migrate=not get("no_migrate"),
+        migrate=not get("no_migrate"), public=bool(get("public")),
+        behind_tls=bool(get("behind_tls")),
     )
 
 

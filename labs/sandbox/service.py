@@ -53,7 +53,10 @@ from typing import Iterator
 
 import yaml
 
+from labs.problems import Problem
 from labs.sandbox import procs, topology
+from labs.sandbox import limits as os_limits
+from labs.sandbox.limits import Limits
 from labs.sandbox.commands import (
     REPO_ROOT,
     backend_args,
@@ -67,26 +70,42 @@ DEFAULT_PORT_RANGE = (20000, 29999)  # below Linux's ephemeral range (32768-6099
 _BIND_FAILED = re.compile(r"address already in use|errno 98", re.IGNORECASE)
 
 
+def env_port_range() -> tuple[int, int]:
+    """LBLAB_SANDBOX_PORTS ("20000-29999"), the setting lblab/settings.py documents."""
+    raw = os.environ.get("LBLAB_SANDBOX_PORTS", "").strip()
+    if not raw:
+        return DEFAULT_PORT_RANGE
+    try:
+        lo, hi = (int(x) for x in raw.split("-", 1))
+    except ValueError:
+        lo = hi = -1
+    if not 1024 <= lo < hi <= 65535:
+        raise SandboxError(f"LBLAB_SANDBOX_PORTS={raw!r}: write a range such as 20000-29999")
+    return lo, hi
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("LBLAB_STATE_DIR") or REPO_ROOT / "var")
 
 
 # ---------------------------------------------------------------- errors
 
-class SandboxError(Exception):
+class SandboxError(Problem):
     """Something a caller can fix; the message says what."""
+
+    status = 400
 
 
 class SandboxNotFound(SandboxError, LookupError):
-    pass
+    status = 404
 
 
 class SandboxExists(SandboxError):
-    pass
+    status = 409
 
 
 class SandboxLimit(SandboxError):
-    pass
+    status = 503
 
 
 class PortInUse(SandboxError):
@@ -131,6 +150,8 @@ class Sandbox:
     # The parent the backends were forked from (labs/backend/preload.py), not a part.
     preload_pid: int | None = None
     preload_start: int | None = None
+    # Who may use it: a learner key (labs.services.sandboxes), "" for the operator's own.
+    owner: str = ""
 
     @property
     def part_names(self) -> list[str]:
@@ -176,9 +197,10 @@ class Sandbox:
 
 class SandboxService:
     def __init__(self, state_dir: str | Path | None = None, host: str = "127.0.0.1",
-                 max_sandboxes: int = 40, *, port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+                 max_sandboxes: int = 40, *, port_range: tuple[int, int] | None = None,
                  start_timeout: float = 20.0, die_with_parent: bool = False,
-                 python: str = sys.executable, preload_backends: bool = True):
+                 python: str = sys.executable, preload_backends: bool = True,
+                 limits: "Limits | None" = None):
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.dir = self.state_dir / "sandboxes"
         self.host = host
@@ -187,13 +209,15 @@ class SandboxService:
         # anyone could use) stay on 127.0.0.1, reached through the proxy or from this machine.
         self.inner_host = host if procs.is_loopback(host) else "127.0.0.1"
         self.max_sandboxes = max_sandboxes
-        self.port_range = port_range
+        self.port_range = port_range or env_port_range()
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
         self.python = python
         # Fork a sandbox's backends from one preloaded parent (see the module docstring);
         # False: one ``python -m labs.backend`` each.
         self.preload_backends = preload_backends
+        # OS limits for every process of every sandbox this service starts (limits.py).
+        self.limits = limits
         self._popens: dict[tuple[str, str], subprocess.Popen] = {}
 
     # -- files ---------------------------------------------------------------------------
@@ -250,8 +274,8 @@ class SandboxService:
     def get(self, sandbox_id: str) -> Sandbox:
         sb = self._read(sandbox_id) if ID_RE.match(sandbox_id or "") else None
         if sb is None:
-            known = ", ".join(s.id for s in self._all()) or "none"
-            raise SandboxNotFound(f"no sandbox named {sandbox_id!r} (running: {known})")
+            # Never list the others: their ids are other learners' (the CLI's `list` shows them).
+            raise SandboxNotFound(f"no sandbox named {sandbox_id!r} is running")
         return sb
 
     def list(self) -> list[Sandbox]:
@@ -291,7 +315,7 @@ class SandboxService:
     def create(self, sandbox_id: str | None = None, backends: int | list[str] = 4,
                config: dict | None = None, ports: dict | None = None, wait: bool = True, *,
                pinned: bool = False, timeout: float | None = None,
-               redis_url: str | None = None) -> Sandbox:
+               redis_url: str | None = None, owner: str = "") -> Sandbox:
         """Start a sandbox and (with ``wait``) return once every part answers.
 
         ``backends``: how many toy backends (named b1..bN), or their names.
@@ -327,7 +351,7 @@ class SandboxService:
         for attempt in range(3):
             try:
                 return self._create_once(sandbox_id, names, template, keys, dict(ports or {}),
-                                         wait, pinned, timeout, redis_url)
+                                         wait, pinned, timeout, redis_url, owner)
             except SandboxStartError as exc:
                 # Another process (not a sandbox of this state dir) may have taken an
                 # allocated port between our check and the part's bind: try other ports.
@@ -338,7 +362,7 @@ class SandboxService:
 
     def _create_once(self, sandbox_id: str, names: list[str], template: dict, keys: list[str],
                      ports: dict, wait: bool, pinned: bool, timeout: float | None,
-                     redis_url: str | None) -> Sandbox:
+                     redis_url: str | None, owner: str = "") -> Sandbox:
         with self._lock():
             existing = self._read(sandbox_id)
             if existing is not None:
@@ -363,6 +387,7 @@ class SandboxService:
             if problems:
                 raise SandboxError("the proxy refuses this config:\n  " + "\n  ".join(problems))
             sb = self._record(sandbox_id, names, chosen, placed, pinned, redis_url)
+            sb.owner = owner
             self._write(sb)
         try:
             started = time.monotonic()
@@ -440,6 +465,7 @@ class SandboxService:
         proc = procs.spawn(argv, sb.log_path(part), cwd=REPO_ROOT, env=self._env(),
                            die_with_parent=self.die_with_parent)
         self._popens[(sb.id, part)] = proc
+        self._bound(sb, proc.pid)
         sb.pids[part] = proc.pid
         sb.pid_starts[part] = procs.start_ticks(proc.pid)
 
@@ -451,8 +477,13 @@ class SandboxService:
         proc = procs.spawn(argv, sb.log_path("preload"), cwd=REPO_ROOT, env=self._env(),
                            die_with_parent=self.die_with_parent, stdout_pipe=True)
         self._popens[(sb.id, "preload")] = proc
+        self._bound(sb, proc.pid)  # before it forks: the backends inherit the limits
         sb.preload_pid, sb.preload_start = proc.pid, procs.start_ticks(proc.pid)
         return proc
+
+    def _bound(self, sb: Sandbox, pid: int) -> None:
+        if self.limits is not None:
+            self.limits.apply(pid, sb.id)
 
     def _read_preloaded(self, sb: Sandbox, names: list[str], proc: subprocess.Popen) -> None:
         """Record the pids of the forked backends, which the parent prints once forked."""
@@ -542,6 +573,41 @@ class SandboxService:
             self._wait_ready(current, [name], self.start_timeout)
         return current
 
+    def restart_proxy(self, sandbox_id: str, wait: bool = True) -> Sandbox:
+        """Start the proxy again from its config file (stopping it first if it still runs).
+
+        Changes made through the admin API since the last start are lost: the file is
+        what the sandbox was created with (``config_path``)."""
+        sb = self.get(sandbox_id)
+        if sb.alive("proxy"):
+            procs.stop_groups([(sb.pids["proxy"], sb.pid_starts.get("proxy"))], grace=3.0,
+                              popens=[p for k, p in self._popens.items() if k == (sb.id, "proxy")])
+        deadline = time.monotonic() + 5.0
+        keys = [k for k in sb.ports if k == "proxy" or k == "admin" or k.startswith("listener.")]
+        while any(not procs.port_free(sb.inner_host if k == "admin" else sb.host, sb.ports[k])
+                  for k in keys):
+            if time.monotonic() > deadline:
+                raise PortInUse("proxy", sb.ports["proxy"],
+                                "the proxy's ports are still taken by another process; cannot "
+                                "start it again there")
+            time.sleep(0.05)
+        self._spawn(sb, "proxy")
+        with self._lock():
+            current = self.get(sandbox_id)
+            current.pids["proxy"], current.pid_starts["proxy"] = sb.pids["proxy"], \
+                sb.pid_starts["proxy"]
+            current.last_used = time.time()
+            self._write(current)
+        if wait:
+            self._wait_ready(current, ["proxy"], self.start_timeout)
+        return current
+
+    def restart_part(self, sandbox_id: str, part: str, wait: bool = True) -> Sandbox:
+        """Start one part again: ``"proxy"`` or a toy backend's name."""
+        if part == "proxy":
+            return self.restart_proxy(sandbox_id, wait)
+        return self.restart_backend(sandbox_id, part, wait)
+
     def touch(self, sandbox_id: str) -> Sandbox:
         return self._update(sandbox_id, last_used=time.time())
 
@@ -563,6 +629,7 @@ class SandboxService:
             # Only forget the record we stopped (not a newer sandbox with the same id).
             if current is not None and current.created_at == sb.created_at:
                 self._path(sb.id).unlink(missing_ok=True)
+        os_limits.release(sb.id)  # its cgroups, if it had any (limits.py)
         if not keep_logs:
             shutil.rmtree(self.dir / sb.id, ignore_errors=True)
 

@@ -25,29 +25,27 @@ from django.utils import timezone
 from labs.framework import registry
 from labs.framework.runner import RunRefused, check_document, parse_document
 from labs.models import LabProgress, LabRun
+from labs.problems import Problem
 from labs.sandbox import procs
 from labs.sandbox.commands import REPO_ROOT
-from labs.services import sandboxes
+from labs.services import rates, sandboxes
 
 
-class RunError(Exception):
+class RunError(Problem):
     """The run cannot start; ``errors`` is [{"path", "message"}] for the page."""
 
     def __init__(self, message: str, errors: list[dict] | None = None, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.errors = errors if errors is not None else [{"path": "", "message": message}]
-        self.status = status
-
-    def as_json(self) -> dict:
-        return {"error": self.message, "errors": self.errors}
+        super().__init__(message, errors, status)
 
 
 def learner_key(request) -> str:
+    """``u:<user pk>`` when logged in, else ``s:<session key>``; a visitor without a
+    session gets one now, counted against their address's session rate (rates.py)."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return f"u:{user.pk}"
     if not request.session.session_key:
+        rates.check_session(rates.client_address(request) if hasattr(request, "META") else None)
         request.session.save()
     return f"s:{request.session.session_key}"
 
@@ -82,11 +80,17 @@ def start(learner: str, slug: str, text: str) -> LabRun:
                            status=409)
         refresh(other)
     sandboxes.reap()
+    sandbox_id = sandboxes.sandbox_id_for(learner)
+    svc = sandboxes.service()
+    running = [sb for sb in svc.list() if sb.status == "starting"
+               or any(sb.alive(p) for p in sb.part_names)]
+    if sandbox_id not in {sb.id for sb in running} and len(running) >= svc.max_sandboxes:
+        raise sandboxes.full(svc)
+    rates.check_start()  # a run starts the learner's sandbox afresh
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     run_dir = runs_dir() / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "input.yaml").write_text(text, encoding="utf-8")
-    sandbox_id = sandboxes.sandbox_id_for(learner)
     argv = [sys.executable, str(REPO_ROOT / "manage.py"), "labs", "run", slug,
             "--config", str(run_dir / "input.yaml"), "--json", "--run-dir", str(run_dir),
             "--run-id", run_id, "--sandbox", sandbox_id, "--keep",
@@ -95,6 +99,9 @@ def start(learner: str, slug: str, text: str) -> LabRun:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # Recorded for cleanup.py: Ctrl-C on the launcher stops runs still going.
+    (run_dir / "pid.json").write_text(json.dumps({"pid": proc.pid,
+                                                  "pid_start": procs.start_ticks(proc.pid)}))
     run = LabRun.objects.create(id=run_id, learner=learner, slug=slug, document=text,
                                 state=LabRun.RUNNING, run_dir=str(run_dir),
                                 sandbox_id=sandbox_id, pid=proc.pid,
@@ -155,7 +162,8 @@ def _record(run: LabRun, status: dict) -> None:
     run.finished_at = timezone.now()
     run.headline = status.get("message") or ""
     if status["state"] == "done":
-        run.passed = bool(status.get("passed"))
+        # None: the run could not be graded (part of the sandbox died): neither verdict.
+        run.passed = bool(status.get("passed")) if status.get("graded", True) else None
     run.save()
     if run.passed:
         _mark_passed(run)
@@ -165,6 +173,8 @@ def _mark_passed(run: LabRun) -> None:
     progress, _ = LabProgress.objects.get_or_create(learner=run.learner, slug=run.slug)
     if not progress.passed:
         progress.passed, progress.passed_at = True, timezone.now()
+        # A first pass after "Show the fix" is recorded as such (it stays so).
+        progress.passed_after_reveal = progress.solution_revealed
     progress.best_run = run.id
     progress.save()
 
@@ -173,7 +183,8 @@ def result_of(run: LabRun) -> dict | None:
     data = _read_json(Path(run.run_dir) / "result.json")
     if data is None:
         return None
-    return {"passed": data["passed"], "result": data["result"], "time_scale": data["time_scale"],
+    return {"passed": data["passed"], "graded": data.get("graded", True),
+            "result": data["result"], "time_scale": data["time_scale"],
             "sandbox": data.get("sandbox"), "stats": data.get("stats"),
             "timeline": data.get("timeline"), "label": data.get("label"),
             "seconds": data.get("seconds"), "failed_requests": failed_requests(run)}
@@ -233,7 +244,8 @@ def regrade(run: LabRun, answers: dict) -> dict:
 def reveal_solution(learner: str, slug: str) -> dict:
     lab = registry.get(slug)
     progress, _ = LabProgress.objects.get_or_create(learner=learner, slug=slug)
-    progress.solution_revealed = True
+    if not progress.solution_revealed:
+        progress.solution_revealed, progress.revealed_at = True, timezone.now()
     progress.save()
     return {"yaml": lab.solution_text(), "why": lab.solution_md}
 

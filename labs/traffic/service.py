@@ -16,10 +16,21 @@ that started the run. The locustfiles write their CSV every second (lblab_common
 row per request name) while the run goes on. Locust exits 0 even when requests fail
 (``--exit-code-on-error 0``: failures are what many labs are about); any other exit status
 means locust itself failed and the status carries the end of its log.
+
+One run per sandbox: two locust processes against one proxy would mix their numbers and
+leave a progress bar following whichever run the page asked about. ``start`` refuses
+while a run of that sandbox is still sending (saying which, and how to stop it), or, with
+``replace=True``, stops it first; a per-sandbox file lock makes the check and the start
+one step, so two Start clicks cannot both get through. ``stop_all`` stops every run of
+a sandbox. Progress counts from when locust really started sending (the first second
+its CSV history shows requests), not from when its process was launched: locust needs a
+second or two to start, and its ``-t`` timer starts with the test, not the process.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import re
@@ -84,10 +95,28 @@ class TrafficService:
 
     # -- start -----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _sandbox_lock(self, sandbox_id: str):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / f".{sandbox_id}.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def running_for(self, sandbox_id: str) -> list[dict]:
+        """The run records of ``sandbox_id`` whose locust still runs."""
+        return [r for r in self._runs() if r["sandbox_id"] == sandbox_id
+                and self._state(r) == "running"]
+
     def start(self, sandbox, profile: str, users: int = 10, spawn_rate: float = 10,
-              duration_s: int = 30) -> dict:
+              duration_s: int = 30, replace: bool = False) -> dict:
         """Start ``profile`` against ``sandbox`` (a Sandbox, or anything with ``id`` and
-        ``proxy_url``, or a mapping with those keys); returns the run record."""
+        ``proxy_url``, or a mapping with those keys); returns the run record.
+
+        A sandbox has one run at a time: while one is sending, this refuses (TrafficError
+        naming it), or with ``replace`` stops it and starts the new one."""
         sandbox_id, url = _sandbox_fields(sandbox)
         if profile not in PROFILES:
             raise TrafficError(f"unknown traffic profile {profile!r}; choose one of "
@@ -102,6 +131,21 @@ class TrafficService:
                             f"got {duration_s!r}")
         if problems:
             raise TrafficError("; ".join(problems))
+        with self._sandbox_lock(sandbox_id):
+            busy = self.running_for(sandbox_id)
+            if busy and not replace:
+                r = busy[-1]
+                left = max(0, round(r["started_at"] + r["duration_s"] - time.time()))
+                raise TrafficError(
+                    f"traffic run {r['run_id']} ({r['profile']}, {r['users']} users) is still "
+                    f"sending to sandbox {sandbox_id} (about {left} s left): stop it first, "
+                    "then start again (replace=True stops it for you)")
+            for r in busy:
+                self.stop(r["run_id"])
+            return self._start(sandbox_id, url, profile, users, spawn_rate, duration_s)
+
+    def _start(self, sandbox_id: str, url: str, profile: str, users: int, spawn_rate: float,
+               duration_s: int) -> dict:
         running = [r for r in self._runs() if self._state(r) == "running"]
         if len(running) >= self.max_runs:
             raise TrafficError(f"{len(running)} traffic runs are going on, the most allowed "
@@ -161,20 +205,39 @@ class TrafficService:
             rc_file = Path(run["dir"]) / "rc"
             run["ended_at"] = rc_file.stat().st_mtime if rc_file.exists() else time.time()
             self._write(run)
-        elapsed = (run.get("ended_at") or time.time()) - run["started_at"]
+        stats = parse_stats(run["csv_prefix"])
+        sending_at = run.get("sending_at") or _sending_since(run["csv_prefix"])
+        if sending_at and not run.get("sending_at"):
+            run["sending_at"] = sending_at
+            self._write(run)
+        elif not sending_at and stats["requests"]:
+            # Requests counted but no history row yet: the stats file was written within
+            # the last second of sending (an estimate, not stored).
+            try:
+                sending_at = os.stat(f"{run['csv_prefix']}_stats.csv").st_mtime - 1.0
+            except FileNotFoundError:
+                sending_at = None
+        # From the first request on: locust's own start-up is not part of the run.
+        since = sending_at or (run.get("ended_at") or time.time())
+        elapsed = max(0.0, (run.get("ended_at") or time.time()) - since)
         progress = 1.0 if state == "done" else min(elapsed / run["duration_s"], 1.0)
         if state == "running":
             progress = min(progress, 0.99)
         out = {"run_id": run_id, "sandbox_id": run["sandbox_id"], "profile": run["profile"],
                "state": state, "progress": round(progress, 3), "elapsed_s": round(elapsed, 1),
+               "sending": bool(sending_at) and state == "running",
                "users": run["users"], "duration_s": run["duration_s"],
-               "stats": parse_stats(run["csv_prefix"])}
+               "stats": stats}
         if state == "failed":
             rc = self._rc(run)
             out["error"] = (f"locust exited with status {rc}" if rc is not None
                             else "locust ended without reporting a status") + \
                 f"; last lines of {run['log']}:\n{procs.tail(Path(run['log']), 15)}"
         return out
+
+    def stop_all(self, sandbox_id: str, grace: float = 10.0) -> list[dict]:
+        """Stop every run of ``sandbox_id`` still going; their statuses (oldest first)."""
+        return [self.stop(r["run_id"], grace) for r in self.running_for(sandbox_id)]
 
     def stop(self, run_id: str, grace: float = 10.0) -> dict:
         """Stop a run (locust writes its final numbers on SIGTERM); returns its status."""
@@ -209,6 +272,23 @@ class TrafficService:
                 return st
             time.sleep(0.2)
         return self.status(run_id)
+
+
+def _sending_since(csv_prefix: str) -> float | None:
+    """Wall time locust's test began, from its CSV history (one row per second, the first
+    with requests in it), or None while nothing was sent yet."""
+    try:
+        with open(f"{csv_prefix}_stats_history.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("Name") != "Aggregated":
+                    continue
+                if int(_number(row, "Total Request Count") or 0) > 0:
+                    ts = _number(row, "Timestamp")
+                    # The row sums the second before its timestamp.
+                    return ts - 1.0 if ts else None
+    except FileNotFoundError:
+        return None
+    return None
 
 
 def _sandbox_fields(sandbox) -> tuple[str, str]:

@@ -39,6 +39,7 @@ class PickContext:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     cookies: Mapping[str, str] = field(default_factory=dict)
     sni: str | None = None
+    tls: bool = False  # the client connection is TLS the proxy terminated
 
 
 @dataclass(slots=True)

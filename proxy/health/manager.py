@@ -132,6 +132,10 @@ class HealthManager:
         for pname in [p for p in self.detectors if p not in runtime.pools]:
             del self.detectors[pname]
         self._known = known_now
+        # requires_check may have changed who is eligible: panic follows now.
+        refresh = getattr(runtime, "refresh_panic", None)
+        if refresh is not None:
+            refresh()
 
     def _unchecked(self, pool, backend: BackendState, key, ramp: bool) -> None:
         checker = self.checkers.pop(key, None)

@@ -256,9 +256,17 @@ class OutlierDetector:
         backend.ejected_until = now + duration
         self.bus.publish(StateChange(pool=self.pool.name, backend=backend.name, kind="ejection",
                                      old=INCLUDED, new=EJECTED, cause=text))
+        self._refresh_panic(now)
         if self.call_later is not None:
             self.call_later(duration, self._timer)
         return Ejection(backend.name, duration, number, text)
+
+    def _refresh_panic(self, now: float | None = None) -> None:
+        """An ejection or a return changes how many are eligible: the pool's panic
+        flag follows now, not at its next request."""
+        refresh = getattr(self.pool, "refresh_panic", None)
+        if refresh is not None:
+            refresh(now)
 
     def _timer(self) -> None:
         try:
@@ -279,6 +287,8 @@ class OutlierDetector:
                     new=INCLUDED,
                     cause=table_cause(EJECTION, EJECTED, "expired",
                                       duration=fmt_seconds(stats.ejected_for))))
+        if returned:
+            self._refresh_panic(now)
         return returned
 
     def release_all(self, why: str) -> None:
@@ -290,6 +300,7 @@ class OutlierDetector:
                 self.bus.publish(StateChange(pool=self.pool.name, backend=name, kind="ejection",
                                              old=EJECTED, new=INCLUDED, cause=why))
         self.stats.clear()
+        self._refresh_panic()
 
     # -- view ------------------------------------------------------------------------------
 

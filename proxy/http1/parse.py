@@ -11,12 +11,33 @@ raises `RequestError(code, message)` otherwise, with a code from
 - a body larger than max_body_bytes -> body-too-large (413), up front from
   Content-Length or while a chunked body streams;
 - Content-Length with Transfer-Encoding, duplicate Content-Length, a
-  Transfer-Encoding not ending in chunked -> ambiguous-length (400): these are
-  how request smuggling works, so the connection must be closed after;
-- a broken chunk -> bad-chunk (400); anything else malformed -> bad-request.
+  Transfer-Encoding not ending in chunked, Transfer-Encoding in HTTP/1.0 ->
+  ambiguous-length (400): these are how request smuggling works, so the
+  connection must be closed after;
+- a transfer coding before chunked (`gzip, chunked`) -> transfer-coding (501):
+  the proxy re-frames bodies and would silently drop the coding;
+- a header name with `_` that reads as a header the proxy manages once `_` is
+  taken for `-` (`Transfer_Encoding`, `Content_Length`, `X_Forwarded_For`...)
+  -> underscore-header (400): CGI/WSGI backends map both to one variable;
+- a Host (or absolute-form authority) with characters no host can have
+  (spaces, quotes, `/`...) -> bad-request (400, RFC 9112 3.2);
+- an upgrade request with a body -> bad-request (400): llhttp would hand the
+  body over as tunnel bytes, and the backend would wait for it forever;
+- the HTTP/2 preface (`PRI * HTTP/2.0`) -> http-version (505);
+- a broken chunk, or chunk framing (sizes, extensions, trailers) out of
+  proportion to the data it carries -> bad-chunk (400); anything else
+  malformed -> bad-request.
+
+Leniencies kept on purpose (llhttp's defaults, all harmless because the proxy
+re-serialises what it forwards): leading whitespace of a value is removed by
+llhttp and trailing whitespace here; chunk extensions are read and dropped;
+trailer fields are read (bounded by max_header_bytes) and dropped.
 
 One parser serves a whole keep-alive connection: llhttp resets itself after
 each message. Pipelined requests arrive as successive heads in one `feed`.
+A request that ends the connection (`Connection: close`, HTTP/1.0 without
+keep-alive) is the last one read: whatever follows it is ignored, so the
+request itself is still answered (llhttp would otherwise fail the whole read).
 
 `ResponseReader` does the same for a backend's responses, handing
 `on_response_head`, `on_response_body`, `on_response_complete` (and
@@ -37,6 +58,52 @@ MAX_RESPONSE_HEAD = 64 * 1024
 
 
 _METHODS: dict[bytes, str] = {}  # b"GET" -> "GET", decoded once (llhttp knows ~40 methods)
+
+# Lower-case names the proxy reads or writes itself: a client header whose name
+# becomes one of these when `_` is read as `-` is refused (see underscore_alias).
+MANAGED_NAMES = frozenset({
+    b"content-length", b"transfer-encoding", b"host", b"connection", b"keep-alive",
+    b"proxy-connection", b"te", b"trailer", b"upgrade", b"expect", b"x-forwarded-for",
+    b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-request-id",
+    b"x-client-verify", b"x-client-cert-subject",
+})
+_DASHES = bytes.maketrans(b"_", b"-")
+# RFC 3986 authority characters (reg-name, IP literals, port): anything else in
+# a Host (space, quote, slash, backslash, control) is refused.
+_HOST_CHARS = (b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+               b"-._~!$&'()*+,;=:[]%")
+# Chunked framing allowance: sizes, CRLFs, extensions and trailers may take
+# this many bytes plus CHUNK_OVERHEAD_PER_BYTE per body byte (1-byte chunks
+# need 5), so extensions cannot stream unbounded bytes past max_body_bytes.
+CHUNK_OVERHEAD_FREE = 64 * 1024
+CHUNK_OVERHEAD_PER_BYTE = 8
+
+
+def underscore_alias(name: bytes) -> bytes | None:
+    """`Transfer_Encoding` -> b"transfer-encoding" when that is a managed name, else None.
+
+    Only called for names that contain `_` (rare): one translate and one lookup."""
+    alias = name.translate(_DASHES).lower()
+    if alias in MANAGED_NAMES or alias.startswith(b"proxy-"):
+        return alias
+    return None
+
+
+_GOOD_HOSTS: set[bytes] = set()  # Host values already checked (a few per deployment)
+
+
+def check_host(value: bytes, where: str = "Host") -> None:
+    """RFC 9112 3.2: a Host that is not a valid authority is a 400."""
+    if value in _GOOD_HOSTS:
+        return
+    if not value.translate(None, _HOST_CHARS):
+        if len(_GOOD_HOSTS) >= 4096:  # bounded: random hosts cannot grow it
+            _GOOD_HOSTS.clear()
+        _GOOD_HOSTS.add(value)
+        return
+    raise RequestError("bad-request",
+                           f"{where} {value[:100]!r} is not a host name[:port]: it contains "
+                           "characters no host can have (spaces, quotes, slashes...)")
 
 
 class RequestError(Exception):
@@ -130,7 +197,7 @@ class RequestReader:
 
     __slots__ = ("sink", "parser", "max_header_bytes", "max_body_bytes", "in_head",
                  "_url", "_headers", "_head_size", "_head_fed", "_body_bytes", "head",
-                 "upgraded", "messages")
+                 "upgraded", "messages", "ended", "_wire")
 
     def __init__(self, sink, max_header_bytes: int = 16384,
                  max_body_bytes: int = 100 * 1024 * 1024):
@@ -147,11 +214,18 @@ class RequestReader:
         self.head: RequestHead | None = None  # the request being read
         self.upgraded = False
         self.messages = 0
+        self.ended = False  # a request that closes the connection was read: ignore the rest
+        self._wire = 0  # 1 + bytes fed inside a chunked body (framing bound); 0 outside
 
     # ------------------------------------------------------------ input
 
     def feed(self, data: bytes) -> bytes | None:
         """Parse `data`; returns the bytes after an upgrade request's head, else None."""
+        if self.ended:
+            return None
+        in_chunked = self._wire  # > 0 while inside a chunked body (set by on_headers_complete)
+        if in_chunked:
+            self._wire += len(data)
         if self.in_head:
             # A head spread over many reads: bound it before it completes
             # (the read in which it began is not counted; it is bounded by
@@ -165,6 +239,8 @@ class RequestReader:
             return data[offset:]
         except HttpParserCallbackError as exc:
             cause = exc.__context__
+            if isinstance(cause, _Ended):
+                return None
             if isinstance(cause, RequestError):
                 raise cause from None
             if cause is not None:
@@ -176,10 +252,24 @@ class RequestReader:
             raise RequestError("headers-too-large",
                                f"request head over {self.max_header_bytes} bytes "
                                "(limits.max_header_bytes) and still not complete")
+        if in_chunked and self._wire:
+            # Still inside the same chunked body: all of `data` was its framing or data
+            # (the 1 that marks "inside" is counted as framing: harmless).
+            if self._wire - self._body_bytes > (CHUNK_OVERHEAD_FREE
+                                                + CHUNK_OVERHEAD_PER_BYTE * self._body_bytes):
+                raise RequestError("bad-chunk",
+                                   f"chunked framing (sizes, extensions, trailers) of "
+                                   f"{self._wire - self._body_bytes} bytes for "
+                                   f"{self._body_bytes} bytes of data")
         return None
 
     def _classify(self, exc: HttpParserError) -> RequestError:
         text = str(exc)
+        if "PRI" in text:
+            return RequestError("http-version",
+                                "HTTP/2 connection preface (PRI * HTTP/2.0) on a listener that "
+                                "speaks HTTP/1.1 only: connect with HTTP/1.1 (no prior "
+                                "knowledge), or use a listener that serves HTTP/2")
         head = self.head
         if not self.in_head and head is not None and head.chunked:
             return RequestError("bad-chunk", f"bad chunked body: {text}")
@@ -196,6 +286,7 @@ class RequestReader:
         self._head_size = 0
         self._head_fed = 0
         self._body_bytes = 0
+        self._wire = 0
         self.head = None
 
     def on_url(self, url: bytes) -> None:
@@ -209,7 +300,11 @@ class RequestReader:
             raise RequestError("headers-too-large",
                                f"request head over {self.max_header_bytes} bytes "
                                "(limits.max_header_bytes)")
-        self._headers.append((name, value))
+        if not self.in_head:
+            return  # a trailer field (after a chunked body): counted, then dropped
+        # llhttp drops leading whitespace; trailing whitespace is not part of the
+        # value either (RFC 9112 5.1). rstrip returns the same object when there is none.
+        self._headers.append((name, value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -238,6 +333,7 @@ class RequestReader:
         head.keep_alive = parser.should_keep_alive()
         self._scan_headers(head)
         if authority is not None:
+            check_host(authority.encode("latin-1"), "absolute-form authority")
             head.host = authority  # absolute-form wins over Host (RFC 9112 3.2.2)
         elif head.host is None and version == "1.1":
             raise RequestError("bad-request", "HTTP/1.1 request without a Host header")
@@ -247,6 +343,8 @@ class RequestReader:
                                f"{self.max_body_bytes} bytes (limits.max_body_bytes)")
         self.head = head
         self.messages += 1
+        if head.chunked:
+            self._wire = 1  # framing bound on (see feed)
         self.sink.on_request_head(head)
 
     def _scan_headers(self, head: RequestHead) -> None:
@@ -256,11 +354,20 @@ class RequestReader:
         te = None
         for name, value in head.headers:
             n = len(name)
+            if 95 in name:  # "_" (an int needle is a plain memchr, far cheaper)
+                alias = underscore_alias(name)
+                if alias is not None:
+                    raise RequestError(
+                        "underscore-header",
+                        f"header {name[:60]!r} reads as {alias.decode()!r} to backends "
+                        "that treat '_' and '-' alike (CGI, WSGI)")
+                continue
             # Length first: most headers are skipped without lower().
             if n == 4 and name.lower() == b"host":
                 if host_seen:
                     raise RequestError("bad-request", "more than one Host header")
                 host_seen = True
+                check_host(value)
                 head.host = value.decode("latin-1")
             elif n == 6:
                 lname = name.lower()
@@ -283,16 +390,30 @@ class RequestReader:
             elif n == 7 and name.lower() == b"upgrade":
                 upgrade = value
         if te is not None:
-            last = te.rsplit(b",", 1)[-1].strip().lower()
-            if last != b"chunked":
+            if head.version == "1.0":
+                # RFC 9112 6.1: framing of an HTTP/1.0 message with Transfer-Encoding
+                # is faulty (an HTTP/1.0 hop may not have understood it).
                 raise RequestError("ambiguous-length",
-                                   f"Transfer-Encoding {te[:60]!r} does not end in chunked")
+                                   "Transfer-Encoding in an HTTP/1.0 request")
             if head.content_length is not None:
                 raise RequestError("ambiguous-length",
                                    "Content-Length together with Transfer-Encoding")
+            codings = te.lower().split(b",")
+            if codings[-1].strip() != b"chunked":
+                raise RequestError("ambiguous-length",
+                                   f"Transfer-Encoding {te[:60]!r} does not end in chunked")
+            if len(codings) > 1:
+                raise RequestError("transfer-coding",
+                                   f"Transfer-Encoding {te[:60]!r}: only chunked is "
+                                   "implemented (other codings would be lost on the way)")
             head.chunked = True
         if upgrade is not None and b"upgrade" in head.connection_named:
             head.upgrade = upgrade
+            if head.chunked or head.content_length:
+                raise RequestError("bad-request",
+                                   "an upgrade request (Upgrade + Connection: upgrade) with a "
+                                   "body: send the body without Upgrade, or upgrade without "
+                                   "a body")
 
     def on_body(self, data: bytes) -> None:
         total = self._body_bytes + len(data)
@@ -304,7 +425,19 @@ class RequestReader:
         self.sink.on_request_body(data)
 
     def on_message_complete(self) -> None:
+        self._wire = 0
+        head = self.head
+        if head is not None and not head.keep_alive and not head.upgrade:
+            # The connection ends with this request: what follows is never read
+            # (llhttp would refuse it and fail this request's whole read).
+            self.ended = True
+            self.sink.on_request_complete()
+            raise _Ended()
         self.sink.on_request_complete()
+
+
+class _Ended(Exception):
+    """Stops llhttp after a request that closes the connection (never escapes feed)."""
 
 
 # ---------------------------------------------------------------- responses

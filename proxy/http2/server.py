@@ -272,6 +272,16 @@ class H2Stream:
     def bound(self):
         return self.h2conn.bound
 
+    # The routes the connection was last served with (see l7.Exchange._route): a
+    # listener flipped away from HTTP finishes what it accepted under them.
+    @property
+    def router(self):
+        return self.h2conn.router
+
+    @router.setter
+    def router(self, value):
+        self.h2conn.router = value
+
     @property
     def client_ip(self):
         return self.h2conn.client_ip
@@ -363,6 +373,7 @@ class H2Connection(asyncio.Protocol):
         self.closed_by = ""
         self.connection_id = ""
         self._fwd_cache = None
+        self.router = server.routers.get(bound.name)
 
     # ------------------------------------------------------------ asyncio callbacks
 

@@ -52,7 +52,6 @@ import struct
 from proxy.balancers.base import PickContext
 from proxy.events import ConnectionEvent, ConnectionOpen
 from proxy.io import Deadline
-from proxy.model import EWMA_ALPHA
 from proxy.sni import MAX_HELLO, NotTLS, match_name, parse_client_hello
 
 log = logging.getLogger("proxy.l4")
@@ -447,9 +446,7 @@ class L4Connection(asyncio.Protocol):
                 pass
         backend = self.backend
         self.connect_ms = round(connect_s * 1000, 3)
-        ms = connect_s * 1000.0
-        backend.ewma_ms = ms if backend.ewma_ms == 0.0 else (
-            EWMA_ALPHA * ms + (1 - EWMA_ALPHA) * backend.ewma_ms)
+        backend.record_latency(connect_s * 1000.0, self.server.clock())
         self.proxy_protocol = self._proxy_protocol_version()
         if self.proxy_protocol == "v1":
             transport.write(proxy_header_v1(self.client_addr, self.local_addr))

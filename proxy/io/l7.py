@@ -20,16 +20,32 @@ backend is connected, and then at most BUFFER_HIGH bytes before reading
 pauses), response pieces go to the client as they come; when either side's
 kernel buffer is full, the other side's reading pauses (back-pressure).
 
+A request with a body waits in step 0 (`Exchange.go`) until its body is in,
+or PREBUFFER bytes of it: a client that trickles a small body holds no backend
+connection and no max_connections_per_backend slot meanwhile (nginx's request
+buffering; the proxy answers `Expect: 100-continue` itself then). Head and
+buffered body then go to the backend in one write.
+
 Failures become the proxy's error responses (proxy/errors.py) and a
 termination code. An attempt is retried on another backend only when that is
 safe (see `Exchange._retryable_loss` and docs/errors.md).
 
 Keep-alive: requests on one connection are answered in order; a pipelined
-request waits (and reading pauses) until the one before it is done. Client
-timeouts use one lazily moved Deadline per connection, whose meaning depends
-on the phase: HEAD (client_header, from the head's first byte or from
-accept), BODY (request_body, since the last body byte), WAIT (none: the
-backend's timeouts apply) and IDLE (client_idle between requests).
+request waits (and reading pauses) until the one before it is done. A request
+the reader refuses is answered in its turn too: the ones before it get their
+responses first, then it gets its error and the connection closes (its
+`refusal`, or a RefusedExchange queued behind them). Client timeouts use one
+lazily moved Deadline per connection, whose meaning depends on the phase:
+HEAD (client_header, from the head's first byte or from accept), BODY (the
+earliest of: request_body since the last body byte, request_body_total since
+the head, and the min_body_rate schedule; time the proxy paused reading is
+not counted), WAIT (none: the backend's timeouts apply) and IDLE (client_idle
+between requests).
+
+A listener flipped to L4 at run time (server._on_apply) shuts its HTTP
+connections down: idle ones close at once, busy ones after their response
+(`Connection: close`); a request read after the flip is not answered (the
+connection closes), never given a 404 for routes that are gone.
 
 An upgrade (WebSocket) that the backend accepts with 101 turns both
 connections into a byte `Tunnel` until either side closes or it idles for
@@ -66,7 +82,7 @@ from proxy.http1.headers import (
     sane_request_id,
 )
 from proxy.http1.parse import DISCARD, RequestError, RequestHead, RequestReader, ResponseHead
-from proxy.http1.responses import error_response, render, status_line
+from proxy.http1.responses import CONTINUE_100, error_response, render, status_line
 from proxy.io import Deadline
 from proxy.io.upstream import TLSHandshakeError
 from proxy.model import Intent
@@ -77,6 +93,7 @@ log = logging.getLogger("proxy.l7")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 REPLAY_LIMIT = 64 * 1024  # request body bytes kept to resend on a retry
+PREBUFFER = 64 * 1024  # a body up to this size is read whole before picking a backend
 BUFFER_HIGH = 256 * 1024  # request body buffered before a backend is attached
 LINGER = 2.0  # seconds to read and discard after refusing a request mid-body
 EMPTY: dict = {}
@@ -92,13 +109,13 @@ HEAD, BODY, WAIT, IDLE = "head", "body", "wait", "idle"
 
 # What happens to each request header on its way to the backend
 # (lower-case name -> action); every other header passes unchanged.
-_DROP, _XFF, _FWD, _UPGRADE = 1, 2, 3, 4
+_DROP, _XFF, _FWD, _UPGRADE, _EXPECT = 1, 2, 3, 4, 5
 _UPSTREAM_SPECIAL = {
     b"connection": _DROP, b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP,
     b"trailer": _DROP, b"transfer-encoding": _DROP, b"content-length": _DROP,
     b"host": _DROP, b"x-forwarded-proto": _DROP, b"x-forwarded-host": _DROP,
     b"x-request-id": _DROP, b"upgrade": _UPGRADE, b"x-forwarded-for": _XFF,
-    b"forwarded": _FWD,
+    b"forwarded": _FWD, b"expect": _EXPECT,
     # Only the proxy may say what the client's certificate was (mTLS).
     b"x-client-verify": _DROP, b"x-client-cert-subject": _DROP,
 }
@@ -130,7 +147,7 @@ class Exchange:
         "replay_bytes", "up_chunked", "down_chunked", "out", "retries", "failed",
         "t_route", "t_pick", "t_connect", "t_first", "keep_alive", "split", "ctx",
         "read_timeout", "sticky_learned", "tunnel", "headers_view", "cookies_view",
-        "upstream_tls",
+        "upstream_tls", "turn", "started", "refusal", "continued",
     )
 
     def __init__(self, conn: "L7Connection", head: RequestHead, t0: float):
@@ -180,10 +197,39 @@ class Exchange:
         self.headers_view = None
         self.cookies_view = None
         self.upstream_tls = None
+        self.turn = False  # the connection says it is this request's turn
+        self.started = False  # routed (and on to a backend)
+        self.refusal: RequestError | None = None  # answer this error when its turn comes
+        self.continued = False  # the proxy sent 100 Continue itself
+
+    # ------------------------------------------------------------ step 0: wait for the body
+
+    def go(self) -> None:
+        """Its turn on the connection: answer a refusal, or start once the body is in.
+
+        A body of up to PREBUFFER bytes is read whole before a backend is picked
+        (like nginx's request buffering): a client that trickles its body then
+        holds no backend connection and no max_connections_per_backend slot.
+        Larger bodies stream from PREBUFFER bytes on."""
+        self.turn = True
+        if self.refusal is not None:
+            err, self.refusal = self.refusal, None
+            self.keep_alive = False
+            self._fail(err.code, err.message)
+            return
+        if self.request_done or self.body_buf_bytes >= PREBUFFER:
+            self.start()
+            return
+        head = self.head
+        if head.expect_continue and head.http11 and not self.body_buf_bytes:
+            # The client waits for 100 before sending the body the proxy waits for.
+            self.continued = True
+            self.conn.write(CONTINUE_100)
 
     # ------------------------------------------------------------ step 1: route
 
     def start(self) -> None:
+        self.started = True
         try:
             self._route()
         except Exception as exc:  # a bug must cost one request, not the proxy
@@ -191,7 +237,15 @@ class Exchange:
 
     def _route(self) -> None:
         head = self.head
-        router = self.server.routers.get(self.conn.bound.name)
+        conn = self.conn
+        router = self.server.routers.get(conn.bound.name)
+        if router is None:
+            # The listener stopped serving HTTP (flipped to L4, or removed) while
+            # this connection was open: a request it had already accepted is
+            # finished under the routes it was accepted with (a drain).
+            router = conn.router
+        else:
+            conn.router = router
         headers = self.headers_view = LazyHeaders(head.headers)
         cookies = self.cookies_view = LazyCookies(head.cookies) if head.cookies else EMPTY
         if router is None:
@@ -231,7 +285,7 @@ class Exchange:
         self.ctx = PickContext(
             client_ip=self.conn.client_ip, now=self.server.clock(), method=head.method,
             path=head.target_str, headers=self.headers_view,
-            cookies=self.cookies_view)
+            cookies=self.cookies_view, tls=self.conn.tls is not None)
         self._choose()
 
     def _choose(self) -> None:
@@ -391,7 +445,8 @@ class Exchange:
                 xff = value if xff is None else xff + b", " + value
             elif action == _FWD:
                 fwd = value if fwd is None else fwd + b", " + value
-            elif action == _UPGRADE and upgrading:
+            elif (action == _UPGRADE and upgrading) or (action == _EXPECT
+                                                        and not self.continued):
                 parts += (name, b": ", value, b"\r\n")
         ip = conn.client_ip_b
         parts += (b"X-Forwarded-For: ", xff + b", " + ip if xff else ip, b"\r\n",
@@ -428,10 +483,16 @@ class Exchange:
         self.body_buf_bytes += len(data)
         if self.body_buf_bytes > BUFFER_HIGH:
             self.conn.pause(PAUSE_BUFFER)
+        if not self.started and self.turn and self.body_buf_bytes >= PREBUFFER:
+            self.start()
 
     def on_client_complete(self) -> None:
         self.request_done = True
         if self.finished:
+            return
+        if not self.started:
+            if self.turn:
+                self.start()
             return
         upstream = self.upstream
         if upstream is not None and self.request_sent:
@@ -570,21 +631,23 @@ class Exchange:
                                "response body")
             return
         if not started and self._retryable_loss():
+            what = ("reused keep-alive connection" if self.reused
+                    else "new connection")
             self._attempt_failed(
                 "backend-closed",
-                f"reused keep-alive connection to {name} was {how} before any response "
-                "byte (keep-alive race)", retryable=True)
+                f"{what} to {name} was {how} before any response byte"
+                + (" (keep-alive race)" if self.reused else ""), retryable=True)
             return
         self._attempt_failed("backend-closed",
                              f"backend {name} {how} the connection before a complete "
                              "response head", retryable=False)
 
     def _retryable_loss(self) -> bool:
-        """A lost request is safe to resend only when it cannot have been processed
-        twice: an idempotent method whose whole sent body we still hold, lost on a
-        reused connection (the backend closed it as we wrote: the keep-alive race)."""
-        return (self.reused and self.head.method in IDEMPOTENT
-                and self.replay is not None)
+        """A request lost before any response byte may be resent when doing it twice
+        is harmless (RFC 9110 9.2.2: an idempotent method) and the proxy still holds
+        the whole body it sent. On a reused connection this is the keep-alive race;
+        on a fresh one, a backend that crashed or restarted under the request."""
+        return self.head.method in IDEMPOTENT and self.replay is not None
 
     def on_upstream_error(self, message: str) -> None:
         if self.finished:
@@ -767,7 +830,7 @@ class Exchange:
             return
         self.acquired = False
         backend = self.backend
-        backend.request_finished(now - self.attempt_started, failed)
+        backend.request_finished(now - self.attempt_started, failed, now)
         self.pool.balancer.release(backend)
         self.server.untrack(self, backend)
 
@@ -987,6 +1050,14 @@ class L7Connection(asyncio.Protocol):
         self.accepted_at = 0.0
         self.head_started = 0.0
         self._upgrade_tail: bytes | None = None
+        self.router = None  # the routes this connection was last served with
+        # Slow-body limits (timeouts.request_body_total, min_body_rate): when the
+        # current body began (loop time, moved on by time spent paused by the
+        # proxy), how many bytes came, and when reading was paused.
+        self.body_started = 0.0
+        self.body_received = 0
+        self.body_ref = 0.0  # the last body byte (or start, or resume): the pause limit's base
+        self.paused_at = 0.0
         self._fwd_cache: tuple[str | None, bytes] | None = None
         # Set by proxy.tls.TLSAccept before connection_made on a TLS listener.
         self.tls: dict | None = None
@@ -1013,6 +1084,7 @@ class L7Connection(asyncio.Protocol):
         self.reader = RequestReader(self, config.limits.max_header_bytes,
                                     config.limits.max_body_bytes)
         self.accepted_at = self.head_started = self.server.clock()
+        self.router = self.server.routers.get(self.bound.name)  # see Exchange._route
         self.server.connections.add(self)
         self.bound.active += 1
         if self.bound.active > config.limits.max_connections:
@@ -1101,18 +1173,30 @@ class L7Connection(asyncio.Protocol):
             # Pipelined after a request that closes the connection: not answered.
             self.parsing = None
             return
+        if self.bound.config.protocol != "http":
+            # The listener was flipped to L4 while this connection was open (the
+            # server shuts such connections down; this covers bytes already read).
+            # Its routes are gone: close unanswered, as at shutdown, so the client
+            # retries on a new connection that gets the new mode.
+            self.parsing = None
+            self.closing = True
+            if self.current is None:
+                self._close(linger=False)
+            return
         reader = self.reader
         t0 = self.accepted_at if reader.messages == 1 else self.head_started
         ex = self.exchange_class(self, head, t0)
         self.parsing = ex
         if head.has_body:
+            self.body_started = self.paused_at = self.loop.time()
+            self.body_received = 0
             self._set_phase(BODY)
         else:
             self.phase = WAIT  # no client deadline while the backend works
             self.timer.when = None
         if self.current is None:
             self.current = ex
-            ex.start()
+            ex.go()
         else:
             if self.pending is None:
                 self.pending = collections.deque()
@@ -1123,8 +1207,9 @@ class L7Connection(asyncio.Protocol):
         ex = self.parsing
         if ex is None:
             return
+        self.body_received += len(data)
         if self.timer.when is not None:
-            self.timer.when = self.loop.time() + self.bound.config.timeouts.request_body
+            self.timer.when = self._body_deadline(self.bound.config.timeouts)
         ex.on_client_body(data)
 
     def on_request_complete(self) -> None:
@@ -1166,7 +1251,7 @@ class L7Connection(asyncio.Protocol):
 
     def _start_next(self, ex: Exchange) -> None:
         if not self.closed and not ex.finished:
-            ex.start()
+            ex.go()
 
     def take_upgrade_tail(self) -> bytes | None:
         tail, self._upgrade_tail = self._upgrade_tail, None
@@ -1190,14 +1275,21 @@ class L7Connection(asyncio.Protocol):
                 ex.on_client_error(err)  # answers if it still can, finishes, closes
                 self._close(linger=True)
             else:
-                # A pipelined request behind one in flight: no orderly answer possible.
-                self.abort()
-            return
-        if current is not None:
-            self.abort()
+                # A pipelined request behind one in flight: the ones before it are
+                # answered first, then it gets its error (Exchange.go).
+                ex.refusal = err
             return
         method, target = self._partial_request()
         t0 = self.head_started if self.reader.messages else self.accepted_at
+        if current is not None:
+            # Earlier requests are still being answered: refuse in turn, after them.
+            head = RequestHead(method, target, "1.1", [])
+            refused = RefusedExchange(self, head, t0)
+            refused.refusal = err
+            if self.pending is None:
+                self.pending = collections.deque()
+            self.pending.append(refused)
+            return
         RefusedExchange.refuse(self, err, t0, method, target)
 
     def _partial_request(self) -> tuple[str, bytes]:
@@ -1211,6 +1303,20 @@ class L7Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ timeouts
 
+    def _body_deadline(self, timeouts) -> float:
+        """The body's next deadline: the pause limit, the total, the minimum rate."""
+        now = self.body_ref = self.loop.time()
+        when = now + timeouts.request_body
+        total = timeouts.request_body_total
+        if total:
+            when = min(when, self.body_started + total)
+        rate = timeouts.min_body_rate
+        if rate:
+            # request_body of grace, then 1/rate seconds per byte received.
+            when = min(when, max(now, self.body_started + timeouts.request_body
+                                 + self.body_received / rate))
+        return when
+
     def _set_phase(self, phase: str) -> None:
         self.phase = phase
         timeouts = self.bound.config.timeouts
@@ -1218,7 +1324,7 @@ class L7Connection(asyncio.Protocol):
             self.timer.after(timeouts.client_header)
         elif phase == BODY:
             if not self.paused:
-                self.timer.after(timeouts.request_body)
+                self.timer.set(self._body_deadline(timeouts))
         elif phase == IDLE:
             self.timer.after(timeouts.client_idle)
         else:
@@ -1238,12 +1344,33 @@ class L7Connection(asyncio.Protocol):
                 self._close(linger=False)  # nothing was sent: no request, no answer
         elif phase == BODY:
             if self.parsing is not None and not self.paused:
-                self._refuse(RequestError(
-                    "body-timeout", f"no request body byte for {timeouts.request_body:g}s "
-                    "(timeouts.request_body)"))
+                self._refuse(self._body_too_slow(timeouts))
         elif phase == IDLE:
             if self.current is None and not self.reader.in_head:
                 self._close(linger=False)
+
+    def _body_too_slow(self, timeouts) -> RequestError:
+        """Which of the three body limits ran out (the earliest of them)."""
+        grace = timeouts.request_body
+        pause_at = self.body_ref + grace
+        total = timeouts.request_body_total
+        total_at = self.body_started + total if total else pause_at + 1.0
+        rate = timeouts.min_body_rate
+        rate_at = (self.body_started + grace + self.body_received / rate) if rate else (
+            pause_at + 1.0)
+        elapsed = self.loop.time() - self.body_started
+        if total_at < pause_at and total_at <= rate_at:
+            return RequestError(
+                "body-too-slow", f"request body not complete within {total:g}s "
+                f"({self.body_received} bytes came; timeouts.request_body_total)")
+        if rate_at < pause_at:
+            return RequestError(
+                "body-too-slow", f"request body slower than {rate} bytes/s on average "
+                f"({self.body_received} bytes in {elapsed:.1f}s, after {grace:g}s of "
+                "grace; timeouts.min_body_rate)")
+        return RequestError(
+            "body-timeout", f"no request body byte for {timeouts.request_body:g}s "
+            "(timeouts.request_body)")
 
     # ------------------------------------------------------------ reading / writing
 
@@ -1257,6 +1384,7 @@ class L7Connection(asyncio.Protocol):
                 return
             if self.phase == BODY:
                 self.timer.clear()  # we are slow, not the client
+                self.paused_at = self.loop.time()
         self.paused |= reason
 
     def resume(self, reason: int) -> None:
@@ -1269,7 +1397,9 @@ class L7Connection(asyncio.Protocol):
             except RuntimeError:
                 return
             if self.phase == BODY:
-                self.timer.after(self.bound.config.timeouts.request_body)
+                # Time paused by the proxy does not count against the client.
+                self.body_started += self.loop.time() - self.paused_at
+                self.timer.set(self._body_deadline(self.bound.config.timeouts))
 
     def write(self, data: bytes) -> None:
         if not self.write_closed:

@@ -20,6 +20,8 @@
   const WS_PATH = app.dataset.wsPath;
   const API = app.dataset.apiBase;
   const BRIDGE_MODE = app.dataset.bridge;
+  // The error contract (docs/errors.md served by the site): what "504 PH" and "(code --)" mean.
+  const ERRORS_URL = app.dataset.errorsUrl || '/errors/';
   const reducedMotion = window.matchMedia('(prefers-reduced-motion: reduce)');
 
   // ------------------------------------------------------------------ helpers
@@ -129,14 +131,17 @@
     return phase ? `${who} ended it ${phase}` : `${who} ended it`;
   }
 
-  function inputsText(inputs, limit = 4) {
+  // An algorithm's inputs in one readable line, all of them: {"counts": {"b1": 0, "b2": 1}}
+  // reads "counts={b1: 0, b2: 1}". Numbers keep at most three decimals.
+  function inputValue(v) {
+    if (typeof v === 'number' && !Number.isInteger(v)) return String(Math.round(v * 1000) / 1000);
+    if (Array.isArray(v)) return `[${v.map(inputValue).join(', ')}]`;
+    if (v && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${k}: ${inputValue(x)}`).join(', ')}}`;
+    return String(v);
+  }
+  function inputsText(inputs, limit = Infinity) {
     if (!inputs) return '';
-    const entries = Object.entries(inputs).slice(0, limit).map(([k, v]) => {
-      if (typeof v === 'number' && !Number.isInteger(v)) v = Math.round(v * 1000) / 1000;
-      if (v && typeof v === 'object') v = JSON.stringify(v);
-      return `${k}=${v}`;
-    });
-    return entries.join(', ');
+    return Object.entries(inputs).slice(0, limit).map(([k, v]) => `${k}=${inputValue(v)}`).join(', ');
   }
 
   function statusClass(ev) {
@@ -153,7 +158,7 @@
     if (ev.type === 'connection') {
       if (ev.tls && ev.tls.sni) parts.push(`SNI ${ev.tls.sni}`);
       if (ev.algorithm) parts.push(ev.algorithm);
-      const inp = inputsText(ev.inputs, 1);
+      const inp = inputsText(ev.inputs);
       if (inp) parts.push(inp);
       parts.push(`↑${fmtBytes(ev.bytes_in || 0)} ↓${fmtBytes(ev.bytes_out || 0)}`);
       parts.push(CLOSED_BY[ev.closed_by] || 'closed');
@@ -166,7 +171,7 @@
     }
     if (ev.sticky) parts.push(ev.sticky.hit ? `sticky hit (${ev.sticky.mode})` : `sticky miss (${ev.sticky.mode})`);
     if (ev.algorithm) parts.push(ev.algorithm);
-    const inp = inputsText(ev.inputs, 2);
+    const inp = inputsText(ev.inputs);
     if (inp) parts.push(inp);
     if (ev.retries && ev.retries.length) parts.push(`${ev.retries.length} retr${ev.retries.length > 1 ? 'ies' : 'y'}`);
     return parts.join(' · ');
@@ -187,6 +192,7 @@
     proxyUrl: null,
     healthEvents: [],   // state_change events, oldest first
     selectedRequest: null,
+    pinned: false,      // the learner picked the decision shown in "Why this backend?"
     selectedBackend: null,
     topologyText: '',
   };
@@ -264,7 +270,7 @@
         const { svg } = await window.mermaid.render(`mmd-${++renderSeq}`, text);
         container.innerHTML = svg;  // sanitised by Mermaid (strict)
         const svgEl = container.querySelector('svg');
-        if (svgEl) svgEl.setAttribute('role', 'img');
+        if (svgEl) svgEl.setAttribute('role', 'img');  // its name: a11y.js
       } catch (err) {
         container.replaceChildren(el('p', { class: 'diagram-error',
           text: `Could not draw this diagram: ${err && err.message ? err.message : err}` }));
@@ -282,8 +288,11 @@
   setInterval(() => {
     if (topoPending && topoPending !== topoRendered) {
       topoRendered = topoPending;
+      // The SVG's text alternative (a11y.js reads data-diagram-label).
+      topoBox.dataset.diagramLabel = topologySummary();
       renderDiagram(topoBox, topoRendered).then(() => {
-        topoBox.setAttribute('aria-label', topologySummary());
+        const svg = topoBox.querySelector('svg');
+        if (svg && window.LBLabDiagrams) window.LBLabDiagrams.label(svg, topologySummary());
       });
     }
   }, 1000);
@@ -415,7 +424,13 @@
         el('button', { type: 'submit', class: 'small', text: 'Set' }));
       weightForm.addEventListener('submit', (ev) => {
         ev.preventDefault();
-        postControl('weight', { pool: b.pool, backend: b.name, weight: weightInput.value }, $('#backend-result'));
+        postControl('weight', { pool: b.pool, backend: b.name, weight: weightInput.value }, $('#backend-result'))
+          .then(({ ok }) => {
+            if (ok) return;
+            const running = runningWeight(b.pool, b.name);
+            weightInput.value = String(running ?? b.weight);
+            $('#backend-result').append(el('p', { class: 'hint reverted', text: `${b.name} keeps weight ${running ?? b.weight}.` }));
+          });
       });
       const verb = (v, label, title) => {
         const btn = el('button', { type: 'button', class: 'small', text: label, title: `${title} (${b.name})` });
@@ -567,7 +582,7 @@
       btn.disabled = true;
       postControl('listener-mode', fields, $('.result', modeForm)).then(({ ok }) => {
         btn.disabled = false;
-        if (ok) { modeTouched = false; }
+        if (ok) { modeTouched = false; } else revertAfterRefusal('listener-mode', $('.result', modeForm));
       });
     });
   }
@@ -660,8 +675,9 @@
     box.className = `result ${ok ? 'ok' : 'err'}`;
     if (ok) {
       const notes = (data.notes || []).filter(Boolean);
-      box.replaceChildren(el('span', { text: data.message || 'Done.' }),
-        notes.length ? el('ul', { class: 'notes' }, notes.map(n => el('li', { text: n }))) : null);
+      // (replaceChildren would write a null child as the text "null")
+      box.replaceChildren(...[el('span', { text: data.message || 'Done.' }),
+        notes.length ? el('ul', { class: 'notes' }, notes.map(n => el('li', { text: n }))) : null].filter(Boolean));
       return;
     }
     const errors = (data.errors || []).filter(e => e.message);
@@ -669,7 +685,40 @@
       ? el('ul', {}, errors.map(e => el('li', {}, e.path ? el('code', { text: e.path }) : null, e.path ? ': ' : '', e.message)))
       : null;
     const head = list ? (HEADLINED.has(action) && data.error ? data.error : 'Refused:') : (data.error || 'Failed.');
-    box.replaceChildren(el('strong', { text: head }), list);
+    box.replaceChildren(...[el('strong', { text: head }), list].filter(Boolean));
+  }
+
+  // A refused change must not stay in its input as if it had been applied: the form goes
+  // back to what the proxy runs, and the refusal (still shown) says what was wrong.
+  const REVERT = {
+    algorithm: () => {
+      const form = $('#panel-balancer form');
+      const algoSelect = $('#algorithm-select');
+      const pool = model.state && (model.state.pools || {})[$('.pool-select', form).value];
+      delete algoSelect.dataset.touched;
+      if (!pool) return;
+      algoSelect.value = pool.algorithm;
+      syncAlgoHelp();
+      const running = pool.balancer || {};
+      const knobs = { choices: running.choices, table_size: running.table_size, load_factor: running.load_factor,
+                      hash_source: (running.hash_key || {}).source, hash_name: (running.hash_key || {}).name };
+      for (const [name, value] of Object.entries(knobs)) {
+        const input = form.elements[name];
+        if (input && input.value !== '') input.value = value ?? '';
+      }
+    },
+    health: () => { healthEdited = false; prefillHealth(); },
+    'listener-mode': () => { modeTouched = false; renderListenerMode(); },
+  };
+  function revertAfterRefusal(action, box) {
+    if (!REVERT[action]) return;
+    REVERT[action]();
+    if (box) box.append(el('p', { class: 'hint reverted', text: 'The form shows the running values again.' }));
+  }
+  function runningWeight(pool, name) {
+    const p = model.state && (model.state.pools || {})[pool];
+    const b = p && (p.backends || []).find(x => x.name === name);
+    return b ? b.weight : null;
   }
 
   async function postControl(action, fields, resultBox, form) {
@@ -709,6 +758,7 @@
       ev.preventDefault();
       const action = form.dataset.action;
       postControl(action, null, $('.result', form), form).then(({ ok }) => {
+        if (!ok) revertAfterRefusal(action, $('.result', form));
         if (ok && action === 'health') healthEdited = false;
         if (ok && action === 'algorithm') delete $('#algorithm-select').dataset.touched;
       });
@@ -794,12 +844,11 @@
     if (stream.seen.size > 20000) stream.seen = new Set(stream.shown.concat(stream.pending).map(eventId));
     if (history) { trimShown(); renderStream(); }
     // Show one request's story at once, so the page never opens on empty panels.
-    if (!model.selectedRequest && !autoSelected) {
+    if (!model.selectedRequest) {
       const first = stream.shown[stream.shown.length - 1] || stream.pending[0];
-      if (first) { autoSelected = true; selectRequest(first); }
+      if (first) selectRequest(first);
     }
   }
-  let autoSelected = false;
 
   function trimShown() {
     if (stream.shown.length > MAX_SHOWN) stream.shown.splice(0, stream.shown.length - MAX_SHOWN);
@@ -845,7 +894,7 @@
         stepOnce(true);
       }
     }
-    if (now - lastRender > 200) { lastRender = now; renderStream(); }
+    if (now - lastRender > 200) { lastRender = now; followNewest(now); renderStream(); }
     requestAnimationFrame(playLoop);
   }
 
@@ -878,20 +927,19 @@
     const selected = model.selectedRequest && eventId(model.selectedRequest) === eventId(ev);
     const isConn = ev.type === 'connection';
     const connWord = isConn ? (ev.kind === 'tls-passthrough' ? 'TLS' : ev.kind === 'tls' ? 'TLS handshake' : 'TCP') : '';
-    const btn = el('button', { type: 'button', 'aria-current': selected ? 'true' : null,
-      'aria-label': isConn
-        ? `${connWord} connection from ${ev.client} to ${ev.backend || 'no backend'}, ${CLOSED_BY[ev.closed_by] || 'closed'}${ev.error ? ': ' + ev.error : ''}, lasted ${fmtMs(ev.duration_ms)}, ${fmtBytes(ev.bytes_in || 0)} in, ${fmtBytes(ev.bytes_out || 0)} out`
-        : `${ev.method} ${ev.path} to ${ev.backend || 'no backend'}, ${ev.status || ev.error || ''}, ${fmtMs(ev.latency_ms)}` },
+    // The row's visible text is its accessible name (time, request, backend, status, time taken, why).
+    const btn = el('button', { type: 'button', 'aria-current': selected ? 'true' : null },
       el('span', { class: 't', text: fmtTime(ev.ts) }),
       el('span', { class: 'req', text: isConn ? `${connWord} ${ev.client}` : `${ev.method} ${ev.path}` }),
       el('span', { class: 'to' }, ev.route ? `${ev.route} → ` : (isConn && ev.pool ? `${ev.pool} → ` : ''),
         ev.backend ? el('span', { class: 'backend-dot', style: `background:${colorFor(ev.backend)}` }) : null,
         el('b', { text: ev.backend || 'none' })),
       el('span', {}, el('span', { class: `status s${sc}${ev.proxy_error ? ' sproxy' : ''}`,
-        title: ev.proxy_error ? 'made by the proxy' : isConn ? (CLOSED_BY[ev.closed_by] || '') : '', text: isConn ? (ev.error ? 'err' : 'ok') : (ev.status || '—') })),
+        title: ev.proxy_error ? 'made by the proxy' : isConn ? (CLOSED_BY[ev.closed_by] || '') : '', text: isConn ? (ev.error ? 'err' : 'ok') : (ev.status || '—') }),
+        ev.proxy_error ? el('span', { class: 'vh', text: ' made by the proxy' }) : null),
       el('span', { class: 'lat', text: fmtMs(ev.latency_ms ?? ev.duration_ms) }),
       el('span', { class: 'why', text: whyShort(ev) }));
-    btn.addEventListener('click', () => selectRequest(ev));
+    btn.addEventListener('click', () => selectRequest(ev, { pin: true }));
     return el('li', { class: stream.fresh.has(eventId(ev)) ? 'fresh' : '' }, btn);
   }
 
@@ -937,7 +985,39 @@
   const detailBox = $('#detail');
   const requestDiagram = $('#request-diagram');
 
-  function selectRequest(ev) {
+  // "Why this backend?" follows the newest decision the stream shows (through its filters),
+  // at most once a second so its diagram can be read, until the learner selects a row: then
+  // that decision is pinned, and "Back to live" follows the newest again.
+  const FOLLOW_EVERY_MS = 1000;
+  let lastFollow = 0;
+  function newestShown() {
+    for (let i = stream.shown.length - 1; i >= 0; i--) if (matches(stream.shown[i])) return stream.shown[i];
+    return null;
+  }
+  function followNewest(now) {
+    if (model.pinned || now - lastFollow < FOLLOW_EVERY_MS) return;
+    const newest = newestShown();
+    if (newest && (!model.selectedRequest || eventId(newest) !== eventId(model.selectedRequest))) {
+      lastFollow = now;
+      selectRequest(newest);
+    }
+  }
+  function setPinned(pinned) {
+    model.pinned = pinned;
+    $('#detail-live').hidden = !pinned;
+    $('#detail-mode').classList.toggle('pinned', pinned);
+    $('#detail-mode-text').textContent = pinned
+      ? 'Pinned: the decision you selected stays here while new ones arrive.'
+      : 'Following the newest decision, live. Select a row in the stream to pin it here.';
+  }
+  $('#detail-live').addEventListener('click', () => {
+    setPinned(false);
+    lastFollow = 0;
+    followNewest(performance.now());
+  });
+
+  function selectRequest(ev, { pin = false } = {}) {
+    if (pin) setPinned(true);
     model.selectedRequest = ev;
     renderedKey = '';
     renderStream();
@@ -990,11 +1070,15 @@
       if (ev.connect_ms !== null && ev.connect_ms !== undefined) fact('Connect', fmtMs(ev.connect_ms));
       if (ev.proxy_protocol) fact('PROXY protocol', `${ev.proxy_protocol}: the backend learns the real client address from a header`);
     } else {
-      fact('Status', `${ev.status || '—'}${ev.status === 101 ? ' (switched protocols: a WebSocket tunnel)' : ''}${ev.proxy_error ? ' (made by the proxy)' : ''}`);
+      fact('Status', el('span', {}, `${ev.status || '—'}${ev.status === 101 ? ' (switched protocols: a WebSocket tunnel)' : ''}${ev.proxy_error ? ' (made by the proxy: ' : ''}`,
+        ev.proxy_error ? el('a', { href: ERRORS_URL, text: 'the error contract' }) : null, ev.proxy_error ? ')' : ''));
       fact('Latency', fmtMs(ev.latency_ms));
       if (ev.status === 101) fact('Bytes', `${fmtBytes(ev.bytes_in || 0)} client → backend · ${fmtBytes(ev.bytes_out || 0)} backend → client`);
     }
-    if (ev.termination) fact('Termination', `${explainTermination(ev.termination)} (code ${ev.termination})`);
+    if (ev.termination) {
+      fact('Termination', el('span', {}, `${explainTermination(ev.termination)} (code ${ev.termination}) · `,
+        el('a', { href: `${ERRORS_URL}#termination-codes`, text: 'what the codes mean' })));
+    }
     if (ev.error && !isConn) fact('Error', ev.error);
     if (ev.timings && Object.keys(ev.timings).length) {
       fact('Timings', Object.entries(ev.timings).map(([k, v]) => `${k.replace(/_/g, ' ')} ${fmtMs(v)}`).join(' · '));
@@ -1011,7 +1095,7 @@
       why.push(el('p', {}, el('strong', { text: ev.algorithm }), ' ', ALGO_EXPLAIN[ev.algorithm] || ''));
     }
     if (ev.inputs && Object.keys(ev.inputs).length) {
-      why.push(el('p', {}, 'Its inputs for this pick: ', el('code', { text: inputsText(ev.inputs, 12) })));
+      why.push(el('p', {}, 'Its inputs for this pick: ', el('code', { text: inputsText(ev.inputs) })));
     }
     if (ev.sticky) {
       why.push(el('p', { text: ev.sticky.hit

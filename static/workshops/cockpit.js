@@ -95,11 +95,18 @@
           el('strong', { text: hands.map(r => r.name).join(', ') }), '.') : ''));
   }
 
+  // Each tile's word, singular and plural: "1 learner", "2 learners", "0 learners".
+  const TILE_WORDS = {
+    learners: ['learner', 'learners'], online: ['page open now', 'pages open now'],
+    hands: ['hand raised', 'hands raised'], passes: ['pass', 'passes'],
+    failures: ['failure', 'failures'], sandboxes: ['sandbox running', 'sandboxes running'],
+  };
   function drawTiles() {
     const c = snap.counts;
-    for (const k of ['learners', 'online', 'hands', 'passes', 'failures', 'sandboxes']) {
+    for (const [k, [one, many]] of Object.entries(TILE_WORDS)) {
       const n = $(`#n-${k}`);
       n.textContent = c[k];
+      n.closest('.tile').querySelector('.k').textContent = c[k] === 1 ? one : many;
       n.closest('.tile').classList.toggle('is-zero', !c[k]);
     }
   }
@@ -122,7 +129,7 @@
     const inj = snap.last_injection;
     if (!inj) { box.replaceChildren(el('p', { class: 'placeholder', text: 'No fault injected yet.' })); return; }
     box.replaceChildren(
-      el('p', { class: 'hint', text: `${inj.label} on ${inj.backend} at ${clock(inj.at)}: done in ${inj.ok} of ${inj.total} sandboxes.` }),
+      el('p', { class: 'hint', text: `${inj.label} on ${inj.backend} at ${clock(inj.at)}: done in ${inj.ok} of ${inj.total} sandbox${inj.total === 1 ? '' : 'es'}.` }),
       el('ul', { class: 'results-list', id: 'fault-result-list' }, inj.results.map(r =>
         el('li', { class: r.ok ? 'ok' : 'bad', 'data-learner': r.participant },
           el('span', { class: 'mark', text: r.ok ? '✓' : '✗' }),

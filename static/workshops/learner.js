@@ -16,8 +16,13 @@
 
   // ------------------------------------------------------------------ own work
 
+  // A result line ("Your sandbox is running.") describes the state it was written for: when
+  // the sandbox changes state (the instructor ended the workshop, it was reaped), it goes.
+  let drawnState = null;
   function drawSandbox() {
     const sb = me.sandbox;
+    if (drawnState !== null && drawnState !== sb.state) $('#sandbox-result').replaceChildren();
+    drawnState = sb.state;
     const state = $('#sandbox-state');
     const chip = el('span', { class: `chip chip-${sb.state}`, id: 'sandbox-chip', text: sb.label });
     state.replaceChildren(chip, sb.id ? el('span', { class: 'hint' }, ' ', el('code', { text: sb.id })) : '');
@@ -33,6 +38,13 @@
     $('#sandbox-start').disabled = !me.workshop.open;
   }
 
+  // Where each progress item lives, so its title is a link back to it.
+  function itemUrl(i) {
+    const key = encodeURIComponent(String(i.key || '').split('/')[0]);
+    return { lesson: `/course/lessons/${key}/`, check: `/course/lessons/${key}/`, drill: `/course/drills/${key}/`,
+             predict: `/course/predict/${key}/`, lab: `/labs/${key}/` }[i.kind] || null;
+  }
+
   function drawProgress() {
     const list = $('#progress');
     if (!me.progress.length) {
@@ -43,7 +55,9 @@
     }
     list.replaceChildren(...me.progress.map(i => el('li', { class: i.passed === true ? 'p-pass' : i.passed === false ? 'p-fail' : 'p-open' },
       el('span', { class: 'mark', text: i.passed === true ? '✓' : i.passed === false ? '✗' : '●' }),
-      el('span', {}, el('span', { class: 'kind', text: i.kind }), i.title, i.step ? el('span', { class: 'hint', text: ` · ${i.step}` }) : ''),
+      el('span', {}, el('span', { class: 'kind', text: i.kind }),
+        itemUrl(i) ? el('a', { href: itemUrl(i), text: i.title }) : i.title,
+        i.step ? el('span', { class: 'hint', text: ` · ${i.step}` }) : ''),
       el('span', { class: 'hint', text: `${i.passes}✓ ${i.failures}✗` }))));
   }
 

@@ -10,6 +10,7 @@ so it is among the quickest and its verdicts do not depend on timing.
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -93,7 +94,7 @@ def test_lab_walk(page: Page, site, artifacts):  # noqa: F811
     problem = page.locator("#errors li")
     expect(problem).to_have_count(1, timeout=10_000)
     expect(problem.locator("code")).to_have_text("pools.web.health.interval")
-    expect(problem).to_contain_text("a duration needs a unit: write '5s' or '5ms', not 5")
+    expect(problem).to_contain_text("a duration needs a unit: write e.g. '5s' or '5ms', not 5")
     expect(problem.locator("a")).to_have_text(f"line {line}")
     gutter = page.locator("#gutter").inner_text().split("\n")
     assert gutter[line - 1] == "●" and gutter.count("●") == 1
@@ -141,9 +142,13 @@ def test_lab_walk(page: Page, site, artifacts):  # noqa: F811
     solution = page.locator("#solution")
     expect(solution).to_be_visible()
     expect(solution.locator(".why")).not_to_be_empty()
-    expect(solution.locator(".yaml")).to_contain_text("path: /health/ready")
+    expect(solution.locator(".yaml")).to_contain_text("path: /health/ready/cached")
+    # The fix's Markdown rendered like a lesson: emphasis and code, no raw asterisks.
+    expect(solution.locator(".why strong").first).to_be_visible()
+    expect(solution.locator(".why code").first).to_be_visible()
+    assert "**" not in solution.locator(".why").inner_text()
     solution.locator("#use-solution").click()
-    assert "path: /health/ready" in editor.input_value()
+    assert "path: /health/ready/cached" in editor.input_value()
     expect(page.locator("#errors .ok")).to_be_visible(timeout=10_000)
 
     # Run again: the same traffic, now it passes.
@@ -159,7 +164,8 @@ def test_lab_walk(page: Page, site, artifacts):  # noqa: F811
 
     # The page remembers: a passed badge, both runs listed.
     page.reload()
-    expect(page.locator(".scale .badge.pass")).to_have_text("passed")
+    # Passed, but after showing the fix: recorded and shown as such.
+    expect(page.locator(".scale .badge.pass")).to_have_text("passed after showing the fix")
     expect(page.locator(".recent li")).to_have_count(2)
     expect(page.locator(".recent .badge.pass")).to_have_count(1)
     expect(page.locator(".recent .badge.fail")).to_have_count(1)
@@ -170,7 +176,159 @@ def test_lab_walk(page: Page, site, artifacts):  # noqa: F811
     mine = page.locator(".lab-item.passed")
     expect(mine).to_have_count(1)
     expect(mine).to_contain_text("The lying health check")
-    expect(mine.locator(".state")).to_have_attribute("aria-label", "passed")
-    expect(mine.locator(".meta")).to_contain_text("2 runs")
+    expect(mine.locator(".state")).to_have_attribute("aria-label",
+                                                     "passed after showing the fix")
+    expect(mine.locator(".meta")).to_contain_text("2 runs · passed after showing the fix")
+    # Each lab's difficulty and time, and the time scale in words.
+    expect(page.locator(".lab-item .difficulty")).to_have_count(14)
+    expect(mine.locator(".facts")).to_contain_text("introductory · about 15 min · each run "
+                                                   "about 12 s")
+    expect(page.locator("#time-scale-note")).to_contain_text(
+        '"1:10" means one second in the lab stands for ten seconds in production')
     page.screenshot(path=artifacts / "labs-list.png", full_page=True)
+    assert errors == []
+
+
+# ---------------------------------------------------------------- one count everywhere
+
+def _moment_counts(text: str) -> tuple[int, int, int]:
+    """(failed, drawn, folded) as the "From the freeze to the removal" diagram says them."""
+    m = re.search(r"(\d+) failed requests?:\s+(\d+) drawn(?:,\s+(\d+) folded)?", text)
+    assert m, text[:500]
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def _svg_text(svg) -> str:
+    """The words of a Mermaid SVG, every text element (and each of its wrapped lines) joined
+    by spaces: a wrapped note can split a phrase anywhere."""
+    return svg.evaluate("""svg => [...svg.querySelectorAll('text')].map(t => {
+        const spans = t.querySelectorAll('tspan');
+        return (spans.length ? [...spans].map(s => s.textContent) : [t.textContent])
+          .join(' ').replace(/\\s+/g, ' ').trim();
+      }).join(' ')""")
+
+
+@pytest.mark.timeout(240)
+def test_health_check_window_one_count_and_a_report_that_renders_offline(
+        page: Page, site, artifacts, tmp_path):  # noqa: F811
+    """The headline's count is the page diagram's (rows drawn + rows folded) and the
+    report's; the downloaded report, opened from disk with the network blocked, draws
+    every diagram and its chart."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{site}/labs/health-check-window/")
+    expect(page.locator("link[rel~='icon']")).to_have_count(1)  # the site's icon
+    _verdict_after_run(page, "FAIL")
+    result = page.locator("#result")
+    headline = result.locator(".headline").inner_text()
+    n = int(re.match(r"^(\d+) requests failed while frozen b2 stayed in rotation", headline)
+            .group(1))
+    assert n > 0
+    expect(result.locator(".evidence")).to_contain_text(f", {n} requests failed; the target")
+
+    # The page's diagram, as Mermaid drew it: its own count, the rows drawn, the fold.
+    figure = result.locator(".diagrams figure", has_text="From the freeze to the removal")
+    expect(figure.locator("svg")).to_have_count(1, timeout=15_000)
+    drawn_text = _svg_text(figure.locator("svg"))
+    failed, drawn, folded = _moment_counts(drawn_text)
+    assert failed == n and drawn + folded == n
+    arrows = re.findall(r"→\s+\d{3}\s+[A-Z-]{2}\s+after\s+\d+\s+ms", drawn_text)
+    assert len(arrows) == drawn
+    if folded:
+        assert re.search(rf"\.\.\.\s+{folded}\s+more\s+failed\s+request", drawn_text)
+    figure.screenshot(path=artifacts / "labs-window-diagram.png")
+
+    # The report: the same headline and the same diagram counts.
+    with page.expect_download() as dl:
+        page.locator("#result .reports a", has_text="download HTML").click()
+    report_path = tmp_path / "report.html"
+    dl.value.save_as(report_path)
+    report = html.unescape(report_path.read_text(encoding="utf-8"))
+    assert headline in report
+    source = re.search(r"<pre class='mermaid'>(sequenceDiagram\n  participant C as clients.*?)"
+                       r"</pre>", report, re.S).group(1)
+    assert _moment_counts(source) == (n, drawn, folded)
+    assert len([line for line in source.splitlines() if "--xP" in line]) == drawn
+
+    # Opened from disk, nothing from the network: every diagram and the chart render.
+    offline = page.context.browser.new_context()
+    requested: list[str] = []
+
+    def only_files(route):
+        requested.append(route.request.url)
+        if route.request.url.startswith("file://"):
+            route.continue_()
+        else:
+            route.abort()
+    offline.route("**/*", only_files)
+    disk = offline.new_page()
+    disk.on("pageerror", lambda exc: errors.append(f"report: {exc}"))
+    disk.goto(report_path.as_uri())
+    diagrams = disk.locator("pre.mermaid")
+    count = diagrams.count()
+    assert count >= 2
+    expect(disk.locator("pre.mermaid svg")).to_have_count(count, timeout=20_000)
+    expect(disk.locator("h2:has-text('Chart') + svg polyline").first).to_be_attached()
+    moment = disk.locator("section", has_text="From the freeze to the removal")
+    assert _moment_counts(_svg_text(moment.locator("svg"))) == (n, drawn, folded)
+    # Long notes wrap inside the diagram instead of being cut at its edge.
+    widths = disk.evaluate("""() => [...document.querySelectorAll('pre.mermaid svg')].map(svg => {
+        const box = svg.getBoundingClientRect();
+        return [...svg.querySelectorAll('text')].every(t => {
+          const r = t.getBoundingClientRect();
+          return r.width === 0 || (r.left >= box.left - 2 && r.right <= box.right + 2);
+        });
+      })""")
+    assert all(widths), widths
+    disk.screenshot(path=artifacts / "labs-report-offline.png", full_page=True)
+    assert all(url.startswith("file://") for url in requested), requested
+    offline.close()
+    assert errors == []
+
+
+# ---------------------------------------------------------------- answers are earned
+
+@pytest.mark.timeout(240)
+def test_tracing_lab_wrong_answers_do_not_give_the_cause_away(page: Page, site):  # noqa: F811
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{site}/labs/502-503-504/")
+    _verdict_after_run(page, "FAIL")
+    tracing = page.locator("#tracing")
+    expect(tracing).to_be_visible()
+    expect(tracing.locator("table.failed tbody tr").first).to_be_visible()
+    # The cause words are on the page, next to the form they are for.
+    words = tracing.locator(".cause-words dt code")
+    expect(words).to_have_count(7)
+    form_box = tracing.locator("#answers").bounding_box()
+    evidence_box = tracing.locator(".tracing-evidence").bounding_box()
+    assert abs(form_box["y"] - evidence_box["y"]) < 200  # side by side, not pages apart
+
+    # Wrong on purpose: A and C get every field wrong, B only its cause.
+    wrong = {"A": ("504", "drain-cut", "b3"), "B": ("503", "connect-failed", "none"),
+             "C": ("502", "bad-response", "b4")}
+    for incident, (status, cause, backend) in wrong.items():
+        tracing.locator(f"select[name='{incident}.status']").select_option(status)
+        tracing.locator(f"select[name='{incident}.cause']").select_option(cause)
+        tracing.locator(f"select[name='{incident}.backend']").select_option(backend)
+    tracing.locator("#answers button").click()
+    feedback = tracing.locator(".answer-feedback li")
+    expect(feedback).to_have_count(3)
+    expect(feedback.nth(0)).to_contain_text("incident A: status and cause and backend wrong")
+    expect(feedback.nth(1)).to_contain_text("incident B: cause wrong")
+    expect(feedback.nth(1)).to_contain_text("termination code")
+    expect(page.locator("#result .headline")).to_have_text("0 of 3 incidents named correctly")
+
+    # The right causes are nowhere in what the page says back: not in the feedback, the
+    # evidence, the headline or the diagrams, and the page never pairs an incident with
+    # its answer.
+    said = " ".join([tracing.locator(".answer-feedback").inner_text(),
+                     page.locator("#result").inner_text()])
+    for right in ("backend-closed", "no-backend", "response-timeout"):
+        assert right not in said, right
+    body = page.locator("body").inner_text()
+    assert "the events say" not in body
+    for pair in ("502 backend-closed on b1", "503 no-backend on none",
+                 "504 response-timeout on b2"):
+        assert pair not in body
     assert errors == []

@@ -86,6 +86,9 @@ def faults_of(backend_url: str) -> dict:
         return json.load(resp)["faults"]
 
 
+# A whole workshop is one long walk (three sandboxes, presenter mode, a fault for everyone):
+# on a loaded machine it needs more than the suite's default 120 s.
+@pytest.mark.timeout(300)
 def test_a_workshop_from_login_to_csv(browser, site, artifacts):
     errors: list[str] = []
 
@@ -129,6 +132,10 @@ def test_a_workshop_from_login_to_csv(browser, site, artifacts):
         expect(page.locator("#hello-h")).to_contain_text(f"Hi {name}")
         expect(page.locator("#feed-status")).to_have_text("live", timeout=10_000)
         learners[name] = (ctx, page)
+        # The cockpit counts in words that agree with the number: 1 learner, 2 learners.
+        expect(teacher.locator("#n-learners")).to_have_text(str(len(learners)), timeout=10_000)
+        expect(teacher.locator("#n-learners + .k")).to_have_text(
+            "learner" if len(learners) == 1 else "learners")
     ada, ben = learners["Ada"][1], learners["Ben"][1]
 
     # The cockpit shows both, live (no reload), online.
@@ -146,6 +153,7 @@ def test_a_workshop_from_login_to_csv(browser, site, artifacts):
     expect(rows.locator("tr").first).to_contain_text("Ben")  # raised hands first
     expect(teacher.locator("#stuck-callout")).to_contain_text("Stuck longest: Ada")
     expect(teacher.locator("#stuck-callout")).to_contain_text("Asking for help: Ben")
+    expect(teacher.locator("#n-hands + .k")).to_have_text("hand raised")
 
     # Lesson work (the course's own pages) reaches the cockpit live: Ada opens a lesson and
     # answers a check right, Ben answers one wrong.
@@ -169,6 +177,12 @@ def test_a_workshop_from_login_to_csv(browser, site, artifacts):
     expect(teacher.locator("#activity")).to_contain_text(
         "Ada answered a check in What a load balancer does: right")
     expect(teacher.locator("#n-passes")).to_have_text("1")
+    expect(teacher.locator("#n-passes + .k")).to_have_text("pass")
+    # The learner's page links to the course and the labs, and to the lesson they worked on.
+    expect(ada.locator(".go-links a", has_text="the course")).to_have_attribute("href", "/course/")
+    expect(ada.locator(".go-links a", has_text="the graded labs")).to_have_attribute("href", "/labs/")
+    expect(ada.locator("#progress a", has_text="What a load balancer does").first).to_have_attribute(
+        "href", "/course/lessons/what-a-balancer-does/", timeout=10_000)
 
     # Each learner starts their own sandbox.
     for page in (ada, ben):
@@ -278,10 +292,14 @@ def test_a_workshop_from_login_to_csv(browser, site, artifacts):
     # --------------------------------------------------------------- end: sandboxes stop
     teacher.once("dialog", lambda dialog: dialog.accept())
     teacher.click("#end-form button[type=submit]")
-    expect(teacher.locator("#control-result")).to_contain_text("Stopped 2 sandbox(es)",
+    expect(teacher.locator("#control-result")).to_contain_text("Stopped 2 sandboxes",
                                                                timeout=20_000)
     expect(teacher.locator("#ended-pill")).to_be_visible(timeout=10_000)
     expect(ada.locator("#ended")).to_be_visible(timeout=10_000)
+    # Her page says stopped, and nothing on it still says the sandbox is running.
+    expect(ada.locator("#sandbox-chip")).to_have_text("stopped", timeout=10_000)
+    expect(ada.locator("#sandbox-result")).not_to_contain_text("running")
+    expect(ada.locator("#sandbox-state")).to_contain_text("stopped by your instructor")
     assert [sb.id for sb in site.service().list()] == ["wsdemo"]
     teacher.goto(site.url + "/workshops/")
     expect(teacher.locator("#workshops")).to_contain_text("ended")

@@ -2,7 +2,7 @@
 import aiohttp
 import pytest
 
-from explainer.services.admin_client import (
+from labs.sandbox.admin_client import (
     AdminClient,
     AsyncAdminClient,
     BackendControl,

@@ -5,7 +5,7 @@ import urllib.request
 import pytest
 from django.test import Client
 
-from explainer.services.admin_client import AdminClient, BackendControl
+from labs.sandbox.admin_client import AdminClient, BackendControl
 from tests.explainer.parts import wait_until
 
 URL = "/api/default/control/"
@@ -107,8 +107,13 @@ def test_health_settings_are_merged_and_validated_by_the_proxy(site_on, lab, cli
 def test_backend_verbs_add_drain_remove(site_on, lab, client):
     site_on(lab)
     token = token_for(client)
+    # The address rule: only an address this proxy already uses (b1's, under a new name).
     status, body = post(client, "add-backend", {"pool": "web", "name": "b3",
                                                 "address": "127.0.0.1:1", "weight": "2"}, token)
+    assert status == 422 and "not one of this proxy's backend addresses" in body["error"]
+    b1 = lab.backend_url("b1").split("://", 1)[1].rstrip("/")
+    status, body = post(client, "add-backend", {"pool": "web", "name": "b3",
+                                                "address": b1, "weight": "2"}, token)
     assert status == 200 and backend(body["state"], "b3")["weight"] == 2
     status, body = post(client, "add-backend", {"pool": "web", "name": "b4",
                                                 "address": "no-port", "weight": "1"}, token)

@@ -1,7 +1,7 @@
 """The Mermaid generators are pure: plain dicts in, Mermaid text out."""
 import re
 
-from explainer import diagrams
+from labs import diagrams
 
 STATE = {
     "listeners": {

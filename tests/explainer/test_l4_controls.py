@@ -10,7 +10,7 @@ from django.test import Client
 
 from explainer.bridge import Bridge
 from explainer.services import dashboard
-from explainer.services.admin_client import AdminClient
+from labs.sandbox.admin_client import AdminClient
 from tests.explainer.parts import REPO, wait_until
 
 URL = "/api/default/control/listener-mode"

@@ -1,5 +1,5 @@
 """Topology and connection diagrams for L4 listeners and TLS modes: plain dicts in, Mermaid out."""
-from explainer import diagrams
+from labs import diagrams
 
 BACKEND = {"address": "127.0.0.1:9001", "weight": 1, "health": "healthy", "intent": "active",
            "eligible": True, "ejected": False, "outstanding": 0}

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from explainer.services import sandboxes
-from explainer.services.admin_client import AdminClient
+from labs.sandbox.admin_client import AdminClient
 from tests.explainer.parts import wait_until
 
 FAST_HEALTH = {"type": "http", "path": "/health", "interval": "200ms", "timeout": "150ms",
@@ -90,7 +90,8 @@ def test_traffic_start_progress_stop(managed):
     assert status == 400 and body["errors"][0]["path"] == "profile"
 
 
-def test_an_unknown_sandbox_says_which_exist(managed):
+def test_an_unknown_sandbox_never_names_the_others(managed):
     with pytest.raises(sandboxes.SandboxError) as info:
         sandboxes.get_sandbox("missing")
-    assert "expl" in info.value.message  # the running ones are named
+    assert "'missing'" in info.value.message
+    assert "expl" not in info.value.message  # other sandboxes' ids are other learners' own

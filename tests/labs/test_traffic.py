@@ -191,3 +191,40 @@ def test_parse_stats_reads_locust_csv(tmp_path):
     assert (stats["requests"], stats["failures"], stats["rps"], stats["p50"], stats["p99"]) == \
         (10, 1, 5.0, 3.0, 10.0)
     assert stats["endpoints"][0]["name"] == "GET /"
+
+
+@pytest.mark.timeout(180)
+def test_one_run_per_sandbox_and_stop_stops_them_all(sandboxes, state):
+    sb = sandboxes.create("tr-one", backends=2)
+    wait_routable(sb.proxy_url)
+    traffic = TrafficService(state)
+    first = traffic.start(sb, "steady", users=2, spawn_rate=2, duration_s=120)
+    # Progress counts from the first request, not from launching locust.
+    assert traffic.status(first["run_id"])["progress"] == 0 or \
+        traffic.status(first["run_id"])["stats"]["requests"] > 0
+    with pytest.raises(TrafficError, match=rf"traffic run {first['run_id']} \(steady, 2 users\) "
+                       r"is still sending to sandbox tr-one .*stop it first"):
+        traffic.start(sb, "bursty", users=2, spawn_rate=2, duration_s=5)
+    assert [r["run_id"] for r in traffic.running_for("tr-one")] == [first["run_id"]]
+
+    # Another sandbox is not affected by this one's run.
+    other = traffic.start({"id": "tr-other", "proxy_url": sb.proxy_url}, "steady", users=1,
+                          spawn_rate=1, duration_s=120)
+
+    second = traffic.start(sb, "steady", users=3, spawn_rate=3, duration_s=120, replace=True)
+    assert traffic.status(first["run_id"])["state"] == "stopped"
+    assert not processes_mentioning(first["dir"])
+    deadline = time.monotonic() + 60
+    while not traffic.status(second["run_id"])["sending"]:
+        assert time.monotonic() < deadline, traffic.status(second["run_id"])
+        time.sleep(0.3)
+    st = traffic.status(second["run_id"])
+    assert st["stats"]["requests"] > 0 and 0 < st["progress"] < 0.2, st
+
+    stopped = traffic.stop_all("tr-one")
+    assert [s["run_id"] for s in stopped] == [second["run_id"]]
+    assert all(s["state"] == "stopped" for s in stopped)
+    assert traffic.running_for("tr-one") == []
+    assert traffic.status(other["run_id"])["state"] == "running"
+    assert [s["run_id"] for s in traffic.stop_all("tr-other")] == [other["run_id"]]
+    assert traffic.stop_all("tr-one") == []

@@ -15,17 +15,16 @@ from django.utils import timezone
 
 from explainer.course.content import Check, Drill, Lesson
 from explainer.course.models import CheckAnswer, DrillAttempt, LessonProgress
+from labs.problems import Problem
 
 NUMBER = re.compile(r"^\s*([-+]?\d+(?:[.,]\d+)?)\s*[A-Za-z%µ/ ]*\s*$")
 
 
-class CourseError(Exception):
+class CourseError(Problem):
     """Something the learner (or a stale page) sent that cannot be used; says what to do."""
 
     def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+        super().__init__(message, status=status)
 
 
 # ---------------------------------------------------------------- lessons

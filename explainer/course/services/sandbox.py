@@ -15,7 +15,6 @@ left with other backends (or an app server in place of a toy), is started again.
 from __future__ import annotations
 
 import copy
-import hashlib
 import http.client
 import threading
 import time
@@ -24,48 +23,33 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from labs.problems import Problem
 
-from explainer.services.admin_client import AdminClient, AdminError, BackendControl
+from labs.sandbox import addresses
+from labs.sandbox.admin_client import AdminClient, AdminError, BackendControl
+from labs.services import sandboxes as learner_sandboxes
 
 BACKENDS = ["b1", "b2", "b3", "b4"]
 FAST_HEALTH = {"type": "http", "path": "/health", "interval": "500ms", "timeout": "300ms",
                "unhealthy_threshold": 3, "healthy_threshold": 1}
 
 
-class SandboxUnavailable(Exception):
+class SandboxUnavailable(Problem):
     """The learner's sandbox cannot be used now; the message says why and what to do."""
 
-    def __init__(self, message: str, status: int = 503, errors: list[dict] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.errors = errors or [{"path": "", "message": message}]
+    status = 503
 
-    def as_json(self) -> dict:
-        return {"ok": False, "error": self.message, "errors": self.errors}
-
-
-def _labs():
-    try:
-        from labs.services import sandboxes
-    except ImportError:
-        return None
-    return sandboxes
+    def __init__(self, message: str, status: int | None = None,
+                 errors: list[dict] | None = None):
+        super().__init__(message, errors or None, status)
 
 
 def sandbox_id_for(learner_key: str) -> str:
-    labs = _labs()
-    if labs is not None:
-        return labs.sandbox_id_for(learner_key)
-    return "lab-" + hashlib.sha256(learner_key.encode()).hexdigest()[:12]
+    return learner_sandboxes.sandbox_id_for(learner_key)
 
 
 def service():
-    labs = _labs()
-    if labs is not None:
-        return labs.service()
-    from labs.sandbox import SandboxService
-    return SandboxService()
+    return learner_sandboxes.service()
 
 
 def _timeout() -> float:
@@ -130,33 +114,12 @@ def lab_run_active(learner_key: str) -> bool:
 
 def ensure(learner_key: str):
     """The learner's running sandbox, started (or started again) when needed."""
-    from labs.sandbox import SandboxError, SandboxExists, SandboxLimit, SandboxNotFound
-
     if lab_run_active(learner_key):
         raise SandboxUnavailable("a graded lab run is using your sandbox right now; come back "
                                  "when it has finished (its page shows the progress)", status=409)
-    svc = service()
-    sid = sandbox_id_for(learner_key)
-    try:
-        sb = svc.get(sid)
-    except SandboxNotFound:
-        sb = None
-    if sb is not None and sb.status == "starting" and time.time() - sb.created_at < 30:
-        raise SandboxUnavailable("your sandbox is starting (a lab may be starting it); try "
-                                 "again in a few seconds", status=409)
-    if sb is not None and _fits(sb) and _toys_answer(sb):
-        svc.touch(sid)
-        return sb
-    if sb is not None:
-        svc.stop(sid, grace=2.0)
-    try:
-        return svc.create(sid, backends=list(BACKENDS), config=base_config())
-    except SandboxLimit as exc:
-        raise SandboxUnavailable(f"no sandbox for you right now: {exc}") from None
-    except SandboxExists:
-        return svc.get(sid)
-    except SandboxError as exc:
-        raise SandboxUnavailable(f"your sandbox did not start: {str(exc).splitlines()[0]}") from None
+    sb, _ = learner_sandboxes.ensure(learner_key, backends=list(BACKENDS), config=base_config(),
+                                     reuse=lambda s: _fits(s) and _toys_answer(s))
+    return sb
 
 
 def _toys_answer(sb) -> bool:
@@ -238,6 +201,10 @@ def apply(sb, config: dict, fresh_balancers: bool = False) -> dict:
     try:
         running = client.config()
         placed = place(config, sb, running)
+        errors = addresses.check_config(placed, sb)
+        if errors:  # a preset naming a backend the sandbox does not have
+            raise SandboxUnavailable("this config points outside your sandbox: "
+                                     + errors[0]["message"], status=422, errors=errors)
         if fresh_balancers:
             scratch = copy.deepcopy(placed)
             for pool in (scratch.get("pools") or {}).values():
@@ -412,7 +379,7 @@ def recent(learner_key: str, limit: int = 12) -> dict:
     if not _touch(sb):
         return {"ok": True, "running": False, "rows": [], "sandbox": sb.id,
                 "detail": "your sandbox was stopped; press “Set up my sandbox” to start it again"}
-    from explainer import diagrams
+    from labs import diagrams
 
     client = admin(sb)
     try:

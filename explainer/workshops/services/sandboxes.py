@@ -14,47 +14,32 @@ in parallel; each learner gets their own result: done, or why not.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
-from explainer.services.admin_client import AdminError, BackendControl
+from labs.sandbox.admin_client import AdminError, BackendControl
 from explainer.services.controls import FAULTS, fault_patch
 from explainer.workshops.identity import labs_key, variants
 from explainer.workshops.models import Activity, FaultInjection, FaultResult, Participant, Workshop
 from explainer.workshops.services import live
 from explainer.workshops.services.workshops import WorkshopError, record
-from labs.sandbox import (SandboxError, SandboxExists, SandboxLimit, SandboxNotFound,
-                          SandboxService, SandboxStartError, default_state_dir)
+from labs.problems import LabFull, Problem, TooMany
+from labs.sandbox import SandboxNotFound, SandboxService
+from labs.services import sandboxes as learner_sandboxes
 
 log = logging.getLogger("explainer.workshops")
 
 MAX_PARALLEL = 8  # toy backends answer in milliseconds; this bounds threads, not time
 
 
-def _labs():
-    try:
-        from labs.services import sandboxes as lab_sandboxes
-    except ImportError:  # the labs' service is optional: fall back to the same rules here
-        return None
-    return lab_sandboxes
-
-
 def service() -> SandboxService:
-    labs = _labs()
-    if labs is not None and hasattr(labs, "service"):
-        return labs.service()
-    return SandboxService(default_state_dir(),
-                          max_sandboxes=int(getattr(settings, "LBLAB_LABS_MAX_SANDBOXES", 30)))
+    return learner_sandboxes.service()
 
 
 def sandbox_id_for(learner_key: str) -> str:
-    labs = _labs()
-    if labs is not None and hasattr(labs, "sandbox_id_for"):
-        return labs.sandbox_id_for(learner_key)
-    return "lab-" + hashlib.sha256(learner_key.encode()).hexdigest()[:12]
+    return learner_sandboxes.sandbox_id_for(learner_key)
 
 
 def own_sandbox_id(participant: Participant) -> str:
@@ -88,14 +73,6 @@ def _timeout() -> float:
     return float(getattr(settings, "LBLAB_ADMIN_TIMEOUT", 3.0))
 
 
-def cap_message(svc: SandboxService) -> str:
-    return (f"Your sandbox cannot start now: the lab machine already runs "
-            f"{svc.max_sandboxes} sandboxes, the most it allows. Tell your instructor; "
-            "sandboxes nobody uses are stopped after a few idle minutes (or when a workshop "
-            "ends), and the operator can raise LBLAB_LABS_MAX_SANDBOXES. Then press Start "
-            "again.")
-
-
 def _set_state(participant: Participant, state: str, message: str = "",
                sandbox_id: str | None = None) -> None:
     participant.sandbox_state = state
@@ -105,57 +82,28 @@ def _set_state(participant: Participant, state: str, message: str = "",
     participant.save(update_fields=["sandbox_state", "sandbox_message", "sandbox_id"])
 
 
-def _running(svc: SandboxService, sandbox_id: str):
-    """The sandbox's record when its proxy runs, else None (a dead record is removed)."""
-    try:
-        sb = svc.get(sandbox_id)
-    except SandboxNotFound:
-        return None
-    if sb.status == "running" and sb.alive("proxy"):
-        return sb
-    if sb.status == "starting":
-        return sb
-    svc.stop(sandbox_id, grace=2.0)  # its processes are gone: forget the record
-    return None
-
-
 def ensure_sandbox(participant: Participant) -> dict:
     """Start the learner's sandbox unless it already runs; returns what the page shows."""
-    svc = service()
     sandbox_id = own_sandbox_id(participant)
     name = participant.display_name
     try:
-        sb = _running(svc, sandbox_id)
-        started = False
-        if sb is None:
-            sb = svc.create(sandbox_id, backends=backend_count())
-            started = True
-        else:
-            svc.touch(sandbox_id)
-    except SandboxLimit:
-        message = cap_message(svc)
+        sb, started = learner_sandboxes.ensure(
+            labs_key(participant.learner_key), backends=backend_count(),
+            reuse=lambda s: s.status == "starting" or (s.status == "running"
+                                                       and s.alive("proxy")))
+    except (LabFull, TooMany) as exc:
+        message = exc.message + " Tell your instructor if it keeps happening."
         _set_state(participant, Participant.Sandbox.REFUSED, message, sandbox_id)
         record(participant.workshop, Activity.Kind.SANDBOX,
-               f"{name}: no sandbox, the cap of {svc.max_sandboxes} is reached", participant,
-               ok=False)
-        raise WorkshopError(message, status=503) from None
-    except SandboxExists:
-        # Another request of this learner is starting it right now.
-        _set_state(participant, Participant.Sandbox.RUNNING, "", sandbox_id)
-        return {"ok": True, "message": "Your sandbox is starting; it is ready in a moment.",
-                "sandbox": sandbox_summary(participant)}
-    except SandboxStartError as exc:
-        message = (f"Your sandbox did not start: {exc.part} {exc.reason}. Press Start to "
-                   "try again; if it keeps failing, tell your instructor.")
+               f"{name}: no sandbox ({exc.message})", participant, ok=False)
+        raise WorkshopError(message, status=exc.status) from None
+    except Problem as exc:
+        message = f"{exc.message} Press Start to try again; if it keeps failing, tell your instructor."
         _set_state(participant, Participant.Sandbox.FAILED, message, sandbox_id)
         record(participant.workshop, Activity.Kind.SANDBOX,
-               f"{name}: sandbox failed to start ({exc.part})", participant, ok=False)
-        log.warning("sandbox %s of %s failed: %s", sandbox_id, name, exc)
-        raise WorkshopError(message, status=502) from None
-    except SandboxError as exc:
-        message = f"Your sandbox cannot start: {exc}"
-        _set_state(participant, Participant.Sandbox.FAILED, message, sandbox_id)
-        raise WorkshopError(message, status=502) from None
+               f"{name}: sandbox failed to start", participant, ok=False)
+        log.warning("sandbox %s of %s failed: %s", sandbox_id, name, exc.message)
+        raise WorkshopError(message, status=exc.status) from None
     _set_state(participant, Participant.Sandbox.RUNNING, "", sandbox_id)
     if started:
         record(participant.workshop, Activity.Kind.SANDBOX,
@@ -308,7 +256,8 @@ def inject_fault_for_all(workshop: Workshop, *, user, backend: str, fault: str,
     done = sum(1 for ok, _, _ in outcomes if ok)
     label = FAULTS[fault][0]
     record(workshop, Activity.Kind.FAULT,
-           f"{label} on {backend} for everyone: {done} of {len(participants)} sandboxes",
+           f"{label} on {backend} for everyone: {done} of {len(participants)} "
+           f"sandbox{'' if len(participants) == 1 else 'es'}",
            ok=done == len(participants))
     for p, (ok, msg, _) in zip(participants, outcomes):
         if ok:

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from explainer.workshops.models import Activity, Participant, Workshop
 from explainer.workshops.services import live
+from labs.problems import Problem
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud, typed by hand
 CODE_LENGTH = 6
@@ -25,18 +26,12 @@ TAB_ID = re.compile(r"^tab-[a-z][a-z-]{0,30}$")
 CARD_ID = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
 
-class WorkshopError(Exception):
+class WorkshopError(Problem):
     """Something the user can fix; `field` names the form field when there is one."""
 
     def __init__(self, message: str, status: int = 400, field: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+        super().__init__(message, status=status, path=field)
         self.field = field
-
-    def as_json(self) -> dict:
-        return {"ok": False, "error": self.message,
-                "errors": [{"path": self.field, "message": self.message}]}
 
 
 def instructor_can_run(user) -> bool:
@@ -107,10 +102,11 @@ def end_workshop(workshop: Workshop) -> dict:
     workshop.ended_at = timezone.now()
     workshop.presenting = False
     workshop.save(update_fields=["ended_at", "presenting"])
-    record(workshop, Activity.Kind.WORKSHOP,
-           f"Workshop ended; {len(stopped)} sandbox(es) stopped")
+    n = len(stopped)
+    sandboxes_word = "sandbox" if n == 1 else "sandboxes"
+    record(workshop, Activity.Kind.WORKSHOP, f"Workshop ended; {n} {sandboxes_word} stopped")
     live.workshop_ended(workshop.pk)
-    return {"ok": True, "message": f"Workshop ended. Stopped {len(stopped)} sandbox(es).",
+    return {"ok": True, "message": f"Workshop ended. Stopped {n} {sandboxes_word}.",
             "stopped": stopped}
 
 

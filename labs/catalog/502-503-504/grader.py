@@ -25,6 +25,18 @@ def truth(run, label):
             "of": len(bad), "t": begin["t"]}, examples
 
 
+FIELDS = ("status", "cause", "backend")
+
+# Where to look for each field, never what it is: the answers are earned by tracing.
+LOOK = {
+    "status": "the status column of its failed requests",
+    "cause": "a failed request's termination code (who ended it, in which phase), its "
+             "error text and whether the proxy made the response (proxy_error), matched "
+             "against the cause words on the page",
+    "backend": "the backend column of its failed requests (no backend: none was picked)",
+}
+
+
 def grade(run):
     answers = run.answers or {}
     checks, diagrams, metrics = [], [], {}
@@ -35,20 +47,30 @@ def grade(run):
             checks.append((False, f"incident {label}: the recording has no failed request in "
                            "its window (the run did not reproduce it); run the lab again"))
             continue
-        said = {k: given.get(k, "?") for k in ("status", "cause", "backend")}
-        wrong = [k for k in ("status", "cause", "backend") if str(said[k]) != str(real[k])]
+        said = {k: given.get(k, "?") for k in FIELDS}
+        wrong = [k for k in FIELDS if str(said[k]) != str(real[k])]
         ex = examples[0]
-        line = (f"incident {label}: you said {said['status']} {said['cause']} on "
-                f"{said['backend']}; the events say {real['status']} {real['cause']} on "
-                f"{real['backend']} ({real['count']} requests, e.g. {ex.get('request_id')}: "
-                f"termination {ex.get('termination')}, proxy_error "
-                f"{str(bool(ex.get('proxy_error'))).lower()}, \"{ex.get('error') or ''}\")")
-        if wrong and all(str(said[k]) == "?" for k in wrong):
-            line = (f"incident {label}: not answered yet; {real['count']} failed requests to "
-                    f"trace, e.g. request id {ex.get('request_id')}")
+        where = (f"{real['of']} failed requests from lab second {real['t']:.1f}, "
+                 f"e.g. {ex.get('request_id')}")
+        if not wrong:
+            line = (f"incident {label}: {said['status']} {said['cause']} on "
+                    f"{said['backend']} is what the events show ({real['count']} requests)")
+        elif all(str(said[k]) == "?" for k in FIELDS):
+            line = f"incident {label}: not answered yet; {where} to trace"
+        else:
+            unanswered = [k for k in wrong if str(said[k]) == "?"]
+            mistaken = [k for k in wrong if k not in unanswered]
+            parts = []
+            if mistaken:
+                parts.append(f"{' and '.join(mistaken)} wrong")
+            if unanswered:
+                parts.append(f"{' and '.join(unanswered)} not answered")
+            hints = "; ".join(f"for {k}, read {LOOK[k]}" for k in wrong)
+            line = f"incident {label}: {', '.join(parts)}. Trace {where}: {hints}"
         checks.append((not wrong, line))
-        metrics[label] = {"truth": {k: real[k] for k in ("status", "cause", "backend")},
-                          "answer": said, "correct": not wrong, "requests": real["count"]}
+        # What the page may show: which fields are right, never the right values.
+        metrics[label] = {"answer": said, "correct": not wrong, "wrong_fields": wrong,
+                          "requests": real["of"]}
         # The trace of one failed request per incident: reading it is the exercise.
         diagrams.append(request_diagram(ex, f"Incident {label}: request {ex.get('request_id')}"))
     passed, evidence = verdict(checks)

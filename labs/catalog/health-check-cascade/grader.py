@@ -51,6 +51,7 @@ def grade(run):
             health_diagram(run, first["backend"], f"{first['backend']}: the deep check "
                            "slows down with the load", start=first["t"] - 1.5,
                            end=first["t"] + 0.3) if first else None,
+            # Every failed request the headline counts, whenever it happened.
             moment_diagram(run, "The cascade", first["t"] - 0.2, first["t"] + 2.5,
-                           order or ["b1"]) if first else None,
+                           order or ["b1"], failures=bad) if first else None,
         ]))

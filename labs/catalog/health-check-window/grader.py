@@ -11,6 +11,9 @@ def grade(run):
     t_freeze = freeze["t"] if freeze else 1.0
     removed = run.first_change("b2", "unhealthy", after=t_freeze, kind="health")
     t_removed = removed["t"] if removed else run.end
+    # Counted once: the requests that began between the freeze and the removal and
+    # failed (some end later, at the response timeout). Headline, evidence, metrics and
+    # the diagram all use this list.
     window = [e for e in run.requests(start=t_freeze, end=t_removed) if failed(e)]
     false_removals = [e for e in run.state_changes(new="unhealthy", kind="health")
                       if e.get("backend") != "b2"]
@@ -41,6 +44,11 @@ def grade(run):
                     f"{health.get('unhealthy_threshold', 3)} (lab time; ×{sc.factor:g} in "
                     f"production)")
     victim = false_removals[0]["backend"] if false_removals else None
+    chart = backend_chart(run, ["b1", "b2", "b3", "b4"], marker_kinds=["fault", "admin"])
+    # The window on the chart, with the same count as the headline.
+    chart["markers"].append({"t": round(t_removed, 3),
+                             "label": (f"b2 out: {len(window)} failed since freeze"
+                                       if removed else f"still in: {len(window)} failed")})
     return Result(
         passed=passed,
         headline=(f"{len(window)} requests failed while frozen b2 stayed in rotation for "
@@ -52,13 +60,14 @@ def grade(run):
                  "window_prod_s": round(sc.prod(t_removed - t_freeze), 2),
                  "b2_removed": bool(removed), "false_removals": len(false_removals),
                  "b4_probe_failures": b4_probe_fails, "target_max_failed": target},
-        chart=backend_chart(run, ["b1", "b2", "b3", "b4"], marker_kinds=["fault", "admin"]),
+        chart=chart,
         diagrams=drop_none([
             health_diagram(run, "b2", "b2 freezes: the checks that noticed it",
                            start=t_freeze - 0.3, end=t_removed + 0.3),
             health_diagram(run, victim, f"{victim}: removed although alive",
                            start=false_removals[0]["t"] - 1.5, end=false_removals[0]["t"] + 0.2)
             if victim else None,
+            # The same list the headline counts: rows drawn + rows folded == len(window).
             moment_diagram(run, "From the freeze to the removal", t_freeze - 0.05,
-                           t_removed + 0.05, ["b2"]),
+                           t_removed + 0.05, ["b2"], failures=window),
         ]))

@@ -1,6 +1,7 @@
 """Path routing at L4: requests answered by the wrong kind of server (locust's checks)."""
 from labs.framework.grading import Result, backend_chart, bar_chart, drop_none, \
     request_diagram, verdict
+from labs.diagrams import escape
 from labs.framework.recording import count_by
 
 API, STATIC = {"b1", "b2"}, {"b3", "b4"}
@@ -9,16 +10,16 @@ API, STATIC = {"b1", "b2"}, {"b3", "b4"}
 def connection_diagram(event):
     if not event:
         return None
-    b = event.get("backend") or "?"
+    b = escape(event.get("backend") or "?", 40)  # event text: Mermaid-inert
     kind = "an API server" if b in API else "a static server"
     text = "\n".join([
         "sequenceDiagram",
-        f"  participant C as client {event.get('client', '?')}",
-        f"  participant P as proxy · tcp listener {event.get('listener', '?')}",
+        f"  participant C as client {escape(event.get('client', '?'), 48)}",
+        f"  participant P as proxy · tcp listener {escape(event.get('listener', '?'), 40)}",
         f"  participant B as {b} ({kind})",
         "  C->>P: TCP connect",
         f"  Note over P: layer 4: no request yet, only a connection. Pool "
-        f"{event.get('pool')}, {event.get('algorithm')} picks {b}",
+        f"{escape(event.get('pool'), 40)}, {escape(event.get('algorithm'), 40)} picks {b}",
         f"  P->>B: connect, then relay every byte both ways",
         "  C->>B: GET /api/orders (inside the bytes: the proxy cannot read it)",
         f"  B-->>C: answered by {b}",

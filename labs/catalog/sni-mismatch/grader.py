@@ -1,5 +1,6 @@
 """SNI mismatch: HTTPS requests that failed, per site; the handshakes the proxy saw."""
 from labs.framework.grading import Result, bar_chart, drop_none, request_diagram, verdict
+from labs.diagrams import escape
 from labs.framework.recording import count_by
 
 
@@ -11,18 +12,18 @@ def handshake_diagram(event, client_error=None):
                       "tls": {"sni": client_error["name"].split("https://")[-1].rstrip("/"),
                               "matched": False}}
     tls = event.get("tls") or {}
-    asked = tls.get("sni") or "?"
-    got = tls.get("certificate") or "the default certificate"
+    asked = escape(tls.get("sni") or "?", 60)  # client-controlled: Mermaid-inert
+    got = escape(tls.get("certificate") or "the default certificate", 60)
     lines = ["sequenceDiagram",
              f"  participant C as client (wants {asked})",
-             f"  participant P as proxy · listener {event.get('listener', '?')} (TLS terminate)",
+             f"  participant P as proxy · listener {escape(event.get('listener', '?'), 40)} (TLS terminate)",
              f"  C->>P: ClientHello, server name (SNI) = {asked}",
              f"  Note over P: certificates for this name: {'yes' if tls.get('matched') else 'none'}"
              f" → serves {got}",
              f"  P->>C: ServerHello + certificate for {got}",
              f"  Note over C: {asked} is not a name in the certificate: refuse it",
              "  C--xP: alert, connection closed",
-             f"  Note over C,P: {str(event.get('error') or '')[:100]}"]
+             f"  Note over C,P: {escape(event.get('error') or '', 100)}"]
     return {"title": f"A failed handshake for {asked}", "mermaid": "\n".join(lines)}
 
 

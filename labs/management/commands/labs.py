@@ -2,7 +2,8 @@
 
 ``run`` does from a terminal what the lab page does (labs/framework/runner.py): a sandbox,
 the config, the traffic, the faults, the recording, the grader. It exits 0 only when the
-grader passes (1: it failed, 2: the config was refused, 3: the run itself broke), so a
+grader passes (1: it failed, 2: the config was refused, 3: the run itself broke, or a
+part of the sandbox or the traffic died during it so it cannot be graded), so a
 workshop or CI can run ``labs run SLUG --solution`` for every lab.
 """
 from __future__ import annotations
@@ -133,7 +134,7 @@ class Command(BaseCommand):
             for name in ("report.html", "report.json"):
                 (dest / name).write_bytes((outcome.run_dir / name).read_bytes())
         self._print(lab, outcome, quiet)
-        raise SystemExit(EXIT_PASS if outcome.result.passed else EXIT_FAIL)
+        raise SystemExit(_exit(outcome.result))
 
     def _print(self, lab, outcome, quiet):
         if quiet:
@@ -142,7 +143,8 @@ class Command(BaseCommand):
             return
         r = outcome.result
         style = self.style.SUCCESS if r.passed else self.style.ERROR
-        self.stdout.write(style(f"{'PASS' if r.passed else 'FAIL'}: {r.headline}"))
+        word = "PASS" if r.passed else "FAIL" if r.graded else "CAN'T GRADE"
+        self.stdout.write(style(f"{word}: {r.headline}"))
         for line in r.evidence:
             self.stdout.write(f"  {line}")
         sb = outcome.sandbox
@@ -168,7 +170,7 @@ class Command(BaseCommand):
                 answers, dict) else answers
         outcome = regrade(lab, run_dir, answers)
         self._print(lab, outcome, opts["json"])
-        raise SystemExit(EXIT_PASS if outcome.result.passed else EXIT_FAIL)
+        raise SystemExit(_exit(outcome.result))
 
     # -- measure / reap ------------------------------------------------------------------
 
@@ -183,3 +185,9 @@ class Command(BaseCommand):
 
         stopped = reap(opts.get("idle"), opts["all"], opts.get("state_dir"))
         self.stdout.write(f"stopped: {', '.join(stopped) or 'nothing'}")
+
+
+def _exit(result) -> int:
+    if not result.graded:
+        return EXIT_BROKEN
+    return EXIT_PASS if result.passed else EXIT_FAIL

@@ -155,17 +155,18 @@
 
   // ---------------------------------------------------------------- the result
 
-  function showResult(runId, res) {
+  function showResult(runId, res, scroll = true) {
     const box = $('#result');
     box.hidden = false;
     if (!res) { $('.headline', box).textContent = 'no result'; return; }
     const r = res.result;
     const verdict = $('.verdict', box);
-    verdict.textContent = r.passed ? 'PASS' : 'FAIL';
-    verdict.className = `verdict badge ${r.passed ? 'pass' : 'fail'}`;
+    const graded = r.graded !== false;  // false: part of the sandbox died mid-run
+    verdict.textContent = r.passed ? 'PASS' : graded ? 'FAIL' : "CAN'T GRADE";
+    verdict.className = `verdict badge ${r.passed ? 'pass' : graded ? 'fail' : 'ungraded'}`;
     $('.headline', box).textContent = r.headline;
     const ev = $('.evidence', box);
-    ev.replaceChildren(...r.evidence.map(line => el('li', {class: line.startsWith('PASS') ? 'ok' : line.startsWith('FAIL') ? 'bad' : 'info'}, line)));
+    ev.replaceChildren(...r.evidence.map(line => el('li', {class: line.startsWith('PASS') ? 'ok' : line.startsWith('FAIL') || line.startsWith('BROKEN') ? 'bad' : 'info'}, line)));
     drawChart($('.chart', box), r.chart);
     $('.chart-title', box).textContent = r.chart ? r.chart.title : '';
     $('.chart-hint', box).textContent = r.chart && r.chart.kind !== 'bars' ? `x: lab seconds${data.scale === 1 ? '' : ` (× ${data.scale} = production seconds)`}; dashed lines: what the lab did` : '';
@@ -180,7 +181,7 @@
       el('a', {href: `${base}/runs/${runId}/report.html?download=1`}, 'download HTML'), ' · ',
       el('a', {href: `${base}/runs/${runId}/report.json`}, 'JSON'));
     if (data.answer) showTracing(runId, res);
-    box.scrollIntoView({behavior: 'smooth', block: 'start'});
+    if (scroll) box.scrollIntoView({behavior: 'smooth', block: 'start'});
   }
 
   function drawChart(node, chart) {
@@ -225,7 +226,9 @@
   }
 
   let seq = 0;
-  if (window.mermaid) window.mermaid.initialize({startOnLoad: false, securityLevel: 'strict', theme: 'neutral'});
+  // wrap: long notes and messages wrap at the participants' width instead of being clipped.
+  if (window.mermaid) window.mermaid.initialize({startOnLoad: false, securityLevel: 'strict', theme: 'neutral',
+    sequence: {wrap: true, width: 180, noteMargin: 8}});
   async function drawDiagrams(node, diagrams) {
     node.replaceChildren();
     for (const d of diagrams || []) {
@@ -280,21 +283,33 @@
         answers[incident][field] = /^\d+$/.test(v) ? Number(v) : v;
       }
       const r = await post(`/runs/${runId}/answers`, {answers});
-      if (r.ok) showResult(runId, r.data.result);
-      else showErrors(r.data.errors || [{path: '', message: r.data.error}]);
+      if (r.ok) {
+        showResult(runId, r.data.result, false);
+        showFeedback(r.data.result.result.evidence);
+      } else showErrors(r.data.errors || [{path: '', message: r.data.error}]);
     };
+  }
+
+  /* The verdict on each incident, right under the form it answers: which fields are
+   * wrong and where to look (the grader never says the right value). */
+  function showFeedback(evidence) {
+    const list = $('#tracing .answer-feedback');
+    list.replaceChildren(...evidence.filter(l => /incident /.test(l)).map(line =>
+      el('li', {class: line.startsWith('PASS') ? 'ok' : line.startsWith('FAIL') ? 'bad' : 'info'}, line)));
   }
 
   // ---------------------------------------------------------------- the fix, on request
 
   $('#reveal').addEventListener('click', async () => {
-    if (!data.revealed && !confirm('Show the documented fix? Try on your own first: the lab is more useful that way.')) return;
+    if (!data.revealed && !confirm('Show the documented fix? Try on your own first: the lab is more useful that way. A pass after this is recorded as "passed after showing the fix".')) return;
     const r = await post('/solution', {});
     if (!r.ok) return;
     data.revealed = true;
     const box = $('#solution');
     box.hidden = false;
-    $('.why', box).replaceChildren(...r.data.why.split(/\n\n+/).map(p => el('p', {}, p)));
+    // Rendered on the server by the course's Markdown renderer (it escapes everything
+    // and adds only its own tags), so the fix reads like a lesson.
+    $('.why', box).innerHTML = r.data.why_html;
     $('.yaml', box).textContent = r.data.yaml;
     $('#use-solution').onclick = () => { editor.value = r.data.yaml; check(); };
   });

@@ -102,3 +102,37 @@ def test_live_views_without_a_sandbox(client, tmp_path, settings, monkeypatch):
     resp = client.post("/course/lessons/health-checks/live/send", HTTP_X_CSRFTOKEN=csrf,
                        HTTP_ACCEPT="application/json")
     assert resp.status_code == 409 and "not running" in resp.json()["error"]
+
+
+def test_map_promises_graded_labs_only_where_the_labs_exist(client):
+    from labs.framework import registry
+
+    known = {lab.slug for lab in registry.all_labs()}
+    lessons = catalog().lessons
+    with_lab = [x for x in lessons if set(x.labs) & known]
+    without = [x for x in lessons if not set(x.labs) & known]
+    assert without, "every lesson has a lab now: this test needs a lesson without one"
+    labs = {slug for x in lessons for slug in x.labs if slug in known}
+    body = client.get("/course/").content.decode()
+    assert "check questions and a graded lab" not in body
+    assert (f"{len(with_lab)} of them also with a graded lab ({len(labs)} labs in all)"
+            in body)
+    for lesson in without:
+        card = body.split(f'data-lesson="{lesson.slug}"', 1)[1].split("</li>", 1)[0]
+        assert "no graded lab" in card
+    for lesson in with_lab:
+        card = body.split(f'data-lesson="{lesson.slug}"', 1)[1].split("</li>", 1)[0]
+        n = len(set(lesson.labs) & known)
+        assert f"{n} graded lab{'s' if n > 1 else ''}" in card
+    page = client.get(f"/course/lessons/{without[0].slug}/").content.decode()
+    assert "No graded lab for this lesson yet" in page
+
+
+def test_labs_summary_counts_from_the_rows():
+    from explainer.course.selectors import labs_summary
+
+    assert labs_summary([{"labs": []}, {"labs": []}]) == "no graded lab yet"
+    assert labs_summary([{"labs": ["a"]}, {"labs": ["a", "b"]}]) == (
+        "each also with a graded lab (2 labs in all)")
+    assert labs_summary([{"labs": ["a"]}, {"labs": []}]) == (
+        "1 of them also with a graded lab (1 lab in all)")

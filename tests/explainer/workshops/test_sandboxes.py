@@ -34,8 +34,8 @@ def test_sandboxes_faults_for_everyone_and_the_cap(workshop, sandbox_settings):
     with pytest.raises(WorkshopError) as err:
         sandboxes.ensure_sandbox(cy)
     assert err.value.status == 503
-    assert "already runs 2 sandboxes" in err.value.message
-    assert "press Start again" in err.value.message and "instructor" in err.value.message
+    assert "The lab is full: 2 sandboxes are running" in err.value.message
+    assert "Try again in about" in err.value.message and "instructor" in err.value.message
     cy.refresh_from_db()
     assert cy.sandbox_state == Participant.Sandbox.REFUSED
 

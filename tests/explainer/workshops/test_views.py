@@ -164,9 +164,10 @@ def test_sandbox_cap_reached_says_so(workshop, sandbox_settings):
     resp = ada.post(f"/workshops/w/{workshop.code}/sandbox")
     assert resp.status_code == 503
     body = resp.json()
-    assert body["ok"] is False and "already runs 0 sandboxes, the most it allows" in body["error"]
+    assert body["ok"] is False and "The lab is full: 0 sandboxes are running" in body["error"]
+    assert "Try again in about" in body["error"]
     me = ada.get(f"/workshops/w/{workshop.code}/me.json").json()
-    assert me["sandbox"]["state"] == "refused" and "press Start again" in me["sandbox"]["message"]
+    assert me["sandbox"]["state"] == "refused" and "Try again in about" in me["sandbox"]["message"]
 
 
 def test_end_and_stop_controls(workshop, instructor_client, sandbox_settings):
@@ -177,7 +178,7 @@ def test_end_and_stop_controls(workshop, instructor_client, sandbox_settings):
     assert resp.json() == {"ok": True, "message": "Ada had no sandbox running."}
     assert instructor_client.post(base + "stop-sandbox", {"participant": 99999}).status_code == 404
     resp = instructor_client.post(base + "end", {})
-    assert resp.json()["ok"] and "Stopped 0 sandbox(es)" in resp.json()["message"]
+    assert resp.json()["ok"] and "Stopped 0 sandboxes" in resp.json()["message"]
     assert instructor_client.post(base + "inject-fault", {"backend": "b1", "fault": "slow"}).status_code == 410
     assert instructor_client.post(base + "present-start", {}).status_code == 410
     learner = client()

@@ -74,6 +74,7 @@ def test_dependency_down_liveness_says_200_while_requests_fail(backend):
     ready = backend.get("/health/ready")
     assert ready.status == 503 and ready.json()["checks"] == {"dependency": "down"}
     assert backend.get("/health").status == 503
+    assert backend.get("/health/ready/cached").json()["checks"] == {"dependency": "down"}
     for path in ("/", "/api/x", "/work?ms=1"):
         r = backend.get(path)
         assert r.status == 503 and r.json()["error"] == "dependency down", path

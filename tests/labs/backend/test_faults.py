@@ -191,6 +191,9 @@ def test_health_knobs():
     faults.apply({"health_latency_ms": 250, "health_fail": True})
     ready = faults.decide_ready(clock())
     assert (ready.delay_s, ready.fail) == (0.25, True)
+    # Cached readiness: no dependency query per probe, the same verdict.
+    cached = faults.decide_ready(clock(), cached=True)
+    assert (cached.delay_s, cached.fail) == (0.0, True)
     assert faults.app_quiet(clock())  # health knobs leave app requests alone
     faults.apply({"live_fail": True, "live_latency_ms": 10})
     assert not faults.live_quiet()

@@ -65,3 +65,36 @@ def test_moment_diagram_is_mermaid_with_both_times_and_inert_text():
     assert text.startswith("sequenceDiagram")
     assert "1 s (10 s prod): b1 freezes" in text
     assert "<script>" not in text and ";" not in text.split("cause")[-1]
+
+
+def test_moment_diagram_draws_the_counted_failures_and_says_how_many_it_folds():
+    # 9 failures began in the window; two of them end after it (at a 500 ms timeout).
+    failures = [req(1.0 + i * 0.1, 504, "PH", proxy_error=True, latency=500) for i in range(9)]
+    run = recording(failures + [req(3.5, 502, "SH", proxy_error=True)],  # outside: not counted
+                    [{"t": 0.9, "kind": "fault", "what": "x", "label": "b1 freezes",
+                      "backend": "b1"}])
+    d = moment_diagram(run, "m", 0.5, 1.5, ["b1"], failures=failures)
+    text = d["mermaid"]
+    drawn = [line for line in text.splitlines() if "--xP" in line]
+    assert len(drawn) == 5 and "... 4 more failed requests not drawn ..." in text
+    assert "9 failed requests: 5 drawn, 4 folded" in text
+    assert d["counts"] == {"failed": 9, "drawn": 5, "folded": 4}
+    assert "after 500 ms" in drawn[0]
+
+
+def test_health_check_window_counts_agree_in_headline_metrics_and_diagram():
+    from labs.framework import registry
+    from tests.labs.labs.test_graders_recorded import load
+
+    lab = registry.get("health-check-window")
+    for label in ("start", "solution"):
+        result = lab.grade(load("health-check-window", label))
+        n = result.metrics["failed_in_window"]
+        assert result.headline.startswith(f"{n} requests failed")
+        assert any(f", {n} requests failed" in e or f"; {n} requests failed" in e
+                   for e in result.evidence)
+        moment = [d for d in result.diagrams if d["title"] == "From the freeze to the removal"][0]
+        drawn = [line for line in moment["mermaid"].splitlines() if "--xP" in line]
+        assert moment["counts"]["failed"] == n == len(drawn) + moment["counts"]["folded"]
+        assert any(m["label"] == f"b2 out: {n} failed since freeze"
+                   for m in result.chart["markers"])

@@ -45,7 +45,7 @@ def test_validation_errors_come_with_their_paths(client, lab_site):
     data = resp.json()
     assert resp.status_code == 200 and data["ok"] is False
     assert data["errors"] == [{"path": "pools.web.health.timeout",
-                               "message": "a duration needs a unit: write '200s' or '200ms', "
+                               "message": "a duration needs a unit: write e.g. '200s' or '200ms', "
                                           "not 200"}]
     resp = client.post("/labs/lying-health-check/runs", {"document": text})
     assert resp.status_code == 400 and resp.json()["errors"][0]["path"] == "pools.web.health.timeout"
@@ -123,15 +123,77 @@ def test_answers_regrade_a_recorded_run_and_save_progress(client, lab_site):
     resp = client.post("/labs/502-503-504/runs/r1/answers", json.dumps({"answers": wrong}),
                        content_type="application/json")
     assert resp.json()["result"]["passed"] is False
+    # Which answers are wrong and where to look; the right ones appear nowhere.
+    sent = resp.content.decode()
+    assert "status and cause and backend wrong" in sent and "termination code" in sent
+    for truth in ("backend-closed", "response-timeout", "the events say", "truth"):
+        assert truth not in sent
+    assert not LabProgress.objects.filter(learner=learner, slug="502-503-504", passed=True).exists()
     right = {"A": {"status": 502, "cause": "backend-closed", "backend": "b1"},
              "B": {"status": 503, "cause": "no-backend", "backend": "none"},
              "C": {"status": 504, "cause": "response-timeout", "backend": "b2"}}
     resp = client.post("/labs/502-503-504/runs/r1/answers", json.dumps({"answers": right}),
                        content_type="application/json")
     assert resp.json()["result"]["passed"] is True
-    assert LabProgress.objects.get(learner=learner, slug="502-503-504").passed
+    progress = LabProgress.objects.get(learner=learner, slug="502-503-504")
+    assert progress.passed and not progress.passed_after_reveal
     assert "✓" in client.get("/labs/").content.decode()
     bad = client.post("/labs/502-503-504/runs/r1/answers",
                       json.dumps({"answers": {"A": {"status": 200}}}),
                       content_type="application/json")
     assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "lab.answers.A.status"
+
+
+def test_a_pass_after_showing_the_fix_is_recorded_as_such(client, lab_site):
+    from explainer.workshops.progress import lab_item
+
+    client.get("/labs/")
+    learner = f"s:{client.session.session_key}"
+    run_dir = lab_site / "labruns" / "r2"
+    run_dir.mkdir(parents=True)
+    with gzip.open(RECORDINGS / "502-503-504--start.json.gz", "rt") as fh:
+        (run_dir / "recording.json").write_text(fh.read())
+    (run_dir / "result.json").write_text(json.dumps({"run_id": "r2", "label": "start"}))
+    (run_dir / "document.yaml").write_text(registry.get("502-503-504").topology_text())
+    LabRun.objects.create(id="r2", learner=learner, slug="502-503-504", document="",
+                          state="done", passed=False, run_dir=str(run_dir))
+    shown = client.post("/labs/502-503-504/solution").json()
+    assert "<strong>A: 502 <code>backend-closed</code> on b1.</strong>" in shown["why_html"]
+    assert "<ul>" in shown["why_html"] and "**" not in shown["why_html"]  # Markdown rendered
+    progress = LabProgress.objects.get(learner=learner, slug="502-503-504")
+    assert progress.solution_revealed and progress.revealed_at is not None
+    assert "fix shown" in client.get("/labs/").content.decode()
+    right = {"A": {"status": 502, "cause": "backend-closed", "backend": "b1"},
+             "B": {"status": 503, "cause": "no-backend", "backend": "none"},
+             "C": {"status": 504, "cause": "response-timeout", "backend": "b2"}}
+    resp = client.post("/labs/502-503-504/runs/r2/answers", json.dumps({"answers": right}),
+                       content_type="application/json")
+    assert resp.json()["result"]["passed"] is True
+    progress.refresh_from_db()
+    assert progress.passed and progress.passed_after_reveal
+    page = client.get("/labs/502-503-504/").content.decode()
+    assert "passed after showing the fix" in page
+    assert "passed after showing the fix" in client.get("/labs/").content.decode()
+    # The workshop cockpit's data source says so too.
+    item = lab_item(progress, LabRun.objects.get(id="r2"))
+    assert item.passed is True and item.step.startswith("passed after showing the fix")
+
+
+def test_the_tracing_lab_lists_its_cause_words_next_to_the_form(client, lab_site):
+    page = client.get("/labs/502-503-504/").content.decode()
+    form = page.index('id="answers"')
+    words = page.index('class="cause-words"')
+    assert 0 < form < words
+    for code in registry.get("502-503-504").spec.answer.fields["cause"]:
+        assert f"<dt><code>{code}</code>" in page
+    assert "The backend closed or reset the connection" in page
+
+
+def test_the_list_says_duration_difficulty_and_time_scale(client, lab_site):
+    page = client.get("/labs/").content.decode()
+    assert 'one second in the lab stands for ten seconds in' in page
+    for lab in registry.all_labs():
+        assert lab.spec.difficulty in ("introductory", "intermediate", "advanced")
+    assert page.count('class="difficulty"') == len(registry.all_labs())
+    assert "about 20 min" in page and "each run about 12 s" in page
+    assert "1 lab second = 10 s in production" in page

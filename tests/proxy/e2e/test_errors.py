@@ -317,7 +317,8 @@ def wait_outstanding_zero(proxy, pool, name, timeout=5.0):
 def test_client_vanishing_mid_request_frees_the_slot(proxy):
     with RawConn(proxy.port()) as conn:
         conn.send(b"POST /good/upload HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n"
-                  b"X-Request-Id: vanish-1\r\n\r\n" + b"v" * 1000)
+                  b"X-Request-Id: vanish-1\r\n\r\n" + b"v" * 70_000)
+        # (over the 64 KiB the proxy reads before it picks a backend)
         deadline = time.monotonic() + 5
         while proxy.backend_state("good", "g-b1")["outstanding"] < 1:
             assert time.monotonic() < deadline

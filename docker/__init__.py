@@ -1,0 +1,1 @@
+"""Building and running LBLab on a container engine: images.py (./lab images), engine.py."""

@@ -1,0 +1,70 @@
+"""The seam between the learner-sandbox service and what runs a sandbox.
+
+The learner-sandbox service (labs/services/sandboxes.py) decides *whose* sandbox, *whether*
+(limits, rates, the cap) and *what* (backends, config); a driver decides *how*: today local
+processes (``SandboxService``, service.py), later one container per sandbox on a Docker
+engine (labs/sandbox/containers.py). A driver is any object with the methods of ``Driver``
+below, returning ``Sandbox`` records (service.py) whose URLs the site can reach; it raises
+the errors of service.py (SandboxNotFound, SandboxExists, SandboxLimit, PortInUse,
+SandboxStartError), which are ``Problem``s with a message that says what to change.
+
+``make_driver(name, **options)`` builds one by name; options every driver accepts:
+``state_dir``, ``host``, ``max_sandboxes``, ``port_range``, ``limits`` (sandbox OS limits,
+limits.py). A new driver registers itself in ``DRIVERS`` as ``"module:Class"`` (imported
+lazily, so the process driver never imports a container client).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Protocol, runtime_checkable
+
+from labs.sandbox.service import Sandbox, SandboxError
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """What the learner-sandbox service needs from whatever runs sandboxes."""
+
+    max_sandboxes: int
+
+    def create(self, sandbox_id: str | None = None, backends: int | list[str] = 4,
+               config: dict | None = None, ports: dict | None = None, wait: bool = True, *,
+               pinned: bool = False, timeout: float | None = None,
+               redis_url: str | None = None, owner: str = "") -> Sandbox: ...
+
+    def get(self, sandbox_id: str) -> Sandbox: ...
+
+    def list(self) -> list[Sandbox]: ...
+
+    def parts(self, sandbox_id: str) -> dict[str, dict]: ...
+
+    def restart_part(self, sandbox_id: str, part: str, wait: bool = True) -> Sandbox: ...
+
+    def restart_backend(self, sandbox_id: str, name: str, wait: bool = True) -> Sandbox: ...
+
+    def touch(self, sandbox_id: str) -> Sandbox: ...
+
+    def stop(self, sandbox_id: str, grace: float = 5.0, keep_logs: bool = False) -> None: ...
+
+    def reap_idle(self, max_idle_s: float) -> list[str]: ...
+
+
+DRIVERS = {
+    "processes": "labs.sandbox.service:SandboxService",
+    "containers": "labs.sandbox.containers:ContainerDriver",
+}
+
+
+def make_driver(name: str = "processes", **options) -> Driver:
+    try:
+        target = DRIVERS[name]
+    except KeyError:
+        raise SandboxError(f"LBLAB_SANDBOX_DRIVER={name!r}: choose one of "
+                           f"{', '.join(DRIVERS)}") from None
+    module, _, cls = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise SandboxError(f"the {name} sandbox driver ({target}) cannot be loaded: {exc}",
+                           status=503) from None
+    return factory(**options)
