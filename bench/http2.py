@@ -13,9 +13,10 @@ proxy_pass with upstream keep-alive to the same ports). Each runs alone, pinned
 to --proxy-cpu; h2load and the origin nginx share --client-cpu. The table gives
 req/s, mean request time, failures and LBLab's ratio to nginx per shape.
 
-    .venv/bin/python bench/h2.py -d 10
-    .venv/bin/python bench/h2.py -d 5 --streams 50 --connections 20
-Needs h2load: `apt-get install nghttp2-client`.
+    .venv/bin/python bench/http2.py -d 10
+    .venv/bin/python bench/http2.py -d 5 --streams 50 --connections 20
+Needs h2load: `apt-get install nghttp2-client`. (Not named h2.py: bench/ is on
+sys.path when bench scripts run, and a bench/h2.py would hide the h2 package.)
 """
 from __future__ import annotations
 
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
                    "results": {f"{t}/{s}": {k: v for k, v in r.items() if k != "output"}
                                for (t, s), r in results.items()},
                    "summary": rows}
-        print(f"results: {c.write_results('h2', payload).relative_to(c.REPO)}")
+        print(f"results: {c.write_results("http2", payload).relative_to(c.REPO)}")
     return 0
 
 
