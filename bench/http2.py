@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                    "results": {f"{t}/{s}": {k: v for k, v in r.items() if k != "output"}
                                for (t, s), r in results.items()},
                    "summary": rows}
-        print(f"results: {c.write_results("http2", payload).relative_to(c.REPO)}")
+        print(f"results: {c.write_results('http2', payload).relative_to(c.REPO)}")
     return 0
 
 
