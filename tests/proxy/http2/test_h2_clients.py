@@ -242,3 +242,22 @@ def test_stickiness_retries_and_timeouts_per_stream(proxy_factory, backends):
     headers, _ = client.response(client.get("/retry"))
     assert headers[b":status"] == b"200"
     client.close()
+
+
+def test_a_stream_whose_body_stalls_gets_408(proxy_factory, backends):
+    proxy = proxy_factory(config(backends, timeouts={"request_body": "300ms"}))
+    client = H2Client(proxy.port("web"))
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(sid, [(b":method", b"POST"), (b":path", b"/upload"),
+                                   (b":scheme", b"http"), (b":authority", b"lab.test")])
+    client.conn.send_data(sid, b"first bytes, then nothing")
+    client.flush()
+    headers, body = client.response(sid)
+    assert headers[b":status"] == b"408"
+    assert json.loads(body)["error"] == "body-timeout"
+    event = proxy.event(headers[b"x-request-id"].decode())
+    assert event["termination"] == "PR" and "timeouts.request_body" in event["error"]
+    # The connection is fine: the next stream is answered.
+    headers, _ = client.response(client.get("/after"))
+    assert headers[b":status"] == b"200"
+    client.close()
