@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import subprocess
+import time
 
 import h2.events
 import pytest
@@ -260,4 +261,23 @@ def test_a_stream_whose_body_stalls_gets_408(proxy_factory, backends):
     # The connection is fine: the next stream is answered.
     headers, _ = client.response(client.get("/after"))
     assert headers[b":status"] == b"200"
+    client.close()
+
+
+def test_open_connection_and_its_streams_are_listed(proxy):
+    client = H2Client(proxy.port("web"))
+    sids = [client.get("/work?ms=1500") for _ in range(2)]
+    deadline = time.monotonic() + 5
+    while True:
+        _, body = proxy.admin("GET", "/connections")
+        h2conns = [c for c in body["connections"] if c["kind"] == "h2"
+                   and len(c.get("streams", [])) == 2]
+        if h2conns or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert h2conns, body
+    assert {s["stream_id"] for s in h2conns[0]["streams"]} == set(sids)
+    assert all(s["backend"] in ("b1", "b2", "b3") for s in h2conns[0]["streams"])
+    for sid in sids:
+        assert client.response(sid)[0][b":status"] == b"200"
     client.close()
