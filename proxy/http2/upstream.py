@@ -227,6 +227,10 @@ class H2Backend(asyncio.Protocol):
                 if ex is None:
                     self._ack(event.stream_id, event.flow_controlled_length)
                     continue
+                if stream.deadline.when is not None:
+                    # The silence allowed between body bytes (timeouts.response_header),
+                    # as on HTTP/1.1: a long server stream is fine while it flows.
+                    stream.deadline.when = self.loop.time() + ex.read_timeout
                 ex.on_response_body(event.data)
                 stream.unacked += event.flow_controlled_length
                 if not stream.read_paused:
