@@ -157,20 +157,22 @@ def test_a_long_server_stream_outlives_the_response_timeout(proxy_factory, grpc_
 
 
 def test_idle_backend_connections_close_after_backend_idle(proxy_factory, grpc_backends):
+    from labs.backend.testing import start_backend
+
     config = example_on_free_ports(grpc_backends)
-    config["pools"]["grpc"]["timeouts"] = {"backend_idle": "300ms"}
-    config["pools"]["grpc"]["backends"] = [{"name": "only-g3",
-                                            "address": f"127.0.0.1:{grpc_backends['g3'].port}"}]
     del config["pools"]["grpc"]["health"]
-    proc = proxy_factory(config)
-    g3 = grpc_backends["g3"]
-    before = g3.stats()["grpc"]["connections_open"]
-    with grpc.insecure_channel(f"127.0.0.1:{proc.port('grpc-l7')}") as channel:
-        assert parse_fields(whoami(channel)(b"", timeout=5))[1] == b"g3"
-        assert g3.stats()["grpc"]["connections_open"] == before + 1
-        deadline = time.monotonic() + 10
-        while g3.stats()["grpc"]["connections_open"] != before:
-            assert time.monotonic() < deadline, "the idle backend connection stayed open"
-            time.sleep(0.1)
-        # The next call opens a new one.
-        assert parse_fields(whoami(channel)(b"", timeout=5))[1] == b"g3"
+    # A backend of its own: nobody else (health checks of other proxies) connects to it.
+    with start_backend("g5", None, "127.0.0.1", "--mode", "grpc") as g5:
+        config["pools"]["grpc"]["timeouts"] = {"backend_idle": "300ms"}
+        config["pools"]["grpc"]["backends"] = [{"name": "only-g5",
+                                                "address": f"127.0.0.1:{g5.port}"}]
+        proc = proxy_factory(config)
+        with grpc.insecure_channel(f"127.0.0.1:{proc.port('grpc-l7')}") as channel:
+            assert parse_fields(whoami(channel)(b"", timeout=5))[1] == b"g5"
+            assert g5.stats()["grpc"]["connections_open"] == 1
+            deadline = time.monotonic() + 10
+            while g5.stats()["grpc"]["connections_open"] != 0:
+                assert time.monotonic() < deadline, "the idle backend connection stayed open"
+                time.sleep(0.1)
+            # The next call opens a new one.
+            assert parse_fields(whoami(channel)(b"", timeout=5))[1] == b"g5"
