@@ -268,8 +268,8 @@ def render_markdown() -> str:
         "Content-Length that is not digits | 400 `ambiguous-length` |",
         "| Transfer-Encoding other than exactly `chunked` | Not ending in chunked or "
         "chunked twice: 400 `ambiguous-length`; another coding before chunked (`gzip, "
-        "chunked`): 501 `transfer-coding`; any Transfer-Encoding in HTTP/1.0: 400 "
-        "`ambiguous-length` |",
+        "chunked`): 501 `transfer-coding`; any Transfer-Encoding in HTTP/1.0, or a tab "
+        "after `chunked` (which llhttp reads as another coding): 400 `ambiguous-length` |",
         "| Chunk extensions (`5;name=value`) and trailer fields | Read and dropped "
         "(bounded: see `bad-chunk`) |",
         "| Upgrade request with a body | 400 `bad-request` (never held waiting for "

@@ -270,11 +270,12 @@ class RequestReader:
                                 "HTTP/2 connection preface (PRI * HTTP/2.0) on a listener that "
                                 "speaks HTTP/1.1 only: connect with HTTP/1.1 (no prior "
                                 "knowledge), or use a listener that serves HTTP/2")
+        if "Content-Length" in text or "Transfer-Encoding" in text:
+            # Also "chunked<TAB>": llhttp reads a coding other than chunked there.
+            return RequestError("ambiguous-length", f"ambiguous body length: {text}")
         head = self.head
         if not self.in_head and head is not None and head.chunked:
             return RequestError("bad-chunk", f"bad chunked body: {text}")
-        if "Content-Length" in text or "Transfer-Encoding" in text:
-            return RequestError("ambiguous-length", f"ambiguous body length: {text}")
         return RequestError("bad-request", f"malformed request: {text}")
 
     # ------------------------------------------------------------ llhttp callbacks

@@ -235,3 +235,19 @@ def test_a_request_whose_body_is_still_coming_at_the_flip_is_finished_not_404():
             assert replies[0].headers.get("connection") == "close"
     finally:
         backend.close()
+
+
+def test_a_slow_pipelined_head_does_not_cost_the_response_before_it():
+    backend = RecordingBackend(reply=slow_reply)
+    config = proxy_config([backend.address], listener={"timeouts": {"client_header": "300ms"}})
+    try:
+        with EdgeProxy(config) as proxy:
+            with socket.create_connection(("127.0.0.1", proxy.port()), timeout=5) as s:
+                # The second head never completes; its 408 comes after the first answer.
+                s.sendall(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHo")
+                replies, closed = read_replies(s, None)
+            assert [r.status for r in replies] == [200, 408] and closed
+            assert replies[0].body == b"ok /slow"
+            assert replies[1].headers["x-lblab-error"] == "header-timeout"
+    finally:
+        backend.close()

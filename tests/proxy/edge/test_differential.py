@@ -111,17 +111,28 @@ def request(draw, tag: str, index: int, last: bool):
     if method in ("POST", "PUT", "PATCH"):
         kind = draw(st.sampled_from(["none", "length", "chunked"]))
         body = draw(st.binary(max_size=200)) if kind != "none" else b""
+        # Unusual but valid spellings of the framing: any case, OWS, leading zeros.
         if kind == "length":
-            framing = b"Content-Length: %d\r\n" % len(body)
+            name = draw(st.sampled_from([b"Content-Length", b"content-length", b"CONTENT-LENGTH"]))
+            framing = b"%b:%b%0*d%b\r\n" % (name, draw(st.sampled_from([b"", b" ", b"\t "])),
+                                              draw(st.integers(1, 4)), len(body),
+                                              draw(st.sampled_from([b"", b" ", b"\t"])))
             wire_body = body
         elif kind == "chunked":
-            framing = b"Transfer-Encoding: chunked\r\n"
+            name = draw(st.sampled_from([b"Transfer-Encoding", b"transfer-encoding",
+                                         b"TRANSFER-ENCODING"]))
+            coding = draw(st.sampled_from([b"chunked", b"Chunked", b"CHUNKED", b" chunked ",
+                                           b"\tchunked"]))
+            framing = b"%b:%b\r\n" % (name, coding)
             wire_body = b""
             rest = body
             while rest:
                 n = draw(st.integers(1, len(rest)))
-                ext = draw(st.sampled_from([b"", b";a=b", b';n="q v"', b";x"]))
-                wire_body += b"%x%b\r\n%b\r\n" % (n, ext, rest[:n])
+                ext = draw(st.sampled_from([b"", b";a=b", b';n="q v"', b";x", b";a=b;c"]))
+                size = b"%0*x" % (draw(st.integers(1, 4)), n)
+                if draw(st.booleans()):
+                    size = size.upper()
+                wire_body += b"%b%b\r\n%b\r\n" % (size, ext, rest[:n])
                 rest = rest[n:]
             wire_body += b"0\r\n" + draw(st.sampled_from([b"", b"X-T: 1\r\n"])) + b"\r\n"
         else:

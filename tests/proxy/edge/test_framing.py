@@ -235,6 +235,14 @@ def test_transfer_encoding_is_chunked_alone_or_refused():
     report("transfer-encoding")
 
 
+@pytest.mark.parametrize("value", [b"chunked\t", b"chunked \t"])
+def test_a_tab_after_chunked_is_an_ambiguous_length(value):
+    # llhttp reads "chunked<TAB>" as another coding; the proxy refuses rather than pick.
+    code, _ = verdict([b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + value
+                       + b"\r\n\r\n0\r\n\r\n"])
+    assert code == "ambiguous-length"
+
+
 def test_content_length_is_digits_once_or_refused():
     values = st.sampled_from(["5", "05", "+5", "-5", "5 5", "5,5", "5, 5", "0x5", "5.0", "", "five",
                               "99999999999999999999999"])
