@@ -318,7 +318,8 @@ class RaceSpec(Strict):
 class SimulationSpec(Strict):
     """A model from explainer/course/simulations.py, run once per case with these params."""
 
-    model: Literal["dsr_bytes", "alb_vs_nlb", "balls_into_bins", "maglev_disruption"]
+    model: Literal["dsr_bytes", "alb_vs_nlb", "balls_into_bins", "maglev_disruption",
+                   "flapping"]
     cases: dict[str, dict[str, Any]] = Field(min_length=1)  # case name -> keyword arguments
 
     @field_validator("cases")

@@ -266,3 +266,35 @@ def maglev_disruption(backends: int = 10, keys: int = 20000, table_size: int = 6
         "maglev_others_moved_pct": round(100 * others_moved / keys, 2),
         "maglev_slot_spread": max(slots) - min(slots),
     }
+
+
+# ---------------------------------------------------------------- thresholds and flapping
+
+def flapping(fail_rate: float = 0.2, interval_s: float = 5.0, duration_s: int = 3600,
+             healthy_threshold: int = 1, unhealthy_threshold: int = 1, seed: int = 5) -> dict:
+    """A backend whose health probes fail at random (independently, `fail_rate` of them),
+    run through the proxy's own health state machine (proxy.health.table.apply_probe).
+
+    The backend starts healthy; every probe result is counted as the proxy counts it. Returns
+    how often its state flips and the share of the time it is out of rotation.
+    """
+    from proxy.health.table import HEALTHY, Counters, apply_probe
+
+    if not 0 <= fail_rate <= 1 or interval_s <= 0 or duration_s < interval_s \
+            or healthy_threshold < 1 or unhealthy_threshold < 1:
+        raise ValueError("0 ≤ fail_rate ≤ 1, interval_s > 0, duration_s ≥ interval_s, "
+                         "thresholds ≥ 1")
+    rng = random.Random(seed)
+    probes = int(duration_s // interval_s)
+    health, counters = HEALTHY, Counters()
+    flips = out = 0
+    for _ in range(probes):
+        ok = rng.random() >= fail_rate
+        counters, step = apply_probe(counters, health, ok, "simulated probe",
+                                     healthy_threshold, unhealthy_threshold)
+        if step is not None:
+            health = step.target
+            flips += 1
+        out += health != HEALTHY
+    return {"probes": probes, "flips": flips, "flips_per_hour": round(flips * 3600 / duration_s),
+            "out_pct": round(100 * out / probes, 1)}

@@ -80,6 +80,7 @@ SIM_OUTPUTS = {
     "maglev_disruption": {"modulo_moved_pct": "number", "maglev_moved_pct": "number",
                           "maglev_gone_share_pct": "number",
                           "maglev_others_moved_pct": "number", "maglev_slot_spread": "number"},
+    "flapping": {"flips": "number", "flips_per_hour": "number", "out_pct": "number"},
 }
 # What the evidence table shows for each model, in this order, with a label.
 SIM_SHOWN = {
@@ -111,6 +112,9 @@ SIM_SHOWN = {
                           ("maglev_gone_share_pct", "… of which the leaving backend's keys", "%"),
                           ("maglev_others_moved_pct", "… and keys of backends that stayed", "%"),
                           ("maglev_slot_spread", "Maglev table: most minus fewest slots per backend", "slots")],
+    "flapping": [("probes", "health probes in the hour", ""),
+                 ("flips", "state changes (healthy ↔ unhealthy)", ""),
+                 ("out_pct", "share of the hour out of rotation", "%")],
 }
 
 

@@ -204,6 +204,8 @@ def test_the_new_simulations_explanations_quote_their_numbers():
     ("p2c-balls", {"random": "5", "two": "3", "three": "2"}, "busiest backend, two choices (median)"),
     ("maglev-disruption", {"modulo": "90", "maglev": "10", "others": "0.4"},
      "keys that change backend, Maglev"),
+    ("flapping", {"flips_one": "238", "out_one": "21", "flips_two": "16", "out_five": "9.3"},
+     "state changes (healthy ↔ unhealthy)"),
 ])
 def test_the_new_simulations_run_from_their_pages(slug, answers, shown):
     client = Client(enforce_csrf_checks=True)
@@ -214,3 +216,20 @@ def test_the_new_simulations_run_from_their_pages(slug, answers, shown):
     assert run.score == 1.0, (run.observed, run.field_scores)
     page = client.get(resp["Location"]).content.decode()
     assert shown in page and "What the simulation gave" in page
+
+
+def test_flapping_runs_the_proxys_health_state_machine():
+    one = simulations.flapping(healthy_threshold=1, unhealthy_threshold=1)
+    assert one["probes"] == 720
+    assert abs(one["flips"] - 2 * 720 * 0.2 * 0.8) < 40  # a flip at every change of result
+    assert 15 <= one["out_pct"] <= 25  # about the failure rate
+    two = simulations.flapping(healthy_threshold=2, unhealthy_threshold=3)
+    five = simulations.flapping(healthy_threshold=5, unhealthy_threshold=3)
+    assert two["flips"] < one["flips"] / 5 and two["flips"] % 2 == 0  # out, back, out, back
+    assert five["out_pct"] > two["out_pct"]  # a higher healthy threshold: longer absences
+    never = simulations.flapping(fail_rate=0.0)
+    assert never["flips"] == 0 and never["out_pct"] == 0
+    text = " ".join(content.load().exercise("flapping").explanation.split())
+    assert f"(**{one['flips']}** in this run)" in text and f"out **{one['out_pct']:g} %**" in text
+    assert f"(**{two['flips']}** changes: {two['flips'] // 2} out, {two['flips'] // 2} back)" in text
+    assert f"out **{two['out_pct']:g} %** of the time" in text and f"out **{five['out_pct']:g} %**" in text
