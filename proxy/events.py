@@ -118,6 +118,9 @@ class RequestEvent(Event):
     backend_tls: dict | None = None
     # gRPC: {status, message} from the backend's grpc-status / grpc-message.
     grpc: dict | None = None
+    # "h2" for a request that came as an HTTP/2 stream (None: HTTP/1.x), with its stream id.
+    protocol: str | None = None
+    stream_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
