@@ -816,6 +816,8 @@ class H2Connection(asyncio.Protocol):
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "streams": [{"stream_id": s.stream_id,
                          "request_id": s.exchange.request_id if s.exchange else None,
+                         "method": s.exchange.head.method if s.exchange else None,
+                         "path": s.exchange.head.target_str if s.exchange else None,
                          "backend": (s.exchange.backend.name
                                      if s.exchange is not None and s.exchange.backend else None)}
                         for s in self.streams.values()],
