@@ -35,7 +35,7 @@ def seconds(text: str) -> float:
 def test_http2_streams_grpc_and_udp_flows_are_drawn(page: Page, stack, artifacts):
     sb = stack.sandbox
     proxy_port = int(sb.proxy_url.rsplit(":", 1)[1])
-    slow = start_backend("slow", None, "127.0.0.1", "--faults", json.dumps({"latency_ms": 2500}))
+    slow = start_backend("slow", None, "127.0.0.1", "--faults", json.dumps({"latency_ms": 6000}))
     udp = start_backends(["u1", "u2"], "--mode", "udp")
     grpc_backend = start_backend("g1", None, "127.0.0.1", "--mode", "grpc")
     udp_port = free_udp_port()
@@ -51,7 +51,7 @@ def test_http2_streams_grpc_and_udp_flows_are_drawn(page: Page, stack, artifacts
     config["pools"]["game"] = {"backends": [{"name": h.name, "address": f"127.0.0.1:{h.port}"}
                                             for h in udp]}
     config["listeners"]["game"] = {"bind": f"127.0.0.1:{udp_port}", "protocol": "udp",
-                                   "pool": "game", "udp": {"flow_idle": "4s", "max_flows": 10}}
+                                   "pool": "game", "udp": {"flow_idle": "8s", "max_flows": 10}}
     admin(f"{sb.admin_url}/config", "PUT", config)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -145,7 +145,7 @@ def test_http2_streams_grpc_and_udp_flows_are_drawn(page: Page, stack, artifacts
             page.wait_for_timeout(500)
             assert seconds(flow.locator("td.idle").inner_text()) > first  # the idle timer runs
             page.locator("#open-connections").screenshot(path=artifacts / "udp-flow-open.png")
-            expect(page.locator("#conn-rows tr", has_text=me)).to_have_count(0, timeout=8_000)
+            expect(page.locator("#conn-rows tr", has_text=me)).to_have_count(0, timeout=12_000)
         finally:
             sock.close()
         page.select_option("#f-kind", "udp")
