@@ -171,7 +171,7 @@
     if (!ev.backend && ev.error) return ev.error;
     const parts = [];
     if (ev.type === 'connection') {
-      if (ev.kind === 'h2') parts.push(`${streamsText(ev.streams || 0)}, each routed on its own`);
+      if (ev.kind === 'h2') parts.push(ev.streams > 1 ? `${ev.streams} streams, each routed on its own` : streamsText(ev.streams || 0));
       if (ev.tls && ev.tls.sni) parts.push(`SNI ${ev.tls.sni}`);
       if (ev.algorithm) parts.push(ev.algorithm);
       const inp = inputsText(ev.inputs);
