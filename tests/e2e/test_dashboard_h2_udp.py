@@ -14,6 +14,7 @@ import grpc
 from playwright.sync_api import Page, expect
 
 from labs.backend.testing import start_backend, start_backends
+from tests.e2e.test_accessibility import axe_violations
 from tests.e2e.test_dashboard_l4 import admin
 from tests.proxy.http2.h2client import H2Client
 
@@ -76,6 +77,7 @@ def test_http2_streams_grpc_and_udp_flows_are_drawn(page: Page, stack, artifacts
         expect(row).to_contain_text("GET /h2-slow/two")
         expect(streams.nth(0).locator("b")).to_have_text("slow")
         page.locator("#open-connections").screenshot(path=artifacts / "h2-streams-open.png")
+        assert axe_violations(page) == []  # the streams list inside the table
         answers = [client.response(sid) for sid in sids]
         assert [h[b":status"] for h, _ in answers] == [b"200", b"200"]
         expect(row).to_contain_text("0 streams live", timeout=5_000)  # open, idle
@@ -114,6 +116,7 @@ def test_http2_streams_grpc_and_udp_flows_are_drawn(page: Page, stack, artifacts
         expect(bad_call).to_contain_text(nope.name)
         expect(stream_rows.filter(has_text="UDP flow")).to_have_count(0)  # filtered out
         page.locator(".stream").screenshot(path=artifacts / "h2-stream-labels.png")
+        assert axe_violations(page) == []  # the h2 and gRPC chips keep WCAG AA
         bad_call.click()
         detail = page.locator("#detail")
         expect(detail).to_contain_text(f"gRPC {nope.value[0]} {nope.name}")
@@ -121,6 +124,8 @@ def test_http2_streams_grpc_and_udp_flows_are_drawn(page: Page, stack, artifacts
         conn_row.click()
         expect(detail).to_contain_text(f"HTTP/2 {here} · 2 streams")
         expect(detail).to_contain_text("Each stream is a request of its own")
+        expect(page.locator("#request-diagram svg")).to_contain_text("HTTP/2 connection",
+                                                                     timeout=5_000)
 
         # A UDP flow: three datagrams each way, listed with its idle time, then it ends idle.
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -145,6 +150,7 @@ def test_http2_streams_grpc_and_udp_flows_are_drawn(page: Page, stack, artifacts
             page.wait_for_timeout(500)
             assert seconds(flow.locator("td.idle").inner_text()) > first  # the idle timer runs
             page.locator("#open-connections").screenshot(path=artifacts / "udp-flow-open.png")
+            assert axe_violations(page) == []
             expect(page.locator("#conn-rows tr", has_text=me)).to_have_count(0, timeout=12_000)
         finally:
             sock.close()
@@ -158,6 +164,9 @@ def test_http2_streams_grpc_and_udp_flows_are_drawn(page: Page, stack, artifacts
         expect(detail).to_contain_text(f"UDP flow {me} → {backend}")
         expect(detail).to_contain_text("the balancer picked once, for the first datagram")
         expect(detail).to_contain_text("UDP flow: every datagram from one client address")
+        path = page.locator("#request-diagram svg")
+        expect(path).to_contain_text("first datagram: a new flow", timeout=5_000)
+        expect(path).to_contain_text("ended idle")
         page.screenshot(path=artifacts / "udp-flow-ended.png", full_page=True)
         page.select_option("#f-kind", "")
         assert errors == []
