@@ -11,6 +11,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
 from labs.framework import registry
+from labs.problems import Problem
 from labs.services import runs
 
 MAX_DOCUMENT = 64 * 1024
@@ -116,8 +117,8 @@ def answers(request: HttpRequest, slug: str, run_id: str):
     except runs.RunError as exc:
         return JsonResponse(exc.as_json(), status=exc.status)
     except (ValueError, yaml.YAMLError) as exc:
-        return JsonResponse({"error": f"the answers are not valid JSON/YAML: {exc}",
-                             "errors": []}, status=400)
+        problem = Problem(f"the answers are not valid JSON/YAML: {exc}", path="answers")
+        return JsonResponse(problem.as_json(), status=problem.status)
 
 
 @require_GET

@@ -118,8 +118,9 @@ class Command(BaseCommand):
                                               "refused": True, **exc.as_json()}))
             else:
                 self.stderr.write("the config was refused:")
-                for path, message in exc.errors:
-                    self.stderr.write(f"  {path}: {message}" if path else f"  {message}")
+                for e in exc.errors:
+                    self.stderr.write(f"  {e['path']}: {e['message']}" if e["path"]
+                                      else f"  {e['message']}")
             raise SystemExit(EXIT_REFUSED)
         except RunFailed as exc:
             if quiet:

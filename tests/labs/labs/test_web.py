@@ -142,6 +142,11 @@ def test_answers_regrade_a_recorded_run_and_save_progress(client, lab_site):
                       json.dumps({"answers": {"A": {"status": 200}}}),
                       content_type="application/json")
     assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "lab.answers.A.status"
+    garbled = client.post("/labs/502-503-504/runs/r1/answers", "{not json",
+                          content_type="application/json")
+    assert garbled.status_code == 400
+    assert garbled.json()["errors"][0]["path"] == "answers"
+    assert garbled.json()["error"].startswith("the answers are not valid JSON/YAML")
 
 
 def test_a_pass_after_showing_the_fix_is_recorded_as_such(client, lab_site):
