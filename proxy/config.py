@@ -624,6 +624,10 @@ class BackendConfig(Strict):
     # Override the pool's settings for this backend ("off": no PROXY header here).
     tls: UpstreamTLS | None = None
     proxy_protocol: Literal["v1", "v2", "off"] | None = None
+    # HAProxy's per-server maxconn: requests in flight (http listeners) or relayed
+    # connections (tcp) this backend takes at once; overrides the pool's
+    # max_connections_per_backend. Beyond it: the pool's queue, else 503.
+    max_connections: int | None = Field(None, ge=1, le=1_000_000)
 
 
 MIN_PROBE_INTERVAL = 0.01
@@ -700,6 +704,22 @@ class PoolTimeouts(Strict):
     backend_idle: Duration = 30.0  # pooled keep-alive connection reuse limit
 
 
+class QueueConfig(Strict):
+    """Requests wait here when every eligible backend is at its connection limit
+    (HAProxy maxconn + queue; see proxy/queueing.py)."""
+
+    max_length: int = Field(100, ge=1, le=100_000)  # one more: 503 queue-full
+    timeout: Duration = 5.0  # waited this long: 503 queue-timeout (sQ)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_bound(cls, value):
+        if not 0.001 <= value <= 3600:
+            raise ValueError(f"queue.timeout must be from 1ms to 1h, got "
+                             f"{format_duration(value)}")
+        return value
+
+
 class PoolConfig(Strict):
     balancer: BalancerConfig = BalancerConfig()
     backends: Annotated[list[BackendConfig], Field(max_length=MAX_BACKENDS)] = []
@@ -717,6 +737,8 @@ class PoolConfig(Strict):
     # by ALPN with tls), which gRPC needs (trailers). See proxy/http2/upstream.py.
     protocol: Literal["http1", "h2"] = "http1"
     max_connections_per_backend: int | None = Field(None, ge=1, le=1_000_000)  # 503 when all are full
+    # Wait for a free backend slot instead of 503 at once (http listeners).
+    queue: QueueConfig | None = None
     # Speak TLS to the backends (an http listener re-encrypts what it decrypted).
     tls: UpstreamTLS | None = None
     # tcp listeners: start every backend connection with a PROXY protocol header
@@ -729,6 +751,10 @@ class PoolConfig(Strict):
     def backend_proxy_protocol(self, backend: BackendConfig) -> str | None:
         value = backend.proxy_protocol or self.proxy_protocol
         return None if value == "off" else value
+
+    def backend_limit(self, backend: BackendConfig) -> int | None:
+        return (backend.max_connections if backend.max_connections is not None
+                else self.max_connections_per_backend)
 
     def uses_tls(self) -> bool:
         return self.tls is not None or any(b.tls is not None for b in self.backends)
@@ -743,6 +769,15 @@ class PoolConfig(Strict):
         dupes = sorted({b.name for b in self.backends if b.name in seen or seen.add(b.name)})
         if dupes:
             raise ValueError(f"backend names must be unique in a pool: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _queue_needs_a_limit(self):
+        if (self.queue is not None and self.max_connections_per_backend is None
+                and self.backends and all(b.max_connections is None for b in self.backends)):
+            raise ValueError("queue: requests wait for a backend at its connection limit, and "
+                             "no backend has one: set max_connections_per_backend (or "
+                             "max_connections on backends), or remove queue")
         return self
 
     def needs_http(self) -> list[str]:
@@ -932,6 +967,11 @@ def cross_check(config: Config, known_routes: set | None = None,
                            "reuses backend connections for many clients, so one PROXY header "
                            "per connection would name the wrong client; HTTP already passes "
                            "it in X-Forwarded-For / Forwarded. Use it behind a tcp listener"))
+        if pname in behind_tcp and pool.queue is not None:
+            errors.append((f"pools.{pname}.queue",
+                           f"pool {pname} is behind tcp listener {behind_tcp[pname]}; the "
+                           "queue holds HTTP requests (a TCP connection over the limit is "
+                           "refused at once): remove queue, or serve the pool over http"))
         if pname in behind_tcp and pool.uses_tls():
             errors.append((f"pools.{pname}.tls",
                            f"pool {pname} is behind tcp listener {behind_tcp[pname]}, which "

@@ -118,6 +118,10 @@ class RequestEvent(Event):
     backend_tls: dict | None = None
     # gRPC: {status, message} from the backend's grpc-status / grpc-message.
     grpc: dict | None = None
+    # Waited in the pool's queue (every eligible backend at its limit):
+    # {position (1 = first in line; None: the queue was full), outcome
+    # (served|timeout|full|left), waited_ms, max_length}; None = never queued.
+    queue: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,6 +30,7 @@ from proxy.config import (
 )
 from proxy.events import AdminChange, EventBus, PoolEvent, StateChange
 from proxy.model import BackendState, Health, Intent
+from proxy.queueing import WaitQueue, backend_full
 
 Clock = Callable[[], float]
 
@@ -90,6 +91,10 @@ class PoolRuntime:
             keep = previous.sticky if previous and previous.config.sticky == config.sticky else None
             self.sticky = keep or sticky.create(config.sticky, name, clock=clock, rng=rng)
         self.in_panic = previous.in_panic if previous else False
+        # Backends at their connection limit are skipped; requests then wait in
+        # the queue (kept across reloads: its waiters are live requests).
+        self.limited = any(b.max_connections is not None for b in self.backends.values())
+        self.queue = previous.queue if previous is not None else WaitQueue()
         # Hooks for passive health (outlier detection) and the health checker.
         self.outlier = None
         self.extra: dict = {}
@@ -106,6 +111,7 @@ class PoolRuntime:
             # Without active checks nothing will ever move it out of "initial";
             # it is eligible there (initial is not unhealthy).
         state.slow_start = self.config.slow_start
+        state.max_connections = self.config.backend_limit(bc)
         state.ewma_decay = self.config.balancer.decay_time
         if state is old:
             self.set_intent(state, Intent(bc.state), cause)
@@ -114,6 +120,17 @@ class PoolRuntime:
         return state
 
     # ------------------------------------------------------------ choosing
+
+    def full_backends(self) -> set | None:
+        """The backends at their connection limit now (None when no backend has one)."""
+        if not self.limited:
+            return None
+        return {b for b in self.backends.values() if backend_full(b, b.max_connections)} or None
+
+    def wake(self) -> object | None:
+        """A backend slot was freed: the request at the head of the queue, taken out
+        to pick again (see proxy/queueing.py), or None."""
+        return self.queue.pop()
 
     def eligible(self, now: float) -> list[BackendState]:
         return [b for b in self.backends.values() if b.is_eligible(now)]
@@ -244,6 +261,10 @@ class PoolRuntime:
             "sticky": self.config.sticky.model_dump(mode="json") if self.config.sticky else None,
             "health_check": self.config.health.model_dump(mode="json") if self.config.health else None,
             "panic": self.in_panic,
+            "max_connections_per_backend": self.config.max_connections_per_backend,
+            "queue": self.queue.snapshot(
+                self.config.queue.max_length if self.config.queue else None,
+                self.config.queue.timeout if self.config.queue else None),
             "backends": [b.snapshot(now) for b in self.backends.values()],
         }
 

@@ -360,10 +360,7 @@ class L4Connection(asyncio.Protocol):
         pool = self.pool
         ctx = self.ctx
         ctx.now = self.server.clock()
-        limit = pool.config.max_connections_per_backend
-        full = None
-        if limit is not None:
-            full = {b for b in pool.backends.values() if b.outstanding >= limit}
+        full = pool.full_backends()
         exclude = full
         if self.failed:
             exclude = self.failed | full if full else self.failed
@@ -374,8 +371,10 @@ class L4Connection(asyncio.Protocol):
         backend = choice.backend
         if backend is None:
             if full and any(b.is_eligible(ctx.now) for b in full):
-                why = (f"every eligible backend of pool {pool.name} has {limit} connections "
-                       "(max_connections_per_backend)")
+                why = (f"every eligible backend of pool {pool.name} is at its connection "
+                       "limit (max_connections): " + ", ".join(
+                           f"{b.name} {b.outstanding}/{b.max_connections}"
+                           for b in sorted(full, key=lambda b: b.name)))
             else:
                 why = choice.reason or f"no eligible backend in pool {pool.name}"
             self.end("proxy", why)

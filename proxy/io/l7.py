@@ -147,7 +147,8 @@ class Exchange:
         "replay_bytes", "up_chunked", "down_chunked", "out", "retries", "failed",
         "t_route", "t_pick", "t_connect", "t_first", "keep_alive", "split", "ctx",
         "read_timeout", "sticky_learned", "tunnel", "headers_view", "cookies_view",
-        "upstream_tls", "turn", "started", "refusal", "continued",
+        "upstream_tls", "turn", "started", "refusal", "continued", "queue_info",
+        "queued_at", "queue_timer",
     )
 
     def __init__(self, conn: "L7Connection", head: RequestHead, t0: float):
@@ -201,6 +202,11 @@ class Exchange:
         self.started = False  # routed (and on to a backend)
         self.refusal: RequestError | None = None  # answer this error when its turn comes
         self.continued = False  # the proxy sent 100 Continue itself
+        # The pool's wait queue (proxy/queueing.py): {position, outcome, waited_ms}
+        # for the event once queued; the timer while waiting.
+        self.queue_info: dict | None = None
+        self.queued_at = 0.0
+        self.queue_timer = None
 
     # ------------------------------------------------------------ step 0: wait for the body
 
@@ -288,13 +294,10 @@ class Exchange:
             cookies=self.cookies_view, tls=self.conn.tls is not None)
         self._choose()
 
-    def _choose(self) -> None:
+    def _choose(self, front: bool = False) -> None:
         pool = self.pool
         ctx = self.ctx
-        limit = pool.config.max_connections_per_backend
-        full = None
-        if limit is not None:
-            full = {b for b in pool.backends.values() if b.outstanding >= limit}
+        full = pool.full_backends()
         exclude = full
         if self.failed:
             exclude = self.failed | full if full else self.failed
@@ -308,13 +311,18 @@ class Exchange:
         backend = choice.backend
         if backend is None:
             if full and any(b.is_eligible(ctx.now) for b in full):
-                self._fail("backend-limit", (
-                    f"every eligible backend of pool {pool.name} has {limit} requests in "
-                    f"flight (max_connections_per_backend): "
-                    + ", ".join(sorted(b.name for b in full))))
+                self._at_limit(full, front)
             else:
                 self._fail("no-backend", choice.reason or f"no eligible backend in pool {pool.name}")
             return
+        info = self.queue_info
+        if info is not None and info["outcome"] == "waiting":
+            info["outcome"] = "served"
+            info["waited_ms"] = int((now - self.queued_at) * 1e6 + 0.5) / 1000
+            pool.queue.served += 1
+            if self.queue_timer is not None:
+                self.queue_timer.cancel()
+                self.queue_timer = None
         self.backend = backend
         backend.request_started()
         pool.balancer.acquire(backend)
@@ -322,6 +330,77 @@ class Exchange:
         self.attempt_started = now
         self.server.track(self, backend)
         self._connect()
+
+    # ------------------------------------------------------------ step 2b: queue
+
+    def _at_limit(self, full: set, front: bool) -> None:
+        """Every eligible backend is at its limit: wait in the pool's queue, or 503."""
+        pool = self.pool
+        limits = ", ".join(f"{b.name} {b.outstanding}/{b.max_connections}"
+                           for b in sorted(full, key=lambda b: b.name))
+        settings = pool.config.queue
+        if settings is None:
+            self._fail("backend-limit", (
+                f"every eligible backend of pool {pool.name} is at its connection limit "
+                f"(in flight/max_connections: {limits}) and the pool has no queue"))
+            return
+        queue = pool.queue
+        position = queue.admit(self, settings.max_length, front)
+        if position is None:
+            self.queue_info = {"position": None, "outcome": "full", "waited_ms": 0.0,
+                               "max_length": settings.max_length}
+            self._fail("queue-full", (
+                f"every eligible backend of pool {pool.name} is at its connection limit "
+                f"({limits}) and {settings.max_length} requests already wait "
+                "(queue.max_length)"))
+            return
+        if self.queue_info is None:
+            self.queued_at = self.server.clock()
+            self.queue_info = {"position": position, "outcome": "waiting", "waited_ms": 0.0,
+                               "max_length": settings.max_length}
+            self.queue_timer = self.server.loop.call_later(settings.timeout,
+                                                           self._queue_timeout)
+
+    def unqueue(self) -> None:
+        """A slot was freed and this request is at the head of the queue: pick again."""
+        if self.finished:
+            return
+        self.ctx.now = self.server.clock()
+        try:
+            self._choose(front=True)
+        except Exception as exc:
+            self._internal_error(exc)
+
+    def _queue_timeout(self) -> None:
+        self.queue_timer = None
+        if self.finished:
+            return
+        pool = self.pool
+        pool.queue.remove(self)
+        pool.queue.timeouts += 1
+        timeout = pool.config.queue.timeout if pool.config.queue else 0.0
+        info = self.queue_info
+        info["outcome"] = "timeout"
+        info["waited_ms"] = int((self.server.clock() - self.queued_at) * 1e6 + 0.5) / 1000
+        self._fail("queue-timeout", (
+            f"waited {timeout:g}s in the queue of pool {pool.name} (queue.timeout) and no "
+            "backend slot came free: " + ", ".join(
+                f"{b.name} {b.outstanding}/{b.max_connections}"
+                for b in pool.backends.values() if b.max_connections is not None)))
+
+    def _leave_queue(self) -> None:
+        """Finished while waiting (the client left, a drain cut it): out of the queue."""
+        timer = self.queue_timer
+        if timer is None:
+            return
+        self.queue_timer = None
+        timer.cancel()
+        if self.pool.queue.remove(self):
+            self.pool.queue.left += 1
+        info = self.queue_info
+        if info is not None and info["outcome"] == "waiting":
+            info["outcome"] = "left"
+            info["waited_ms"] = int((self.server.clock() - self.queued_at) * 1e6 + 0.5) / 1000
 
     # ------------------------------------------------------------ step 3: connect
 
@@ -831,8 +910,15 @@ class Exchange:
         self.acquired = False
         backend = self.backend
         backend.request_finished(now - self.attempt_started, failed, now)
-        self.pool.balancer.release(backend)
+        pool = self.pool
+        pool.balancer.release(backend)
         self.server.untrack(self, backend)
+        if pool.queue.waiters:
+            # A slot is free: the oldest waiting request picks again, soon (not
+            # inside this callback: see L7Connection.exchange_done).
+            waiter = pool.wake()
+            if waiter is not None:
+                self.server.loop.call_soon(waiter.unqueue)
 
     def _finish(self, termination: str, error: str | None = None,
                 proxy_error: bool = False) -> None:
@@ -842,6 +928,8 @@ class Exchange:
         self.finished = True
         server = self.server
         now = server.clock()
+        if self.queue_timer is not None:
+            self._leave_queue()
         self.flush()
         self._release_upstream()
         status = self.status
@@ -887,7 +975,7 @@ class Exchange:
             status=self.status, latency_ms=timings["done"], bytes_in=self.bytes_in,
             bytes_out=self.bytes_out, termination=termination, proxy_error=proxy_error,
             error=error, retries=self.retries, timings=timings, tls=self.conn.tls,
-            backend_tls=self.upstream_tls)
+            backend_tls=self.upstream_tls, queue=self.queue_info)
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.request_id} {self.head.method} {self.head.path} "
