@@ -628,6 +628,9 @@ class BackendConfig(Strict):
     # connections (tcp) this backend takes at once; overrides the pool's
     # max_connections_per_backend. Beyond it: the pool's queue, else 503.
     max_connections: int | None = Field(None, ge=1, le=1_000_000)
+    # A backup (HAProxy `backup`, Envoy's lower priority) takes traffic only while
+    # the pool's primaries are below pools.NAME.backup_threshold (see runtime.py).
+    backup: bool = False
 
 
 MIN_PROBE_INTERVAL = 0.01
@@ -733,6 +736,9 @@ class PoolConfig(Strict):
     # open: when the share of eligible backends falls below it, spread over all.
     panic_threshold: float = Field(0.0, ge=0.0, le=1.0)
     retries: int = Field(1, ge=0, le=5)
+    # Backup backends (backends[].backup) join the pick when the share of
+    # eligible primaries is below this; 0 = only when no primary is eligible.
+    backup_threshold: float = Field(0.0, ge=0.0, le=1.0)
     # How an http listener speaks to the backends: HTTP/1.1, or HTTP/2 (h2c, or h2
     # by ALPN with tls), which gRPC needs (trailers). See proxy/http2/upstream.py.
     protocol: Literal["http1", "h2"] = "http1"
@@ -769,6 +775,13 @@ class PoolConfig(Strict):
         dupes = sorted({b.name for b in self.backends if b.name in seen or seen.add(b.name)})
         if dupes:
             raise ValueError(f"backend names must be unique in a pool: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _backups_need_primaries(self):
+        if self.backends and all(b.backup for b in self.backends):
+            raise ValueError("every backend is a backup, so none would ever serve first: "
+                             "make at least one a primary (backup: false)")
         return self
 
     @model_validator(mode="after")

@@ -122,6 +122,9 @@ class RequestEvent(Event):
     # {position (1 = first in line; None: the queue was full), outcome
     # (served|timeout|full|left), waited_ms, max_length}; None = never queued.
     queue: dict | None = None
+    # Pools with backup backends: {used, eligible_primaries, primaries, threshold,
+    # reason}: whether the backups were in this pick, and why.
+    backup: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +149,7 @@ class ConnectionOpen(Event):
     backend: str | None = None
     tls: dict | None = None  # passthrough: {mode, sni, alpn, versions}; terminate: as requests
     proxy_protocol: str | None = None  # v1 | v2 when the backend gets a PROXY header
+    backup: dict | None = None  # as RequestEvent.backup
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -71,6 +71,7 @@ class BackendState:
     # Requests (L7) or connections (L4) it takes at once; None = no limit
     # (backends[].max_connections, else the pool's max_connections_per_backend).
     max_connections: int | None = None
+    backup: bool = False  # serves only while the primaries are below backup_threshold
     # Live counters.
     active_connections: int = 0  # L4: relayed client connections; L7: ones busy with a request
     outstanding: int = 0  # requests in flight
@@ -145,6 +146,7 @@ class BackendState:
             "active_connections": self.active_connections,
             "outstanding": self.outstanding,
             "max_connections": self.max_connections,
+            "backup": self.backup,
             "ewma_ms": round(self.ewma_ms, 3),
             "requests": self.requests,
             "failures": self.failures,

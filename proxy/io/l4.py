@@ -571,7 +571,7 @@ class L4Connection(asyncio.Protocol):
                 client=self.client, kind=self.kind, pool=self.pool_name,
                 algorithm=choice.algorithm, candidates=choice.candidates,
                 inputs=choice.inputs, sticky=choice.sticky, backend=self.backend.name,
-                tls=self.tls, proxy_protocol=self.proxy_protocol))
+                tls=self.tls, proxy_protocol=self.proxy_protocol, backup=choice.backup))
         except Exception:
             log.exception("publishing connection_open %s failed", self.connection_id)
 

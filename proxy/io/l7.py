@@ -975,7 +975,8 @@ class Exchange:
             status=self.status, latency_ms=timings["done"], bytes_in=self.bytes_in,
             bytes_out=self.bytes_out, termination=termination, proxy_error=proxy_error,
             error=error, retries=self.retries, timings=timings, tls=self.conn.tls,
-            backend_tls=self.upstream_tls, queue=self.queue_info)
+            backend_tls=self.upstream_tls, queue=self.queue_info,
+            backup=choice.backup if choice is not None else None)
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.request_id} {self.head.method} {self.head.path} "
