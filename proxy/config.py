@@ -723,6 +723,14 @@ class QueueConfig(Strict):
         return value
 
 
+class RetryBudgetConfig(Strict):
+    """Retries in flight capped as a share of the pool's active requests (Envoy's
+    retry_budget; see proxy/retrybudget.py)."""
+
+    percent: float = Field(20.0, gt=0.0, le=100.0)
+    min_concurrent: int = Field(3, ge=0, le=100_000)
+
+
 class PoolConfig(Strict):
     balancer: BalancerConfig = BalancerConfig()
     backends: Annotated[list[BackendConfig], Field(max_length=MAX_BACKENDS)] = []
@@ -736,6 +744,7 @@ class PoolConfig(Strict):
     # open: when the share of eligible backends falls below it, spread over all.
     panic_threshold: float = Field(0.0, ge=0.0, le=1.0)
     retries: int = Field(1, ge=0, le=5)
+    retry_budget: RetryBudgetConfig | None = None  # besides retries (per request)
     # Backup backends (backends[].backup) join the pick when the share of
     # eligible primaries is below this; 0 = only when no primary is eligible.
     backup_threshold: float = Field(0.0, ge=0.0, le=1.0)

@@ -262,7 +262,10 @@ def render_markdown() -> str:
         "*reused* keep-alive connection (the keep-alive race) as on a fresh one (a "
         "backend that crashed or was restarted under the request). A non-idempotent "
         "request (POST, PATCH) is never resent once written. Each retry is listed in the "
-        "event's `retries` with the backend and the error.",
+        "event's `retries` with the backend and the error. A pool with a "
+        "`retry_budget` also caps the requests retrying at once (a share of its active "
+        "requests, with a floor); a retry over it is skipped, the client gets the "
+        "failed attempt's error, and the event's `retry_budget` says so.",
         "",
         "## Request framing",
         "",

@@ -125,6 +125,9 @@ class RequestEvent(Event):
     # Pools with backup backends: {used, eligible_primaries, primaries, threshold,
     # reason}: whether the backups were in this pick, and why.
     backup: dict | None = None
+    # Pools with a retry_budget, when a retry was due: {allowed, active_requests,
+    # active_retries, limit, reason}; allowed false = skipped by the budget.
+    retry_budget: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

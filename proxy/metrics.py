@@ -105,6 +105,10 @@ class Metrics:
             f"{p}_queue_requests", "Requests that met a full pool (every eligible backend "
             "at its limit) with a queue, by outcome: served, timeout, full (refused), left.",
             ["pool", "outcome"], registry=r)
+        self.retries = Counter(
+            f"{p}_retries", "Retries of HTTP requests: result=retried for each retry "
+            "made, skipped_by_budget when the pool's retry_budget refused one.",
+            ["pool", "result"], registry=r)
         self.queue_wait = Histogram(
             f"{p}_queue_wait_seconds", "Time requests waited in a pool's queue.",
             ["pool"], buckets=LATENCY_BUCKETS, registry=r)
@@ -161,6 +165,11 @@ class Metrics:
             child = self._status_children[skey] = self.requests.labels(
                 pool, backend, status_class(ev.status), "proxy" if proxy_made else "backend")
         child.inc()
+        if ev.retries:
+            self.retries.labels(pool, "retried").inc(len(ev.retries))
+        budget = ev.retry_budget
+        if budget is not None and not budget["allowed"]:
+            self.retries.labels(pool, "skipped_by_budget").inc()
         queue = ev.queue
         if queue is not None:
             self.queued.labels(pool, queue["outcome"]).inc()

@@ -31,6 +31,7 @@ from proxy.config import (
 from proxy.events import AdminChange, EventBus, PoolEvent, StateChange
 from proxy.model import BackendState, Health, Intent
 from proxy.queueing import WaitQueue, backend_full
+from proxy.retrybudget import RetryBudget
 
 Clock = Callable[[], float]
 
@@ -100,6 +101,7 @@ class PoolRuntime:
         self.backup_active = previous.backup_active if previous else False
         self.limited = any(b.max_connections is not None for b in self.backends.values())
         self.queue = previous.queue if previous is not None else WaitQueue()
+        self.retry_budget = previous.retry_budget if previous is not None else RetryBudget()
         # Hooks for passive health (outlier detection) and the health checker.
         self.outlier = None
         self.extra: dict = {}
@@ -304,6 +306,9 @@ class PoolRuntime:
             "health_check": self.config.health.model_dump(mode="json") if self.config.health else None,
             "panic": self.in_panic,
             "max_connections_per_backend": self.config.max_connections_per_backend,
+            "retry_budget": self.retry_budget.snapshot(
+                self.config.retry_budget.percent if self.config.retry_budget else None,
+                self.config.retry_budget.min_concurrent if self.config.retry_budget else None),
             "backup_threshold": self.config.backup_threshold,
             "backup_active": self.backup_active,
             "queue": self.queue.snapshot(

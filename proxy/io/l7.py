@@ -148,7 +148,7 @@ class Exchange:
         "t_route", "t_pick", "t_connect", "t_first", "keep_alive", "split", "ctx",
         "read_timeout", "sticky_learned", "tunnel", "headers_view", "cookies_view",
         "upstream_tls", "turn", "started", "refusal", "continued", "queue_info",
-        "queued_at", "queue_timer",
+        "queued_at", "queue_timer", "budget", "counted",
     )
 
     def __init__(self, conn: "L7Connection", head: RequestHead, t0: float):
@@ -207,6 +207,10 @@ class Exchange:
         self.queue_info: dict | None = None
         self.queued_at = 0.0
         self.queue_timer = None
+        # The pool's retry budget (proxy/retrybudget.py): the last check, and what
+        # this request adds to its counters (1 active, 2 retrying).
+        self.budget: dict | None = None
+        self.counted = 0
 
     # ------------------------------------------------------------ step 0: wait for the body
 
@@ -286,6 +290,8 @@ class Exchange:
                                "which the runtime does not have")
         self.pool = pool
         self.pool_name = pool_name
+        pool.retry_budget.active_requests += 1
+        self.counted = 1
         self.read_timeout = pool.config.timeouts.response_header
         head = self.head
         self.ctx = PickContext(
@@ -767,7 +773,7 @@ class Exchange:
             self.failed = set()
         self.failed.add(backend)
         if (retryable and len(self.retries) < self.pool.config.retries
-                and not self.conn.closed):
+                and not self.conn.closed and self._budget_allows()):
             self.retries.append({"backend": backend.name, "error": message})
             if self.replay:
                 self.body_buf = self.replay + self.body_buf
@@ -782,6 +788,20 @@ class Exchange:
                 self._internal_error(exc)
             return
         self._fail(code, message)
+
+    def _budget_allows(self) -> bool:
+        """The pool's retry budget (if any) has room for this request to retry."""
+        settings = self.pool.config.retry_budget
+        if settings is None or self.counted == 2:
+            return True  # no budget, or already counted as retrying
+        budget = self.pool.retry_budget
+        self.budget = budget.check(settings.percent, settings.min_concurrent)
+        if not self.budget["allowed"]:
+            budget.skipped += 1
+            return False
+        budget.active_retries += 1
+        self.counted = 2
+        return True
 
     # ------------------------------------------------------------ local answers
 
@@ -930,6 +950,12 @@ class Exchange:
         now = server.clock()
         if self.queue_timer is not None:
             self._leave_queue()
+        if self.counted:
+            budget = self.pool.retry_budget
+            budget.active_requests -= 1
+            if self.counted == 2:
+                budget.active_retries -= 1
+            self.counted = 0
         self.flush()
         self._release_upstream()
         status = self.status
@@ -976,7 +1002,8 @@ class Exchange:
             bytes_out=self.bytes_out, termination=termination, proxy_error=proxy_error,
             error=error, retries=self.retries, timings=timings, tls=self.conn.tls,
             backend_tls=self.upstream_tls, queue=self.queue_info,
-            backup=choice.backup if choice is not None else None)
+            backup=choice.backup if choice is not None else None,
+            retry_budget=self.budget)
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.request_id} {self.head.method} {self.head.path} "
