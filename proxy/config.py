@@ -371,6 +371,37 @@ class UDPSettings(Strict):
     max_flows: int = Field(10_000, ge=1, le=1_000_000)  # new clients beyond: dropped
 
 
+def _network(value):
+    from proxy.trust import parse_network
+
+    return parse_network(value)
+
+
+Network = Annotated[str, BeforeValidator(_network)]
+
+
+class AcceptProxyProtocol(Strict):
+    """Accept a PROXY protocol header (v1 or v2) from these networks only; the
+    address it names becomes the client's (proxy/io/accept.py)."""
+
+    trusted: Annotated[list[Network], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
+class ForwardedTrust(Strict):
+    """Whose X-Forwarded-For / Forwarded is believed (proxy/trust.py). Default: no
+    one's: a client's own copies are dropped, the backend gets the peer only."""
+
+    trusted_networks: Annotated[list[Network], Field(max_length=MAX_ITEMS)] = []
+    trusted_hops: int = Field(0, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_rule(self):
+        if self.trusted_networks and self.trusted_hops:
+            raise ValueError("give trusted_networks (the proxies in front, by address) or "
+                             "trusted_hops (how many proxies are in front), not both")
+        return self
+
+
 class ListenerConfig(Strict):
     bind: Address
     protocol: Literal["http", "tcp", "udp"] = "http"
@@ -386,6 +417,10 @@ class ListenerConfig(Strict):
     tls: ListenerTLS | None = None
     timeouts: ListenerTimeouts = ListenerTimeouts()
     limits: Limits = Limits()
+    # Trusted client addresses (http and tcp listeners): a PROXY header from
+    # the balancer in front, and (http) whose X-Forwarded-For is believed.
+    proxy_protocol: AcceptProxyProtocol | None = None
+    forwarded: ForwardedTrust = ForwardedTrust()
 
     @property
     def tls_mode(self) -> str:
@@ -1070,6 +1105,14 @@ def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
                 and "h2" in tls.alpn and listener.http2 is None):
             errors.append((f"{path}.tls.alpn", "h2 in tls.alpn offers HTTP/2, which this "
                            "listener serves only with http2: true; add it, or remove h2"))
+        if listener.protocol == "udp" and listener.proxy_protocol is not None:
+            errors.append((f"{path}.proxy_protocol", "a PROXY header starts a stream "
+                           "connection; a udp listener has none: remove proxy_protocol"))
+        if listener.protocol != "http" and listener.forwarded != ForwardedTrust():
+            errors.append((f"{path}.forwarded", "X-Forwarded-For and Forwarded are HTTP "
+                           f"headers, which a {listener.protocol} listener never reads: "
+                           "remove forwarded (proxy_protocol carries the client address "
+                           "at L4)"))
         if listener.udp is not None and listener.protocol != "udp":
             errors.append((f"{path}.udp", "udp settings are for protocol: udp listeners"))
         if listener.protocol != "udp":

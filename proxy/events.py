@@ -128,6 +128,10 @@ class RequestEvent(Event):
     # Pools with a retry_budget, when a retry was due: {allowed, active_requests,
     # active_retries, limit, reason}; allowed false = skipped by the budget.
     retry_budget: dict | None = None
+    # The client address believed, when it is not simply the peer (proxy/trust.py):
+    # {ip, from: peer|x-forwarded-for|forwarded|proxy_protocol, trusted_peer,
+    # reason, dropped?: headers not believed, proxy_protocol?: {version, via, ...}}.
+    client_address: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

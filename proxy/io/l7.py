@@ -68,6 +68,7 @@ import asyncio
 import collections
 import logging
 
+from proxy import trust
 from proxy.balancers.base import PickContext
 from proxy.errors import ERRORS
 from proxy.events import ConnectionOpen, RequestEvent, Warning as WarningEvent
@@ -148,7 +149,7 @@ class Exchange:
         "t_route", "t_pick", "t_connect", "t_first", "keep_alive", "split", "ctx",
         "read_timeout", "sticky_learned", "tunnel", "headers_view", "cookies_view",
         "upstream_tls", "turn", "started", "refusal", "continued", "queue_info",
-        "queued_at", "queue_timer", "budget", "counted",
+        "queued_at", "queue_timer", "budget", "counted", "client_view",
     )
 
     def __init__(self, conn: "L7Connection", head: RequestHead, t0: float):
@@ -211,6 +212,9 @@ class Exchange:
         # this request adds to its counters (1 active, 2 retrying).
         self.budget: dict | None = None
         self.counted = 0
+        # The client address believed for this request and why (proxy/trust.py);
+        # None when it is simply the connection's peer and nothing was dropped.
+        self.client_view: dict | None = None
 
     # ------------------------------------------------------------ step 0: wait for the body
 
@@ -294,11 +298,50 @@ class Exchange:
         self.counted = 1
         self.read_timeout = pool.config.timeouts.response_header
         head = self.head
+        client_ip = self.conn.client_ip
+        forwarded = self.conn.bound.config.forwarded
+        if forwarded.trusted_hops or forwarded.trusted_networks:
+            client_ip = self._believe(forwarded)
         self.ctx = PickContext(
-            client_ip=self.conn.client_ip, now=self.server.clock(), method=head.method,
+            client_ip=client_ip, now=self.server.clock(), method=head.method,
             path=head.target_str, headers=self.headers_view,
             cookies=self.cookies_view, tls=self.conn.tls is not None)
         self._choose()
+
+    def _believe(self, forwarded) -> str:
+        """The client address from a trusted proxy's X-Forwarded-For / Forwarded."""
+        peer = self.conn.client_ip
+        nets = trust.networks(tuple(forwarded.trusted_networks))
+        if not trust.peer_trusted(peer, nets, forwarded.trusted_hops):
+            return peer  # its headers are dropped in _pass_forwarded
+        xff, fwd = [], []
+        for name, value in self.head.headers:
+            lname = name.lower()
+            if lname == b"x-forwarded-for":
+                xff.append(value.decode("latin-1"))
+            elif lname == b"forwarded":
+                fwd.append(value.decode("latin-1"))
+        self.client_view = trust.believe(peer, xff, fwd, nets, forwarded.trusted_hops)
+        return self.client_view["ip"]
+
+    def _pass_forwarded(self, xff: bytes | None, fwd: bytes | None):
+        """The client's X-Forwarded-For / Forwarded, passed on only from a trusted peer
+        (listeners.NAME.forwarded); otherwise dropped, and the event says so."""
+        if xff is None and fwd is None:
+            return None, None
+        view = self.client_view
+        if view is not None and view["trusted_peer"]:
+            return xff, fwd
+        if view is None:
+            forwarded = self.conn.bound.config.forwarded
+            if trust.peer_trusted(self.conn.client_ip,
+                                  trust.networks(tuple(forwarded.trusted_networks)),
+                                  forwarded.trusted_hops):
+                return xff, fwd  # trusted, but the request was not picked through _pick
+            self.client_view = trust.believe(
+                self.conn.client_ip, [xff.decode("latin-1")] if xff else [],
+                [fwd.decode("latin-1")] if fwd else [], (), 0)
+        return None, None
 
     def _choose(self, front: bool = False) -> None:
         pool = self.pool
@@ -533,6 +576,7 @@ class Exchange:
             elif (action == _UPGRADE and upgrading) or (action == _EXPECT
                                                         and not self.continued):
                 parts += (name, b": ", value, b"\r\n")
+        xff, fwd = self._pass_forwarded(xff, fwd)
         ip = conn.client_ip_b
         parts += (b"X-Forwarded-For: ", xff + b", " + ip if xff else ip, b"\r\n",
                   b"X-Forwarded-Proto: ", conn.scheme_b, b"\r\n")
@@ -1003,7 +1047,18 @@ class Exchange:
             error=error, retries=self.retries, timings=timings, tls=self.conn.tls,
             backend_tls=self.upstream_tls, queue=self.queue_info,
             backup=choice.backup if choice is not None else None,
-            retry_budget=self.budget)
+            retry_budget=self.budget, client_address=self._client_address())
+
+    def _client_address(self) -> dict | None:
+        view = self.client_view
+        proxied = getattr(self.conn, "proxied", None)
+        if proxied is None:
+            return view
+        view = dict(view) if view is not None else {
+            "ip": self.conn.client_ip, "from": "proxy_protocol",
+            "reason": f"PROXY v{proxied['version']} header from trusted {proxied['via']}"}
+        view["proxy_protocol"] = proxied
+        return view
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.request_id} {self.head.method} {self.head.path} "
@@ -1178,6 +1233,9 @@ class L7Connection(asyncio.Protocol):
         # Set by proxy.tls.TLSAccept before connection_made on a TLS listener.
         self.tls: dict | None = None
         self.client_cert_headers: bytes | None = None
+        # A PROXY header accepted on this connection (proxy/io/accept.py):
+        # {version, command, via, source}; client_ip is then the address it names.
+        self.proxied: dict | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -1189,6 +1247,7 @@ class L7Connection(asyncio.Protocol):
             self.client_ip = ip
             self.client_ip_b = ip.encode("ascii")
             self.client = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        self.proxied = transport.get_extra_info("proxy_header")
         config = self.bound.config
         tls = self.tls
         if tls is not None and "client_cert" in tls:  # the listener asks for client certs
