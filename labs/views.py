@@ -137,13 +137,9 @@ def solution(request: HttpRequest, slug: str):
 
 
 def markdown_html(text: str) -> str:
-    """The fix's Markdown, rendered by the course's renderer (explainer/course/markdown.py:
-    escapes everything, then adds only its own tags), so it reads like a lesson.
-
-    The one place labs reaches up into explainer, from a view only (the framework and the
-    CLI never do): the renderer is a pure module with no Django in it, and a second copy
-    here would drift from the lessons'. It belongs below both apps if it moves."""
-    from explainer.course.markdown import render
+    """The fix's Markdown, rendered by the course's own renderer (labs/markdown.py: it
+    escapes everything, then adds only its own tags), so it reads like a lesson."""
+    from labs.markdown import render
 
     return render(text).html
 

@@ -29,11 +29,10 @@ FIELDS = ("status", "cause", "backend")
 
 # Where to look for each field, never what it is: the answers are earned by tracing.
 LOOK = {
-    "status": "the status column of its failed requests",
-    "cause": "a failed request's termination code (who ended it, in which phase), its "
-             "error text and whether the proxy made the response (proxy_error), matched "
-             "against the cause words on the page",
-    "backend": "the backend column of its failed requests (no backend: none was picked)",
+    "status": "the status column",
+    "cause": "the termination code, error and proxy_error of a failed request, against the "
+             "cause words",
+    "backend": "the backend column (none: no backend was picked)",
 }
 
 
@@ -65,8 +64,8 @@ def grade(run):
                 parts.append(f"{' and '.join(mistaken)} wrong")
             if unanswered:
                 parts.append(f"{' and '.join(unanswered)} not answered")
-            hints = "; ".join(f"for {k}, read {LOOK[k]}" for k in wrong)
-            line = f"incident {label}: {', '.join(parts)}. Trace {where}: {hints}"
+            hints = "; ".join(f"{k}: {LOOK[k]}" for k in wrong)
+            line = f"incident {label}: {', '.join(parts)}. Trace {where}. Look at {hints}"
         checks.append((not wrong, line))
         # What the page may show: which fields are right, never the right values.
         metrics[label] = {"answer": said, "correct": not wrong, "wrong_fields": wrong,

@@ -76,3 +76,22 @@ def test_a_run_whose_proxy_is_killed_midway_cannot_be_graded(tmp_path):
     assert "<title>The lying health check: CAN'T GRADE</title>" in report
     assert "This run can't be graded: the proxy " in report
     assert outcome.to_json()["graded"] is False
+
+
+def test_a_recording_with_a_death_gets_no_verdict_whatever_its_numbers():
+    from labs.framework.recording import Recording
+    from labs.framework.runner import grade
+
+    lab = registry.get("lying-health-check")
+    run = Recording(slug=lab.slug, time_scale=10, t0=0.0, duration=6, config={},
+                    events=[], broken=[
+                        {"t": 2.5, "part": "event stream", "what": "the proxy's event stream "
+                         "ended (the proxy closed it); nothing after it was recorded"},
+                        {"t": 2.5, "part": "traffic", "what": "the traffic generator (locust) "
+                         "exited with status 1"},
+                    ])
+    result = grade(lab, run)  # no request failed at all: still not a pass
+    assert result.graded is False and result.passed is False
+    assert result.headline.startswith("This run can't be graded: the proxy's event stream")
+    assert "2.5 s (25 s prod)" in result.headline and "(and 1 more)" in result.headline
+    assert [e.split(":")[0] for e in result.evidence[:2]] == ["BROKEN  at 2.5 s (25 s prod)"] * 2
