@@ -421,6 +421,9 @@ class ListenerConfig(Strict):
     # the balancer in front, and (http) whose X-Forwarded-For is believed.
     proxy_protocol: AcceptProxyProtocol | None = None
     forwarded: ForwardedTrust = ForwardedTrust()
+    # The zone of the balancer node this listener stands for (zone-aware routing:
+    # pools.NAME.cross_zone).
+    zone: Name | None = None
 
     @property
     def tls_mode(self) -> str:
@@ -667,6 +670,8 @@ class BackendConfig(Strict):
     # connections (tcp) this backend takes at once; overrides the pool's
     # max_connections_per_backend. Beyond it: the pool's queue, else 503.
     max_connections: int | None = Field(None, ge=1, le=1_000_000)
+    # Where it runs (an availability zone); a backend without a zone serves every zone.
+    zone: Name | None = None
     # A backup (HAProxy `backup`, Envoy's lower priority) takes traffic only while
     # the pool's primaries are below pools.NAME.backup_threshold (see runtime.py).
     backup: bool = False
@@ -784,6 +789,10 @@ class PoolConfig(Strict):
     panic_threshold: float = Field(0.0, ge=0.0, le=1.0)
     retries: int = Field(1, ge=0, le=5)
     retry_budget: RetryBudgetConfig | None = None  # besides retries (per request)
+    # false: a listener with a zone sends only to backends of its zone (NLB's
+    # default), falling back to every zone when its own has no eligible backend;
+    # true: every zone (ALB's default, and this proxy's). See proxy/zones.py.
+    cross_zone: bool = True
     # Backup backends (backends[].backup) join the pick when the share of
     # eligible primaries is below this; 0 = only when no primary is eligible.
     backup_threshold: float = Field(0.0, ge=0.0, le=1.0)

@@ -132,6 +132,9 @@ class RequestEvent(Event):
     # {ip, from: peer|x-forwarded-for|forwarded|proxy_protocol, trusted_peer,
     # reason, dropped?: headers not believed, proxy_protocol?: {version, via, ...}}.
     client_address: dict | None = None
+    # A listener with a zone: {listener_zone, cross_zone, zones (picked among),
+    # fallback, reason} (proxy/zones.py).
+    zone: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +160,7 @@ class ConnectionOpen(Event):
     tls: dict | None = None  # passthrough: {mode, sni, alpn, versions}; terminate: as requests
     proxy_protocol: str | None = None  # v1 | v2 when the backend gets a PROXY header
     backup: dict | None = None  # as RequestEvent.backup
+    zone: dict | None = None  # as RequestEvent.zone
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

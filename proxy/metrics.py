@@ -109,6 +109,11 @@ class Metrics:
             f"{p}_retries", "Retries of HTTP requests: result=retried for each retry "
             "made, skipped_by_budget when the pool's retry_budget refused one.",
             ["pool", "result"], registry=r)
+        self.zone_requests = Counter(
+            f"{p}_zone_requests", "HTTP requests through listeners with a zone, by the "
+            "listener's zone and the chosen backend's (from_zone != to_zone: cross-zone "
+            "traffic; to_zone '-' for a backend without a zone).",
+            ["pool", "from_zone", "to_zone"], registry=r)
         self.queue_wait = Histogram(
             f"{p}_queue_wait_seconds", "Time requests waited in a pool's queue.",
             ["pool"], buckets=LATENCY_BUCKETS, registry=r)
@@ -170,6 +175,10 @@ class Metrics:
         budget = ev.retry_budget
         if budget is not None and not budget["allowed"]:
             self.retries.labels(pool, "skipped_by_budget").inc()
+        zone = ev.zone
+        if zone is not None and ev.backend is not None:
+            self.zone_requests.labels(pool, zone["listener_zone"],
+                                      zone.get("backend_zone") or NONE).inc()
         queue = ev.queue
         if queue is not None:
             self.queued.labels(pool, queue["outcome"]).inc()

@@ -72,6 +72,7 @@ class BackendState:
     # (backends[].max_connections, else the pool's max_connections_per_backend).
     max_connections: int | None = None
     backup: bool = False  # serves only while the primaries are below backup_threshold
+    zone: str | None = None  # its availability zone (None: serves every zone)
     # Live counters.
     active_connections: int = 0  # L4: relayed client connections; L7: ones busy with a request
     outstanding: int = 0  # requests in flight
@@ -147,6 +148,7 @@ class BackendState:
             "outstanding": self.outstanding,
             "max_connections": self.max_connections,
             "backup": self.backup,
+            "zone": self.zone,
             "ewma_ms": round(self.ewma_ms, 3),
             "requests": self.requests,
             "failures": self.failures,

@@ -32,6 +32,7 @@ from proxy.events import AdminChange, EventBus, PoolEvent, StateChange
 from proxy.model import BackendState, Health, Intent
 from proxy.queueing import WaitQueue, backend_full
 from proxy.retrybudget import RetryBudget
+from proxy.zones import zone_filter
 
 Clock = Callable[[], float]
 
@@ -50,6 +51,8 @@ class Choice:
     reason: str = ""  # why there is no backend (503 text)
     # Pools with backup backends: were they in this pick, and why (see _apply_backup).
     backup: dict | None = None
+    # A listener with a zone: which zones the pick was among, and why (proxy/zones.py).
+    zone: dict | None = None
 
 
 def candidate_view(backend: BackendState, now: float, eligible: bool | None = None) -> dict:
@@ -63,6 +66,7 @@ def candidate_view(backend: BackendState, now: float, eligible: bool | None = No
         "outstanding": backend.outstanding,
         "connections": backend.active_connections,
         "backup": backend.backup,
+        "zone": backend.zone,
     }
 
 
@@ -120,6 +124,7 @@ class PoolRuntime:
         state.slow_start = self.config.slow_start
         state.max_connections = self.config.backend_limit(bc)
         state.backup = bc.backup
+        state.zone = bc.zone
         state.ewma_decay = self.config.balancer.decay_time
         if state is old:
             self.set_intent(state, Intent(bc.state), cause)
@@ -160,6 +165,8 @@ class PoolRuntime:
         eligible = self._apply_panic(eligible, all_backends, now, choice)
         if self.has_backups and not choice.panic:
             eligible = self._apply_backup(eligible, all_backends, choice)
+        if ctx.zone is not None and eligible:
+            eligible, choice.zone = zone_filter(eligible, ctx.zone, self.config.cross_zone)
         if exclude and eligible:
             remaining = [b for b in eligible if b not in exclude]
             if not remaining:
@@ -309,6 +316,7 @@ class PoolRuntime:
             "retry_budget": self.retry_budget.snapshot(
                 self.config.retry_budget.percent if self.config.retry_budget else None,
                 self.config.retry_budget.min_concurrent if self.config.retry_budget else None),
+            "cross_zone": self.config.cross_zone,
             "backup_threshold": self.config.backup_threshold,
             "backup_active": self.backup_active,
             "queue": self.queue.snapshot(
@@ -501,7 +509,7 @@ class Runtime:
             "generation": self.generation,
             "listeners": {
                 name: {"bind": f"{l.bind[0]}:{l.bind[1]}", "protocol": l.protocol,
-                       "routes": list(l.routes), "pool": l.pool}
+                       "routes": list(l.routes), "pool": l.pool, "zone": l.zone}
                 for name, l in self.config.listeners.items()
             },
             "routes": {name: r.model_dump(mode="json", exclude_none=True)

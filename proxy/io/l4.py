@@ -353,7 +353,8 @@ class L4Connection(asyncio.Protocol):
             return
         self.pool = pool
         self.pool_name = pool_name
-        self.ctx = PickContext(client_ip=self.client_addr[0], now=self.server.clock(), sni=sni)
+        self.ctx = PickContext(client_ip=self.client_addr[0], now=self.server.clock(), sni=sni,
+                               zone=self.bound.config.zone)
         self._choose()
 
     def _choose(self) -> None:
@@ -571,7 +572,8 @@ class L4Connection(asyncio.Protocol):
                 client=self.client, kind=self.kind, pool=self.pool_name,
                 algorithm=choice.algorithm, candidates=choice.candidates,
                 inputs=choice.inputs, sticky=choice.sticky, backend=self.backend.name,
-                tls=self.tls, proxy_protocol=self.proxy_protocol, backup=choice.backup))
+                tls=self.tls, proxy_protocol=self.proxy_protocol, backup=choice.backup,
+                zone=dict(choice.zone, backend_zone=self.backend.zone) if choice.zone else None))
         except Exception:
             log.exception("publishing connection_open %s failed", self.connection_id)
 

@@ -305,7 +305,8 @@ class Exchange:
         self.ctx = PickContext(
             client_ip=client_ip, now=self.server.clock(), method=head.method,
             path=head.target_str, headers=self.headers_view,
-            cookies=self.cookies_view, tls=self.conn.tls is not None)
+            cookies=self.cookies_view, tls=self.conn.tls is not None,
+            zone=self.conn.bound.config.zone)
         self._choose()
 
     def _believe(self, forwarded) -> str:
@@ -1047,7 +1048,8 @@ class Exchange:
             error=error, retries=self.retries, timings=timings, tls=self.conn.tls,
             backend_tls=self.upstream_tls, queue=self.queue_info,
             backup=choice.backup if choice is not None else None,
-            retry_budget=self.budget, client_address=self._client_address())
+            retry_budget=self.budget, client_address=self._client_address(),
+            zone=_zone_view(choice, backend))
 
     def _client_address(self) -> dict | None:
         view = self.client_view
@@ -1063,6 +1065,13 @@ class Exchange:
     def __repr__(self) -> str:
         return (f"<Exchange {self.request_id} {self.head.method} {self.head.path} "
                 f"backend={self.backend.name if self.backend else None}>")
+
+
+def _zone_view(choice, backend) -> dict | None:
+    """The pick's zone view with the zone of the backend it reached."""
+    if choice is None or choice.zone is None:
+        return None
+    return dict(choice.zone, backend_zone=backend.zone if backend is not None else None)
 
 
 class RefusedExchange(Exchange):
