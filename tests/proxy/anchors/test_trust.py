@@ -188,3 +188,38 @@ def test_proxy_protocol_on_a_tcp_listener_names_the_client_in_its_events():
             assert opened[0].client == "198.51.100.9:7000"
     finally:
         backend.close()
+
+
+def test_proxy_protocol_before_http2_prior_knowledge():
+    import h2.config
+    import h2.connection
+
+    from tests.proxy.http2.h2client import H2Client
+
+    backend = RecordingBackend()
+    listener = {"http2": True, "proxy_protocol": {"trusted": ["127.0.0.3/32"]}}
+    try:
+        with EdgeProxy(config({"p": {"backends": [backend_entry("b1", backend)]}},
+                              listener=listener)) as proxy:
+            port = proxy.port()
+            client = H2Client.__new__(H2Client)  # its own socket: the header goes first
+            client.sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                                   source_address=("127.0.0.3", 0))
+            client.sock.sendall(proxyproto.v1(("198.51.100.7", 5555), ("127.0.0.1", port)))
+            client.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+                client_side=True, header_encoding=None))
+            client.conn.initiate_connection()
+            client.events, client.closed = [], False
+            client.flush()
+            mark = backend.mark()
+            sid = client.get("/h2", extra=[(b"x-request-id", b"pp-h2"),
+                                           (b"x-forwarded-for", b"6.6.6.6")])
+            headers, body = client.response(sid)
+            assert headers[b":status"] == b"200" and body == b"ok /h2"
+            assert seen_headers(backend, mark)["x-forwarded-for"] == ["198.51.100.7"]
+            ev = event(proxy, "pp-h2")
+            assert ev.client == "198.51.100.7:5555"
+            assert ev.client_address["dropped"] == ["X-Forwarded-For"]
+            client.sock.close()
+    finally:
+        backend.close()
