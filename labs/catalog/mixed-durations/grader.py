@@ -39,7 +39,7 @@ def grade(run):
     if depth_tail:
         evidence.append(f"INFO  the slowest 1% of lookups were sent to a server that already "
                         f"had a median of {percentile(depth_tail, 50):.0f} requests in flight "
-                        f"(all lookups: {percentile(depth_all, 50):.0f}); four threads each")
+                        f"(all lookups: {percentile(depth_all, 50):.0f}); three threads each")
     per = {b: sum(1 for e in slow if e["backend"] == b) for b in BACKENDS}
     evidence.append(f"INFO  {len(slow)} slow exports finished from lab second {start:g} on "
                     f"({', '.join(f'{b} {n}' for b, n in per.items())}); each stands for "

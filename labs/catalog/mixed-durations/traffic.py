@@ -3,11 +3,14 @@
     locust -f labs/catalog/mixed-durations/traffic.py --headless -u 22 -t 6s --host URL
 
 LBLAB_SLOW_USERS (default 10) users export reports: GET /report?ms=LBLAB_SLOW_MS
-(default 1000 ms in the lab: 10 s in production at 1:10), one after the other. Everyone
+(about 1000 ms in the lab: 10 s in production at 1:10; each one from half to one and a
+half times that, as real exports vary), one after the other. Everyone
 else calls the API: GET /api/lookup?ms=1, a 1 ms lookup, with LBLAB_THINK_S (default
-0.05 s) between calls. Each server runs a pool of a few worker threads (gunicorn
+0.05 s) between calls. Each server runs a pool of three worker threads (gunicorn
 gthread): a call that finds every thread busy waits in the server's queue.
 """
+import random
+
 from locust import HttpUser, between, task
 
 from lblab_common import bind_source, env_float, env_int
@@ -25,7 +28,8 @@ class ReportExport(HttpUser):
 
     @task
     def export(self):
-        self.client.get(f"/report?ms={SLOW_MS}", name="GET /report (slow)")
+        ms = int(SLOW_MS * random.uniform(0.5, 1.5))
+        self.client.get(f"/report?ms={ms}", name="GET /report (slow)")
 
 
 class ApiClient(HttpUser):
