@@ -15,7 +15,7 @@ def in_flight_there(e: dict) -> int | None:
 
 
 def grade(run):
-    target = float(run.targets.get("max_p99_ms", 150))
+    target = float(run.targets.get("max_p99_ms", 250))
     start = float(run.targets.get("from_s", 1))
     prefix = run.targets.get("path_prefix", "/api/")
     reqs = [e for e in run.requests(start=start) if e.get("backend")]

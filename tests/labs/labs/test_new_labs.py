@@ -1,0 +1,75 @@
+"""The labs of issue 15 on their recorded runs: what each grader must tell apart.
+
+Recordings are real runs (record_fixtures.py); ``outlier-black-hole--nocap`` is the same
+lab with passive health but no ejection cap (outlier-nocap.yaml), recorded the same way.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+
+from labs.framework import definition, registry
+from labs.framework.recording import Recording
+from tests.labs.labs.conftest import RECORDINGS
+from tests.labs.labs.test_definition import copy_lab
+
+
+def load(slug: str, label: str) -> Recording:
+    with gzip.open(RECORDINGS / f"{slug}--{label}.json.gz", "rt") as fh:
+        return Recording.from_json(json.load(fh))
+
+
+def test_grpc_l4_pins_each_channel_and_l7_spreads_the_calls():
+    lab = registry.get("grpc-l4-pinning")
+    start, fix = lab.grade(load(lab.slug, "start")), lab.grade(load(lab.slug, "solution"))
+    # L4: two client channels, two choices in the whole run, two servers never called.
+    assert start.metrics["connections"] == 2 and len(start.metrics["idle"]) == 2
+    assert start.headline == "2 of 4 servers answered no call"
+    assert any("layer 4: the proxy balanced 2 connections" in e for e in start.evidence)
+    # L7: each call (stream) balanced on its own; the clients' count agrees.
+    assert not fix.metrics["idle"] and min(fix.metrics["shares"].values()) >= 0.15
+    assert fix.metrics["proxy_requests"] >= fix.metrics["calls"]
+    assert start.chart["kind"] == "bars" and start.chart["labels"] == ["b1", "b2", "b3", "b4"]
+
+
+def test_mixed_durations_blames_the_queue_not_the_lookup():
+    lab = registry.get("mixed-durations")
+    start, fix = lab.grade(load(lab.slug, "start")), lab.grade(load(lab.slug, "solution"))
+    assert start.metrics["quick_p50_ms"] < 50  # the median is fine under round robin...
+    assert start.metrics["quick_p99_ms"] > 250  # ...its tail is the queue behind exports
+    assert start.metrics["tail_in_flight_p50"] >= 3  # three threads, all busy
+    assert fix.metrics["tail_in_flight_p50"] < start.metrics["tail_in_flight_p50"]
+
+
+def test_outlier_ejection_without_a_cap_empties_the_pool():
+    lab = registry.get("outlier-black-hole")
+    start = lab.grade(load(lab.slug, "start"))
+    nocap = lab.grade(load(lab.slug, "nocap"))
+    fix = lab.grade(load(lab.slug, "solution"))
+    # No passive health: the fast-failing b3 gets far more than a quarter of the traffic.
+    share = start.metrics["per_backend"]["b3"] / sum(start.metrics["per_backend"].values())
+    assert share > 0.3 and start.metrics["b3_ejections"] == 0
+    # Ejection without a cap stops the black hole but ejects every server at the blip.
+    assert not nocap.passed
+    assert nocap.evidence[0].startswith("PASS") and nocap.evidence[1].startswith("FAIL")
+    assert nocap.metrics["max_ejected"] == 4 and nocap.metrics["no_backend"] > 0
+    # The cap keeps half the pool; the cap's refusals are reported.
+    assert fix.passed and fix.metrics["max_ejected"] <= 2 and fix.metrics["no_backend"] == 0
+    assert any("the cap refused" in e for e in fix.evidence)
+
+
+def test_a_lab_declares_known_concepts_only(tmp_path):
+    folder = copy_lab(tmp_path)
+    text = (folder / "lab.yaml").read_text()
+    (folder / "lab.yaml").write_text(text.replace("title:", "concepts: [health-check-window, "
+                                                  "telepathy]\ntitle:", 1))
+    lab, problems = definition.load(folder)
+    assert lab is None
+    assert any("lab.yaml: concepts: unknown concept(s) telepathy; known: roles" in p
+               for p in problems), problems
+
+
+def test_every_new_lab_declares_its_concepts():
+    for slug in ("grpc-l4-pinning", "mixed-durations", "outlier-black-hole"):
+        lab = registry.get(slug)
+        assert lab.spec.concepts and lab.summary()["concepts"] == lab.spec.concepts
