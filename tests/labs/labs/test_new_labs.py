@@ -61,8 +61,9 @@ def test_outlier_ejection_without_a_cap_empties_the_pool():
 def test_a_lab_declares_known_concepts_only(tmp_path):
     folder = copy_lab(tmp_path)
     text = (folder / "lab.yaml").read_text()
-    (folder / "lab.yaml").write_text(text.replace("title:", "concepts: [health-check-window, "
-                                                  "telepathy]\ntitle:", 1))
+    assert "concepts: [liveness-readiness]\n" in text
+    (folder / "lab.yaml").write_text(text.replace("concepts: [liveness-readiness]",
+                                                  "concepts: [liveness-readiness, telepathy]"))
     lab, problems = definition.load(folder)
     assert lab is None
     assert any("lab.yaml: concepts: unknown concept(s) telepathy; known: roles" in p
@@ -70,6 +71,28 @@ def test_a_lab_declares_known_concepts_only(tmp_path):
 
 
 def test_every_new_lab_declares_its_concepts():
-    for slug in ("grpc-l4-pinning", "mixed-durations", "outlier-black-hole"):
+    for slug in ("grpc-l4-pinning", "mixed-durations", "outlier-black-hole", "udp-game-flows"):
         lab = registry.get(slug)
         assert lab.spec.concepts and lab.summary()["concepts"] == lab.spec.concepts
+
+
+def test_udp_flows_that_expire_between_heartbeats_move_the_players():
+    lab = registry.get("udp-game-flows")
+    start, fix = lab.grade(load(lab.slug, "start")), lab.grade(load(lab.slug, "solution"))
+    # The proxy's flows and the players' own replies agree on every move.
+    assert start.metrics["moves"] > 0 and start.metrics["moves"] == \
+        start.metrics["moves_seen_by_players"]
+    assert start.metrics["flows"] > start.metrics["players"]
+    assert start.metrics["closed_by"].get("idle", 0) > 0
+    assert fix.metrics["flows"] == fix.metrics["players"] and fix.metrics["moves"] == 0
+    assert "1 s in the lab = 10 s in production at 1:10" in " ".join(start.evidence)
+
+
+def test_udp_flow_idle_must_stay_within_reason():
+    lab = registry.get("udp-game-flows")
+    run = load(lab.slug, "solution")
+    run.config = json.loads(json.dumps(run.config))
+    run.config["listeners"]["game"]["udp"]["flow_idle"] = "2h"
+    result = lab.grade(run)  # the same traffic, no move, but flows held for two hours
+    assert not result.passed
+    assert [e[:4] for e in result.evidence[:3]] == ["PASS", "PASS", "FAIL"]
