@@ -10,7 +10,9 @@ but the ones written here). Instructors edit the files; learners never do.
 
 Blocks: `## headings` (`#`..`####`; ids for the table of contents), paragraphs,
 `-`/`*` bullet lists and `1.` numbered lists (a line indented two spaces or more
-continues the item), `> quotes` (`> **Note**` ... becomes a callout), pipe tables
+continues the item), `> quotes` (`> **Note**` ... becomes a callout; `> **Claim checked**:
+“the claim”` becomes a "Common claim, checked" callout whose `Source: [title](url)` lines
+are set apart as its sources), pipe tables
 (`| a | b |` with a `|---|---|` line under the head), `---` rules, and fenced blocks:
 
     ```mermaid      a Mermaid diagram, rendered in the browser (securityLevel strict)
@@ -40,7 +42,8 @@ BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
 ITALIC = re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])")
 SAFE_URL = re.compile(r"^(/(?!/)|#|https?://)[^\s\"'<>`*]*$")
 CALLOUTS = {"note": "note", "tip": "tip", "warning": "warning", "rule of thumb": "tip",
-            "in numbers": "numbers", "try it": "tip"}
+            "in numbers": "numbers", "try it": "tip", "claim checked": "claim"}
+SOURCE_LINE = re.compile(r"^\s*Sources?:\s*(.+)$")
 
 # name -> Mermaid source, or None when the name is unknown (then a visible error box).
 DiagramSource = Callable[[str], "str | None"]
@@ -96,9 +99,16 @@ def _cells(line: str) -> list[str]:
     return [p.strip().replace("\\|", "|") for p in parts]
 
 
+# lang -> a function from the block's text to trusted HTML (built with escaping by its
+# module), or None when the text names nothing it knows (then a visible error box).
+BlockSource = Callable[[str], "str | None"]
+
+
 class _Renderer:
-    def __init__(self, diagrams: DiagramSource | None, heading_offset: int):
+    def __init__(self, diagrams: DiagramSource | None, heading_offset: int,
+                 blocks: "dict[str, BlockSource] | None" = None):
         self.diagrams = diagrams
+        self.blocks = blocks or {}
         self.offset = heading_offset
         self.out: list[str] = []
         self.result = Rendered("")
@@ -184,6 +194,14 @@ class _Renderer:
         self.out.append(f'<h{level} id="{anchor}">{body}</h{level}>')
 
     def fenced(self, lang: str, body: str) -> None:
+        if lang in self.blocks:
+            made = self.blocks[lang](body.strip())
+            if made is None:
+                self.out.append(f'<p class="diagram-error">unknown {html.escape(lang)} block '
+                                f'{html.escape(body.strip())}</p>')
+            else:
+                self.out.append(made)
+            return
         if lang == "mermaid":
             self.result.mermaid_blocks.append(body)
             self.out.append('<figure class="diagram-box"><pre class="mermaid">'
@@ -209,9 +227,11 @@ class _Renderer:
         first = lines[0].strip() if lines else ""
         m = re.match(r"^\*\*([^*]+)\*\*[:.]?\s*(.*)$", first)
         kind = CALLOUTS.get(m.group(1).strip().lower().rstrip(":")) if m else None
-        inner = _Renderer(self.diagrams, self.offset)
+        inner = _Renderer(self.diagrams, self.offset, self.blocks)
         inner.ids = self.ids
-        if kind:
+        if kind == "claim":
+            self.claim(m.group(2), lines[1:], inner)
+        elif kind:
             title = inline(m.group(1).strip().rstrip(":"))
             rest = [m.group(2)] + lines[1:] if m.group(2) else lines[1:]
             body = inner.render("\n".join(rest)).html
@@ -222,6 +242,15 @@ class _Renderer:
             self.out.append(f"<blockquote>{body}</blockquote>")
         self.result.mermaid_blocks += inner.result.mermaid_blocks
         self.result.diagrams += inner.result.diagrams
+
+    def claim(self, claim: str, lines: list[str], inner: "_Renderer") -> None:
+        """`> **Claim checked**: the claim` then the fact, and `Source: [title](url)` lines."""
+        sources = [SOURCE_LINE.match(line).group(1) for line in lines if SOURCE_LINE.match(line)]
+        body = inner.render("\n".join(line for line in lines if not SOURCE_LINE.match(line))).html
+        cited = "".join(f'<p class="claim-source">Source: {inline(src)}</p>' for src in sources)
+        self.out.append('<aside class="callout callout-claim" aria-label="Common claim, checked">'
+                        '<p class="callout-title">Common claim, checked: '
+                        f"{inline(claim.strip())}</p>{body}{cited}</aside>")
 
     def table(self, rows: list[str]) -> None:
         head = _cells(rows[0])
@@ -261,9 +290,11 @@ class _Renderer:
         return i
 
 
-def render(text: str, diagrams: DiagramSource | None = None, heading_offset: int = 0) -> Rendered:
-    """Markdown subset -> HTML in which every tag and attribute was written by this module."""
-    return _Renderer(diagrams, heading_offset).render(text or "")
+def render(text: str, diagrams: DiagramSource | None = None, heading_offset: int = 0,
+           blocks: "dict[str, BlockSource] | None" = None) -> Rendered:
+    """Markdown subset -> HTML in which every tag and attribute was written by this module
+    (or by a `blocks` function, which escapes what it takes from files)."""
+    return _Renderer(diagrams, heading_offset, blocks).render(text or "")
 
 
 def render_inline(text: str) -> str:

@@ -504,9 +504,13 @@ class HashKey(Strict):
         return self
 
 
-# Maglev builds a table of this many entries at every pool change: a million
-# is ~15x Maglev's paper size and still builds in well under a second.
-MAX_TABLE_SIZE = 1_000_003
+# Maglev builds a table of this many slots at every membership change (and
+# for each eligible set it meets), on the proxy's loop: 65537 is the size the
+# Maglev paper and Envoy use, and builds in a fraction of a second for 1000
+# backends. A consistent-hash ring is rebuilt just as often: its points
+# (virtual_nodes x backends) are bounded for the same reason.
+MAX_TABLE_SIZE = 65537
+MAX_RING_POINTS = 50_000
 
 
 def _is_prime(n: int) -> bool:
@@ -745,6 +749,26 @@ class PoolConfig(Strict):
             raise ValueError(f"backend names must be unique in a pool: {', '.join(dupes)}")
         return self
 
+    @model_validator(mode="after")
+    def _tables_bounded(self):
+        serving = sum(1 for b in self.backends if b.weight > 0)
+        algorithm = self.balancer.algorithm
+        if algorithm == "maglev" and serving > self.balancer.table_size:
+            raise ValueError(
+                f"balancer.table_size {self.balancer.table_size} is smaller than the {serving} "
+                "backends that take traffic; maglev needs a slot for each (about 100 per "
+                "backend spreads evenly): raise table_size (a prime, at most "
+                f"{MAX_TABLE_SIZE})")
+        if algorithm in ("consistent_hash", "consistent_hash_bounded") \
+                and serving * self.balancer.virtual_nodes > MAX_RING_POINTS:
+            most = max(1, MAX_RING_POINTS // serving)
+            raise ValueError(
+                f"the ring would have {serving} x {self.balancer.virtual_nodes} = "
+                f"{serving * self.balancer.virtual_nodes} points, above {MAX_RING_POINTS} "
+                f"(rebuilt on every change, on the proxy's loop): set balancer.virtual_nodes "
+                f"to at most {most} for {serving} backends")
+        return self
+
     def needs_http(self) -> list[str]:
         """Reasons this pool can only sit behind an HTTP listener."""
         return [reason for reason, _fix in self.http_needs()]
@@ -913,6 +937,7 @@ def cross_check(config: Config, known_routes: set | None = None,
                                f"{reason}, and pool {pname} is behind tcp listener {lname}, "
                                f"which cannot see it ({L4_BLIND}): {fix}"))
     errors += _check_http2_udp(config)
+    errors += _check_probe_rate(config)
     for rname, route in config.routes.items():
         for pname in route.pools():
             if pname not in known_pools:
@@ -991,6 +1016,26 @@ def _valid_parts(data: dict) -> tuple[Config, set, set]:
     names = {key: {n for n in data.get(key) or {} if isinstance(n, str)}
              if isinstance(data.get(key), dict) else set() for key in ("routes", "pools")}
     return Config.model_construct(**parts), names["routes"], names["pools"]
+
+
+# Active checks run on the proxy's own loop (~100 us of CPU per probe): a
+# config asking for more than this many probes per second would leave no time
+# for traffic. 1000/s is 2000 backends at the default 2s interval.
+MAX_PROBES_PER_S = 1000
+
+
+def _check_probe_rate(config: Config) -> list[tuple[str, str]]:
+    rates = {pname: len(pool.backends) / pool.health.interval
+             for pname, pool in config.pools.items() if pool.health is not None}
+    total = sum(rates.values())
+    if total <= MAX_PROBES_PER_S:
+        return []
+    worst = max(rates, key=rates.get)
+    return [(f"pools.{worst}.health.interval",
+             f"active health checks would send {total:.0f} probes per second across all "
+             f"pools (pool {worst}: {rates[worst]:.0f}/s), above {MAX_PROBES_PER_S}/s, which "
+             "would leave the proxy no time for traffic: raise health.interval or check "
+             "fewer backends")]
 
 
 def _check_http2_udp(config: Config) -> list[tuple[str, str]]:

@@ -279,12 +279,12 @@ class ProxyServer:
         try:
             for name, lc in new.listeners.items():
                 current = self.listeners.get(name)
-                if current is not None and current.config.bind == lc.bind:
+                if current is not None and _same_socket(current.config, lc):
                     plan[name] = ("keep", current)
                     taken.add(current.name)
                     continue
                 donor = next((b for b in self.listeners.values()
-                              if b.config.bind == lc.bind and lc.bind[1] != 0
+                              if _same_socket(b.config, lc) and lc.bind[1] != 0
                               and b.name not in taken and b.name not in new.listeners), None)
                 if donor is not None:
                     plan[name] = ("keep", donor)
@@ -461,6 +461,12 @@ class ProxyServer:
         if self.admin is not None:
             parts.append(f"admin {_fmt((self.admin.host, self.admin.port))}")
         return "lblab proxy listening: " + "; ".join(parts)
+
+
+def _same_socket(old: ListenerConfig, new: ListenerConfig) -> bool:
+    """The bound socket can serve `new`: same address, and both TCP or both UDP (a
+    listener switched to or from udp needs a socket of the other type)."""
+    return old.bind == new.bind and (old.protocol == "udp") == (new.protocol == "udp")
 
 
 def _fmt(address: tuple[str, int]) -> str:

@@ -6,6 +6,7 @@ Layout (an instructor edits these; nothing here is code):
     content/presets/NAME.yaml    proxy configs a lesson may use instead of an example
     content/drills/TOPIC.yaml    interview questions: {drills: [...]}
     content/predict/SLUG.yaml    predict-then-observe exercises, run in the learner's sandbox
+                                 (or, scenario simulation, computed by a model in simulations.py)
 
 `catalog()` returns every lesson, drill and exercise, validated with pydantic (unknown
 keys are errors, as in the proxy's config) and then checked across files
@@ -147,6 +148,7 @@ class LessonMeta(Strict):
     preset_note: str = Field(min_length=20)
     live_traffic: LiveTraffic = LiveTraffic()
     predict: list[str] = []
+    concepts: dict[str, Union[str, list[str]]] = {}  # concept id -> the section(s) teaching it
     checks: list[Check] = Field(min_length=2)
 
     @field_validator("topics")
@@ -197,6 +199,7 @@ class Drill(Strict):
     rubric: list[RubricPoint] = Field(min_length=3)
     follow_up: str | None = None
     lesson: str | None = None
+    concepts: list[str] = []
 
     @field_validator("topics")
     @classmethod
@@ -312,16 +315,34 @@ class RaceSpec(Strict):
     timeout: float = Field(4.0, gt=0, le=10)
 
 
+class SimulationSpec(Strict):
+    """A model from explainer/course/simulations.py, run once per case with these params."""
+
+    model: Literal["dsr_bytes", "alb_vs_nlb", "balls_into_bins", "maglev_disruption",
+                   "flapping"]
+    cases: dict[str, dict[str, Any]] = Field(min_length=1)  # case name -> keyword arguments
+
+    @field_validator("cases")
+    @classmethod
+    def _case_names(cls, value):
+        for name in value:
+            if not re.match(r"^[a-z0-9_]{1,30}$", name):
+                raise ValueError(f"case {name!r}: use lower-case letters, digits and _")
+        return value
+
+
 class Exercise(Strict):
     slug: str = Field(pattern=SLUG)
     title: str = Field(min_length=5)
     level: Literal["junior", "mid", "senior", "staff"]
     topic: str
     lesson: str | None = None
+    concepts: list[str] = []
     summary: str = Field(min_length=20)
     story: str = Field(min_length=20)
-    scenario: Literal["sequence", "health_race"]
-    config: ConfigSpec
+    scenario: Literal["sequence", "health_race", "simulation"]
+    config: ConfigSpec | None = None  # every scenario but simulation runs a proxy config
+    simulation: SimulationSpec | None = None
     faults: dict[str, dict[str, Any]] = {}  # set before the steps
     steps: list[Step] = []
     race: RaceSpec | None = None
@@ -335,6 +356,14 @@ class Exercise(Strict):
             raise ValueError("a sequence scenario needs steps")
         if self.scenario == "health_race" and self.race is None:
             raise ValueError("a health_race scenario needs race")
+        if self.scenario == "simulation":
+            if self.simulation is None:
+                raise ValueError("a simulation scenario needs simulation")
+            if self.config is not None or self.steps or self.race or self.faults:
+                raise ValueError("a simulation runs no proxy: leave out config, steps, race "
+                                 "and faults")
+        elif self.config is None:
+            raise ValueError(f"a {self.scenario} scenario needs config")
         if self.topic not in TOPICS:
             raise ValueError(f"unknown topic {self.topic!r}")
         ids = [f.id for f in self.predict]
@@ -346,6 +375,39 @@ class Exercise(Strict):
         return next((f for f in self.predict if f.id == fid), None)
 
 
+# ---------------------------------------------------------------- concepts
+
+class Concept(Strict):
+    id: str = Field(pattern=r"^[a-z0-9-]{2,40}$")
+    title: str = Field(min_length=3)
+
+
+class ConceptFile(Strict):
+    concepts: list[Concept] = Field(min_length=1)
+    labs: dict[str, list[str]] = {}  # graded lab slug -> the concepts it grades
+
+
+def _load_concepts(problems: list[str]) -> ConceptFile:
+    where = "concepts.yaml"
+    try:
+        data = ConceptFile.model_validate(yaml.safe_load(
+            (CONTENT / "concepts.yaml").read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError) as exc:
+        problems.append(f"{where}: {exc}")
+        return ConceptFile(concepts=[Concept(id="none", title="none")])
+    except ValidationError as exc:
+        problems.extend(_pydantic(exc, where))
+        return ConceptFile(concepts=[Concept(id="none", title="none")])
+    ids = [c.id for c in data.concepts]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"{where}: concept {dup!r} is listed twice")
+    for lab, named in data.labs.items():
+        for cid in named:
+            if cid not in ids:
+                problems.append(f"{where}: labs.{lab}: unknown concept {cid!r}")
+    return data
+
+
 # ---------------------------------------------------------------- reading files
 
 @dataclass
@@ -355,6 +417,8 @@ class Catalog:
     exercises: list[Exercise]
     problems: list[str]
     exercise_configs: dict[str, dict] = field(default_factory=dict)
+    concepts: list[Concept] = field(default_factory=list)
+    lab_concepts: dict[str, list[str]] = field(default_factory=dict)
 
     def lesson(self, slug: str) -> Lesson | None:
         return next((x for x in self.lessons if x.slug == slug), None)
@@ -497,7 +561,32 @@ def graded_labs(lesson: Lesson) -> list[str]:
     return [slug for slug in lesson.labs if slug in known]
 
 
+CLAIM = re.compile(r"^> \*\*Claim checked\*\*:?\s*(.*)$")
+
+
+def claim_blocks(body: str) -> list[tuple[str, str]]:
+    """(claim, the quote's text without '> ') for each "Common claim, checked" callout."""
+    out: list[tuple[str, str]] = []
+    lines = body.splitlines()
+    for i, line in enumerate(lines):
+        m = CLAIM.match(line)
+        if not m:
+            continue
+        block = []
+        for nxt in lines[i + 1:]:
+            if not nxt.startswith(">"):
+                break
+            block.append(nxt[1:].lstrip())
+        out.append((m.group(1).strip(), "\n".join(block)))
+    return out
+
+
 def _load_lessons(problems: list[str]) -> list[Lesson]:
+    from explainer.course import vendors
+
+    cards, card_problems = vendors.load(CONTENT / "vendors.yaml")
+    problems += card_problems
+    card_ids = {c.id for c in cards}
     lessons = []
     for path in sorted((CONTENT / "lessons").glob("*.md")):
         where = f"lessons/{path.name}"
@@ -526,6 +615,14 @@ def _load_lessons(problems: list[str]) -> list[Lesson]:
             if name not in GENERATED_DIAGRAMS:
                 lesson_problems.append(f"{where}: diagram {name!r} is not one the site draws "
                                        f"({', '.join(GENERATED_DIAGRAMS)})")
+        for claim, block in claim_blocks(body):
+            if not re.search(r"^\s*Sources?:.*\]\(https?://", block, re.MULTILINE):
+                lesson_problems.append(f"{where}: claim {claim!r} has no 'Source: [title](https://...)' "
+                                       "line: a checked claim names where its fact comes from")
+        for name in re.findall(r"^```vendors\s*\n\s*([A-Za-z0-9_-]+)", body, re.MULTILINE):
+            if name not in card_ids:
+                lesson_problems.append(f"{where}: vendors card {name!r} is not in content/vendors.yaml "
+                                       f"({', '.join(sorted(card_ids)) or 'no cards'})")
         if body.count("```") % 2:
             lesson_problems.append(f"{where}: a ``` fence is not closed")
         problems += lesson_problems
@@ -570,12 +667,16 @@ def _load_exercises(problems: list[str], configs: dict[str, dict]) -> list[Exerc
             problems.extend(_pydantic(exc, where))
             continue
         mine: list[str] = []
-        try:
-            config = build_config(ex.config)
-            mine += [f"{where}: config: {p}" for p in config_problems(config)]
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            mine.append(f"{where}: config: {exc}")
-            config = {}
+        config: dict = {}
+        if ex.config is not None:
+            try:
+                config = build_config(ex.config)
+                mine += [f"{where}: config: {p}" for p in config_problems(config)]
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                mine.append(f"{where}: config: {exc}")
+        if ex.simulation is not None:
+            from explainer.course.services.predict import simulation_problems
+            mine += [f"{where}: simulation: {p}" for p in simulation_problems(ex.simulation)]
         for name in list(ex.faults) + list((ex.race.faults if ex.race else {})):
             if name not in SANDBOX_BACKENDS:
                 mine.append(f"{where}: faults.{name}: not a sandbox backend")
@@ -586,7 +687,8 @@ def _load_exercises(problems: list[str], configs: dict[str, dict]) -> list[Exerc
         problems += mine
         if not mine:
             exercises.append(ex)
-            configs[ex.slug] = config
+            if ex.config is not None:
+                configs[ex.slug] = config
     order = {lvl: i for i, lvl in enumerate(LEVELS)}
     return sorted(exercises, key=lambda e: (order[e.level], e.slug))
 
@@ -612,6 +714,45 @@ def _cross(lessons: list[Lesson], drills: list[Drill], exercises: list[Exercise]
     for ex in exercises:
         if ex.lesson and ex.lesson not in lesson_slugs:
             problems.append(f"predict/{ex.slug}.yaml: lesson {ex.lesson!r} does not exist")
+
+
+def section_headings(body: str) -> list[str]:
+    """The text of every level-2 heading of a lesson body (what concepts point at)."""
+    return [h.strip() for h in re.findall(r"^## (.+?)\s*#*\s*$", body, re.MULTILINE)]
+
+
+def _concept_problems(concepts: ConceptFile, lessons: list[Lesson], drills: list[Drill],
+                      exercises: list[Exercise], problems: list[str]) -> None:
+    """Every declared concept exists, and every section a lesson names is in its body."""
+    known = {c.id for c in concepts.concepts}
+    from explainer.course import vendors
+
+    for lesson in lessons:
+        where = f"lessons/{lesson.path.name}"
+        headings = section_headings(lesson.body)
+        for cid, sections in lesson.concepts.items():
+            if cid not in known:
+                problems.append(f"{where}: concepts: unknown concept {cid!r} (see concepts.yaml)")
+            for heading in [sections] if isinstance(sections, str) else sections:
+                if heading not in headings:
+                    problems.append(f"{where}: concepts.{cid}: no section '## {heading}' in the lesson")
+    for drill in drills:
+        for cid in drill.concepts:
+            if cid not in known:
+                problems.append(f"drills: {drill.slug}: unknown concept {cid!r}")
+    for ex in exercises:
+        for cid in ex.concepts:
+            if cid not in known:
+                problems.append(f"predict/{ex.slug}.yaml: unknown concept {cid!r}")
+    cards, _ = vendors.load(CONTENT / "vendors.yaml")
+    for card in cards:
+        if card.concept not in known:
+            problems.append(f"vendors.yaml: card {card.id}: unknown concept {card.concept!r}")
+    labs = _known_labs()
+    if labs is not None:
+        for slug in concepts.labs:
+            if slug not in labs:
+                problems.append(f"concepts.yaml: labs.{slug}: no such lab in the labs registry")
 
 
 _lock = threading.Lock()
@@ -640,8 +781,10 @@ def load() -> Catalog:
     lessons = _load_lessons(problems)
     drills = _load_drills(problems)
     exercises = _load_exercises(problems, configs)
+    concepts = _load_concepts(problems)
     _cross(lessons, drills, exercises, problems)
-    return Catalog(lessons, drills, exercises, problems, configs)
+    _concept_problems(concepts, lessons, drills, exercises, problems)
+    return Catalog(lessons, drills, exercises, problems, configs, concepts.concepts, concepts.labs)
 
 
 def catalog() -> Catalog:

@@ -7,7 +7,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import mark_safe
 
 from explainer import diagrams
-from explainer.course import markdown
+from explainer.course import coverage, markdown, vendors
 from explainer.course.content import LEVELS, TOPICS, Drill, Exercise, Lesson, catalog, graded_labs
 from explainer.course.models import CheckAnswer, DrillAttempt, LessonProgress, PredictionRun
 from explainer.course.services import progress as progress_service
@@ -148,6 +148,35 @@ def predict_stats(learner_key: str) -> dict:
             "average": round(sum(done) / len(done)) if done else None}
 
 
+def coverage_table() -> dict:
+    """The concept coverage table of the course map, computed from the content."""
+    from django.urls import reverse as _reverse
+
+    from explainer.course.content import _known_labs
+
+    cat = catalog()
+    table = coverage.rows(cat, _known_labs())
+    lab_index = {link["slug"]: link for link in lab_links(sorted({s for r in table for s in r.labs}))}
+    out = []
+    for row in table:
+        out.append({
+            "id": row.concept.id,
+            "title": row.concept.title,
+            "complete": row.complete,
+            "sections": [{"title": f"{s.lesson.order}. {s.lesson.title}: {s.heading}",
+                          "url": _reverse("course:lesson", args=[s.lesson.slug]) + "#" + s.anchor}
+                         for s in row.sections],
+            "graded": ([{"kind": "lab", "title": lab_index[slug]["title"], "url": lab_index[slug]["url"]}
+                        for slug in row.labs]
+                       + [{"kind": "simulation" if ex.scenario == "simulation" else "predict",
+                           "title": ex.title, "url": _reverse("course:predict", args=[ex.slug])}
+                          for ex in row.exercises]),
+            "drills": [{"title": d.question, "url": _reverse("course:drill", args=[d.slug])}
+                       for d in row.drills],
+        })
+    return {"rows": out, "summary": coverage.summary(table)}
+
+
 def course_map(learner_key: str) -> dict:
     lessons = _lesson_rows(learner_key)
     done = sum(1 for r in lessons if r["status"] == "done")
@@ -160,6 +189,7 @@ def course_map(learner_key: str) -> dict:
             "percent": round(100 * done / len(lessons)) if lessons else 0,
             "current": current, "drills": drill_stats(learner_key),
             "predict": predict_stats(learner_key), "topics": TOPICS,
+            "coverage": coverage_table(),
             "problems": catalog().problems}
 
 
@@ -167,7 +197,8 @@ def course_map(learner_key: str) -> dict:
 
 def lesson_page(learner_key: str, lesson: Lesson) -> dict:
     cat = catalog()
-    rendered = markdown.render(lesson.body, lambda name: diagram_source(name, lesson))
+    rendered = markdown.render(lesson.body, lambda name: diagram_source(name, lesson),
+                               blocks={"vendors": vendors.block})
     answers = {a.question_id: a for a in CheckAnswer.objects.filter(
         learner_key=learner_key, lesson_slug=lesson.slug)}
     progress = LessonProgress.objects.filter(learner_key=learner_key,
@@ -323,7 +354,8 @@ def exercise_page(learner_key: str, ex: Exercise, run_id: int | None = None) -> 
         "exercise": ex,
         "story": mark_safe(markdown.render(ex.story).html),
         "explanation": mark_safe(markdown.render(ex.explanation).html),
-        "config_yaml": yaml.safe_dump(config, sort_keys=False),
+        "config_yaml": yaml.safe_dump(config, sort_keys=False) if config else "",
+        "is_simulation": ex.scenario == "simulation",
         "steps": describe_steps(ex),
         "fields": fields,
         "run": run,
@@ -349,6 +381,10 @@ def _value_label(f, value):
 def describe_steps(ex: Exercise) -> list[str]:
     """The exercise's scenario in words (what will be done, not what will happen)."""
     out = []
+    if ex.simulation is not None:
+        for case, params in ex.simulation.cases.items():
+            out.append(f"Compute case “{case}” with the model {ex.simulation.model}: "
+                       + ", ".join(f"{k} = {v}" for k, v in params.items()) + ".")
     if ex.faults:
         out.append("Set faults: " + "; ".join(
             f"{b}: " + ", ".join(f"{k}={v}" for k, v in knobs.items())

@@ -88,7 +88,7 @@ class Limits:
     """What one sandbox container may use (the engine enforces it through cgroups)."""
 
     memory_mb: int = 192  # hard cap, no swap
-    cpus: float = 0.5  # CPU time per second (a share of the machine)
+    cpus: float = 1.0  # CPU-seconds per second at most (start-up imports need about 1.5)
     pids: int = 96  # processes and threads
     nofile: int = 1024  # open files
     reserve_memory_mb: int = 96  # soft reservation (Swarm places by reservations)
@@ -249,9 +249,15 @@ class ContainerDriver:
     def __init__(self, state_dir: str | Path | None = None, host: str = "127.0.0.1",
                  max_sandboxes: int = 40, *, port_range: tuple[int, int] = (20000, 29999),
                  limits=None, image: str = IMAGE, docker_host: str | None = None,
-                 start_timeout: float = 20.0, python: str = sys.executable, **_ignored):
+                 start_timeout: float = 20.0, python: str = sys.executable,
+                 host_state_dir: str | None = None, **_ignored):
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.dir = self.state_dir / "containers"
+        # Where the engine finds the state directory: the same path, unless the site itself
+        # runs in a container with the state directory bind-mounted from the host (compose:
+        # LBLAB_SANDBOX_HOST_STATE_DIR is the host's side of that mount).
+        host_side = host_state_dir or os.environ.get("LBLAB_SANDBOX_HOST_STATE_DIR")
+        self.host_dir = Path(host_side) / "containers" if host_side else self.dir
         self.host = "127.0.0.1" if procs.is_loopback(host) else host
         self.max_sandboxes = max_sandboxes
         self.port_range = port_range
@@ -345,7 +351,7 @@ class ContainerDriver:
         try:
             started = time.monotonic()
             self.engine.remove(container_name(sandbox_id))  # a leftover of a crashed site
-            body = container_body(sandbox_id, Path(sb.log_dir), self.image, self.limits)
+            body = container_body(sandbox_id, self.host_dir / sandbox_id, self.image, self.limits)
             self.engine.json("POST", f"/containers/create?name={container_name(sandbox_id)}",
                              body)
             self.engine.call("POST", f"/containers/{container_name(sandbox_id)}/start")
@@ -708,7 +714,7 @@ def measure_sandboxes(count: int, backends: int, state_dir: str | None = None,
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="lblab-measure-") as tmp:
-        driver = ContainerDriver(state_dir=state_dir or tmp, max_sandboxes=count)
+        driver = ContainerDriver(state_dir=state_dir or tmp, max_sandboxes=count, start_timeout=90)
         starts, mems = [], []
         try:
             for i in range(count):

@@ -234,6 +234,10 @@ class Launcher:
         env["LBLAB_STATE_DIR"] = str(self.state_dir)
         env["LBLAB_SANDBOX"] = self.o.sandbox
         env["LBLAB_EMBEDDED_BRIDGE"] = "1" if self.bridge_mode == "embedded" else "0"
+        if self.o.front_door:
+            # Behind LBLab's own proxy the site sees it as the client; the proxy appends the
+            # real client to X-Forwarded-For (the rate limits count per client address).
+            env.setdefault("LBLAB_TRUST_FORWARDED", "1")
         if self.o.public:
             env["LBLAB_PUBLIC"] = "1"
             env["LBLAB_TLS"] = "1" if self.o.behind_tls else "0"

@@ -28,6 +28,7 @@ costs real time (tens of milliseconds for M = 65537 in Python).
 """
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from typing import Sequence
 
@@ -49,28 +50,30 @@ def build_table(members: Sequence[tuple[str, int]], size: int) -> list[str]:
     top = max(weights)
     offsets = [stable_hash(n, salt=b"maglev-offset") % size for n in names]
     skips = [stable_hash(n, salt=b"maglev-skip") % (size - 1) + 1 for n in names]
+    # Turns in order of (iteration, backend index), as the paper's round-robin
+    # loop takes them: the heaviest backend a turn every iteration, one of
+    # weight top/3 every third. A heap of next turns instead of the loop over
+    # every backend per iteration keeps the cost M log N whatever the weights
+    # (the loop was M x N when one weight dwarfs the others).
     nexts = [0] * len(names)
-    targets = [0] * len(names)
+    turns = [0] * len(names)
+    heap = [(1, i) for i in range(len(names))]
     table = [-1] * size
     filled = 0
-    iteration = 0
     while filled < size:
-        iteration += 1
-        for i in range(len(names)):
-            # Heaviest backend: a turn every iteration; weight top/3: every third.
-            if iteration * weights[i] < targets[i]:
-                continue
-            targets[i] += top
-            offset, skip, j = offsets[i], skips[i], nexts[i]
+        iteration, i = heapq.heappop(heap)
+        offset, skip, j = offsets[i], skips[i], nexts[i]
+        slot = (offset + j * skip) % size
+        while table[slot] >= 0:
+            j += 1
             slot = (offset + j * skip) % size
-            while table[slot] >= 0:
-                j += 1
-                slot = (offset + j * skip) % size
-            table[slot] = i
-            nexts[i] = j + 1
-            filled += 1
-            if filled == size:
-                break
+        table[slot] = i
+        nexts[i] = j + 1
+        filled += 1
+        turns[i] += 1
+        # Next turn: the first later iteration t with t * weight >= turns * top.
+        due = -(-turns[i] * top // weights[i])
+        heapq.heappush(heap, (max(iteration + 1, due), i))
     return [names[i] for i in table]
 
 

@@ -28,6 +28,10 @@ Flow control, both ways:
   waits per stream, and past OUT_HIGH the backend connection's reading
   pauses until the client opens its window again.
 
+Timeouts: a stream whose request body stalls for timeouts.request_body (while
+its window is open: a paused stream is the proxy's doing) gets 408
+body-timeout; the backend's timeouts apply per stream as for HTTP/1.1.
+
 Stream limits: SETTINGS_MAX_CONCURRENT_STREAMS (http2.max_concurrent_streams)
 and SETTINGS_MAX_HEADER_LIST_SIZE (limits.max_header_bytes), both enforced
 by h2 itself. Drain and shutdown send GOAWAY with the last stream id: the
@@ -248,7 +252,8 @@ class H2Stream:
     """What an exchange sees as its client connection: one stream of an H2Connection."""
 
     __slots__ = ("h2conn", "stream_id", "exchange", "paused", "unacked", "pending",
-                 "pending_bytes", "end_pending", "ended", "out_paused", "closing")
+                 "pending_bytes", "end_pending", "ended", "out_paused", "closing",
+                 "body_deadline")
 
     def __init__(self, h2conn: "H2Connection", stream_id: int):
         self.h2conn = h2conn
@@ -262,6 +267,8 @@ class H2Stream:
         self.ended = False  # END_STREAM sent (or the stream was reset)
         self.out_paused = False
         self.closing = False
+        # timeouts.request_body while the request body streams (None: no body expected).
+        self.body_deadline: Deadline | None = None
 
     # The client, as an L7Connection would describe it.
     @property
@@ -319,6 +326,8 @@ class H2Stream:
 
     def pause(self, reason: int) -> None:
         self.paused |= reason
+        if self.body_deadline is not None:
+            self.body_deadline.clear()  # we are slow (its window is closed), not the client
 
     def resume(self, reason: int) -> None:
         if not self.paused & reason:
@@ -326,6 +335,27 @@ class H2Stream:
         self.paused &= ~reason
         if not self.paused:
             self.h2conn.acknowledge(self)
+            self.body_wait()
+
+    def body_wait(self) -> None:
+        """(Re)start the request_body clock: the client owes the next DATA frame."""
+        deadline = self.body_deadline
+        if deadline is not None and not self.paused:
+            deadline.after(self.h2conn.bound.config.timeouts.request_body)
+
+    def body_done(self) -> None:
+        if self.body_deadline is not None:
+            self.body_deadline.cancel()
+            self.body_deadline = None
+
+    def _body_timeout(self) -> None:
+        ex = self.exchange
+        if ex is None or ex.finished or ex.request_done:
+            return
+        seconds = self.h2conn.bound.config.timeouts.request_body
+        ex.on_client_error(RequestError(
+            "body-timeout", f"no request body byte for {seconds:g}s on HTTP/2 stream "
+            f"{self.stream_id} (timeouts.request_body)"))
 
     def send(self, items: list) -> None:
         self.h2conn.send(self, items)
@@ -373,6 +403,7 @@ class H2Connection(asyncio.Protocol):
         self.closed_by = ""
         self.connection_id = ""
         self._fwd_cache = None
+        self._write_queued = False
         self.router = server.routers.get(bound.name)
 
     # ------------------------------------------------------------ asyncio callbacks
@@ -484,8 +515,10 @@ class H2Connection(asyncio.Protocol):
             self._data(event)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
-            if stream is not None and stream.exchange is not None:
-                stream.exchange.on_client_complete()
+            if stream is not None:
+                stream.body_done()
+                if stream.exchange is not None:
+                    stream.exchange.on_client_complete()
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
@@ -541,6 +574,9 @@ class H2Connection(asyncio.Protocol):
             stream.ended = True
             del self.streams[stream_id]
             return
+        if not end_stream:
+            stream.body_deadline = Deadline(self.loop, stream._body_timeout)
+            stream.body_wait()
         ex.start()
 
     def _data(self, event) -> None:
@@ -560,6 +596,7 @@ class H2Connection(asyncio.Protocol):
         ex.on_client_body(event.data)
         if not stream.paused:
             self.acknowledge(stream)
+            stream.body_wait()
 
     def _ack(self, stream_id: int, size: int) -> None:
         if size <= 0 or self.closed:
@@ -611,7 +648,7 @@ class H2Connection(asyncio.Protocol):
         if stream.pending_bytes > OUT_HIGH and not stream.out_paused:
             stream.out_paused = True
             _pause_upstream(stream.exchange)
-        self._write()
+        self._write_soon()
 
     def _pump(self, stream: H2Stream) -> None:
         """Send as much queued body as the windows allow, then the end when all is out."""
@@ -655,6 +692,7 @@ class H2Connection(asyncio.Protocol):
     def stream_done(self, stream: H2Stream) -> None:
         """The exchange finished (event published). A stream whose response did not end
         cleanly (cut, backend died mid-body) is reset, so the client knows."""
+        stream.body_done()
         if self.closed:
             return
         if not stream.ended and stream.end_pending is None:
@@ -687,9 +725,18 @@ class H2Connection(asyncio.Protocol):
     def _write(self) -> None:
         if self.closed or self.h2 is None:
             return
+        self._write_queued = False
         data = self.h2.data_to_send()
         if data:
             self.transport.write(data)
+
+    def _write_soon(self) -> None:
+        """Write at the end of this loop iteration. Responses of many streams come from
+        many backend connections' callbacks in one iteration: one write (one syscall)
+        for all of them instead of one each. h2 keeps the frames in order meanwhile."""
+        if not self._write_queued:
+            self._write_queued = True
+            self.loop.call_soon(self._write)
 
     def forwarded_element(self, host):
         cache = self._fwd_cache

@@ -58,10 +58,18 @@
     return best;
   }
 
+  // A label's words, line breaks (<br>, <tspan>) read as spaces: "listener web L7 · http".
+  function wordsOf(node) {
+    const parts = [];
+    const walk = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+    while (walk.nextNode()) parts.push(walk.currentNode.nodeValue);
+    return squash(parts.join(' '));
+  }
+
   function drawnLabels(svg) {
     const seen = new Set();
     for (const node of svg.querySelectorAll('.nodeLabel, text.actor, .actor-man text, text')) {
-      const t = squash(node.textContent);
+      const t = wordsOf(node);
       if (t && !seen.has(t)) seen.add(t);
       if (seen.size >= MAX_LABELS) break;
     }
@@ -73,7 +81,7 @@
     if (fromPage) return fromPage;
     const title = titleOf(svg);
     const labels = drawnLabels(svg);
-    let text = kindOf(svg) + (title ? `: ${title}` : '');
+    let text = kindOf(svg) + (title ? `: ${title.replace(/[.:]$/, '')}` : '');
     if (labels.length) text += `. Shows ${labels.join(', ')}`;
     return text.length > MAX_CHARS ? text.slice(0, MAX_CHARS - 1) + '…' : text;
   }
@@ -89,8 +97,16 @@
     return svg.hasAttribute('aria-roledescription') || /^c?mmd-|^mermaid/.test(svg.id || '');
   }
 
+  // Mermaid builds each SVG in a scratch element (id "d" + the SVG's id) at the end of
+  // <body>, then hands it over as text: only the copy the page inserts is named, once it is
+  // complete and in its place (its heading, its caption).
+  function inScratch(svg) {
+    const scratch = svg.id && document.getElementById('d' + svg.id);
+    return !!(scratch && scratch.contains(svg));
+  }
+
   function labelIfNeeded(svg) {
-    if (!isDiagram(svg)) return;
+    if (!isDiagram(svg) || inScratch(svg)) return;
     if (svg.getAttribute('aria-label')) return;
     const by = svg.getAttribute('aria-labelledby');
     if (by && by.split(/\s+/).some(id => squash((document.getElementById(id) || {}).textContent))) return;
@@ -103,7 +119,8 @@
     root.querySelectorAll && root.querySelectorAll('svg').forEach(labelIfNeeded);
   }
 
-  const SCROLLERS = '.table-wrap, .scroll-region';
+  const SCROLLERS = '.table-wrap, .scroll-region, .coverage-wrap, .diagram-box, pre';
+  const SCROLLS = /(auto|scroll)/;
   const FOCUSABLE = 'a[href], button, input, select, textarea, [tabindex]';
   function regionName(box) {
     const cap = box.querySelector('caption');
@@ -113,7 +130,9 @@
   }
   function markScrollers() {
     document.querySelectorAll(SCROLLERS).forEach(box => {
-      const overflows = box.scrollWidth > box.clientWidth + 1 || box.scrollHeight > box.clientHeight + 1;
+      const style = getComputedStyle(box);
+      const overflows = (SCROLLS.test(style.overflowX) && box.scrollWidth > box.clientWidth + 1)
+        || (SCROLLS.test(style.overflowY) && box.scrollHeight > box.clientHeight + 1);
       if (box.dataset.a11yRegion === '1' && !overflows) {
         box.removeAttribute('tabindex'); box.removeAttribute('role'); box.removeAttribute('aria-label');
         delete box.dataset.a11yRegion;

@@ -98,3 +98,29 @@ def test_healthcheck_against_a_real_server():
         assert "status 503" in healthcheck.check(f"{base}/bad")
     finally:
         server.shutdown()
+
+
+def test_the_stack_file_replaces_commands_and_drops_network_mode():
+    from pathlib import Path
+
+    from docker import stackfile
+
+    repo = Path(__file__).resolve().parents[2]
+    merged = stackfile.stack([repo / "compose.yml", repo / "compose.hostnet.yml",
+                              repo / "compose.swarm.yml"])
+    proxy = merged["services"]["proxy"]
+    assert proxy["command"] == ["python", "-m", "proxy", "--config", "docker/front-hostnet.yaml"]
+    assert proxy["healthcheck"]["test"][-1] == "tcp://127.0.0.1:30700"
+    assert proxy["networks"] == ["hostnet"] and "network_mode" not in proxy
+    assert not any(key.startswith("x-") for key in merged)
+    assert merged["services"]["web"]["environment"]["REDIS_URL"] == "redis://127.0.0.1:30711/0"
+    assert "*id" not in stackfile.dump(merged) and "&id" not in stackfile.dump(merged)
+
+
+def test_the_container_driver_fits_the_services_seam(tmp_path):
+    from labs.sandbox.drivers import Driver, make_driver
+
+    driver = make_driver("containers", state_dir=tmp_path, max_sandboxes=3,
+                         port_range=(30720, 30779))
+    assert isinstance(driver, containers.ContainerDriver) and isinstance(driver, Driver)
+    assert driver.list() == []

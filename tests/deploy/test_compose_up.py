@@ -89,7 +89,7 @@ def backend_of(client_port: int) -> str | None:
 
 @pytest.mark.timeout(900)
 def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine):
-    env = {"SECRET_KEY": secrets.token_urlsafe(50), "DEBUG": "0"}
+    env = {"SECRET_KEY": "", "DEBUG": ""}  # public mode's own: made once, no debug
     try:
         compose(engine, PROJECT, FILES, "up", "-d", env=env, timeout=300)
 
@@ -106,9 +106,26 @@ def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine):
         for service, url in HEALTH.items():
             status, body = get(url)
             assert status == 200, f"{service}: {url} answered {status}: {body[:300]}"
-        for port in (30701, 30702, 30703):  # the site processes check PostgreSQL and Redis
-            assert json.loads(get(f"http://127.0.0.1:{port}/healthz")[1]) == {
-                "ok": True, "checks": {"database": "ok", "redis": "ok"}}
+        # The site processes' /healthz checked PostgreSQL and Redis: a stopped Redis shows.
+        engine.docker("pause", *engine.ids("ps", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                                           "--filter", "label=com.docker.compose.service=redis"))
+        try:
+            status, body = get("http://127.0.0.1:30701/healthz", timeout=30)
+            assert status == 503 and body.startswith("redis:"), body
+        finally:
+            engine.docker("unpause", *engine.ids(
+                "ps", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                "--filter", "label=com.docker.compose.service=redis"))
+        assert get("http://127.0.0.1:30701/healthz") == (200, "ok\n")
+
+        # Public mode: one secret, made once in the state volume, shared by every worker.
+        secrets_seen = set()
+        for service in ("web", "ws1", "ws2"):
+            cid = engine.ids("ps", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                             "--filter", f"label=com.docker.compose.service={service}")[0]
+            secrets_seen.add(engine.docker("exec", cid, "cat", "/var/lib/lblab/secret_key")
+                             .stdout.strip())
+        assert len(secrets_seen) == 1 and len(secrets_seen.pop()) >= 50
 
         # The dashboard over the front door, in public mode (no debug pages).
         status, page = get(f"{FRONT}/")
@@ -168,7 +185,7 @@ def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine):
         assert probe.returncode == 0
         # The killed worker comes back by itself (restart: unless-stopped).
         wait_until(f"{victim} restarted and healthy",
-                   lambda: health_states(engine).get(victim) == "healthy", timeout=60)
+                   lambda: health_states(engine).get(victim) == "healthy", timeout=300)
     finally:
         compose(engine, PROJECT, FILES, "down", "-v", "--remove-orphans", env=env,
                 check=False, timeout=180)

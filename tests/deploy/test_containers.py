@@ -4,6 +4,8 @@ network of its own beyond loopback and the engine's limits in force inside it.""
 from __future__ import annotations
 
 import json
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -12,6 +14,14 @@ from labs.sandbox import SandboxError
 from labs.sandbox.containers import ContainerDriver, Limits, container_name
 
 PORTS = (30720, 30779)  # this test's share of 30700-30799
+
+
+def get_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def get_json(url: str) -> dict:
@@ -36,7 +46,12 @@ def test_a_sandbox_container_serves_is_confined_and_goes_away(engine, driver, tm
         "http://127.0.0.1:")
     assert {p["alive"] for p in driver.parts("learner-1").values()} == {True}
 
-    # The site's view: the proxy balances over the three backends; the admin API answers.
+    # The site's view: the proxy balances over the three backends (once its first health
+    # checks passed, as with the process driver); the admin API answers.
+    deadline = time.monotonic() + 60
+    while get_status(sb.proxy_url + "/") != 200:
+        assert time.monotonic() < deadline, "the sandbox's proxy never served a request"
+        time.sleep(0.5)
     seen = {get_json(sb.proxy_url + "/")["backend"] for _ in range(6)}
     assert seen == {"b1", "b2", "b3"}
     state = get_json(sb.admin_url + "/state")

@@ -11,6 +11,7 @@ A failure lists each rule with the elements it flagged, so the page (never this 
 """
 from __future__ import annotations
 
+import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -112,6 +113,9 @@ def send(proxy_url: str, n: int) -> None:
             resp.read()
 
 
+# About fifteen axe runs (each a whole-page audit): more than the suite's default 120 s on a
+# loaded machine.
+@pytest.mark.timeout(300)
 def test_the_dashboard_course_and_labs_pass_axe(page: Page, site):
     failures: dict[str, list[str]] = {}
     errors: list[str] = []
@@ -125,6 +129,10 @@ def test_the_dashboard_course_and_labs_pass_axe(page: Page, site):
     expect(page.locator("#stream li")).to_have_count(6, timeout=10_000)
     page.locator("#stream li").first.click()
     expect(page.locator("#request-diagram svg")).to_be_visible(timeout=10_000)
+    expect(page.locator("#topology svg")).to_have_attribute(
+        "aria-label", re.compile(r"^Topology\. pool web \(round_robin\): b1 healthy"))
+    expect(page.locator("#request-diagram svg")).to_have_attribute(
+        "aria-label", re.compile(r"^Sequence diagram: The request's path\. Shows "))
     assert_accessible(page, "dashboard", failures)
     for tab in ("backends", "health", "faults", "traffic", "listeners"):
         page.locator(f"#tab-{tab}").click()
@@ -142,6 +150,10 @@ def test_the_dashboard_course_and_labs_pass_axe(page: Page, site):
     page.goto(f"{site.url}/course/lessons/{first('lesson')}/")
     expect(page.locator(".mermaid-out svg").first).to_be_visible(timeout=15_000)
     assert_accessible(page, "lesson", failures)
+    # Each diagram's text alternative says what kind of diagram it is, what it is about (its
+    # caption or section) and what it draws, rather than only "image".
+    names = page.eval_on_selector_all(".mermaid-out svg", "ns => ns.map(n => n.getAttribute('aria-label'))")
+    assert names and all(n and ": " in n and ". Shows " in n for n in names), names
     page.goto(site.url + "/course/drills/")
     assert_accessible(page, "drills", failures)
     page.goto(f"{site.url}/course/drills/{first('drill')}/")
@@ -157,6 +169,7 @@ def test_the_dashboard_course_and_labs_pass_axe(page: Page, site):
     assert errors == []
 
 
+@pytest.mark.timeout(240)
 def test_workshop_pages_pass_axe(browser, site):
     failures: dict[str, list[str]] = {}
     teacher_ctx = browser.new_context(viewport={"width": 1440, "height": 950})
@@ -188,4 +201,16 @@ def test_workshop_pages_pass_axe(browser, site):
     finally:
         teacher_ctx.close()
         learner_ctx.close()
+    assert not failures, "axe-core (WCAG 2.1 A/AA) found serious or critical issues:\n" + report(failures)
+
+
+@pytest.mark.timeout(300)
+def test_a_lab_page_with_its_result_passes_axe(page: Page, site):
+    """A run's result draws a chart, Mermaid diagrams and evidence: all of it is checked."""
+    failures: dict[str, list[str]] = {}
+    page.goto(site.url + "/labs/lying-health-check/")
+    page.locator("#run").click()
+    expect(page.locator("#result .verdict")).to_have_text("FAIL", timeout=180_000)
+    expect(page.locator("#result .diagrams svg").first).to_be_visible(timeout=15_000)
+    assert_accessible(page, "lab page with a result", failures)
     assert not failures, "axe-core (WCAG 2.1 A/AA) found serious or critical issues:\n" + report(failures)

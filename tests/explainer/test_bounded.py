@@ -148,3 +148,12 @@ def test_the_sandbox_port_range_is_a_setting(state, settings):
         assert all(30600 <= port <= 30699 for port in sb.ports.values()), sb.ports
     finally:
         learner_sandboxes.service().stop(sb.id, grace=2)
+
+
+def test_the_client_address_is_the_last_forwarded_hop_only_when_trusted(settings):
+    request = RequestFactory().get("/", REMOTE_ADDR="127.0.0.1",
+                                   HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.9")
+    settings.LBLAB_TRUST_FORWARDED = False
+    assert rates.client_address(request) == "127.0.0.1"  # anyone can send that header
+    settings.LBLAB_TRUST_FORWARDED = True
+    assert rates.client_address(request) == "203.0.113.9"  # what LBLab's front door saw

@@ -34,9 +34,12 @@ def test_defaults_are_sqlite_and_the_in_memory_layer(tmp_path):
                                        True, "/static/"]
 
 
-def test_debug_off_needs_a_secret_key(tmp_path):
-    proc = run_django("", {"DEBUG": "0", "LBLAB_VAR_DIR": str(tmp_path)})
-    assert proc.returncode != 0 and "set SECRET_KEY" in proc.stderr
+def test_debug_off_uses_this_installations_secret_key(tmp_path):
+    # No fixed default: without SECRET_KEY a key is made once and kept in the state dir.
+    env = {"DEBUG": "0", "LBLAB_VAR_DIR": str(tmp_path), "LBLAB_STATE_DIR": str(tmp_path)}
+    proc = run_django("from django.conf import settings\nprint(settings.SECRET_KEY)", env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (tmp_path / "secret_key").read_text().strip()
     proc = run_django("from django.conf import settings\nprint(settings.DEBUG)",
                       {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(40),
                        "LBLAB_VAR_DIR": str(tmp_path)})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import string
 
 import pytest
 import yaml
@@ -214,7 +213,7 @@ def test_integers_beyond_each_bound_are_refused(place, value):
 
 
 @SOME
-@given(st.sampled_from([10**15 + 37, 10**18 + 9, 2**61 - 1, 10**19 + 3, MAX_TABLE_SIZE + 2]))
+@given(st.sampled_from([10**15 + 37, 10**18 + 9, 2**61 - 1, 10**19 + 3, 131071, 1_000_003, MAX_TABLE_SIZE + 2]))
 def test_a_huge_maglev_table_size_is_refused_without_checking_primality(size):
     data = put(base(), ("pools", "web", "balancer"), {"algorithm": "maglev", "table_size": size})
     assert "table_size" in messages(refused(data))
@@ -268,8 +267,8 @@ def test_documents_beyond_the_size_limit_are_refused(extra):
     assert "limit" in messages(refused(raw))
 
 
-@SOME
-@given(st.integers(min_value=MAX_NODES // 4, max_value=MAX_NODES * 2))
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(min_value=MAX_NODES + 1, max_value=MAX_NODES * 2))
 def test_many_small_values_are_bounded(count):
     text = BASE_TEXT + "\nbulk: [" + ",".join(["1"] * count) + "]\n"
     if len(text) > MAX_BYTES:
@@ -456,3 +455,70 @@ def test_alpn_h2_is_refused_unless_the_listener_serves_http2():
     assert "h2" in messages(exc) and "http2: true" in messages(exc)
     data["listeners"]["web"]["http2"] = True
     parse_config(data)
+
+
+# ---------------------------------------------------------------- what a config makes the proxy build
+
+@MANY
+@given(backends=st.integers(1, 1000), size=st.sampled_from([7, 251, 1009, 65537]))
+def test_maglev_needs_a_slot_per_backend(backends, size):
+    data = base()
+    data["pools"]["web"]["balancer"] = {"algorithm": "maglev", "table_size": size}
+    data["pools"]["web"]["backends"] = [{"name": f"b{i}", "address": f"127.0.0.1:{1000 + i}"}
+                                        for i in range(backends)]
+    if backends > size:
+        assert "table_size" in messages(refused(data))
+    else:
+        parse_config(data)
+
+
+@MANY
+@given(backends=st.integers(1, 1000), vnodes=st.integers(1, 10_000),
+       algorithm=st.sampled_from(["consistent_hash", "consistent_hash_bounded"]))
+def test_ring_points_are_bounded(backends, vnodes, algorithm):
+    from proxy.config import MAX_RING_POINTS
+
+    data = base()
+    data["pools"]["web"]["balancer"] = {"algorithm": algorithm, "virtual_nodes": vnodes}
+    data["pools"]["web"]["backends"] = [{"name": f"b{i}", "address": f"127.0.0.1:{1000 + i}"}
+                                        for i in range(backends)]
+    if backends * vnodes > MAX_RING_POINTS:
+        assert "virtual_nodes" in messages(refused(data))
+    else:
+        parse_config(data)
+
+
+@SOME
+@given(extra=st.integers(1, 200))
+def test_beyond_the_count_bounds_is_refused(extra):
+    from proxy.config import MAX_BACKENDS, MAX_LISTENERS
+
+    data = base()
+    data["pools"]["web"]["backends"] = [{"name": f"b{i}", "address": f"127.0.0.1:{1000 + i}"}
+                                        for i in range(MAX_BACKENDS + extra)]
+    assert "backends" in messages(refused(data))
+    data = base()
+    for i in range(MAX_LISTENERS + extra):
+        data["listeners"][f"l{i}"] = {"bind": "127.0.0.1:0", "routes": ["all"]}
+    assert "listeners" in messages(refused(data))
+
+
+@MANY
+@given(backends=st.integers(1, 400), interval_ms=st.integers(10, 5000), pools=st.integers(1, 3))
+def test_the_total_probe_rate_is_bounded(backends, interval_ms, pools):
+    from proxy.config import MAX_PROBES_PER_S
+
+    data = base()
+    template = data["pools"]["web"]
+    data["pools"] = {}
+    for p in range(pools):
+        pool = dict(template, health={"type": "tcp", "interval": f"{interval_ms}ms"})
+        pool["backends"] = [{"name": f"p{p}b{i}", "address": f"127.0.0.1:{1000 + i}"}
+                            for i in range(backends)]
+        data["pools"][f"p{p}"] = pool
+    data["routes"]["all"]["forward"] = "p0"
+    rate = pools * backends / (interval_ms / 1000)
+    if rate > MAX_PROBES_PER_S:
+        assert "probes per second" in messages(refused(data))
+    else:
+        parse_config(data)

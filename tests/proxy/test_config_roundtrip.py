@@ -54,7 +54,7 @@ durations = st.one_of(
 )
 probe_intervals = durations.filter(lambda d: d != "0ms" and not d.endswith("ms")
                                    or d.endswith("ms") and float(d[:-2]) >= 10)
-primes = st.sampled_from([7, 251, 65537, 1009, 4099, 999_983])
+primes = st.sampled_from([7, 251, 65537, 1009, 4099, 65521])
 hash_keys = st.one_of(
     st.just({"source": "client_ip"}), st.just({"source": "uri"}),
     st.builds(lambda s, n: {"source": s, "name": n}, st.sampled_from(["header", "cookie"]),

@@ -21,6 +21,10 @@ and a scenario. `run()` does, in the learner's own sandbox:
 3. read each prediction field's *observation* from what happened (grammar below),
    score it, and keep the evidence: the real decisions, the timeline, a diagram.
 
+A ``simulation`` scenario runs no sandbox: it calls a pure model from
+explainer/course/simulations.py once per case (for what one machine cannot show: direct
+server return, DNS-based scaling), and the page labels everything it shows as simulated.
+
 Observations (the ``observe`` of a field; n counts requests from 1 in sending order):
 
     backends[:TAG]  statuses[:TAG]         the lists, for a sequence field
@@ -33,6 +37,7 @@ Observations (the ``observe`` of a field; n counts requests from 1 in sending or
     p50:TAG  p99:TAG                       latency percentiles (ms, the proxy's measure)
     count:BACKEND[:TAG]                    requests that BACKEND served
     first_unhealthy  detect_s:B  unhealthy:B   (health_race)
+    sim:CASE:KEY                           an output of the simulation's case (simulation)
 
 Scores: a sequence scores the share of positions right; a choice 1 or 0; a number 1
 within its tolerance (absolute, or a percentage of what was observed), 0.5 within
@@ -61,6 +66,84 @@ SEQUENCE_ONLY = {"backends", "statuses", "backend", "status", "made_by", "outcom
                  "moved", "who_moved", "p50", "p99", "count"}
 RACE_ONLY = {"first_unhealthy", "detect_s", "unhealthy"}
 
+# Each simulation model: the function, and its outputs a field may read (number or choice).
+SIM_OUTPUTS = {
+    "dsr_bytes": {"client_to_balancer_b": "number", "balancer_to_backend_b": "number",
+                  "backend_to_client_b": "number", "response_acks_b": "number",
+                  "request_acks_b": "number", "total_b": "number", "dsr_balancer_b": "number",
+                  "relay_balancer_b": "number", "dsr_share_pct": "number",
+                  "saving_factor": "number", "biggest_inbound": "choice"},
+    "alb_vs_nlb": {"new_share_30s": "number", "new_share_after_ttl": "number",
+                   "settle_s": "number", "failed_alb": "number", "failed_alb_pct": "number",
+                   "failed_nlb": "number", "who_failed": "choice"},
+    "balls_into_bins": {"max_random": "number", "max_two": "number", "max_three": "number"},
+    "maglev_disruption": {"modulo_moved_pct": "number", "maglev_moved_pct": "number",
+                          "maglev_gone_share_pct": "number",
+                          "maglev_others_moved_pct": "number", "maglev_slot_spread": "number"},
+    "flapping": {"flips": "number", "flips_per_hour": "number", "out_pct": "number"},
+}
+# What the evidence table shows for each model, in this order, with a label.
+SIM_SHOWN = {
+    "dsr_bytes": [("request_b", "request (payload)", "B"), ("response_b", "response (payload)", "B"),
+                  ("client_to_balancer_b", "client → balancer (all the client's packets)", "B"),
+                  ("balancer_to_backend_b", "balancer → backend", "B"),
+                  ("backend_to_client_b", "backend → client, directly (DSR)", "B"),
+                  ("response_acks_b", "of which: the client's ACKs of the response", "B"),
+                  ("dsr_balancer_b", "the balancer carries, with DSR", "B"),
+                  ("relay_balancer_b", "the balancer carries, relaying both ways", "B"),
+                  ("dsr_share_pct", "share of all bytes through the balancer, DSR", "%"),
+                  ("saving_factor", "relaying ÷ DSR", "×")],
+    "alb_vs_nlb": [("new_share_30s", "share of requests on the new nodes, 30 s after scale-out", "%"),
+                   ("new_share_after_ttl", "… 70–100 s after scale-out", "%"),
+                   ("settle_s", "seconds until every TTL-respecting client has the new answer", "s"),
+                   ("failed_alb", "first attempts to the stopped node (ALB-like)", "requests"),
+                   ("failed_alb_pct", "… as a share of requests after it stopped", "%"),
+                   ("failed_nlb", "failed requests, static addresses (NLB-like)", "requests"),
+                   ("who_failed", "who failed", "")],
+    "balls_into_bins": [("mean", "requests per backend on average", ""),
+                        ("max_random", "busiest backend, random (median of the trials)", "requests"),
+                        ("max_random_range", "… lowest–highest over the trials", ""),
+                        ("max_two", "busiest backend, two choices (median)", "requests"),
+                        ("max_two_range", "… lowest–highest", ""),
+                        ("max_three", "busiest backend, three choices (median)", "requests"),
+                        ("max_three_range", "… lowest–highest", "")],
+    "maglev_disruption": [("modulo_moved_pct", "keys that change backend, modulo (hash % n)", "%"),
+                          ("maglev_moved_pct", "keys that change backend, Maglev", "%"),
+                          ("maglev_gone_share_pct", "… of which the leaving backend's keys", "%"),
+                          ("maglev_others_moved_pct", "… and keys of backends that stayed", "%"),
+                          ("maglev_slot_spread", "Maglev table: most minus fewest slots per backend", "slots")],
+    "flapping": [("probes", "health probes in the hour", ""),
+                 ("flips", "state changes (healthy ↔ unhealthy)", ""),
+                 ("out_pct", "share of the hour out of rotation", "%")],
+}
+
+
+def _sim_function(model: str):
+    from explainer.course import simulations
+
+    return getattr(simulations, model)
+
+
+def simulation_problems(spec) -> list[str]:
+    """Parameters a simulation's cases give that its model does not take (or refuses)."""
+    import inspect
+
+    fn = _sim_function(spec.model)
+    accepted = set(inspect.signature(fn).parameters)
+    out = []
+    for case, params in spec.cases.items():
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            out.append(f"cases.{case}: {spec.model} takes no {', '.join(unknown)} "
+                       f"(it takes {', '.join(sorted(accepted))})")
+    return out
+
+
+def simulate(spec) -> dict[str, dict]:
+    """Every case's outputs (pure; a few hundred milliseconds at most)."""
+    fn = _sim_function(spec.model)
+    return {case: fn(**params) for case, params in spec.cases.items()}
+
 
 # ---------------------------------------------------------------- checking exercises
 
@@ -77,6 +160,18 @@ def observation_problem(ex: Exercise, f: PredictField) -> str | None:
     """Why a field cannot read its observation, or None when it can."""
     parts = f.observe.split(":")
     name, args = parts[0], parts[1:]
+    if name == "sim" or ex.scenario == "simulation":
+        if name != "sim" or ex.scenario != "simulation" or ex.simulation is None:
+            return "sim:CASE:KEY is the one observation of a simulation scenario"
+        if len(args) != 2 or args[0] not in ex.simulation.cases:
+            return (f"sim takes a case and an output (sim:CASE:KEY); cases: "
+                    f"{', '.join(ex.simulation.cases)}")
+        outputs = SIM_OUTPUTS[ex.simulation.model]
+        if args[1] not in outputs:
+            return f"{ex.simulation.model} has no output {args[1]!r} ({', '.join(outputs)})"
+        if outputs[args[1]] != f.kind:
+            return f"{args[1]} is a {outputs[args[1]]}, not a {f.kind}"
+        return None
     if name not in LIST_OBS | STR_OBS | NUM_OBS:
         return f"unknown observation {name!r}"
     if ex.scenario == "sequence" and name in RACE_ONLY:
@@ -145,9 +240,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[rank - 1], 2)
 
 
-def observe(ex: Exercise, spec: str, records: list[dict], race: dict | None):
+def observe(ex: Exercise, spec: str, records: list[dict], race: dict | None,
+            sim: dict | None = None):
     parts = spec.split(":")
     name, args = parts[0], parts[1:]
+    if name == "sim":
+        return (sim or {}).get(args[0], {}).get(args[1])
     if name in RACE_ONLY:
         race = race or {}
         if name == "first_unhealthy":
@@ -360,11 +458,50 @@ def run_race(sb, ex: Exercise) -> dict:
 # ---------------------------------------------------------------- the run
 
 def config_of(ex: Exercise) -> dict:
-    return catalog().exercise_configs[ex.slug]
+    return catalog().exercise_configs.get(ex.slug, {})
+
+
+def _score(row: PredictionRun, ex: Exercise, prediction: dict, records, race, sim) -> None:
+    observed, scores = {}, {}
+    for f in ex.predict:
+        value = observe(ex, f.observe, records, race, sim)
+        observed[f.id] = value
+        scores[f.id] = score_field(f, prediction.get(f.id), value)
+    row.observed = observed
+    row.field_scores = scores
+    row.score = round(sum(scores.values()) / len(scores), 4)
+
+
+def sim_evidence(ex: Exercise, results: dict[str, dict]) -> list[dict]:
+    """One table per case: its parameters and the outputs the page shows."""
+    out = []
+    for case, result in results.items():
+        rows = [{"label": label, "value": result.get(key), "unit": unit}
+                for key, label, unit in SIM_SHOWN[ex.simulation.model] if key in result]
+        out.append({"case": case, "params": ex.simulation.cases[case], "rows": rows,
+                    "timeline": result.get("timeline")})
+    return out
+
+
+def run_simulation(learner_key: str, ex: Exercise, prediction: dict) -> PredictionRun:
+    """Score a prediction against the exercise's simulation (no sandbox involved)."""
+    started = time.monotonic()
+    row = PredictionRun(learner_key=learner_key, exercise_slug=ex.slug, prediction=prediction)
+    results = simulate(ex.simulation)
+    _score(row, ex, prediction, [], None, results)
+    row.evidence = {"simulation": sim_evidence(ex, results),
+                    "notes": ["A simulation, not a run of the proxy: the numbers come from "
+                              "the model in explainer/course/simulations.py with the "
+                              "parameters shown."]}
+    row.seconds = round(time.monotonic() - started, 2)
+    row.save()
+    return row
 
 
 def run(learner_key: str, ex: Exercise, prediction: dict) -> PredictionRun:
     """Run the exercise for real in the learner's sandbox and score the prediction."""
+    if ex.scenario == "simulation":
+        return run_simulation(learner_key, ex, prediction)
     started = time.monotonic()
     row = PredictionRun(learner_key=learner_key, exercise_slug=ex.slug, prediction=prediction)
     try:
@@ -387,14 +524,7 @@ def run(learner_key: str, ex: Exercise, prediction: dict) -> PredictionRun:
         return row
     records = evidence.pop("_records", [])
     race = evidence.pop("_race", None)
-    observed, scores = {}, {}
-    for f in ex.predict:
-        value = observe(ex, f.observe, records, race)
-        observed[f.id] = value
-        scores[f.id] = score_field(f, prediction.get(f.id), value)
-    row.observed = observed
-    row.field_scores = scores
-    row.score = round(sum(scores.values()) / len(scores), 4)
+    _score(row, ex, prediction, records, race, None)
     row.evidence = evidence
     row.seconds = round(time.monotonic() - started, 2)
     row.save()

@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import subprocess
+import time
 
 import h2.events
 import pytest
@@ -143,13 +144,19 @@ def _calm(proxy, client: H2Client, kind: str) -> None:
 
 def test_rapid_reset_gets_goaway_enhance_your_calm(proxy):
     client = H2Client(proxy.port("web"))
-    for _ in range(25):  # max_resets is 20 per period
-        sid = client.get("/reset")
-        client.send_raw(RstStreamFrame(sid, error_code=ErrorCodes.CANCEL).serialize())
+
+    def reset(n: int, path: str) -> None:
+        for _ in range(n):
+            sid = client.get(path)
+            client.send_raw(RstStreamFrame(sid, error_code=ErrorCodes.CANCEL).serialize())
+
+    # Under the cap: each reset stream is a request the client ended (termination C.);
+    # the backend takes 3 s to answer, so the reset always comes first.
+    reset(5, "/work?ms=3000&r=few")
+    proxy.wait_events(lambda e: e.get("type") == "request" and e.get("path") ==
+                      "/work?ms=3000&r=few" and e["termination"][0] == "C", count=5)
+    reset(20, "/work?ms=3000&r=many")  # 25 in the period: max_resets is 20
     _calm(proxy, client, "rapid-reset")
-    resets = proxy.wait_events(lambda e: e.get("type") == "request"
-                               and e.get("path") == "/reset" and e["termination"][0] == "C")
-    assert resets  # streams reset by the client end as client terminations
 
 
 def test_continuation_flood_gets_goaway(proxy):
@@ -194,3 +201,106 @@ def test_goaway_on_shutdown(proxy_factory, backends):
     assert goaway.error_code == ErrorCodes.NO_ERROR
     assert goaway.last_stream_id == 1
     proxy.process.wait(10)
+
+
+def test_stickiness_retries_and_timeouts_per_stream(proxy_factory, backends):
+    """The HTTP/1.1 pipeline per stream: a sticky cookie, a retry past a dead backend,
+    and a response timeout (504), all on one HTTP/2 connection."""
+    dead = {"name": "gone", "address": f"127.0.0.1:{free_port()}"}
+    proxy = proxy_factory({
+        "admin": {"listen": "127.0.0.1:0"},
+        "listeners": {"web": {"bind": "127.0.0.1:0", "http2": True,
+                              "routes": ["slow", "sticky", "all"]}},
+        "routes": {
+            "slow": {"match": {"path_prefix": "/work"}, "forward": "slow"},
+            "sticky": {"match": {"path_prefix": "/sticky"}, "forward": "sticky"},
+            "all": {"forward": "retry"}},
+        "pools": {
+            "retry": {"retries": 1, "backends": [dead, backend_entry(backends["b1"])]},
+            "sticky": {"sticky": {"mode": "cookie"},
+                       "backends": [backend_entry(backends[n]) for n in ("b2", "b3")]},
+            "slow": {"timeouts": {"response_header": "300ms"},
+                     "backends": [backend_entry(backends["b1"], name="b1-slow")]},
+        }})
+    client = H2Client(proxy.port("web"))
+    # Retry: the dead backend refuses, the request goes on to b1.
+    for _ in range(2):
+        headers, body = client.response(client.get("/retry"))
+        assert headers[b":status"] == b"200" and json.loads(body)["backend"] == "b1"
+    retried = proxy.wait_events(lambda e: e.get("path") == "/retry" and e.get("retries"))
+    assert retried[0]["retries"][0]["backend"] == "gone"
+    # Sticky: the cookie set on the first answer pins the next streams.
+    headers, body = client.response(client.get("/sticky"))
+    first = json.loads(body)["backend"]
+    cookie = headers[b"set-cookie"].split(b";")[0]
+    for _ in range(4):
+        _, body = client.response(client.get("/sticky", extra=[(b"cookie", cookie)]))
+        assert json.loads(body)["backend"] == first
+    # Timeout: b1 answers /work?ms=2000 after 2 s; the stream gets 504, the connection lives on.
+    headers, body = client.response(client.get("/work?ms=2000"))
+    assert headers[b":status"] == b"504"
+    assert json.loads(body)["error"] == "response-timeout"
+    headers, _ = client.response(client.get("/retry"))
+    assert headers[b":status"] == b"200"
+    client.close()
+
+
+def test_a_stream_whose_body_stalls_gets_408(proxy_factory, backends):
+    proxy = proxy_factory(config(backends, timeouts={"request_body": "300ms"}))
+    client = H2Client(proxy.port("web"))
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(sid, [(b":method", b"POST"), (b":path", b"/upload"),
+                                   (b":scheme", b"http"), (b":authority", b"lab.test")])
+    client.conn.send_data(sid, b"first bytes, then nothing")
+    client.flush()
+    headers, body = client.response(sid)
+    assert headers[b":status"] == b"408"
+    assert json.loads(body)["error"] == "body-timeout"
+    event = proxy.event(headers[b"x-request-id"].decode())
+    assert event["termination"] == "PR" and "timeouts.request_body" in event["error"]
+    # The connection is fine: the next stream is answered.
+    headers, _ = client.response(client.get("/after"))
+    assert headers[b":status"] == b"200"
+    client.close()
+
+
+def test_open_connection_and_its_streams_are_listed(proxy):
+    client = H2Client(proxy.port("web"))
+    sids = [client.get("/work?ms=1500") for _ in range(2)]
+    deadline = time.monotonic() + 5
+    while True:
+        _, body = proxy.admin("GET", "/connections")
+        h2conns = [c for c in body["connections"] if c["kind"] == "h2"
+                   and len(c.get("streams", [])) == 2]
+        if h2conns or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert h2conns, body
+    assert {s["stream_id"] for s in h2conns[0]["streams"]} == set(sids)
+    assert all(s["backend"] in ("b1", "b2", "b3") for s in h2conns[0]["streams"])
+    for sid in sids:
+        assert client.response(sid)[0][b":status"] == b"200"
+    client.close()
+
+
+def test_streams_over_the_limit_end_the_connection(proxy_factory, backends):
+    """A client that ignores SETTINGS_MAX_CONCURRENT_STREAMS (h2 clients would refuse to,
+    so the frames are written by hand) is answered GOAWAY PROTOCOL_ERROR."""
+    proxy = proxy_factory(config(backends, http2={"max_concurrent_streams": 2}))
+    client = H2Client(proxy.port("web"))
+    client.read(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    assert client.conn.remote_settings.max_concurrent_streams == 2
+    client.flush()  # our ACK of the proxy's SETTINGS: the limit is in force from here
+    time.sleep(0.2)
+    for sid in (1, 3, 5):
+        block = client.conn.encoder.encode([(b":method", b"GET"), (b":path", b"/work?ms=2000"),
+                                            (b":scheme", b"http"), (b":authority", b"x")])
+        frame = HeadersFrame(sid, block)
+        frame.flags.add("END_HEADERS")
+        frame.flags.add("END_STREAM")
+        client.send_raw(frame.serialize())
+    goaway = client.goaway()
+    assert goaway.error_code == ErrorCodes.PROTOCOL_ERROR
+    event = proxy.wait_events(lambda e: e.get("type") == "connection"
+                              and e.get("kind") == "h2" and e.get("error"))[-1]
+    assert "protocol error" in event["error"].lower()

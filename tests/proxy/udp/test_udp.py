@@ -153,3 +153,39 @@ def test_config_refuses_what_udp_cannot_do(listener, pool, message):
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert any(message in m for _, m in info.value.errors), info.value.errors
+
+
+def test_switching_a_listener_to_udp_at_run_time(proxy_factory, udp_backends):
+    """PUT /config turning a tcp listener into a udp one on the same address: the new
+    config gets a UDP socket (the TCP one is closed), and datagrams are answered."""
+    from labs.backend.testing import free_port
+
+    port = free_port()
+    config = udp_config(udp_backends, max_flows=100, flow_idle="10s")
+    config["listeners"]["dns"] = {"bind": f"127.0.0.1:{port}", "protocol": "tcp",
+                                  "pool": "game"}
+    proxy = proxy_factory(config)
+    config["listeners"]["dns"] = {"bind": f"127.0.0.1:{port}", "protocol": "udp",
+                                  "pool": "game"}
+    status, body = proxy.admin("PUT", "/config", config)
+    assert status == 200, body
+    reply = ask(client(), port, b"after")
+    assert reply is not None and reply.endswith(b" after")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_open_flows_are_listed_by_the_admin_api(proxy_factory, udp_backends):
+    proxy = proxy_factory(udp_config(udp_backends, max_flows=100, flow_idle="10s"))
+    c = client("127.0.0.21")
+    assert ask(c, proxy.port("dns"), b"hi")
+    status, body = proxy.admin("GET", "/connections")
+    assert status == 200
+    flows = [f for f in body["connections"] if f["kind"] == "udp"]
+    assert len(flows) == 1
+    flow = flows[0]
+    assert flow["client"].startswith("127.0.0.21:") and flow["datagrams_in"] == 1
+    assert flow["datagrams_out"] == 1 and flow["backend"] in ("u1", "u2", "u3")
+    status, state = proxy.admin("GET", "/state")
+    assert state["connections"]["by_kind"].get("udp") == 1, state["connections"]
+    c.close()
