@@ -220,3 +220,15 @@ def test_the_list_filters_by_concept_without_javascript(client, lab_site):
     page = client.get("/labs/?concept=telepathy").content.decode()
     assert "There is no concept called “telepathy”" in page
     assert page.count('class="lab-item') == total
+
+
+@pytest.mark.parametrize("slug", ["grpc-l4-pinning", "mixed-durations", "outlier-black-hole",
+                                  "udp-game-flows"])
+def test_the_new_labs_pages_render_their_start(client, lab_site, slug):
+    lab = registry.get(slug)
+    page = client.get(f"/labs/{slug}/").content.decode()
+    assert lab.title in page.replace("&#x27;", "'")
+    first_line = lab.topology_text().splitlines()[1]
+    assert first_line.split(":")[0] in page  # the starting config is in the editor
+    resp = client.post(f"/labs/{slug}/validate", {"document": lab.solution_text()})
+    assert resp.status_code == 200 and resp.json()["ok"], resp.json()
