@@ -50,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -306,7 +307,10 @@ class SandboxService:
                     not procs.tcp_open(procs.connect_host(sb.host), sb.ports["proxy"], timeout):
                 return False, f"pid {pid} runs but its listener {sb.proxy_url} refuses connections"
             return True, f"pid {pid}, listening on {sb.proxy_url}, admin {sb.admin_url}"
-        status, why = procs.http_status(procs.connect_host(sb.inner_host), sb.ports[part],
+        # The backend's HTTP face: its main port, or its control port when a lab runs it in
+        # a mode whose main port speaks gRPC or UDP (labs/framework/services.py).
+        port = urlsplit(sb.backends[part]).port or sb.ports[part]
+        status, why = procs.http_status(procs.connect_host(sb.inner_host), port,
                                         "/health/live", timeout)
         if status != 200:
             return False, (f"pid {pid} runs but GET {sb.backends[part]}/health/live gave "

@@ -96,3 +96,32 @@ def test_udp_flow_idle_must_stay_within_reason():
     result = lab.grade(run)  # the same traffic, no move, but flows held for two hours
     assert not result.passed
     assert [e[:4] for e in result.evidence[:3]] == ["PASS", "PASS", "FAIL"]
+
+
+def test_a_sandbox_with_a_udp_listener_and_toy_backends_in_udp_mode(tmp_path):
+    """What the UDP lab's runs stand on: the sandbox says udp://, probes no TCP port on
+    it, and finds the toy backends' HTTP face on their control ports."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from labs.framework import services
+    from labs.framework.definition import split_document
+    from labs.sandbox import SandboxService
+
+    lab = registry.get("udp-game-flows")
+    svc = SandboxService(tmp_path)
+    sb = svc.create("udp-lab", backends=lab.backend_names,
+                    config=split_document(lab.topology)[0])
+    try:
+        assert sb.proxy_url.startswith("udp://") and sb.listeners["game"] == sb.proxy_url
+        for name, app in lab.spec.sandbox.apps.items():
+            services.start_app(svc, sb.id, name, app)
+        parts = svc.parts(sb.id)
+        assert all(p["alive"] for p in parts.values()), parts
+        url = urlsplit(sb.proxy_url)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(3)
+            s.sendto(b"hello", (url.hostname, url.port))
+            assert s.recv(100) == b"b1 hello"  # through the proxy to a UDP toy backend
+    finally:
+        svc.stop(sb.id, grace=2)
