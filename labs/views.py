@@ -11,6 +11,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
 from labs.framework import registry
+from labs.framework.concepts import CONCEPTS, label as concept_label
 from labs.services import runs
 
 MAX_DOCUMENT = 64 * 1024
@@ -44,14 +45,35 @@ def _document(request) -> str:
     return text
 
 
+def concept_choices(all_labs) -> list[dict]:
+    """The concepts at least one lab declares, in the course's order, with their counts."""
+    counts: dict[str, int] = {}
+    for lab in all_labs:
+        for slug in lab.spec.concepts:
+            counts[slug] = counts.get(slug, 0) + 1
+    return [{"slug": slug, "label": label, "count": counts[slug]}
+            for slug, label in CONCEPTS.items() if slug in counts]
+
+
 @ensure_csrf_cookie
 @require_GET
 def lab_list(request: HttpRequest):
     progress = runs.progress_for(runs.learner_key(request))
-    labs = [{"lab": lab, "progress": progress.get(lab.slug)} for lab in registry.all_labs()]
-    done = sum(1 for item in labs if item["progress"] and item["progress"].passed)
-    return render(request, "labs/list.html", {"labs": labs, "done": done,
-                                              "problems": registry.problems()})
+    all_labs = registry.all_labs()
+    # ?concept=SLUG: a plain GET form, so the filter works without JavaScript and a
+    # filtered list has an address to share.
+    wanted = request.GET.get("concept", "").strip()
+    unknown = wanted if wanted and wanted not in CONCEPTS else ""
+    concept = wanted if wanted in CONCEPTS else ""
+    shown = [lab for lab in all_labs if not concept or concept in lab.spec.concepts]
+    labs = [{"lab": lab, "progress": progress.get(lab.slug),
+             "concepts": [{"slug": c, "label": concept_label(c)} for c in lab.spec.concepts]}
+            for lab in shown]
+    done = sum(1 for lab in all_labs if progress.get(lab.slug) and progress[lab.slug].passed)
+    return render(request, "labs/list.html", {
+        "labs": labs, "done": done, "total": len(all_labs), "problems": registry.problems(),
+        "concepts": concept_choices(all_labs), "concept": concept,
+        "concept_label": concept_label(concept) if concept else "", "unknown": unknown})
 
 
 @ensure_csrf_cookie
