@@ -34,6 +34,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import sys
 import time
 from typing import Any, Callable
@@ -214,7 +215,7 @@ class BackendApp:
     # -- app requests and their faults ---------------------------------------------------
 
     async def _app_request(self, req: Request, handler) -> None:
-        decision = self.faults.decide_app(self.clock(), self.rng)
+        decision = self.faults.decide_app(self.clock(), self._rng_for(req))
         injected = self.stats.injected
         rid = self._rid_header(req)
         if decision.warming_up:
@@ -247,6 +248,15 @@ class BackendApp:
             injected["crash_mid_response"] += 1
             return req.conn.crash(req, status, body, extra)
         self._answer(req, status, body, extra)
+
+    def _rng_for(self, req: Request):
+        """A replayed request (labs/framework/replay.py) brings its own seed, so its fault
+        draws (jitter, error_rate, reset and crash rates) are the same whichever backend
+        and algorithm it meets; any other request uses the backend's random source."""
+        seed = req.headers.get("x-lblab-replay-seed")
+        if seed is not None and seed.isdigit() and len(seed) <= 18:
+            return random.Random(int(seed))
+        return self.rng
 
     def _echo_body(self, req: Request, body_bytes: int) -> bytes:
         h = req.headers
