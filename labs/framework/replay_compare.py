@@ -101,6 +101,7 @@ def summarise(trace: Trace, lane: LaneData, bucket: float = BUCKET_S) -> dict:
         "answered": sum(1 for r in trace.requests if (lane.client.get(r["i"]) or {}).get(
             "status")),
         "events": len(events), "errors": errors,
+        "bytes_in": sum(int(e.get("bytes_in") or 0) for e in events.values()),
         "p50_ms": _round(percentile(latencies, 50)), "p99_ms": _round(percentile(latencies, 99)),
         "per_backend": {b: per_backend.get(b, 0) for b in
                         [*trace.backends, *sorted(set(per_backend) - set(trace.backends))]},
@@ -141,8 +142,44 @@ def divergence(trace: Trace, baseline: LaneData, other: LaneData) -> dict | None
     return None
 
 
+def agreement(trace: Trace, a: LaneData, b: LaneData) -> dict:
+    """How closely two replays of one algorithm agree: the determinism figures (module
+    doc of replay.py; the stated tolerance is in labs/catalog/README.md)."""
+    ea, eb = by_index(a.events), by_index(b.events)
+    same = sum(1 for r in trace.requests
+               if r["i"] in ea and r["i"] in eb
+               and ea[r["i"]].get("backend") == eb[r["i"]].get("backend"))
+    sa, sb = summarise(trace, a), summarise(trace, b)
+
+    def diff(key):
+        x, y = sa[key], sb[key]
+        return None if x is None or y is None else round(abs(x - y), 1)
+
+    return {"labels": [a.label, b.label], "algorithm": a.algorithm,
+            "same_backend": same, "requests": len(trace.requests),
+            "same_backend_share": round(same / max(1, len(trace.requests)), 4),
+            "counts_equal": sa["per_backend"] == sb["per_backend"],
+            "count_diff": {k: abs(sa["per_backend"].get(k, 0) - sb["per_backend"].get(k, 0))
+                           for k in sorted(set(sa["per_backend"]) | set(sb["per_backend"]))},
+            "errors_diff": abs(sa["errors"] - sb["errors"]),
+            "p50_diff_ms": diff("p50_ms"), "p99_diff_ms": diff("p99_ms")}
+
+
+def repeats(trace: Trace, lanes: list[LaneData]) -> list[dict]:
+    """agreement() of each algorithm's first lane with its other lanes (``--repeat``)."""
+    first: dict[str, LaneData] = {}
+    out = []
+    for lane in lanes:
+        if lane.algorithm in first:
+            out.append(agreement(trace, first[lane.algorithm], lane))
+        else:
+            first[lane.algorithm] = lane
+    return out
+
+
 def compare(trace: Trace, lanes: list[LaneData], bucket: float = BUCKET_S) -> dict:
     return {
+        "repeats": repeats(trace, lanes),
         "slug": trace.slug, "run_id": trace.run_id, "requests": len(trace.requests),
         "span_s": round(trace.end, 3), "bucket_s": bucket,
         "recorded": recorded_summary(trace, bucket),
@@ -192,6 +229,12 @@ def table(result: dict) -> str:
                      f"(request {first['i']}, {first['method']} {first['path']}):")
         lines.append(f"  {base}: {first['baseline']['why']}")
         lines.append(f"  {d['label']}: {first['other']['why']}")
+    for a in result.get("repeats") or []:
+        lines.append(f"{a['labels'][1]} vs {a['labels'][0]}: same backend for "
+                     f"{a['same_backend']} of {a['requests']} requests, per-backend counts "
+                     f"{'identical' if a['counts_equal'] else 'differ by ' + str(a['count_diff'])}"
+                     f", errors differ by {a['errors_diff']}, p50 by {_num(a['p50_diff_ms'])} ms"
+                     f", p99 by {_num(a['p99_diff_ms'])} ms")
     for a in result.get("not_replayed") or []:
         lines.append(f"NOT REPLAYED at {a['t']:g}s: {a['what']}")
     return "\n".join(lines)
