@@ -112,8 +112,9 @@ class Replayer:
         self.trace = trace
         self.algorithms = algorithms
         self.state_dir = Path(state_dir or default_state_dir())
-        self.replay_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         self.out_dir = Path(out_dir) if out_dir else None
+        self.replay_id = (self.out_dir.name if self.out_dir else
+                          f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
         self.progress_cb = progress
         self.service = SandboxService(self.state_dir, max_sandboxes=max_sandboxes,
                                       start_timeout=30.0, limits=Limits.from_env())
@@ -137,6 +138,17 @@ class Replayer:
     # -- the run -------------------------------------------------------------------------
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        except Exception as exc:
+            if self.out_dir:
+                write_json(self.out_dir / "status.json", {
+                    "replay_id": self.replay_id, "state": "failed", "phase": "error",
+                    "message": str(exc), "algorithms": self.algorithms,
+                    "updated_at": time.time()})
+            raise
+
+    def _run(self) -> dict:
         from labs.framework import registry
 
         lab = registry.get(self.trace.slug)
@@ -333,3 +345,86 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, default=str))
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- in the background (site)
+
+WEB_MAX_ALGORITHMS = 4  # each algorithm is one sandbox for the length of the trace
+
+
+def start_background(run_dir: Path, algorithms: list[str], state_dir: Path) -> str:
+    """Start ``manage.py labs replay`` for a run as its own process; return the replay id.
+
+    The site never replays inside a web request: this writes a "starting" status at once,
+    and the process writes status.json while it runs and result.json at the end
+    (``read``). One replay of a run at a time."""
+    import subprocess
+    import sys
+
+    from labs.sandbox import procs
+    from labs.sandbox.commands import REPO_ROOT
+
+    algos = check_algorithms(algorithms)
+    if len(algos) > WEB_MAX_ALGORITHMS:
+        raise ReplayRefused(f"pick at most {WEB_MAX_ALGORITHMS} algorithms: each one runs in "
+                            "a sandbox of its own")
+    from labs.framework import replay_trace
+
+    replay_trace.for_run(run_dir)  # TraceError now, not later in the background
+    for other in sorted((Path(run_dir) / "replays").glob("*/pid.json")):
+        try:
+            pid = json.loads(other.read_text())
+        except ValueError:
+            continue
+        status = read(run_dir, other.parent.name)
+        if status.get("state") == "running" and procs.pid_alive(pid["pid"], pid["pid_start"]):
+            raise ReplayRefused("a replay of this run is still going: wait for it")
+    out = replay_dir(run_dir)
+    out.mkdir(parents=True)
+    write_json(out / "status.json", {"replay_id": out.name, "state": "running",
+                                     "phase": "starting", "message": "starting",
+                                     "progress": 0.0, "algorithms": algos,
+                                     "updated_at": time.time()})
+    argv = [sys.executable, str(REPO_ROOT / "manage.py"), "labs", "replay", str(run_dir),
+            "--algorithms", ",".join(algos), "--out", str(out), "--state-dir", str(state_dir)]
+    with open(out / "cli.log", "ab") as log:
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    (out / "pid.json").write_text(json.dumps({"pid": proc.pid,
+                                              "pid_start": procs.start_ticks(proc.pid)}))
+    threading.Thread(target=proc.wait, daemon=True).start()  # no zombie in the web process
+    return out.name
+
+
+def read(run_dir: Path, replay_id: str) -> dict:
+    """{"state": running|done|failed, "message", "progress", "result"?} of one replay."""
+    from labs.sandbox import procs
+
+    out = Path(run_dir) / "replays" / replay_id
+    if "/" in replay_id or replay_id.startswith(".") or not out.is_dir():
+        return {"state": "missing", "message": f"no replay {replay_id} of this run"}
+    try:
+        status = json.loads((out / "status.json").read_text())
+    except (FileNotFoundError, ValueError):
+        status = {"state": "running", "message": "starting", "progress": 0.0}
+    if status.get("state") == "running":
+        try:
+            pid = json.loads((out / "pid.json").read_text())
+            alive = procs.pid_alive(pid["pid"], pid["pid_start"])
+        except (FileNotFoundError, ValueError, KeyError):
+            alive = True  # just started: the pid file follows the status
+        if not alive:
+            time.sleep(0.2)
+            try:
+                status = json.loads((out / "status.json").read_text())
+            except (FileNotFoundError, ValueError):
+                pass
+            if status.get("state") == "running":
+                status = {**status, "state": "failed", "message": "the replay ended without "
+                          "a result: " + procs.tail(out / "cli.log", 6)}
+    if status.get("state") == "done":
+        try:
+            status["result"] = json.loads((out / "result.json").read_text())
+        except (FileNotFoundError, ValueError):
+            status = {**status, "state": "failed", "message": "the replay left no result"}
+    return status

@@ -179,7 +179,8 @@
     const rep = $('.reports', box);
     rep.replaceChildren('Report: ', el('a', {href: `${base}/runs/${runId}/report.html`, target: '_blank'}, 'HTML'), ' · ',
       el('a', {href: `${base}/runs/${runId}/report.html?download=1`}, 'download HTML'), ' · ',
-      el('a', {href: `${base}/runs/${runId}/report.json`}, 'JSON'));
+      el('a', {href: `${base}/runs/${runId}/report.json`}, 'JSON'), ' · ',
+      el('a', {href: `${base}/runs/${runId}/replay`}, 'What if I had used another algorithm?'));
     if (data.answer) showTracing(runId, res);
     if (scroll) box.scrollIntoView({behavior: 'smooth', block: 'start'});
   }
