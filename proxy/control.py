@@ -372,13 +372,30 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 
 # ---------------------------------------------------------------- control verbs
 
+async def change(ctx: AdminContext, verb: str, *args) -> None:
+    """Plan a Runtime verb, validate the whole resulting config in a worker thread
+    (a large config takes real CPU: not a pause for traffic), apply it on the loop.
+
+    If another change landed while this one was validated, it is planned and
+    validated again on top of that one (on the loop), so no change is lost.
+    """
+    runtime = ctx.runtime
+    generation = runtime.generation
+    data, (event, target, detail) = runtime.plan(verb, *args)
+    config = await asyncio.to_thread(parse_config, data)
+    if runtime.generation != generation:
+        data, (event, target, detail) = runtime.plan(verb, *args)
+        config = parse_config(data)
+    runtime.apply(config, verb=event, target=target, detail=detail)
+
+
 async def add_backend(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     pool = request.match_info["pool"]
     require_pool(ctx, pool)
     body = await read_json_object(
         request, '{"name": "b5", "address": "127.0.0.1:9005", "weight": 1}')
-    ctx.runtime.add_backend(pool, body)
+    await change(ctx, "add_backend", pool, body)
     return json_response(full_state(ctx), status=201)
 
 
@@ -394,7 +411,7 @@ async def remove_backend(request: web.Request) -> web.Response:
         body = full_state(ctx)
         body["drain"] = result
         return json_response(body, status=202)
-    ctx.runtime.remove_backend(pool, name)
+    await change(ctx, "remove_backend", pool, name)
     return json_response(full_state(ctx))
 
 
@@ -405,7 +422,7 @@ async def set_weight(request: web.Request) -> web.Response:
     body = await read_json_object(request, '{"weight": 3}')
     if "weight" not in body:
         raise ApiError(400, 'the body needs "weight", e.g. {"weight": 3}', path="weight")
-    ctx.runtime.set_weight(pool, name, body["weight"])
+    await change(ctx, "set_weight", pool, name, body["weight"])
     return json_response(full_state(ctx))
 
 
@@ -425,7 +442,7 @@ def backend_state_verb(state: str):
         ctx = ctx_of(request)
         pool, name = request.match_info["pool"], request.match_info["name"]
         require_backend(ctx, pool, name)
-        ctx.runtime.set_backend_state(pool, name, state)
+        await change(ctx, "set_backend_state", pool, name, state)
         return json_response(full_state(ctx))
     handler.__name__ = f"set_{state}"
     return handler
@@ -439,7 +456,7 @@ async def set_balancer(request: web.Request) -> web.Response:
     if "algorithm" not in body:
         raise ApiError(400, 'the body needs "algorithm" (plus any of its knobs), e.g. '
                             '{"algorithm": "maglev", "table_size": 251}', path="algorithm")
-    ctx.runtime.set_balancer(pool, body)
+    await change(ctx, "set_balancer", pool, body)
     return json_response(full_state(ctx))
 
 
@@ -452,7 +469,7 @@ async def patch_pool(request: web.Request) -> web.Response:
         raise ApiError(400, "the body names no setting; give one or more of health, outlier, "
                             "slow_start, deregistration_delay, timeouts, panic_threshold, "
                             "retries, sticky, max_connections_per_backend")
-    ctx.runtime.set_pool_settings(pool, body)
+    await change(ctx, "set_pool_settings", pool, body)
     return json_response(full_state(ctx))
 
 

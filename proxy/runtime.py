@@ -332,46 +332,72 @@ class Runtime:
                 return i
         raise ConfigError([(f"pools.{pool}.backends", f"no backend named {name!r}")])
 
-    def add_backend(self, pool: str, backend: dict) -> None:
-        data = self._edit()
-        self._pool_data(data, pool)["backends"].append(backend)
-        self.apply_data(data, "add_backend", f"{pool}/{backend.get('name')}", dict(backend))
+    # Each verb is a plan (an edit of a copy of the running config, and how the
+    # AdminChange event names it) and the same whole-config apply. The admin
+    # API validates the planned config in a worker thread (proxy.control.change)
+    # and applies it on the loop; these methods do both at once.
 
-    def remove_backend(self, pool: str, name: str) -> None:
+    def plan(self, verb: str, *args) -> tuple[dict, tuple[str, str, dict]]:
+        """(edited copy of the config data, (event verb, target, detail)) for `verb`."""
         data = self._edit()
+        return data, getattr(self, f"_plan_{verb}")(data, *args)
+
+    def _change(self, verb: str, *args) -> None:
+        data, (event, target, detail) = self.plan(verb, *args)
+        self.apply_data(data, event, target, detail)
+
+    def _plan_add_backend(self, data: dict, pool: str, backend: dict):
+        self._pool_data(data, pool)["backends"].append(backend)
+        return "add_backend", f"{pool}/{backend.get('name')}", dict(backend)
+
+    def _plan_remove_backend(self, data: dict, pool: str, name: str):
         pool_data = self._pool_data(data, pool)
         del pool_data["backends"][self._backend_index(pool_data, pool, name)]
-        self.apply_data(data, "remove_backend", f"{pool}/{name}")
+        return "remove_backend", f"{pool}/{name}", {}
 
-    def set_weight(self, pool: str, name: str, weight: object) -> None:
-        data = self._edit()
+    def _plan_set_weight(self, data: dict, pool: str, name: str, weight: object):
         pool_data = self._pool_data(data, pool)
         pool_data["backends"][self._backend_index(pool_data, pool, name)]["weight"] = weight
-        self.apply_data(data, "set_weight", f"{pool}/{name}", {"weight": weight})
+        return "set_weight", f"{pool}/{name}", {"weight": weight}
 
-    def set_balancer(self, pool: str, balancer: dict) -> None:
-        """Change a pool's algorithm (and its knobs): {"algorithm": "maglev", ...}."""
-        data = self._edit()
+    def _plan_set_balancer(self, data: dict, pool: str, balancer: dict):
         self._pool_data(data, pool)["balancer"] = balancer
-        self.apply_data(data, "set_algorithm", pool, dict(balancer))
+        return "set_algorithm", pool, dict(balancer)
 
-    def set_pool_settings(self, pool: str, settings: dict) -> None:
-        """Replace top-level pool settings (health, outlier, slow_start, timeouts...)."""
-        data = self._edit()
+    def _plan_set_pool_settings(self, data: dict, pool: str, settings: dict):
         pool_data = self._pool_data(data, pool)
         for key, value in settings.items():
             if key in ("backends",):
                 raise ConfigError([(f"pools.{pool}.{key}", "use the backend verbs to change backends")])
             pool_data[key] = value
-        self.apply_data(data, "set_pool", pool, dict(settings))
+        return "set_pool", pool, dict(settings)
 
-    def set_backend_state(self, pool: str, name: str, state: str) -> None:
-        """active | draining | maintenance, recorded in the config so it survives reloads."""
-        data = self._edit()
+    def _plan_set_backend_state(self, data: dict, pool: str, name: str, state: str):
         pool_data = self._pool_data(data, pool)
         index = self._backend_index(pool_data, pool, name)
         pool_data["backends"][index]["state"] = state
-        self.apply_data(data, "set_state", f"{pool}/{name}", {"state": state})
+        return "set_state", f"{pool}/{name}", {"state": state}
+
+    def add_backend(self, pool: str, backend: dict) -> None:
+        self._change("add_backend", pool, backend)
+
+    def remove_backend(self, pool: str, name: str) -> None:
+        self._change("remove_backend", pool, name)
+
+    def set_weight(self, pool: str, name: str, weight: object) -> None:
+        self._change("set_weight", pool, name, weight)
+
+    def set_balancer(self, pool: str, balancer: dict) -> None:
+        """Change a pool's algorithm (and its knobs): {"algorithm": "maglev", ...}."""
+        self._change("set_balancer", pool, balancer)
+
+    def set_pool_settings(self, pool: str, settings: dict) -> None:
+        """Replace top-level pool settings (health, outlier, slow_start, timeouts...)."""
+        self._change("set_pool_settings", pool, settings)
+
+    def set_backend_state(self, pool: str, name: str, state: str) -> None:
+        """active | draining | maintenance, recorded in the config so it survives reloads."""
+        self._change("set_backend_state", pool, name, state)
 
     # ------------------------------------------------------------ views
 

@@ -646,3 +646,24 @@ async def test_drain_keeps_backend_and_activate_ends_it(admin_with_drains):
     state = await admin.state()
     assert backend_names(state) == ["b1", "b2"]
     assert state["drains"]["recent"][-1]["outcome"] == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_concurrent_verbs_lose_no_change(admin):
+    """Verbs are validated in a worker thread; one that lands while another is being
+    validated is planned again on top of it: every change is kept."""
+    async def add(i: int):
+        async with admin.http.post("/pools/web/backends",
+                                   json={"name": f"n{i}", "address": f"127.0.0.1:{100 + i}"}) as r:
+            assert r.status == 201, await r.text()
+
+    async def weigh(name: str, weight: int):
+        async with admin.http.put(f"/pools/web/backends/{name}/weight",
+                                  json={"weight": weight}) as r:
+            assert r.status == 200, await r.text()
+
+    await asyncio.gather(*(add(i) for i in range(12)), weigh("b1", 7), weigh("b2", 9))
+    state = await admin.state()
+    names = backend_names(state)
+    assert sorted(names) == sorted(["b1", "b2"] + [f"n{i}" for i in range(12)])
+    assert backend(state, "b1")["weight"] == 7 and backend(state, "b2")["weight"] == 9
