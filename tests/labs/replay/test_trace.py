@@ -99,3 +99,20 @@ def test_a_real_recorded_lab_run_becomes_a_trace(tmp_path):
     # Requests b3 served after its fault was set carry it as their recorded backend state.
     on_b3 = [r for r in trace.requests if r["recorded"]["backend"] == "b3" and r["t"] > 0.5]
     assert on_b3 and all(r["recorded"]["faults"] == {"cpu_ms": 40} for r in on_b3)
+
+
+def test_a_lab_run_writes_its_trace_beside_the_recording(tmp_path):
+    from labs.framework import registry
+    from labs.framework.runner import RunOptions, run_lab
+
+    lab = registry.get("slow-backend-p99")
+    outcome = run_lab(lab, lab.topology_text(), RunOptions(state_dir=tmp_path, run_id="t1"))
+    trace = replay_trace.load(outcome.run_dir / "trace.jsonl")
+    assert trace.run_id == "t1" and trace.slug == "slow-backend-p99"
+    assert trace.algorithm == "round_robin" and trace.backends == ["b1", "b2", "b3", "b4"]
+    assert len(trace.requests) == len(outcome.recording.requests()) > 100
+    assert {r["path"] for r in trace.requests} == {"/work?ms=10"}
+    assert [(f["backend"], f["set"]) for f in trace.replayable_faults()] == [("b3",
+                                                                               {"cpu_ms": 40})]
+    served = {r["recorded"]["backend"] for r in trace.requests}
+    assert served == {"b1", "b2", "b3", "b4"}
