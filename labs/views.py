@@ -8,7 +8,7 @@ import yaml
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labs.framework import registry
 from labs.services import runs
@@ -209,6 +209,7 @@ def _replay_context(request, slug: str, run_id: str) -> dict:
     return ctx
 
 
+@require_http_methods(["GET", "POST"])
 def replay_form(request: HttpRequest, slug: str, run_id: str):
     from django.shortcuts import redirect
 
@@ -232,10 +233,6 @@ def replay_form(request: HttpRequest, slug: str, run_id: str):
         else:
             return redirect("labs:replay-result", slug=slug, run_id=run_id,
                             replay_id=replay_id)
-    elif request.method not in ("GET", "HEAD", "POST"):
-        from django.http import HttpResponseNotAllowed
-
-        return HttpResponseNotAllowed(["GET", "POST"])
     return render(request, "labs/replay.html", ctx, status=400 if ctx["error"] and
                   request.method == "POST" else 200)
 

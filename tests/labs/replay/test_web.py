@@ -38,6 +38,7 @@ def test_the_form_offers_every_algorithm_with_the_recorded_one_marked(client, re
     assert re.search(r'value="least_outstanding_requests" id="algo-least_outstanding_requests"'
                      r'\s+checked', page)
     assert '<label for="algo-maglev"><code>maglev</code></label>' in page
+    assert client.put(f"/labs/{SLUG}/runs/r1/replay").status_code == 405
 
 
 def test_a_wrong_choice_is_refused_with_what_to_change(client, recorded_run):
