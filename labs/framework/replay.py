@@ -18,6 +18,14 @@ so the replays run side by side on the same clock:
   seconds through their /_control API. Crashes, restarts and admin verbs are not replayed
   (the trace marks them; the result lists them).
 
+With ``cost="pinned"`` no fault schedule is applied; instead each request carries
+``X-LBLab-Replay-Cost: delay_ms=..;status=..[;fault=reset|crash]`` (its recorded backend
+time and outcome) and the toy backend answers after exactly that, whatever its endpoint
+and faults would do. Then every backend is equally fast for a given request, so the only
+differences left are queueing: how an algorithm spreads concurrent work. The default
+(backend state) is the counterfactual a learner asks about ("would it have avoided the
+slow backend?"); pinned is the stricter control.
+
 Afterwards each replay's request events (matched by request id) and what its client saw
 go to replay_compare.summarise; the whole result is written as ``result.json`` in the
 replay's folder (``<run_dir>/replays/<replay_id>/``) with a ``status.json`` the site polls.
@@ -43,6 +51,11 @@ from labs.sandbox.admin_client import AdminClient, AdminError, BackendControl
 from labs.sandbox.limits import Limits
 from labs.sandbox.service import default_state_dir
 
+# How a replayed request's backend cost is made (module doc): "backend" replays the fault
+# schedule and seeds each request's draws, so a request costs what *that* backend would
+# charge at that moment; "pinned" makes whichever backend gets it answer after exactly the
+# time, and with the status, the recorded run saw.
+COST_MODES = ("backend", "pinned")
 LEAD_S = 0.5  # from "all ready" to lab second 0: time for every thread to reach its loop
 REQUEST_TIMEOUT_S = 30.0
 
@@ -108,7 +121,11 @@ class Lane:
 class Replayer:
     def __init__(self, trace: Trace, algorithms: list[str], state_dir: Path | None = None,
                  out_dir: Path | None = None, max_sandboxes: int = 30,
-                 progress: Callable[[dict], None] | None = None, labels: list[str] | None = None):
+                 progress: Callable[[dict], None] | None = None, labels: list[str] | None = None,
+                 cost: str = "backend"):
+        if cost not in COST_MODES:
+            raise ReplayRefused(f"cost mode {cost!r}: use one of {', '.join(COST_MODES)}")
+        self.cost = cost
         self.trace = trace
         self.algorithms = algorithms
         self.state_dir = Path(state_dir or default_state_dir())
@@ -201,6 +218,7 @@ class Replayer:
             replay_compare.LaneData(lane.label, lane.algorithm, lane.events, lane.client,
                                     lane.faults_applied) for lane in self.lanes])
         result["replay_id"] = self.replay_id
+        result["cost"] = self.cost
         if self.out_dir:
             write_json(self.out_dir / "result.json", result)
             write_json(self.out_dir / "status.json", {
@@ -222,13 +240,16 @@ class Replayer:
         if self.start_at < 0:
             return
         try:
+            # Pinned costs replace the backends' behaviour: no fault schedule then.
             fault_threads = [threading.Timer(max(0.0, self.start_at + f["t"] - time.time()),
                                              self._fault, args=(lane, f))
-                             for f in self.trace.replayable_faults()]
+                             for f in self.trace.replayable_faults()
+                             if self.cost == "backend"]
             for th in fault_threads:
                 th.daemon = True
                 th.start()
-            asyncio.run(fire(self.trace, lane.sb.proxy_url, self.start_at, lane.client))
+            asyncio.run(fire(self.trace, lane.sb.proxy_url, self.start_at, lane.client,
+                             pinned=self.cost == "pinned"))
             for th in fault_threads:
                 th.join(timeout=5)
             lane.recorder.wait_quiet(0.3, 3.0)
@@ -291,7 +312,20 @@ class Replayer:
             lane.faults_applied.append({**f, "error": str(exc)})
 
 
-async def fire(trace: Trace, base_url: str, start_at: float, out: dict) -> None:
+def pinned_header(recorded: dict) -> str:
+    """X-LBLab-Replay-Cost for one request in pinned mode: the time the backend took in the
+    recorded run and what it answered (a reset or a cut response as the fault)."""
+    delay = recorded.get("backend_ms")
+    if delay is None:
+        delay = recorded.get("latency_ms") or 0
+    status = int(recorded.get("status") or 0) or 502
+    term = recorded.get("termination") or "--"
+    fault = {"SH": ";fault=reset", "SD": ";fault=crash"}.get(term, "")
+    return f"delay_ms={max(0.0, float(delay)):.3f};status={status}{fault}"
+
+
+async def fire(trace: Trace, base_url: str, start_at: float, out: dict,
+               pinned: bool = False) -> None:
     """Send every request of the trace at start_at + its t (open loop); fill ``out``."""
     import aiohttp
     from yarl import URL
@@ -309,6 +343,8 @@ async def fire(trace: Trace, base_url: str, start_at: float, out: dict) -> None:
             await asyncio.sleep(delay)
         sent = loop.time()
         headers = {"X-Request-Id": f"rp-{r['i']}", "X-LBLab-Replay-Seed": str(r["seed"])}
+        if pinned:
+            headers["X-LBLab-Replay-Cost"] = pinned_header(r["recorded"])
         body = b"x" * r["bytes_in"] if r.get("bytes_in") else None
         entry = {"late_ms": round((sent - due) * 1000, 3)}
         try:

@@ -49,6 +49,10 @@ class Command(BaseCommand):
                         help="comma-separated, e.g. round_robin,least_outstanding_requests")
         rp.add_argument("--repeat", type=int, default=1,
                         help="replay each algorithm N times at once (determinism check)")
+        rp.add_argument("--cost", choices=["backend", "pinned"], default="backend",
+                        help="backend (default): same fault schedule and per-request seeds, "
+                        "a request costs what its backend charges then; pinned: every backend "
+                        "answers each request after its recorded time with its recorded status")
         rp.add_argument("--json", action="store_true", help="print the result as JSON")
         rp.add_argument("--out", help="folder for result.json (default <run dir>/replays/ID)")
         rp.add_argument("--state-dir", help="sandboxes' state dir (default LBLAB_STATE_DIR)")
@@ -206,10 +210,10 @@ class Command(BaseCommand):
         out = Path(opts["out"]) if opts.get("out") else replay.replay_dir(run_dir)
         self.stderr.write(f"replaying {len(trace.requests)} requests of run {trace.run_id} "
                           f"({trace.slug}, recorded under {trace.algorithm}) under "
-                          f"{', '.join(labels)}")
+                          f"{', '.join(labels)} (cost: {opts['cost']})")
         try:
             result = replay.Replayer(trace, lanes, state_dir=state_dir, out_dir=out,
-                                     labels=labels).run()
+                                     labels=labels, cost=opts["cost"]).run()
         except replay.ReplayRefused as exc:
             raise CommandError(str(exc)) from None
         except replay.ReplayFailed as exc:

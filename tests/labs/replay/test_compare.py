@@ -63,3 +63,17 @@ def test_why_without_a_backend():
     e = {"backend": None, "error": "no eligible backend"}
     assert rc.why(e) == "no backend: no eligible backend"
     assert rc.why(None) == "no event recorded for this request"
+
+
+def test_pinned_cost_header_carries_the_recorded_time_and_outcome():
+    from labs.backend.app import pinned_cost
+    from labs.framework.replay import pinned_header
+
+    assert pinned_header({"backend_ms": 10.66, "status": 200}) == "delay_ms=10.660;status=200"
+    assert pinned_header({"backend_ms": None, "latency_ms": 5, "status": 502,
+                          "termination": "SH"}) == "delay_ms=5.000;status=502;fault=reset"
+    assert pinned_cost(pinned_header({"backend_ms": 3, "status": 502, "termination": "SD"})) \
+        == (3.0, 502, "crash")
+    for bad in (None, "", "soon", "delay_ms=x;status=200", "delay_ms=1;status=700",
+                "delay_ms=1;fault=explode"):
+        assert pinned_cost(bad) is None, bad

@@ -114,6 +114,23 @@ def test_the_replay_seed_makes_a_backends_fault_draws_repeatable():
         assert set(first) == {200, 500}
 
 
+def test_a_pinned_cost_overrides_the_backends_own_behaviour():
+    with start_backend("pinned") as b:
+        b.control({"error_rate": 1.0, "latency_ms": 2000})
+        ok = b.request("GET", "/work?ms=3000",
+                       headers={"X-LBLab-Replay-Cost": "delay_ms=5;status=200"})
+        assert ok.status == 200 and ok.json()["pinned_ms"] == 5.0
+        gone = b.request("POST", "/upload", body=b"x" * 100,
+                         headers={"X-LBLab-Replay-Cost": "delay_ms=0;status=503"})
+        assert gone.status == 503
+        with pytest.raises(OSError):  # the recorded reset: no answer at all
+            b.request("GET", "/", headers={"X-LBLab-Replay-Cost": "delay_ms=0;status=502;"
+                                                                  "fault=reset"})
+        # Malformed: served normally (here: the injected error).
+        b.control({"latency_ms": 0})
+        assert b.request("GET", "/", headers={"X-LBLab-Replay-Cost": "soon"}).status == 500
+
+
 def test_cli_refuses_unknown_runs_and_algorithms_with_what_to_change(tmp_path):
     def labs(*args):
         return subprocess.run([sys.executable, "manage.py", "labs", "replay", *args,
@@ -133,10 +150,17 @@ def test_cli_prints_the_table(tmp_path):
     run_dir = tmp_path / "labruns" / "r2"
     run_dir.mkdir(parents=True)
     replay_trace.dump(small_trace(), run_dir / "trace.jsonl")
+    # Pinned costs: every backend answers each request after its recorded time (6 ms here)
+    # with its recorded status, whatever b3's schedule says.
     out = subprocess.run([sys.executable, "manage.py", "labs", "replay", "r2", "--algorithms",
-                          "round_robin,least_connections", "--state-dir", str(tmp_path)],
+                          "round_robin,least_connections", "--cost", "pinned",
+                          "--state-dir", str(tmp_path)],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
+    assert "(cost: pinned)" in out.stderr
+    saved = json.loads(next((run_dir / "replays").glob("*/result.json")).read_text())
+    assert saved["cost"] == "pinned"
+    assert all(lane["faults_applied"] == [] for lane in saved["lanes"])
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["run", "requests", "errors", "p50", "ms", "p99", "ms",
                                 "b1", "b2", "b3", "b4"]
