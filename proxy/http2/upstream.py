@@ -22,6 +22,10 @@ grpc-status and grpc-message); the request event gets `grpc` = {status,
 message} from them (or from a trailers-only response's head). HTTP/1.1
 clients do not get trailers (the proxy does not write chunked trailers).
 
+Idle connections (no stream) close after the pool's timeouts.backend_idle (a
+sweep once a second while any is idle), and drain closes them at once
+(`close_idle`, through `server.close_pooled`).
+
 Flow control: response DATA is acknowledged to the backend as it is handed
 to the client, except while the client is slow (the exchange pauses this
 stream's `transport`): then the backend's window for this stream closes,
@@ -166,7 +170,8 @@ class H2Backend(asyncio.Protocol):
         self.streams: dict[int, H2BackendStream] = {}
         self.closed = False
         self.going_away = False
-        self.idle_since = 0.0
+        self.idle_since = pool.loop.time()
+        self.idle_limit = 30.0  # the pool's timeouts.backend_idle, set by each user
         self.tls = None
         self.tls_info = None
         self.write_paused = False
@@ -227,6 +232,10 @@ class H2Backend(asyncio.Protocol):
                 if ex is None:
                     self._ack(event.stream_id, event.flow_controlled_length)
                     continue
+                if stream.deadline.when is not None:
+                    # The silence allowed between body bytes (timeouts.response_header),
+                    # as on HTTP/1.1: a long server stream is fine while it flows.
+                    stream.deadline.when = self.loop.time() + ex.read_timeout
                 ex.on_response_body(event.data)
                 stream.unacked += event.flow_controlled_length
                 if not stream.read_paused:
@@ -371,6 +380,8 @@ class H2Backend(asyncio.Protocol):
             self.idle_since = self.loop.time()
             if self.going_away:
                 self.close()
+            else:
+                self.pool.watch_idle()
 
     def acknowledge_pending(self, stream: H2BackendStream) -> bool:
         size, stream.unacked = stream.unacked, 0
@@ -452,10 +463,34 @@ def _response_head(headers: list, method: str, ended: bool) -> ResponseHead:
 class H2Upstreams:
     """Open HTTP/2 backend connections per (host, port)."""
 
+    SWEEP_EVERY = 1.0
+
     def __init__(self, loop):
         self.loop = loop
         self.conns: dict[tuple, list[H2Backend]] = {}
         self.opened = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def watch_idle(self) -> None:
+        """Close connections without a stream for their idle limit (timeouts.backend_idle),
+        checked every second while there are any."""
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self.SWEEP_EVERY, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.loop.time()
+        idle_left = False
+        for conns in list(self.conns.values()):
+            for conn in list(conns):
+                if conn.streams or conn.closed:
+                    continue
+                if now - conn.idle_since > conn.idle_limit:
+                    conn.close()
+                else:
+                    idle_left = True
+        if idle_left:
+            self.watch_idle()
 
     def take(self, key, tls=None) -> H2Backend | None:
         for conn in self.conns.get(key, ()):
@@ -475,6 +510,7 @@ class H2Upstreams:
                 pass
         self.conns.setdefault(key, []).append(conn)
         self.opened += 1
+        self.watch_idle()  # also when the request it was made for is gone by now
         return conn
 
     def forget(self, conn: H2Backend) -> None:
@@ -495,6 +531,9 @@ class H2Upstreams:
         return n
 
     def close_all(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conns in list(self.conns.values()):
             for conn in list(conns):
                 conn.close()
@@ -553,6 +592,7 @@ class UpstreamH2Mixin:
 
     def _attach_h2(self, conn: H2Backend, reused: bool) -> None:
         self.reused = reused
+        conn.idle_limit = self.pool.config.timeouts.backend_idle
         self.backend.active_connections += 1
         self.t_connect = self.server.clock()
         buffered = self.body_buf

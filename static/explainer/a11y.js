@@ -119,7 +119,8 @@
     root.querySelectorAll && root.querySelectorAll('svg').forEach(labelIfNeeded);
   }
 
-  const SCROLLERS = '.table-wrap, .scroll-region';
+  const SCROLLERS = '.table-wrap, .scroll-region, .coverage-wrap, .diagram-box, pre';
+  const SCROLLS = /(auto|scroll)/;
   const FOCUSABLE = 'a[href], button, input, select, textarea, [tabindex]';
   function regionName(box) {
     const cap = box.querySelector('caption');
@@ -129,7 +130,9 @@
   }
   function markScrollers() {
     document.querySelectorAll(SCROLLERS).forEach(box => {
-      const overflows = box.scrollWidth > box.clientWidth + 1 || box.scrollHeight > box.clientHeight + 1;
+      const style = getComputedStyle(box);
+      const overflows = (SCROLLS.test(style.overflowX) && box.scrollWidth > box.clientWidth + 1)
+        || (SCROLLS.test(style.overflowY) && box.scrollHeight > box.clientHeight + 1);
       if (box.dataset.a11yRegion === '1' && !overflows) {
         box.removeAttribute('tabindex'); box.removeAttribute('role'); box.removeAttribute('aria-label');
         delete box.dataset.a11yRegion;

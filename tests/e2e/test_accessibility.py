@@ -113,6 +113,9 @@ def send(proxy_url: str, n: int) -> None:
             resp.read()
 
 
+# About fifteen axe runs (each a whole-page audit): more than the suite's default 120 s on a
+# loaded machine.
+@pytest.mark.timeout(300)
 def test_the_dashboard_course_and_labs_pass_axe(page: Page, site):
     failures: dict[str, list[str]] = {}
     errors: list[str] = []
@@ -166,6 +169,7 @@ def test_the_dashboard_course_and_labs_pass_axe(page: Page, site):
     assert errors == []
 
 
+@pytest.mark.timeout(240)
 def test_workshop_pages_pass_axe(browser, site):
     failures: dict[str, list[str]] = {}
     teacher_ctx = browser.new_context(viewport={"width": 1440, "height": 950})

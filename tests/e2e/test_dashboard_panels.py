@@ -51,6 +51,10 @@ def test_why_panel_follows_live_until_pinned(page: Page, stack, artifacts):
     # The termination code links to the contract that defines it.
     link = page.locator("#detail a", has_text="what the codes mean")
     expect(link).to_have_attribute("href", "/errors/#termination-codes")
+    link.click()
+    expect(page.locator("h2#termination-codes")).to_be_visible()
+    expect(page.locator("tr", has_text="response head did not come in time").first).to_contain_text("PH")
+    expect(page.locator(".site-nav a", has_text="Dashboard")).to_have_attribute("href", "/")
     assert errors == []
 
 

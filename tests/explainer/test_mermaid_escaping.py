@@ -79,19 +79,27 @@ def test_a_topology_keeps_its_statements_whatever_the_learner_names():
 
 
 def test_a_real_request_with_a_directive_in_its_host_header_draws_inertly(lab, site_on, db):
-    """End to end: a real proxy records the Host header, the site draws the request."""
+    """End to end: a real proxy refuses a directive in Host (no host has those characters)
+    and records the refusal, whose error quotes the Host; a directive in the path reaches
+    the routing as sent. The site draws both without a live directive."""
     site_on(lab)
     host, port = lab.proxy_url.removeprefix("http://").split(":")
     directive = '%%{init: {"theme": "dark", "themeCSS": ".node rect {fill: red}"}}%%'
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    conn.request("GET", "/%25%25{init}%25%25?click=1",
-                 headers={"Host": directive, "X-Request-Id": "hostile-1"})
+    conn.request("GET", "/", headers={"Host": directive})
+    refused = conn.getresponse()
+    refused.read()
+    conn.close()
+    assert refused.status == 400
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn.request("GET", "/%%{init:{theme:dark}}%%/click", headers={"X-Request-Id": "hostile-2"})
     conn.getresponse().read()
     conn.close()
-    resp = Client().get("/api/default/requests/hostile-1/diagram")
-    assert resp.status_code == 200, resp.content
-    body = resp.json()
-    assert body["request"]["host"] == directive  # the proxy saw it as sent
-    drawn = body["diagram"]
-    assert "%%" not in drawn and "{" not in drawn and "themeCSS" in drawn
-    assert statements(drawn)[0] == "sequenceDiagram"
+    for request_id, where in ((refused.getheader("X-Request-Id"), "error"), ("hostile-2", "path")):
+        resp = Client().get(f"/api/default/requests/{request_id}/diagram")
+        assert resp.status_code == 200, resp.content
+        body = resp.json()
+        assert "%%{init" in body["request"][where]  # the proxy recorded it as sent
+        drawn = body["diagram"]
+        assert "%%" not in drawn and "{" not in drawn
+        assert statements(drawn)[0] == "sequenceDiagram"

@@ -137,3 +137,42 @@ def test_http11_client_reaches_the_h2_pool(proxy):
     assert reply[2] == b"h1" and reply[1] in (b"g1", b"g2", b"g3", b"g4")
     event = proxy.event(resp.getheader("x-request-id"))
     assert event["grpc"] == {"status": 0, "message": None}
+
+
+def test_a_long_server_stream_outlives_the_response_timeout(proxy_factory, grpc_backends):
+    """timeouts.response_header is the silence allowed between messages, not a cap on
+    the whole stream: 6 replies 250 ms apart pass a 600 ms timeout."""
+    config = example_on_free_ports(grpc_backends)
+    config["pools"]["grpc"]["timeouts"] = {"response_header": "600ms"}
+    del config["pools"]["grpc"]["health"]
+    proc = proxy_factory(config)
+    grpc_backends["g1"].control({"latency_ms": 250})
+    with grpc.insecure_channel(f"127.0.0.1:{proc.port('grpc-l7')}") as channel:
+        stream = channel.unary_stream("/lblab.toy.Echo/Stream", **IDENTITY)
+        # Round robin starts at b1 (g1, the slow one) on a fresh proxy.
+        replies = [parse_fields(m) for m in stream(field_varint(2, 6), timeout=10)]
+    assert [r[1] for r in replies] == [b"g1"] * 6
+    event = proc.wait_events(lambda e: e.get("path") == "/lblab.toy.Echo/Stream")[-1]
+    assert event["termination"] == "--" and event["grpc"]["status"] == 0
+
+
+def test_idle_backend_connections_close_after_backend_idle(proxy_factory, grpc_backends):
+    from labs.backend.testing import start_backend
+
+    config = example_on_free_ports(grpc_backends)
+    del config["pools"]["grpc"]["health"]
+    # A backend of its own: nobody else (health checks of other proxies) connects to it.
+    with start_backend("g5", None, "127.0.0.1", "--mode", "grpc") as g5:
+        config["pools"]["grpc"]["timeouts"] = {"backend_idle": "300ms"}
+        config["pools"]["grpc"]["backends"] = [{"name": "only-g5",
+                                                "address": f"127.0.0.1:{g5.port}"}]
+        proc = proxy_factory(config)
+        with grpc.insecure_channel(f"127.0.0.1:{proc.port('grpc-l7')}") as channel:
+            assert parse_fields(whoami(channel)(b"", timeout=5))[1] == b"g5"
+            assert g5.stats()["grpc"]["connections_open"] == 1
+            deadline = time.monotonic() + 10
+            while g5.stats()["grpc"]["connections_open"] != 0:
+                assert time.monotonic() < deadline, "the idle backend connection stayed open"
+                time.sleep(0.1)
+            # The next call opens a new one.
+            assert parse_fields(whoami(channel)(b"", timeout=5))[1] == b"g5"
