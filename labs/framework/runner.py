@@ -26,8 +26,8 @@ Theory of operation
    action goes into the timeline with the lab second it really happened at.
 7. **Grade**: events (each with ``t``), locust's statistics and the timeline become a
    `Recording`, the lab's grader turns it into a `Result`; the sandbox's memory (PSS and
-   RSS) and start time are measured; the run directory gets recording.json, result.json
-   and the reports.
+   RSS) and start time are measured; the run directory gets recording.json, result.json,
+   the reports and trace.jsonl (the traffic as a replayable trace: replay_trace.py).
 
 Progress goes to ``options.progress`` (a callable) and to ``<run_dir>/status.json``, which
 the site polls while a run executes in its own process.
@@ -780,6 +780,7 @@ def run_lab(lab: Lab, document: dict | str, options: RunOptions | None = None) -
     outcome = Outcome(run.run_id, run.run_dir, recording, result, document, options.label,
                       started, time.time() - started, recording.sandbox, run.phases)
     recording.save(run.run_dir / "recording.json")
+    _save_trace(lab, recording, run)
     _write_json(run.run_dir / "result.json", outcome.to_json())
     from labs.framework import report
 
@@ -790,6 +791,17 @@ def run_lab(lab: Lab, document: dict | str, options: RunOptions | None = None) -
         "progress": 1.0,
         "updated_at": time.time()})
     return outcome
+
+
+def _save_trace(lab: Lab, recording: Recording, run: "_Run") -> None:
+    """trace.jsonl beside the recording: the traffic a replay sends again (replay_trace)."""
+    from labs.framework import replay_trace
+
+    try:
+        trace = replay_trace.from_recording(recording, run.run_id, lab.backend_names)
+    except replay_trace.TraceError:
+        return  # nothing replayable (an L4 lab): replay says so when asked
+    replay_trace.dump(trace, run.run_dir / replay_trace.FILENAME)
 
 
 def grade(lab: Lab, recording: Recording) -> Result:
