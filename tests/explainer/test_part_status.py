@@ -46,7 +46,7 @@ def test_the_owner_sees_the_dead_part_and_may_restart_it(managed):  # noqa: F811
     assert again["alive"] is True and again["since"] is None
 
 
-def test_a_visitor_of_a_read_only_sandbox_sees_the_parts_but_may_not_restart(managed, settings):  # noqa: F811,E501
+def test_a_read_only_visitor_sees_the_parts_but_may_not_restart(managed, settings):  # noqa: F811
     settings.LBLAB_DEFAULT_SANDBOX_WRITERS = "staff"
     client = Client(enforce_csrf_checks=True)
     body = client.get("/api/expl/parts").json()
