@@ -11,6 +11,7 @@ from django import forms
 
 from explainer import selectors
 from explainer.services.controls import FAULTS, TRAFFIC_PROFILES
+from labs.problems import Problem
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 NAME_HELP = "letters, digits, '.', '_' and '-' (start with a letter or digit)"
@@ -26,7 +27,7 @@ class ControlForm(forms.Form):
         errors = [{"path": field if field != "__all__" else "", "message": str(message)}
                   for field, messages in self.errors.items() for message in messages]
         first = errors[0]["message"] if errors else "invalid input"
-        return {"ok": False, "error": f"check the form: {first}", "errors": errors}
+        return Problem(f"check the form: {first}", errors).as_json()
 
 
 class AlgorithmForm(ControlForm):

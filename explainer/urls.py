@@ -17,5 +17,6 @@ urlpatterns = [
     path("api/<str:sandbox>/health/<str:pool>/<str:backend>/diagram", views.health_diagram,
          name="health-diagram"),
     path("api/<str:sandbox>/traffic", views.traffic_status, name="traffic-status"),
+    path("api/<str:sandbox>/parts", views.part_status, name="part-status"),
     path("api/<str:sandbox>/control/<str:action>", views.control, name="control"),
 ]

@@ -14,7 +14,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
 from explainer import forms
-from explainer.services import controls, dashboard, ownership
+from explainer.services import controls, dashboard, ownership, parts
 from explainer.services.controls import ControlError
 from explainer.services.ownership import sandbox_view
 from explainer.services.sandboxes import SandboxError, check_id
@@ -106,6 +106,15 @@ def traffic_status(request: HttpRequest, sandbox: str):
                                                     request.GET.get("run") or None))
     except Problem as exc:
         return problem_response(exc)
+
+
+@require_GET
+def part_status(request: HttpRequest, sandbox: str):
+    """Which parts of the sandbox run (proxy, toy backends), since when a dead one is dead,
+    and whether this visitor may restart them (the dashboard's parts panel, parts.js)."""
+    sandbox = _sandbox_or_404(sandbox)
+    found = ownership.require(request, sandbox)
+    return JsonResponse({"ok": True, **parts.status(sandbox), "can_change": found.write})
 
 
 # action -> (form class, call(sandbox, form) -> result dict)

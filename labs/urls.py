@@ -14,6 +14,9 @@ urlpatterns = [
     path("<slug:slug>/runs/<str:run_id>/answers", views.answers, name="answers"),
     path("<slug:slug>/runs/<str:run_id>/requests/<str:request_id>", views.request_trace,
          name="request-trace"),
+    path("<slug:slug>/runs/<str:run_id>/replay", views.replay_form, name="replay"),
+    path("<slug:slug>/runs/<str:run_id>/replays/<str:replay_id>", views.replay_result,
+         name="replay-result"),
     path("<slug:slug>/runs/<str:run_id>/report.html", views.report_html, name="report-html"),
     path("<slug:slug>/runs/<str:run_id>/report.json", views.report_json, name="report-json"),
 ]

@@ -8,9 +8,11 @@ import yaml
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labs.framework import registry
+from labs.framework.concepts import CONCEPTS, label as concept_label
+from labs.problems import Problem
 from labs.services import runs
 
 MAX_DOCUMENT = 64 * 1024
@@ -44,14 +46,35 @@ def _document(request) -> str:
     return text
 
 
+def concept_choices(all_labs) -> list[dict]:
+    """The concepts at least one lab declares, in the course's order, with their counts."""
+    counts: dict[str, int] = {}
+    for lab in all_labs:
+        for slug in lab.spec.concepts:
+            counts[slug] = counts.get(slug, 0) + 1
+    return [{"slug": slug, "label": label, "count": counts[slug]}
+            for slug, label in CONCEPTS.items() if slug in counts]
+
+
 @ensure_csrf_cookie
 @require_GET
 def lab_list(request: HttpRequest):
     progress = runs.progress_for(runs.learner_key(request))
-    labs = [{"lab": lab, "progress": progress.get(lab.slug)} for lab in registry.all_labs()]
-    done = sum(1 for item in labs if item["progress"] and item["progress"].passed)
-    return render(request, "labs/list.html", {"labs": labs, "done": done,
-                                              "problems": registry.problems()})
+    all_labs = registry.all_labs()
+    # ?concept=SLUG: a plain GET form, so the filter works without JavaScript and a
+    # filtered list has an address to share.
+    wanted = request.GET.get("concept", "").strip()
+    unknown = wanted if wanted and wanted not in CONCEPTS else ""
+    concept = wanted if wanted in CONCEPTS else ""
+    shown = [lab for lab in all_labs if not concept or concept in lab.spec.concepts]
+    labs = [{"lab": lab, "progress": progress.get(lab.slug),
+             "concepts": [{"slug": c, "label": concept_label(c)} for c in lab.spec.concepts]}
+            for lab in shown]
+    done = sum(1 for lab in all_labs if progress.get(lab.slug) and progress[lab.slug].passed)
+    return render(request, "labs/list.html", {
+        "labs": labs, "done": done, "total": len(all_labs), "problems": registry.problems(),
+        "concepts": concept_choices(all_labs), "concept": concept,
+        "concept_label": concept_label(concept) if concept else "", "unknown": unknown})
 
 
 @ensure_csrf_cookie
@@ -116,8 +139,8 @@ def answers(request: HttpRequest, slug: str, run_id: str):
     except runs.RunError as exc:
         return JsonResponse(exc.as_json(), status=exc.status)
     except (ValueError, yaml.YAMLError) as exc:
-        return JsonResponse({"error": f"the answers are not valid JSON/YAML: {exc}",
-                             "errors": []}, status=400)
+        problem = Problem(f"the answers are not valid JSON/YAML: {exc}", path="answers")
+        return JsonResponse(problem.as_json(), status=problem.status)
 
 
 @require_GET
@@ -189,3 +212,74 @@ def report_html(request: HttpRequest, slug: str, run_id: str):
 @require_GET
 def report_json(request: HttpRequest, slug: str, run_id: str):
     return _report(request, slug, run_id, "report.json", "application/json", True)
+
+
+# ---------------------------------------------------------------- "What if I had used ...?"
+# A counterfactual replay of one of the learner's runs (labs/framework/replay.py): the
+# form posts here, the replay runs as its own process, the result page polls its status.
+
+def _replay_context(request, slug: str, run_id: str) -> dict:
+    from labs.framework import replay, replay_trace
+
+    lab = _lab_or_404(slug)
+    run = _run_or_404(request, slug, run_id)
+    ctx = {"lab": lab, "run": run, "algorithms": replay.known_algorithms(),
+           "max_algorithms": replay.WEB_MAX_ALGORITHMS, "error": None, "recorded": None}
+    try:
+        ctx["recorded"] = replay_trace.for_run(Path(run.run_dir)).algorithm
+    except replay_trace.TraceError as exc:
+        ctx["error"] = str(exc)
+    return ctx
+
+
+@require_http_methods(["GET", "POST"])
+def replay_form(request: HttpRequest, slug: str, run_id: str):
+    from django.shortcuts import redirect
+
+    from labs.framework import replay, replay_trace
+    from labs.problems import Problem
+    from labs.services import rates, sandboxes
+
+    ctx = _replay_context(request, slug, run_id)
+    chosen = request.POST.getlist("algorithm") if request.method == "POST" else \
+        [a for a in (ctx["recorded"], "least_outstanding_requests") if a]
+    ctx["chosen"] = list(dict.fromkeys(chosen))
+    if request.method == "POST" and not ctx["error"]:
+        try:
+            rates.check_start()  # a replay starts sandboxes, like a run
+            replay_id = replay.start_background(Path(ctx["run"].run_dir), chosen,
+                                                sandboxes.state_dir())
+        except (replay.ReplayRefused, replay_trace.TraceError) as exc:
+            ctx["error"] = str(exc)
+        except Problem as exc:
+            ctx["error"] = str(exc)
+        else:
+            return redirect("labs:replay-result", slug=slug, run_id=run_id,
+                            replay_id=replay_id)
+    return render(request, "labs/replay.html", ctx, status=400 if ctx["error"] and
+                  request.method == "POST" else 200)
+
+
+@require_GET
+def replay_result(request: HttpRequest, slug: str, run_id: str, replay_id: str):
+    from labs.framework import replay
+
+    ctx = _replay_context(request, slug, run_id)
+    status = replay.read(Path(ctx["run"].run_dir), replay_id)
+    if status.get("state") == "missing":
+        raise Http404(status["message"])
+    if request.GET.get("format") == "json":
+        return JsonResponse({k: v for k, v in status.items() if k != "result"})
+    ctx.update(status=status, replay_id=replay_id, result=status.get("result"),
+               chosen=status.get("algorithms") or [])
+    if ctx["result"]:
+        rows = [ctx["result"]["recorded"], *ctx["result"]["lanes"]]
+        backends = list(dict.fromkeys(b for r in rows for b in r["per_backend"]))
+        bucket = ctx["result"]["bucket_s"]
+        ctx["backends"] = backends
+        ctx["rows"] = [{**r, "counts": [r["per_backend"].get(b, 0) for b in backends],
+                        "series": [(b, r["load"].get(b) or []) for b in backends]}
+                       for r in rows]
+        width = max((len(s) for r in rows for s in r["load"].values()), default=0)
+        ctx["buckets"] = [f"{k * bucket:g}" for k in range(width)]
+    return render(request, "labs/replay.html", ctx)

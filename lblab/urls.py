@@ -4,7 +4,9 @@ from django.urls import include, path
 from lblab.health import healthz
 
 urlpatterns = [
-    path("healthz", healthz, name="healthz"),  # front door and container health checks
+    # Health checks (the container engine, the front door): lblab/health.py. Exempt from
+    # the HTTPS redirect (settings.SECURE_REDIRECT_EXEMPT): probes speak plain HTTP.
+    path("healthz", healthz, name="healthz"),
     path("", include("explainer.urls")),
     path("admin/", admin.site.urls),
     path("course/", include("explainer.course.urls")),

@@ -371,6 +371,37 @@ class UDPSettings(Strict):
     max_flows: int = Field(10_000, ge=1, le=1_000_000)  # new clients beyond: dropped
 
 
+def _network(value):
+    from proxy.trust import parse_network
+
+    return parse_network(value)
+
+
+Network = Annotated[str, BeforeValidator(_network)]
+
+
+class AcceptProxyProtocol(Strict):
+    """Accept a PROXY protocol header (v1 or v2) from these networks only; the
+    address it names becomes the client's (proxy/io/accept.py)."""
+
+    trusted: Annotated[list[Network], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
+class ForwardedTrust(Strict):
+    """Whose X-Forwarded-For / Forwarded is believed (proxy/trust.py). Default: no
+    one's: a client's own copies are dropped, the backend gets the peer only."""
+
+    trusted_networks: Annotated[list[Network], Field(max_length=MAX_ITEMS)] = []
+    trusted_hops: int = Field(0, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_rule(self):
+        if self.trusted_networks and self.trusted_hops:
+            raise ValueError("give trusted_networks (the proxies in front, by address) or "
+                             "trusted_hops (how many proxies are in front), not both")
+        return self
+
+
 class ListenerConfig(Strict):
     bind: Address
     protocol: Literal["http", "tcp", "udp"] = "http"
@@ -386,6 +417,13 @@ class ListenerConfig(Strict):
     tls: ListenerTLS | None = None
     timeouts: ListenerTimeouts = ListenerTimeouts()
     limits: Limits = Limits()
+    # Trusted client addresses (http and tcp listeners): a PROXY header from
+    # the balancer in front, and (http) whose X-Forwarded-For is believed.
+    proxy_protocol: AcceptProxyProtocol | None = None
+    forwarded: ForwardedTrust = ForwardedTrust()
+    # The zone of the balancer node this listener stands for (zone-aware routing:
+    # pools.NAME.cross_zone).
+    zone: Name | None = None
 
     @property
     def tls_mode(self) -> str:
@@ -628,6 +666,15 @@ class BackendConfig(Strict):
     # Override the pool's settings for this backend ("off": no PROXY header here).
     tls: UpstreamTLS | None = None
     proxy_protocol: Literal["v1", "v2", "off"] | None = None
+    # HAProxy's per-server maxconn: requests in flight (http listeners) or relayed
+    # connections (tcp) this backend takes at once; overrides the pool's
+    # max_connections_per_backend. Beyond it: the pool's queue, else 503.
+    max_connections: int | None = Field(None, ge=1, le=1_000_000)
+    # Where it runs (an availability zone); a backend without a zone serves every zone.
+    zone: Name | None = None
+    # A backup (HAProxy `backup`, Envoy's lower priority) takes traffic only while
+    # the pool's primaries are below pools.NAME.backup_threshold (see runtime.py).
+    backup: bool = False
 
 
 MIN_PROBE_INTERVAL = 0.01
@@ -704,6 +751,30 @@ class PoolTimeouts(Strict):
     backend_idle: Duration = 30.0  # pooled keep-alive connection reuse limit
 
 
+class QueueConfig(Strict):
+    """Requests wait here when every eligible backend is at its connection limit
+    (HAProxy maxconn + queue; see proxy/queueing.py)."""
+
+    max_length: int = Field(100, ge=1, le=100_000)  # one more: 503 queue-full
+    timeout: Duration = 5.0  # waited this long: 503 queue-timeout (sQ)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_bound(cls, value):
+        if not 0.001 <= value <= 3600:
+            raise ValueError(f"queue.timeout must be from 1ms to 1h, got "
+                             f"{format_duration(value)}")
+        return value
+
+
+class RetryBudgetConfig(Strict):
+    """Retries in flight capped as a share of the pool's active requests (Envoy's
+    retry_budget; see proxy/retrybudget.py)."""
+
+    percent: float = Field(20.0, gt=0.0, le=100.0)
+    min_concurrent: int = Field(3, ge=0, le=100_000)
+
+
 class PoolConfig(Strict):
     balancer: BalancerConfig = BalancerConfig()
     backends: Annotated[list[BackendConfig], Field(max_length=MAX_BACKENDS)] = []
@@ -717,10 +788,20 @@ class PoolConfig(Strict):
     # open: when the share of eligible backends falls below it, spread over all.
     panic_threshold: float = Field(0.0, ge=0.0, le=1.0)
     retries: int = Field(1, ge=0, le=5)
+    retry_budget: RetryBudgetConfig | None = None  # besides retries (per request)
+    # false: a listener with a zone sends only to backends of its zone (NLB's
+    # default), falling back to every zone when its own has no eligible backend;
+    # true: every zone (ALB's default, and this proxy's). See proxy/zones.py.
+    cross_zone: bool = True
+    # Backup backends (backends[].backup) join the pick when the share of
+    # eligible primaries is below this; 0 = only when no primary is eligible.
+    backup_threshold: float = Field(0.0, ge=0.0, le=1.0)
     # How an http listener speaks to the backends: HTTP/1.1, or HTTP/2 (h2c, or h2
     # by ALPN with tls), which gRPC needs (trailers). See proxy/http2/upstream.py.
     protocol: Literal["http1", "h2"] = "http1"
     max_connections_per_backend: int | None = Field(None, ge=1, le=1_000_000)  # 503 when all are full
+    # Wait for a free backend slot instead of 503 at once (http listeners).
+    queue: QueueConfig | None = None
     # Speak TLS to the backends (an http listener re-encrypts what it decrypted).
     tls: UpstreamTLS | None = None
     # tcp listeners: start every backend connection with a PROXY protocol header
@@ -733,6 +814,10 @@ class PoolConfig(Strict):
     def backend_proxy_protocol(self, backend: BackendConfig) -> str | None:
         value = backend.proxy_protocol or self.proxy_protocol
         return None if value == "off" else value
+
+    def backend_limit(self, backend: BackendConfig) -> int | None:
+        return (backend.max_connections if backend.max_connections is not None
+                else self.max_connections_per_backend)
 
     def uses_tls(self) -> bool:
         return self.tls is not None or any(b.tls is not None for b in self.backends)
@@ -747,6 +832,22 @@ class PoolConfig(Strict):
         dupes = sorted({b.name for b in self.backends if b.name in seen or seen.add(b.name)})
         if dupes:
             raise ValueError(f"backend names must be unique in a pool: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _backups_need_primaries(self):
+        if self.backends and all(b.backup for b in self.backends):
+            raise ValueError("every backend is a backup, so none would ever serve first: "
+                             "make at least one a primary (backup: false)")
+        return self
+
+    @model_validator(mode="after")
+    def _queue_needs_a_limit(self):
+        if (self.queue is not None and self.max_connections_per_backend is None
+                and self.backends and all(b.max_connections is None for b in self.backends)):
+            raise ValueError("queue: requests wait for a backend at its connection limit, and "
+                             "no backend has one: set max_connections_per_backend (or "
+                             "max_connections on backends), or remove queue")
         return self
 
     @model_validator(mode="after")
@@ -957,6 +1058,11 @@ def cross_check(config: Config, known_routes: set | None = None,
                            "reuses backend connections for many clients, so one PROXY header "
                            "per connection would name the wrong client; HTTP already passes "
                            "it in X-Forwarded-For / Forwarded. Use it behind a tcp listener"))
+        if pname in behind_tcp and pool.queue is not None:
+            errors.append((f"pools.{pname}.queue",
+                           f"pool {pname} is behind tcp listener {behind_tcp[pname]}; the "
+                           "queue holds HTTP requests (a TCP connection over the limit is "
+                           "refused at once): remove queue, or serve the pool over http"))
         if pname in behind_tcp and pool.uses_tls():
             errors.append((f"pools.{pname}.tls",
                            f"pool {pname} is behind tcp listener {behind_tcp[pname]}, which "
@@ -1053,6 +1159,19 @@ def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
                 and "h2" in tls.alpn and listener.http2 is None):
             errors.append((f"{path}.tls.alpn", "h2 in tls.alpn offers HTTP/2, which this "
                            "listener serves only with http2: true; add it, or remove h2"))
+        if listener.protocol == "udp" and listener.proxy_protocol is not None:
+            errors.append((f"{path}.proxy_protocol", "a PROXY header starts a stream "
+                           "connection; a udp listener has none: remove proxy_protocol"))
+        if (listener.proxy_protocol is not None and listener.tls is not None
+                and listener.tls.mode == "terminate"):
+            errors.append((f"{path}.proxy_protocol", "accepting a PROXY header before a TLS "
+                           "handshake the proxy terminates is not supported in this version: "
+                           "remove proxy_protocol, or terminate TLS on the balancer in front"))
+        if listener.protocol != "http" and listener.forwarded != ForwardedTrust():
+            errors.append((f"{path}.forwarded", "X-Forwarded-For and Forwarded are HTTP "
+                           f"headers, which a {listener.protocol} listener never reads: "
+                           "remove forwarded (proxy_protocol carries the client address "
+                           "at L4)"))
         if listener.udp is not None and listener.protocol != "udp":
             errors.append((f"{path}.udp", "udp settings are for protocol: udp listeners"))
         if listener.protocol != "udp":

@@ -468,7 +468,8 @@ async def patch_pool(request: web.Request) -> web.Response:
     if not body:
         raise ApiError(400, "the body names no setting; give one or more of health, outlier, "
                             "slow_start, deregistration_delay, timeouts, panic_threshold, "
-                            "retries, sticky, max_connections_per_backend")
+                            "retries, retry_budget, sticky, max_connections_per_backend, "
+                            "queue, backup_threshold, cross_zone")
     await change(ctx, "set_pool_settings", pool, body)
     return json_response(full_state(ctx))
 

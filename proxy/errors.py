@@ -6,7 +6,8 @@ backend sent: backends' own responses never carry it), the two-letter
 termination code of the request event, when it happens and what to change.
 
 Termination codes follow HAProxy's spirit. First letter, who ended the
-request: C client, S server (backend), P proxy, - nobody (normal end).
+request: C client, S server (backend), P proxy, - nobody (normal end); s (lower
+case, as HAProxy writes it) a timeout on the server side: sQ, the queue timeout.
 Second letter, in which phase: R reading the request, Q picking a backend
 (queue), C connecting to it, H waiting for the response headers, D relaying
 the response data, - done.
@@ -118,9 +119,26 @@ ERRORS: dict[str, ProxyError] = {e.code: e for e in [
                "panic_threshold to fail open.",
                closes=False),
     ProxyError("backend-limit", 503, "PQ",
-               "Every eligible backend already has pools.NAME.max_connections_per_backend "
-               "requests in flight.",
-               "Add backends or raise max_connections_per_backend.",
+               "Every eligible backend is at its connection limit (pools.NAME.backends[]."
+               "max_connections, else pools.NAME.max_connections_per_backend requests in "
+               "flight) and the pool has no queue. The body lists each backend's in-flight "
+               "count and limit.",
+               "Add backends, raise the limit, or give the pool a queue: to let requests "
+               "wait for a free slot.",
+               closes=False),
+    ProxyError("queue-full", 503, "PQ",
+               "Every eligible backend is at its connection limit and pools.NAME.queue."
+               "max_length requests already wait in the pool's queue (HAProxy's maxconn + "
+               "queue): one more is refused at once rather than wait behind them.",
+               "Add backends, raise the backends' max_connections, or raise "
+               "queue.max_length if the backends drain the queue fast enough.",
+               closes=False),
+    ProxyError("queue-timeout", 503, "sQ",
+               "The request waited pools.NAME.queue.timeout in the pool's queue and no "
+               "backend slot came free. The event's queue says its position on arrival and "
+               "the time it waited.",
+               "Add backends or raise their max_connections (the backends are the "
+               "bottleneck), or raise queue.timeout if clients can wait longer.",
                closes=False),
     ProxyError("connect-failed", 503, "PC",
                "No connection to a backend could be made within pools.NAME.timeouts.connect "
@@ -178,7 +196,11 @@ TERMINATIONS: dict[str, str] = {
           "timeouts.response_header) in the middle of the response body; the client "
           "connection is closed because its response cannot be completed.",
     "PR": "The proxy refused the request (400, 404, 408, 413, 431, 501, 505).",
-    "PQ": "No eligible backend or every backend at its limit (503).",
+    "PQ": "No eligible backend, or every backend at its limit with no room in the queue "
+          "(503 no-backend, backend-limit, queue-full).",
+    "sQ": "A timeout expired while the request waited in the pool's queue for a free "
+          "backend slot (503 queue-timeout); as in HAProxy, a lower-case letter means a "
+          "timeout on that side.",
     "PC": "Connecting to the backends failed, retries included (503).",
     "SC": "The backend's TLS handshake failed: untrusted or wrong certificate, or no TLS "
           "on that port (502 backend-tls).",
@@ -219,7 +241,7 @@ def render_markdown() -> str:
         "Each request event (access log, `GET /events`, `GET /requests/<id>`) has a "
         "two-letter `termination`, in the spirit of HAProxy's. First letter, who ended "
         "the request: `C` client, `S` server (backend), `P` proxy, `-` nobody (a normal "
-        "end). Second letter, the phase: `R` request, `Q` picking a backend, `C` "
+        "end); lower-case `s`: a timeout on the server side (HAProxy's spelling). Second letter, the phase: `R` request, `Q` picking a backend, `C` "
         "connecting, `H` waiting for response headers, `D` relaying the response data, "
         "`-` done.",
         "",
@@ -240,7 +262,10 @@ def render_markdown() -> str:
         "*reused* keep-alive connection (the keep-alive race) as on a fresh one (a "
         "backend that crashed or was restarted under the request). A non-idempotent "
         "request (POST, PATCH) is never resent once written. Each retry is listed in the "
-        "event's `retries` with the backend and the error.",
+        "event's `retries` with the backend and the error. A pool with a "
+        "`retry_budget` also caps the requests retrying at once (a share of its active "
+        "requests, with a floor); a retry over it is skipped, the client gets the "
+        "failed attempt's error, and the event's `retry_budget` says so.",
         "",
         "## Request framing",
         "",

@@ -118,6 +118,23 @@ class RequestEvent(Event):
     backend_tls: dict | None = None
     # gRPC: {status, message} from the backend's grpc-status / grpc-message.
     grpc: dict | None = None
+    # Waited in the pool's queue (every eligible backend at its limit):
+    # {position (1 = first in line; None: the queue was full), outcome
+    # (served|timeout|full|left), waited_ms, max_length}; None = never queued.
+    queue: dict | None = None
+    # Pools with backup backends: {used, eligible_primaries, primaries, threshold,
+    # reason}: whether the backups were in this pick, and why.
+    backup: dict | None = None
+    # Pools with a retry_budget, when a retry was due: {allowed, active_requests,
+    # active_retries, limit, reason}; allowed false = skipped by the budget.
+    retry_budget: dict | None = None
+    # The client address believed, when it is not simply the peer (proxy/trust.py):
+    # {ip, from: peer|x-forwarded-for|forwarded|proxy_protocol, trusted_peer,
+    # reason, dropped?: headers not believed, proxy_protocol?: {version, via, ...}}.
+    client_address: dict | None = None
+    # A listener with a zone: {listener_zone, cross_zone, zones (picked among),
+    # fallback, reason} (proxy/zones.py).
+    zone: dict | None = None
     # "h2" for a request that came as an HTTP/2 stream (None: HTTP/1.x), with its stream id.
     protocol: str | None = None
     stream_id: int | None = None
@@ -145,6 +162,8 @@ class ConnectionOpen(Event):
     backend: str | None = None
     tls: dict | None = None  # passthrough: {mode, sni, alpn, versions}; terminate: as requests
     proxy_protocol: str | None = None  # v1 | v2 when the backend gets a PROXY header
+    backup: dict | None = None  # as RequestEvent.backup
+    zone: dict | None = None  # as RequestEvent.zone
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -101,6 +101,22 @@ class Metrics:
         self.pool_events = Counter(
             f"{p}_pool_events", "Pool conditions: panic_on, panic_off, no_eligible...",
             ["pool", "what"], registry=r)
+        self.queued = Counter(
+            f"{p}_queue_requests", "Requests that met a full pool (every eligible backend "
+            "at its limit) with a queue, by outcome: served, timeout, full (refused), left.",
+            ["pool", "outcome"], registry=r)
+        self.retries = Counter(
+            f"{p}_retries", "Retries of HTTP requests: result=retried for each retry "
+            "made, skipped_by_budget when the pool's retry_budget refused one.",
+            ["pool", "result"], registry=r)
+        self.zone_requests = Counter(
+            f"{p}_zone_requests", "HTTP requests through listeners with a zone, by the "
+            "listener's zone and the chosen backend's (from_zone != to_zone: cross-zone "
+            "traffic; to_zone '-' for a backend without a zone).",
+            ["pool", "from_zone", "to_zone"], registry=r)
+        self.queue_wait = Histogram(
+            f"{p}_queue_wait_seconds", "Time requests waited in a pool's queue.",
+            ["pool"], buckets=LATENCY_BUCKETS, registry=r)
         self.admin_changes = Counter(
             f"{p}_admin_changes", "Changes applied through the admin API or a reload.",
             ["verb"], registry=r)
@@ -154,6 +170,20 @@ class Metrics:
             child = self._status_children[skey] = self.requests.labels(
                 pool, backend, status_class(ev.status), "proxy" if proxy_made else "backend")
         child.inc()
+        if ev.retries:
+            self.retries.labels(pool, "retried").inc(len(ev.retries))
+        budget = ev.retry_budget
+        if budget is not None and not budget["allowed"]:
+            self.retries.labels(pool, "skipped_by_budget").inc()
+        zone = ev.zone
+        if zone is not None and ev.backend is not None:
+            self.zone_requests.labels(pool, zone["listener_zone"],
+                                      zone.get("backend_zone") or NONE).inc()
+        queue = ev.queue
+        if queue is not None:
+            self.queued.labels(pool, queue["outcome"]).inc()
+            if queue["outcome"] != "full":
+                self.queue_wait.labels(pool).observe(queue["waited_ms"] / 1000.0)
         tkey = (pool, backend, ev.termination)
         child = self._termination_children.get(tkey)
         if child is None:
@@ -238,6 +268,7 @@ class _StateCollector:
                 families["effective_weight"].add_metric(labels, b.effective_weight(now))
                 families["ewma"].add_metric(labels, b.ewma_ms / 1000.0)
             families["panic"].add_metric([pool_name], 1.0 if pool.in_panic else 0.0)
+            families["queue"].add_metric([pool_name], len(pool.queue))
             families["backends"].add_metric([pool_name], len(pool.backends))
             families["eligible"].add_metric([pool_name], eligible)
         bus = runtime.bus
@@ -277,6 +308,9 @@ class _StateCollector:
                 "(what least_response_time compares).", labels=pb),
             "panic": GaugeMetricFamily(
                 f"{p}_pool_panic", "1 while the pool fails open (panic threshold).",
+                labels=["pool"]),
+            "queue": GaugeMetricFamily(
+                f"{p}_pool_queue_depth", "Requests waiting in the pool's queue now.",
                 labels=["pool"]),
             "backends": GaugeMetricFamily(
                 f"{p}_pool_backends", "Backends configured in the pool.", labels=["pool"]),

@@ -68,6 +68,11 @@ class BackendState:
     slow_start: float = 0.0
     # Passive health (outlier detection) can eject a backend until this time.
     ejected_until: float = 0.0
+    # Requests (L7) or connections (L4) it takes at once; None = no limit
+    # (backends[].max_connections, else the pool's max_connections_per_backend).
+    max_connections: int | None = None
+    backup: bool = False  # serves only while the primaries are below backup_threshold
+    zone: str | None = None  # its availability zone (None: serves every zone)
     # Live counters.
     active_connections: int = 0  # L4: relayed client connections; L7: ones busy with a request
     outstanding: int = 0  # requests in flight
@@ -141,6 +146,9 @@ class BackendState:
             "ejected": self.ejected_until > now,
             "active_connections": self.active_connections,
             "outstanding": self.outstanding,
+            "max_connections": self.max_connections,
+            "backup": self.backup,
+            "zone": self.zone,
             "ewma_ms": round(self.ewma_ms, 3),
             "requests": self.requests,
             "failures": self.failures,

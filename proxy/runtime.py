@@ -30,6 +30,9 @@ from proxy.config import (
 )
 from proxy.events import AdminChange, EventBus, PoolEvent, StateChange
 from proxy.model import BackendState, Health, Intent
+from proxy.queueing import WaitQueue, backend_full
+from proxy.retrybudget import RetryBudget
+from proxy.zones import zone_filter
 
 Clock = Callable[[], float]
 
@@ -46,6 +49,10 @@ class Choice:
     set_cookie: str | None = None  # header value the data plane adds to the response
     panic: bool = False
     reason: str = ""  # why there is no backend (503 text)
+    # Pools with backup backends: were they in this pick, and why (see _apply_backup).
+    backup: dict | None = None
+    # A listener with a zone: which zones the pick was among, and why (proxy/zones.py).
+    zone: dict | None = None
 
 
 def candidate_view(backend: BackendState, now: float, eligible: bool | None = None) -> dict:
@@ -58,6 +65,8 @@ def candidate_view(backend: BackendState, now: float, eligible: bool | None = No
         "weight": backend.weight,
         "outstanding": backend.outstanding,
         "connections": backend.active_connections,
+        "backup": backend.backup,
+        "zone": backend.zone,
     }
 
 
@@ -90,6 +99,13 @@ class PoolRuntime:
             keep = previous.sticky if previous and previous.config.sticky == config.sticky else None
             self.sticky = keep or sticky.create(config.sticky, name, clock=clock, rng=rng)
         self.in_panic = previous.in_panic if previous else False
+        # Backends at their connection limit are skipped; requests then wait in
+        # the queue (kept across reloads: its waiters are live requests).
+        self.has_backups = any(b.backup for b in self.backends.values())
+        self.backup_active = previous.backup_active if previous else False
+        self.limited = any(b.max_connections is not None for b in self.backends.values())
+        self.queue = previous.queue if previous is not None else WaitQueue()
+        self.retry_budget = previous.retry_budget if previous is not None else RetryBudget()
         # Hooks for passive health (outlier detection) and the health checker.
         self.outlier = None
         self.extra: dict = {}
@@ -106,6 +122,9 @@ class PoolRuntime:
             # Without active checks nothing will ever move it out of "initial";
             # it is eligible there (initial is not unhealthy).
         state.slow_start = self.config.slow_start
+        state.max_connections = self.config.backend_limit(bc)
+        state.backup = bc.backup
+        state.zone = bc.zone
         state.ewma_decay = self.config.balancer.decay_time
         if state is old:
             self.set_intent(state, Intent(bc.state), cause)
@@ -114,6 +133,17 @@ class PoolRuntime:
         return state
 
     # ------------------------------------------------------------ choosing
+
+    def full_backends(self) -> set | None:
+        """The backends at their connection limit now (None when no backend has one)."""
+        if not self.limited:
+            return None
+        return {b for b in self.backends.values() if backend_full(b, b.max_connections)} or None
+
+    def wake(self) -> object | None:
+        """A backend slot was freed: the request at the head of the queue, taken out
+        to pick again (see proxy/queueing.py), or None."""
+        return self.queue.pop()
 
     def eligible(self, now: float) -> list[BackendState]:
         return [b for b in self.backends.values() if b.is_eligible(now)]
@@ -133,6 +163,10 @@ class PoolRuntime:
         choice = Choice(None, algorithm, [candidate_view(b, now, ok)
                                           for b, ok in zip(all_backends, flags)])
         eligible = self._apply_panic(eligible, all_backends, now, choice)
+        if self.has_backups and not choice.panic:
+            eligible = self._apply_backup(eligible, all_backends, choice)
+        if ctx.zone is not None and eligible:
+            eligible, choice.zone = zone_filter(eligible, ctx.zone, self.config.cross_zone)
         if exclude and eligible:
             remaining = [b for b in eligible if b not in exclude]
             if not remaining:
@@ -173,6 +207,39 @@ class PoolRuntime:
                 choice.sticky["stored"] = note
         return choice
 
+    def _apply_backup(self, eligible, all_backends, choice):
+        """Primaries first (HAProxy `backup`, Envoy priorities): backups join the
+        pick only while the share of eligible primaries is below backup_threshold
+        (0: only when no primary is eligible). The choice says which and why."""
+        primaries = [b for b in eligible if not b.backup]
+        serving = sum(1 for b in all_backends if not b.backup and b.intent is Intent.ACTIVE)
+        use, why = backup_decision(len(primaries), serving, self.config.backup_threshold)
+        choice.backup = {"used": use, "eligible_primaries": len(primaries),
+                         "primaries": serving,
+                         "threshold": self.config.backup_threshold, "reason": why}
+        self._set_backup(use, why)
+        return eligible if use else primaries
+
+    def _set_backup(self, active: bool, why: str) -> None:
+        if active != self.backup_active:
+            self.backup_active = active
+            self.bus.publish(PoolEvent(
+                pool=self.name, what="backup_on" if active else "backup_off",
+                eligible=sum(1 for b in self.backends.values()
+                             if not b.backup and b.is_eligible(self.clock())),
+                total=sum(1 for b in self.backends.values() if not b.backup),
+                detail=why))
+
+    def refresh_backup(self, now: float) -> None:
+        """Recompute whether backups serve from the backends now (for /state and the
+        backup_on / backup_off events), as refresh_panic does for panic."""
+        if not self.has_backups:
+            return
+        backends = self.backends.values()
+        primaries = sum(1 for b in backends if not b.backup and b.is_eligible(now))
+        serving = sum(1 for b in backends if not b.backup and b.intent is Intent.ACTIVE)
+        self._set_backup(*backup_decision(primaries, serving, self.config.backup_threshold))
+
     def _apply_panic(self, eligible, all_backends, now, choice):
         """Fail open (Envoy's panic threshold, ALB's fail-open) when too few are eligible."""
         serving = [b for b in all_backends if b.intent is Intent.ACTIVE]
@@ -188,6 +255,7 @@ class PoolRuntime:
         config), so /state and the metric follow the pool, not the next request.
         """
         now = self.clock() if now is None else now
+        self.refresh_backup(now)
         backends = list(self.backends.values())
         serving = sum(1 for b in backends if b.intent is Intent.ACTIVE)
         return self._set_panic(sum(1 for b in backends if b.is_eligible(now)), serving)
@@ -244,8 +312,36 @@ class PoolRuntime:
             "sticky": self.config.sticky.model_dump(mode="json") if self.config.sticky else None,
             "health_check": self.config.health.model_dump(mode="json") if self.config.health else None,
             "panic": self.in_panic,
+            "max_connections_per_backend": self.config.max_connections_per_backend,
+            "retry_budget": self.retry_budget.snapshot(
+                self.config.retry_budget.percent if self.config.retry_budget else None,
+                self.config.retry_budget.min_concurrent if self.config.retry_budget else None),
+            "cross_zone": self.config.cross_zone,
+            "backup_threshold": self.config.backup_threshold,
+            "backup_active": self.backup_active,
+            "queue": self.queue.snapshot(
+                self.config.queue.max_length if self.config.queue else None,
+                self.config.queue.timeout if self.config.queue else None),
             "backends": [b.snapshot(now) for b in self.backends.values()],
         }
+
+
+def backup_decision(eligible_primaries: int, primaries: int,
+                    threshold: float) -> tuple[bool, str]:
+    """Whether a pool's backups join the pick, and why (pure: the rule itself)."""
+    if primaries == 0:
+        return True, ("no primary backend is in service (each is draining or in "
+                      "maintenance): the backups serve")
+    if eligible_primaries == 0:
+        return True, (f"no primary backend is eligible (0/{primaries}): the backups serve")
+    if eligible_primaries < threshold * primaries:
+        return True, (f"{eligible_primaries}/{primaries} primaries eligible is below "
+                      f"backup_threshold {threshold:.0%}: the backups join them")
+    if threshold > 0:
+        return False, (f"{eligible_primaries}/{primaries} primaries eligible, at or above "
+                       f"backup_threshold {threshold:.0%}: the backups stand by")
+    return False, (f"{eligible_primaries}/{primaries} primaries eligible: the backups stand "
+                   "by until none is")
 
 
 def _unavailable(backend: BackendState, now: float) -> str:
@@ -413,7 +509,7 @@ class Runtime:
             "generation": self.generation,
             "listeners": {
                 name: {"bind": f"{l.bind[0]}:{l.bind[1]}", "protocol": l.protocol,
-                       "routes": list(l.routes), "pool": l.pool}
+                       "routes": list(l.routes), "pool": l.pool, "zone": l.zone}
                 for name, l in self.config.listeners.items()
             },
             "routes": {name: r.model_dump(mode="json", exclude_none=True)

@@ -246,6 +246,14 @@ class ProxyServer:
             lambda: self._protocol(bound), sock=bound.sock, backlog=BACKLOG)
 
     def _protocol(self, bound: BoundListener):
+        if bound.config.proxy_protocol is not None:
+            # A PROXY header first, from trusted networks only (proxy/io/accept.py).
+            from proxy.io.accept import ProxyHeaderAccept
+
+            return ProxyHeaderAccept(self, bound, lambda: self._own_protocol(bound))
+        return self._own_protocol(bound)
+
+    def _own_protocol(self, bound: BoundListener):
         if bound.config.protocol == "http":
             from proxy.http2.serve import http_protocol  # HTTP/1.1, and HTTP/2 when enabled
 

@@ -68,7 +68,7 @@ def check_answer(request: HttpRequest, slug: str, question: str):
                                        request.POST.getlist("answer"))
     except CourseError as exc:
         if _wants_json(request):
-            return JsonResponse({"ok": False, "error": exc.message}, status=exc.status)
+            return JsonResponse(exc.as_json(), status=exc.status)
         messages.error(request, exc.message)
         return redirect(reverse("course:lesson", kwargs={"slug": slug}) + f"#check-{question}")
     if _wants_json(request):

@@ -278,12 +278,17 @@ def _service_errors() -> tuple[type[BaseException], ...]:
         found.append(LabsSandboxError)
     except ImportError:
         pass
-    try:
-        from labs.traffic import TrafficError
-        found.append(TrafficError)
-    except ImportError:
-        pass
     return tuple(found)
+
+
+def _because(prefix: str, exc: Exception, status: int) -> ControlError:
+    """A service's error as a ControlError; a Problem (TrafficError...) keeps its fields and
+    its own status, so "users must be 1-5000" stays a 400 on ``users``."""
+    if isinstance(exc, ControlError):
+        return exc
+    if isinstance(exc, Problem):
+        return ControlError(f"{prefix}: {exc.message}", exc.errors, status=exc.status)
+    return ControlError(f"{prefix}: {exc}", status=status)
 
 
 def restart_backend(sandbox_id: str, backend: str) -> dict:
@@ -365,8 +370,8 @@ def start_traffic(sandbox_id: str, profile: str, users: int, duration_s: int) ->
         target = _traffic_target(get_sandbox(sandbox_id))
         try:
             run = _traffic().start(target, profile, users=users, duration_s=duration_s)
-        except _service_errors() as exc:
-            raise ControlError(f"could not start traffic: {exc}", status=409) from None
+        except (Problem, *_service_errors()) as exc:
+            raise _because("could not start traffic", exc, 409) from None
         return _done(f"Started {profile} traffic: {users} users for {duration_s} s.",
                      run={k: run.get(k) for k in ("run_id", "profile", "users", "duration_s",
                                                    "host", "started_at")})
@@ -387,8 +392,8 @@ def stop_traffic(sandbox_id: str, run_id: str | None = None) -> dict:
                 return _done(f"Stopped traffic run{'s' if len(stopped) > 1 else ''} {names}.",
                              run=_jsonable(stopped[-1]))
             status = svc.stop(run_id)
-        except _service_errors() as exc:
-            raise ControlError(f"could not stop traffic: {exc}", status=409) from None
+        except (Problem, *_service_errors()) as exc:
+            raise _because("could not stop traffic", exc, 409) from None
         return _done(f"Stopped traffic run {run_id}.", run=_jsonable(status))
 
     return _run(go)
@@ -404,8 +409,8 @@ def traffic_status(sandbox_id: str, run_id: str | None = None) -> dict:
             if chosen is None:
                 return {"ok": True, "state": "idle", "progress": 0, "stats": None}
             return {"ok": True, **_jsonable(svc.status(chosen))}
-        except _service_errors() as exc:
-            raise ControlError(f"no traffic status: {exc}", status=404) from None
+        except (Problem, *_service_errors()) as exc:
+            raise _because("no traffic status", exc, 404) from None
 
     return _run(go)
 

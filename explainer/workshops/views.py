@@ -30,6 +30,9 @@ LOGIN = "workshops:login"
 
 # ---------------------------------------------------------------- access
 
+NOT_JOINED = WorkshopError("join this workshop first", status=403, field="workshop")
+
+
 def _error(exc: WorkshopError) -> JsonResponse:
     return JsonResponse(exc.as_json(), status=exc.status)
 
@@ -257,7 +260,7 @@ def learner_page(request: HttpRequest, code: str):
 def learner_json(request: HttpRequest, code: str):
     workshop, participant = _seat(request, code)
     if participant is None:
-        return JsonResponse({"ok": False, "error": "join this workshop first"}, status=403)
+        return _error(NOT_JOINED)
     return JsonResponse(selectors.learner_page(participant))
 
 
@@ -265,9 +268,9 @@ def learner_json(request: HttpRequest, code: str):
 def learner_sandbox(request: HttpRequest, code: str):
     workshop, participant = _seat(request, code)
     if participant is None:
-        return JsonResponse({"ok": False, "error": "join this workshop first"}, status=403)
+        return _error(NOT_JOINED)
     if not workshop.is_open:
-        return JsonResponse({"ok": False, "error": "this workshop has ended"}, status=410)
+        return _error(WorkshopError("this workshop has ended", status=410, field="workshop"))
     try:
         return JsonResponse(sandboxes.ensure_sandbox(participant))
     except WorkshopError as exc:
@@ -278,7 +281,7 @@ def learner_sandbox(request: HttpRequest, code: str):
 def learner_hand(request: HttpRequest, code: str):
     workshop, participant = _seat(request, code)
     if participant is None:
-        return JsonResponse({"ok": False, "error": "join this workshop first"}, status=403)
+        return _error(NOT_JOINED)
     form = forms.HandForm(request.POST)
     if not form.is_valid():
         return JsonResponse(form.errors_json(), status=400)

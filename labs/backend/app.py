@@ -34,6 +34,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import sys
 import time
 from typing import Any, Callable
@@ -55,6 +56,27 @@ CONTROL_ENDPOINTS = {
     "/_control/crash": "POST: exit the process at once (os._exit), ?code=N sets the exit status (default 1)",
     "/_control/kill": "POST: same as /_control/crash",
 }
+
+
+def pinned_cost(raw: str | None) -> tuple[float, int, str] | None:
+    """``X-LBLab-Replay-Cost: delay_ms=12.5;status=200[;fault=reset|crash]`` (sent by
+    labs/framework/replay.py in pinned mode) as (delay_ms, status, fault); None when the
+    header is absent or malformed (the request is then served normally)."""
+    if not raw:
+        return None
+    fields = dict(part.strip().partition("=")[::2] for part in raw.split(";"))
+    if "delay_ms" not in fields:
+        return None
+    try:
+        delay = float(fields.get("delay_ms", "0"))
+        status = int(fields.get("status", "200"))
+    except ValueError:
+        return None
+    fault = fields.get("fault", "")
+    if not (0 <= delay <= MAX_WORK_MS and 100 <= status <= 599) or fault not in ("", "reset",
+                                                                                 "crash"):
+        return None
+    return delay, status, fault
 
 
 def burn_cpu(ms: float) -> None:
@@ -214,7 +236,10 @@ class BackendApp:
     # -- app requests and their faults ---------------------------------------------------
 
     async def _app_request(self, req: Request, handler) -> None:
-        decision = self.faults.decide_app(self.clock(), self.rng)
+        pinned = pinned_cost(req.headers.get("x-lblab-replay-cost"))
+        if pinned is not None:
+            return await self._pinned(req, *pinned)
+        decision = self.faults.decide_app(self.clock(), self._rng_for(req))
         injected = self.stats.injected
         rid = self._rid_header(req)
         if decision.warming_up:
@@ -247,6 +272,29 @@ class BackendApp:
             injected["crash_mid_response"] += 1
             return req.conn.crash(req, status, body, extra)
         self._answer(req, status, body, extra)
+
+    async def _pinned(self, req: Request, delay_ms: float, status: int, fault: str) -> None:
+        """A replay in "pinned" cost mode: answer after exactly the recorded time, with the
+        recorded status (or the recorded reset / cut response), whatever this backend's
+        faults and the endpoint would do."""
+        await req.body.drain()
+        if delay_ms:
+            await self.sleep(delay_ms / 1000.0)
+        if fault == "reset":
+            return req.conn.reset(req)
+        body = dumps({"backend": self.name, "pinned_ms": delay_ms, "status": status})
+        if fault == "crash":
+            return req.conn.crash(req, status, body, self._rid_header(req))
+        self._answer(req, status, body, self._rid_header(req))
+
+    def _rng_for(self, req: Request):
+        """A replayed request (labs/framework/replay.py) brings its own seed, so its fault
+        draws (jitter, error_rate, reset and crash rates) are the same whichever backend
+        and algorithm it meets; any other request uses the backend's random source."""
+        seed = req.headers.get("x-lblab-replay-seed")
+        if seed is not None and seed.isdigit() and len(seed) <= 18:
+            return random.Random(int(seed))
+        return self.rng
 
     def _echo_body(self, req: Request, body_bytes: int) -> bytes:
         h = req.headers

@@ -165,9 +165,11 @@ class Watcher(Strict):
 
 
 class App(Strict):
-    """Run another server instead of a toy backend on that backend's port."""
+    """Run another server instead of a toy backend on that backend's port: gunicorn, or
+    the toy backend itself in another mode (``kind: toy, mode: grpc|udp``)."""
 
-    kind: Literal["gunicorn"]
+    kind: Literal["gunicorn", "toy"]
+    mode: Literal["http", "grpc", "udp"] = "http"  # kind toy: python -m labs.backend --mode
     keepalive: int = Field(2, ge=1, le=75)  # gunicorn --keep-alive (whole seconds)
     threads: int = Field(4, ge=1, le=64)
     workers: int = Field(1, ge=1, le=8)
@@ -200,6 +202,8 @@ class Answer(Strict):
 class LabFile(Strict):
     title: str = Field(min_length=3)
     concept: str = Field(min_length=3)
+    # Slugs from labs/framework/concepts.py: what the lab list filters on.
+    concepts: list[str] = []
     story: str = Field(min_length=20)
     order: int = 100
     time_scale: float = 1
@@ -221,6 +225,17 @@ class LabFile(Strict):
     @classmethod
     def _dur(cls, value):
         return _seconds(value)
+
+    @field_validator("concepts")
+    @classmethod
+    def _known_concepts(cls, value):
+        from labs.framework.concepts import CONCEPTS
+
+        unknown = [c for c in value if c not in CONCEPTS]
+        if unknown:
+            raise ValueError(f"unknown concept(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(CONCEPTS)} (labs/framework/concepts.py)")
+        return list(dict.fromkeys(value))
 
     @field_validator("time_scale")
     @classmethod
@@ -277,6 +292,7 @@ class Lab:
         return {"slug": self.slug, "title": self.title, "concept": self.spec.concept,
                 "order": self.spec.order, "time_scale": self.scale.to_json(),
                 "difficulty": self.spec.difficulty, "minutes": self.spec.minutes,
+                "concepts": list(self.spec.concepts),
                 "needs": list(self.spec.needs)}
 
 

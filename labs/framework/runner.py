@@ -26,8 +26,8 @@ Theory of operation
    action goes into the timeline with the lab second it really happened at.
 7. **Grade**: events (each with ``t``), locust's statistics and the timeline become a
    `Recording`, the lab's grader turns it into a `Result`; the sandbox's memory (PSS and
-   RSS) and start time are measured; the run directory gets recording.json, result.json
-   and the reports.
+   RSS) and start time are measured; the run directory gets recording.json, result.json,
+   the reports and trace.jsonl (the traffic as a replayable trace: replay_trace.py).
 
 Progress goes to ``options.progress`` (a callable) and to ``<run_dir>/status.json``, which
 the site polls while a run executes in its own process.
@@ -59,17 +59,22 @@ from labs.framework.traffic import LocustRun, TrafficFailed
 from labs.framework.watchdog import PartWatch
 from labs.sandbox import SandboxError, SandboxLimit, SandboxNotFound, SandboxService
 from labs.sandbox.service import default_state_dir
+from labs.problems import Problem
 
 
-class RunRefused(Exception):
-    """The document cannot be run; ``errors`` is [(path, message)] as the proxy reports."""
+class RunRefused(Problem):
+    """The document cannot be run (HTTP 400, 503 when the lab host is full).
 
-    def __init__(self, errors: list[tuple[str, str]], message: str | None = None):
-        self.errors = errors
-        super().__init__(message or "; ".join(f"{p}: {m}" if p else m for p, m in errors))
+    Built from [(path, message)] as the proxy and the checks report them; ``errors`` is then
+    the Problem's [{"path", "message"}] like every other user-fixable error."""
 
-    def as_json(self) -> dict:
-        return {"error": str(self), "errors": [{"path": p, "message": m} for p, m in self.errors]}
+    status = 400
+
+    def __init__(self, errors: list[tuple[str, str]], message: str | None = None,
+                 status: int | None = None):
+        pairs = [(p, m) for p, m in errors]
+        super().__init__(message or "; ".join(f"{p}: {m}" if p else m for p, m in pairs),
+                         [{"path": p, "message": m} for p, m in pairs], status)
 
 
 class RunFailed(Exception):
@@ -274,7 +279,8 @@ class _Run:
             self.sb = self.service.create(self.sandbox_id, backends=self.lab.backend_names,
                                           config=topology, redis_url=redis_url)
         except SandboxLimit as exc:
-            raise RunRefused([("", str(exc))], f"the lab host is full: {exc}") from None
+            raise RunRefused([("", str(exc))], f"the lab host is full: {exc}",
+                             status=503) from None
         except SandboxError as exc:
             raise RunFailed(f"the sandbox did not start: {exc}") from None
         for name, app in self.spec.sandbox.apps.items():
@@ -765,8 +771,8 @@ def run_lab(lab: Lab, document: dict | str, options: RunOptions | None = None) -
         state = "refused" if isinstance(exc, RunRefused) else "failed"
         _write_json(run.run_dir / "status.json", {
             "run_id": run.run_id, "slug": lab.slug, "state": state, "phase": "error",
-            "message": str(exc), "errors": exc.as_json()["errors"] if isinstance(
-                exc, RunRefused) else [], "updated_at": time.time()})
+            "message": str(exc), "errors": exc.errors if isinstance(exc, RunRefused) else [],
+            "updated_at": time.time()})
         raise
     finally:
         run.cleanup()
@@ -774,6 +780,7 @@ def run_lab(lab: Lab, document: dict | str, options: RunOptions | None = None) -
     outcome = Outcome(run.run_id, run.run_dir, recording, result, document, options.label,
                       started, time.time() - started, recording.sandbox, run.phases)
     recording.save(run.run_dir / "recording.json")
+    _save_trace(lab, recording, run)
     _write_json(run.run_dir / "result.json", outcome.to_json())
     from labs.framework import report
 
@@ -784,6 +791,17 @@ def run_lab(lab: Lab, document: dict | str, options: RunOptions | None = None) -
         "progress": 1.0,
         "updated_at": time.time()})
     return outcome
+
+
+def _save_trace(lab: Lab, recording: Recording, run: "_Run") -> None:
+    """trace.jsonl beside the recording: the traffic a replay sends again (replay_trace)."""
+    from labs.framework import replay_trace
+
+    try:
+        trace = replay_trace.from_recording(recording, run.run_id, lab.backend_names)
+    except replay_trace.TraceError:
+        return  # nothing replayable (an L4 lab): replay says so when asked
+    replay_trace.dump(trace, run.run_dir / replay_trace.FILENAME)
 
 
 def grade(lab: Lab, recording: Recording) -> Result:

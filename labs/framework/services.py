@@ -8,7 +8,10 @@ process shares it. ``stop_redis`` ends it (``manage.py labs reap --all``, tests)
 
 Apps: ``start_app`` stops the toy backend of that name and starts the app on its port,
 then writes the new pid into the sandbox's record, so ``SandboxService.stop`` (and the
-idle reaper) stops it like any other part.
+idle reaper) stops it like any other part. ``kind: toy`` is the toy backend again in
+another mode (gRPC, UDP): its main port speaks that protocol, so its HTTP control API
+(faults, /health/live) moves to a port of its own, and the record's URL for that backend
+becomes the control port's: the runner's faults and stats reach it there.
 """
 from __future__ import annotations
 
@@ -130,6 +133,11 @@ def gunicorn_argv(host: str, port: int, keepalive: int, threads: int, workers: i
             "labs.framework.wsgi_app:app"]
 
 
+def toy_argv(name: str, host: str, port: int, mode: str, control_port: int) -> list[str]:
+    return [sys.executable, "-m", "labs.backend", "--name", name, "--host", host, "--port",
+            str(port), "--mode", mode, "--control-port", str(control_port)]
+
+
 def start_app(service: SandboxService, sandbox_id: str, name: str, app, timeout: float = 15.0):
     """Replace toy backend ``name`` of the sandbox by ``app`` (a definition.App)."""
     sb = service.get(sandbox_id)
@@ -141,8 +149,13 @@ def start_app(service: SandboxService, sandbox_id: str, name: str, app, timeout:
         if time.monotonic() > deadline:
             raise ServiceError(f"port {port} of {name} stays taken; cannot start {app.kind}")
         time.sleep(0.05)
-    argv = gunicorn_argv(host, port, app.keepalive, app.threads, app.workers)
-    if app.link_delay_ms:
+    control_port = port
+    if app.kind == "toy":
+        control_port = _free_port()
+        argv = toy_argv(name, host, port, app.mode, control_port)
+    else:
+        argv = gunicorn_argv(host, port, app.keepalive, app.threads, app.workers)
+    if app.link_delay_ms and app.kind == "gunicorn":
         # The app listens on a port of its own; a relay with the link's latency takes the
         # backend's port. One process group (sh execs the relay), so stopping the part
         # stops both.
@@ -162,10 +175,13 @@ def start_app(service: SandboxService, sandbox_id: str, name: str, app, timeout:
     with service._lock():  # noqa: SLF001 - same read-modify-write the service does
         current = service.get(sandbox_id)
         current.pids[name], current.pid_starts[name] = proc.pid, ticks
+        if control_port != port:
+            current.backends[name] = f"http://{procs.url_host(host)}:{control_port}"
         service._write(current)  # noqa: SLF001
     deadline = time.monotonic() + timeout
     while True:
-        status, _ = procs.http_status(procs.connect_host(host), port, "/health/live", 0.5)
+        status, _ = procs.http_status(procs.connect_host(host), control_port, "/health/live",
+                                      0.5)
         if status == 200:
             return proc
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -56,7 +56,10 @@ class LocustRun:
         argv = locust_cmd(str(self.locustfile), self.host_url, self.users, self.spawn_rate,
                           self.duration_s, self.csv_prefix, locust=local_executables()["locust"])
         env = dict(os.environ)
-        paths = [str(LOCUST_DIR)] + ([str(self.extra_path)] if self.extra_path else [])
+        # The repository too: a locustfile may use the runtime's own clients
+        # (labs/traffic/grpc_client.py, labs/traffic/udp_client.py).
+        paths = [str(LOCUST_DIR)] + ([str(self.extra_path)] if self.extra_path else []) \
+            + [str(REPO_ROOT)]
         env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH")] if p])
         env.update(self.env)
         self.started_at = time.time()

@@ -50,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -300,10 +301,16 @@ class SandboxService:
             if status != 200:
                 return False, (f"pid {pid} runs but the admin API at {sb.admin_url} does not "
                                f"answer /healthz ({status or why})")
-            if not procs.tcp_open(procs.connect_host(sb.host), sb.ports["proxy"], timeout):
+            # A UDP main listener (udp://) accepts no connection to test; the admin API
+            # answering is what the proxy can show.
+            if not sb.proxy_url.startswith("udp://") and \
+                    not procs.tcp_open(procs.connect_host(sb.host), sb.ports["proxy"], timeout):
                 return False, f"pid {pid} runs but its listener {sb.proxy_url} refuses connections"
             return True, f"pid {pid}, listening on {sb.proxy_url}, admin {sb.admin_url}"
-        status, why = procs.http_status(procs.connect_host(sb.inner_host), sb.ports[part],
+        # The backend's HTTP face: its main port, or its control port when a lab runs it in
+        # a mode whose main port speaks gRPC or UDP (labs/framework/services.py).
+        port = urlsplit(sb.backends[part]).port or sb.ports[part]
+        status, why = procs.http_status(procs.connect_host(sb.inner_host), port,
                                         "/health/live", timeout)
         if status != 200:
             return False, (f"pid {pid} runs but GET {sb.backends[part]}/health/live gave "
@@ -410,12 +417,16 @@ class SandboxService:
                                + yaml.safe_dump(placed, sort_keys=False))
         keys = topology.listener_port_keys(placed, names)
         now = time.time()
+        scheme = {name: "udp" if (listener or {}).get("protocol") == "udp" else "http"
+                  for name, listener in (placed.get("listeners") or {}).items()}
+        main = next((name for name, key in keys.items() if key == "proxy"), None)
         return Sandbox(
             id=sandbox_id, host=self.host,
-            proxy_url=f"http://{host}:{ports['proxy']}",
+            proxy_url=f"{scheme.get(main, 'http')}://{host}:{ports['proxy']}",
             admin_url=f"http://{procs.url_host(self.inner_host)}:{ports['admin']}",
             backends={n: f"http://{procs.url_host(self.inner_host)}:{ports[n]}" for n in names},
-            listeners={name: f"http://{host}:{ports[key]}" for name, key in keys.items()},
+            listeners={name: f"{scheme[name]}://{host}:{ports[key]}"
+                       for name, key in keys.items()},
             ports=ports, config_path=str(config_path), log_dir=str(sandbox_dir),
             created_at=now, last_used=now, pinned=pinned, redis_url=redis_url,
             inner_host=self.inner_host,

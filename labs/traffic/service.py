@@ -43,6 +43,7 @@ from pathlib import Path
 from labs.sandbox import procs
 from labs.sandbox.commands import REPO_ROOT, local_executables, locust_cmd
 from labs.sandbox.service import default_state_dir
+from labs.problems import Problem
 
 LOCUST_DIR = REPO_ROOT / "labs" / "locust"
 PROFILES = {name: LOCUST_DIR / f"{name}.py"
@@ -50,8 +51,13 @@ PROFILES = {name: LOCUST_DIR / f"{name}.py"
 RUN_ID = re.compile(r"^[a-z0-9-]{1,40}$")
 
 
-class TrafficError(Exception):
-    """A run cannot be started or found; the message says what to change."""
+class TrafficError(Problem):
+    """A run cannot be started or found; the message says what to change.
+
+    409 by default (another run is sending, too many runs); a bad option is a 400 naming
+    the field, an unknown run a 404."""
+
+    status = 409
 
 
 class TrafficService:
@@ -70,11 +76,11 @@ class TrafficService:
 
     def _read(self, run_id: str) -> dict:
         if not RUN_ID.match(run_id or ""):
-            raise TrafficError(f"{run_id!r} is not a run id")
+            raise TrafficError(f"{run_id!r} is not a run id", status=404, path="run_id")
         try:
             return json.loads(self._path(run_id).read_text())
         except FileNotFoundError:
-            raise TrafficError(f"no traffic run {run_id!r}") from None
+            raise TrafficError(f"no traffic run {run_id!r}", status=404, path="run_id") from None
 
     def _write(self, run: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -120,17 +126,19 @@ class TrafficService:
         sandbox_id, url = _sandbox_fields(sandbox)
         if profile not in PROFILES:
             raise TrafficError(f"unknown traffic profile {profile!r}; choose one of "
-                               f"{', '.join(PROFILES)}")
+                               f"{', '.join(PROFILES)}", status=400, path="profile")
         problems = []
         if not isinstance(users, int) or not 1 <= users <= 5000:
-            problems.append(f"users must be 1-5000, got {users!r}")
+            problems.append(("users", f"users must be 1-5000, got {users!r}"))
         if not isinstance(spawn_rate, (int, float)) or not 0 < spawn_rate <= 5000:
-            problems.append(f"spawn_rate must be above 0 and at most 5000, got {spawn_rate!r}")
+            problems.append(("spawn_rate", "spawn_rate must be above 0 and at most 5000, "
+                             f"got {spawn_rate!r}"))
         if not isinstance(duration_s, int) or not 1 <= duration_s <= 3600:
-            problems.append(f"duration_s must be a whole number of seconds 1-3600, "
-                            f"got {duration_s!r}")
+            problems.append(("duration_s", "duration_s must be a whole number of seconds "
+                             f"1-3600, got {duration_s!r}"))
         if problems:
-            raise TrafficError("; ".join(problems))
+            raise TrafficError("; ".join(m for _, m in problems),
+                               [{"path": p, "message": m} for p, m in problems], status=400)
         with self._sandbox_lock(sandbox_id):
             busy = self.running_for(sandbox_id)
             if busy and not replace:
@@ -297,7 +305,8 @@ def _sandbox_fields(sandbox) -> tuple[str, str]:
     else:
         sandbox_id, url = getattr(sandbox, "id", None), getattr(sandbox, "proxy_url", None)
     if not sandbox_id or not url:
-        raise TrafficError("give a sandbox with an id and a proxy_url (labs.sandbox.Sandbox)")
+        raise TrafficError("give a sandbox with an id and a proxy_url (labs.sandbox.Sandbox)",
+                           status=400, path="sandbox")
     return str(sandbox_id), str(url)
 
 

@@ -40,6 +40,7 @@ class PickContext:
     cookies: Mapping[str, str] = field(default_factory=dict)
     sni: str | None = None
     tls: bool = False  # the client connection is TLS the proxy terminated
+    zone: str | None = None  # the listener's zone (the balancer node), for zone-aware routing
 
 
 @dataclass(slots=True)

@@ -646,6 +646,7 @@ class UpstreamH2Mixin:
                 fwd = value if fwd is None else fwd + b", " + value
             else:
                 out.append((lname, value))
+        xff, fwd = self._pass_forwarded(xff, fwd)  # only from a trusted peer (proxy/trust.py)
         ip = conn.client_ip_b
         element = conn.forwarded_element(host)
         out += [(b"x-forwarded-for", xff + b", " + ip if xff else ip),

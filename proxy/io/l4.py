@@ -353,17 +353,15 @@ class L4Connection(asyncio.Protocol):
             return
         self.pool = pool
         self.pool_name = pool_name
-        self.ctx = PickContext(client_ip=self.client_addr[0], now=self.server.clock(), sni=sni)
+        self.ctx = PickContext(client_ip=self.client_addr[0], now=self.server.clock(), sni=sni,
+                               zone=self.bound.config.zone)
         self._choose()
 
     def _choose(self) -> None:
         pool = self.pool
         ctx = self.ctx
         ctx.now = self.server.clock()
-        limit = pool.config.max_connections_per_backend
-        full = None
-        if limit is not None:
-            full = {b for b in pool.backends.values() if b.outstanding >= limit}
+        full = pool.full_backends()
         exclude = full
         if self.failed:
             exclude = self.failed | full if full else self.failed
@@ -374,8 +372,10 @@ class L4Connection(asyncio.Protocol):
         backend = choice.backend
         if backend is None:
             if full and any(b.is_eligible(ctx.now) for b in full):
-                why = (f"every eligible backend of pool {pool.name} has {limit} connections "
-                       "(max_connections_per_backend)")
+                why = (f"every eligible backend of pool {pool.name} is at its connection "
+                       "limit (max_connections): " + ", ".join(
+                           f"{b.name} {b.outstanding}/{b.max_connections}"
+                           for b in sorted(full, key=lambda b: b.name)))
             else:
                 why = choice.reason or f"no eligible backend in pool {pool.name}"
             self.end("proxy", why)
@@ -572,7 +572,8 @@ class L4Connection(asyncio.Protocol):
                 client=self.client, kind=self.kind, pool=self.pool_name,
                 algorithm=choice.algorithm, candidates=choice.candidates,
                 inputs=choice.inputs, sticky=choice.sticky, backend=self.backend.name,
-                tls=self.tls, proxy_protocol=self.proxy_protocol))
+                tls=self.tls, proxy_protocol=self.proxy_protocol, backup=choice.backup,
+                zone=dict(choice.zone, backend_zone=self.backend.zone) if choice.zone else None))
         except Exception:
             log.exception("publishing connection_open %s failed", self.connection_id)
 

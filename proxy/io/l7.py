@@ -68,6 +68,7 @@ import asyncio
 import collections
 import logging
 
+from proxy import trust
 from proxy.balancers.base import PickContext
 from proxy.errors import ERRORS
 from proxy.events import ConnectionOpen, RequestEvent, Warning as WarningEvent
@@ -147,7 +148,8 @@ class Exchange:
         "replay_bytes", "up_chunked", "down_chunked", "out", "retries", "failed",
         "t_route", "t_pick", "t_connect", "t_first", "keep_alive", "split", "ctx",
         "read_timeout", "sticky_learned", "tunnel", "headers_view", "cookies_view",
-        "upstream_tls", "turn", "started", "refusal", "continued",
+        "upstream_tls", "turn", "started", "refusal", "continued", "queue_info",
+        "queued_at", "queue_timer", "budget", "counted", "client_view",
     )
 
     def __init__(self, conn: "L7Connection", head: RequestHead, t0: float):
@@ -201,6 +203,18 @@ class Exchange:
         self.started = False  # routed (and on to a backend)
         self.refusal: RequestError | None = None  # answer this error when its turn comes
         self.continued = False  # the proxy sent 100 Continue itself
+        # The pool's wait queue (proxy/queueing.py): {position, outcome, waited_ms}
+        # for the event once queued; the timer while waiting.
+        self.queue_info: dict | None = None
+        self.queued_at = 0.0
+        self.queue_timer = None
+        # The pool's retry budget (proxy/retrybudget.py): the last check, and what
+        # this request adds to its counters (1 active, 2 retrying).
+        self.budget: dict | None = None
+        self.counted = 0
+        # The client address believed for this request and why (proxy/trust.py);
+        # None when it is simply the connection's peer and nothing was dropped.
+        self.client_view: dict | None = None
 
     # ------------------------------------------------------------ step 0: wait for the body
 
@@ -280,21 +294,60 @@ class Exchange:
                                "which the runtime does not have")
         self.pool = pool
         self.pool_name = pool_name
+        pool.retry_budget.active_requests += 1
+        self.counted = 1
         self.read_timeout = pool.config.timeouts.response_header
         head = self.head
+        client_ip = self.conn.client_ip
+        forwarded = self.conn.bound.config.forwarded
+        if forwarded.trusted_hops or forwarded.trusted_networks:
+            client_ip = self._believe(forwarded)
         self.ctx = PickContext(
-            client_ip=self.conn.client_ip, now=self.server.clock(), method=head.method,
+            client_ip=client_ip, now=self.server.clock(), method=head.method,
             path=head.target_str, headers=self.headers_view,
-            cookies=self.cookies_view, tls=self.conn.tls is not None)
+            cookies=self.cookies_view, tls=self.conn.tls is not None,
+            zone=self.conn.bound.config.zone)
         self._choose()
 
-    def _choose(self) -> None:
+    def _believe(self, forwarded) -> str:
+        """The client address from a trusted proxy's X-Forwarded-For / Forwarded."""
+        peer = self.conn.client_ip
+        nets = trust.networks(tuple(forwarded.trusted_networks))
+        if not trust.peer_trusted(peer, nets, forwarded.trusted_hops):
+            return peer  # its headers are dropped in _pass_forwarded
+        xff, fwd = [], []
+        for name, value in self.head.headers:
+            lname = name.lower()
+            if lname == b"x-forwarded-for":
+                xff.append(value.decode("latin-1"))
+            elif lname == b"forwarded":
+                fwd.append(value.decode("latin-1"))
+        self.client_view = trust.believe(peer, xff, fwd, nets, forwarded.trusted_hops)
+        return self.client_view["ip"]
+
+    def _pass_forwarded(self, xff: bytes | None, fwd: bytes | None):
+        """The client's X-Forwarded-For / Forwarded, passed on only from a trusted peer
+        (listeners.NAME.forwarded); otherwise dropped, and the event says so."""
+        if xff is None and fwd is None:
+            return None, None
+        view = self.client_view
+        if view is not None and view["trusted_peer"]:
+            return xff, fwd
+        if view is None:
+            forwarded = self.conn.bound.config.forwarded
+            if trust.peer_trusted(self.conn.client_ip,
+                                  trust.networks(tuple(forwarded.trusted_networks)),
+                                  forwarded.trusted_hops):
+                return xff, fwd  # trusted, but the request was not picked through _pick
+            self.client_view = trust.believe(
+                self.conn.client_ip, [xff.decode("latin-1")] if xff else [],
+                [fwd.decode("latin-1")] if fwd else [], (), 0)
+        return None, None
+
+    def _choose(self, front: bool = False) -> None:
         pool = self.pool
         ctx = self.ctx
-        limit = pool.config.max_connections_per_backend
-        full = None
-        if limit is not None:
-            full = {b for b in pool.backends.values() if b.outstanding >= limit}
+        full = pool.full_backends()
         exclude = full
         if self.failed:
             exclude = self.failed | full if full else self.failed
@@ -308,13 +361,18 @@ class Exchange:
         backend = choice.backend
         if backend is None:
             if full and any(b.is_eligible(ctx.now) for b in full):
-                self._fail("backend-limit", (
-                    f"every eligible backend of pool {pool.name} has {limit} requests in "
-                    f"flight (max_connections_per_backend): "
-                    + ", ".join(sorted(b.name for b in full))))
+                self._at_limit(full, front)
             else:
                 self._fail("no-backend", choice.reason or f"no eligible backend in pool {pool.name}")
             return
+        info = self.queue_info
+        if info is not None and info["outcome"] == "waiting":
+            info["outcome"] = "served"
+            info["waited_ms"] = int((now - self.queued_at) * 1e6 + 0.5) / 1000
+            pool.queue.served += 1
+            if self.queue_timer is not None:
+                self.queue_timer.cancel()
+                self.queue_timer = None
         self.backend = backend
         backend.request_started()
         pool.balancer.acquire(backend)
@@ -322,6 +380,77 @@ class Exchange:
         self.attempt_started = now
         self.server.track(self, backend)
         self._connect()
+
+    # ------------------------------------------------------------ step 2b: queue
+
+    def _at_limit(self, full: set, front: bool) -> None:
+        """Every eligible backend is at its limit: wait in the pool's queue, or 503."""
+        pool = self.pool
+        limits = ", ".join(f"{b.name} {b.outstanding}/{b.max_connections}"
+                           for b in sorted(full, key=lambda b: b.name))
+        settings = pool.config.queue
+        if settings is None:
+            self._fail("backend-limit", (
+                f"every eligible backend of pool {pool.name} is at its connection limit "
+                f"(in flight/max_connections: {limits}) and the pool has no queue"))
+            return
+        queue = pool.queue
+        position = queue.admit(self, settings.max_length, front)
+        if position is None:
+            self.queue_info = {"position": None, "outcome": "full", "waited_ms": 0.0,
+                               "max_length": settings.max_length}
+            self._fail("queue-full", (
+                f"every eligible backend of pool {pool.name} is at its connection limit "
+                f"({limits}) and {settings.max_length} requests already wait "
+                "(queue.max_length)"))
+            return
+        if self.queue_info is None:
+            self.queued_at = self.server.clock()
+            self.queue_info = {"position": position, "outcome": "waiting", "waited_ms": 0.0,
+                               "max_length": settings.max_length}
+            self.queue_timer = self.server.loop.call_later(settings.timeout,
+                                                           self._queue_timeout)
+
+    def unqueue(self) -> None:
+        """A slot was freed and this request is at the head of the queue: pick again."""
+        if self.finished:
+            return
+        self.ctx.now = self.server.clock()
+        try:
+            self._choose(front=True)
+        except Exception as exc:
+            self._internal_error(exc)
+
+    def _queue_timeout(self) -> None:
+        self.queue_timer = None
+        if self.finished:
+            return
+        pool = self.pool
+        pool.queue.remove(self)
+        pool.queue.timeouts += 1
+        timeout = pool.config.queue.timeout if pool.config.queue else 0.0
+        info = self.queue_info
+        info["outcome"] = "timeout"
+        info["waited_ms"] = int((self.server.clock() - self.queued_at) * 1e6 + 0.5) / 1000
+        self._fail("queue-timeout", (
+            f"waited {timeout:g}s in the queue of pool {pool.name} (queue.timeout) and no "
+            "backend slot came free: " + ", ".join(
+                f"{b.name} {b.outstanding}/{b.max_connections}"
+                for b in pool.backends.values() if b.max_connections is not None)))
+
+    def _leave_queue(self) -> None:
+        """Finished while waiting (the client left, a drain cut it): out of the queue."""
+        timer = self.queue_timer
+        if timer is None:
+            return
+        self.queue_timer = None
+        timer.cancel()
+        if self.pool.queue.remove(self):
+            self.pool.queue.left += 1
+        info = self.queue_info
+        if info is not None and info["outcome"] == "waiting":
+            info["outcome"] = "left"
+            info["waited_ms"] = int((self.server.clock() - self.queued_at) * 1e6 + 0.5) / 1000
 
     # ------------------------------------------------------------ step 3: connect
 
@@ -448,6 +577,7 @@ class Exchange:
             elif (action == _UPGRADE and upgrading) or (action == _EXPECT
                                                         and not self.continued):
                 parts += (name, b": ", value, b"\r\n")
+        xff, fwd = self._pass_forwarded(xff, fwd)
         ip = conn.client_ip_b
         parts += (b"X-Forwarded-For: ", xff + b", " + ip if xff else ip, b"\r\n",
                   b"X-Forwarded-Proto: ", conn.scheme_b, b"\r\n")
@@ -688,7 +818,7 @@ class Exchange:
             self.failed = set()
         self.failed.add(backend)
         if (retryable and len(self.retries) < self.pool.config.retries
-                and not self.conn.closed):
+                and not self.conn.closed and self._budget_allows()):
             self.retries.append({"backend": backend.name, "error": message})
             if self.replay:
                 self.body_buf = self.replay + self.body_buf
@@ -703,6 +833,20 @@ class Exchange:
                 self._internal_error(exc)
             return
         self._fail(code, message)
+
+    def _budget_allows(self) -> bool:
+        """The pool's retry budget (if any) has room for this request to retry."""
+        settings = self.pool.config.retry_budget
+        if settings is None or self.counted == 2:
+            return True  # no budget, or already counted as retrying
+        budget = self.pool.retry_budget
+        self.budget = budget.check(settings.percent, settings.min_concurrent)
+        if not self.budget["allowed"]:
+            budget.skipped += 1
+            return False
+        budget.active_retries += 1
+        self.counted = 2
+        return True
 
     # ------------------------------------------------------------ local answers
 
@@ -831,8 +975,15 @@ class Exchange:
         self.acquired = False
         backend = self.backend
         backend.request_finished(now - self.attempt_started, failed, now)
-        self.pool.balancer.release(backend)
+        pool = self.pool
+        pool.balancer.release(backend)
         self.server.untrack(self, backend)
+        if pool.queue.waiters:
+            # A slot is free: the oldest waiting request picks again, soon (not
+            # inside this callback: see L7Connection.exchange_done).
+            waiter = pool.wake()
+            if waiter is not None:
+                self.server.loop.call_soon(waiter.unqueue)
 
     def _finish(self, termination: str, error: str | None = None,
                 proxy_error: bool = False) -> None:
@@ -842,6 +993,14 @@ class Exchange:
         self.finished = True
         server = self.server
         now = server.clock()
+        if self.queue_timer is not None:
+            self._leave_queue()
+        if self.counted:
+            budget = self.pool.retry_budget
+            budget.active_requests -= 1
+            if self.counted == 2:
+                budget.active_retries -= 1
+            self.counted = 0
         self.flush()
         self._release_upstream()
         status = self.status
@@ -887,11 +1046,32 @@ class Exchange:
             status=self.status, latency_ms=timings["done"], bytes_in=self.bytes_in,
             bytes_out=self.bytes_out, termination=termination, proxy_error=proxy_error,
             error=error, retries=self.retries, timings=timings, tls=self.conn.tls,
-            backend_tls=self.upstream_tls)
+            backend_tls=self.upstream_tls, queue=self.queue_info,
+            backup=choice.backup if choice is not None else None,
+            retry_budget=self.budget, client_address=self._client_address(),
+            zone=_zone_view(choice, backend))
+
+    def _client_address(self) -> dict | None:
+        view = self.client_view
+        proxied = getattr(self.conn, "proxied", None)
+        if proxied is None:
+            return view
+        view = dict(view) if view is not None else {
+            "ip": self.conn.client_ip, "from": "proxy_protocol",
+            "reason": f"PROXY v{proxied['version']} header from trusted {proxied['via']}"}
+        view["proxy_protocol"] = proxied
+        return view
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.request_id} {self.head.method} {self.head.path} "
                 f"backend={self.backend.name if self.backend else None}>")
+
+
+def _zone_view(choice, backend) -> dict | None:
+    """The pick's zone view with the zone of the backend it reached."""
+    if choice is None or choice.zone is None:
+        return None
+    return dict(choice.zone, backend_zone=backend.zone if backend is not None else None)
 
 
 class RefusedExchange(Exchange):
@@ -1062,6 +1242,9 @@ class L7Connection(asyncio.Protocol):
         # Set by proxy.tls.TLSAccept before connection_made on a TLS listener.
         self.tls: dict | None = None
         self.client_cert_headers: bytes | None = None
+        # A PROXY header accepted on this connection (proxy/io/accept.py):
+        # {version, command, via, source}; client_ip is then the address it names.
+        self.proxied: dict | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -1073,6 +1256,7 @@ class L7Connection(asyncio.Protocol):
             self.client_ip = ip
             self.client_ip_b = ip.encode("ascii")
             self.client = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        self.proxied = transport.get_extra_info("proxy_header")
         config = self.bound.config
         tls = self.tls
         if tls is not None and "client_cert" in tls:  # the listener asks for client certs

@@ -275,7 +275,7 @@ class UDPListener(asyncio.DatagramProtocol):
             return None
         pool = server.runtime.pools.get(pool_name)
         connection_id = server.request_ids.next()
-        ctx = PickContext(client_ip=client[0], now=server.clock())
+        ctx = PickContext(client_ip=client[0], now=server.clock(), zone=self.bound.config.zone)
         choice = pool.choose(ctx) if pool is not None else None
         if choice is None or choice.backend is None:
             why = (choice.reason if choice is not None and choice.reason
@@ -294,7 +294,9 @@ class UDPListener(asyncio.DatagramProtocol):
                 connection_id=connection_id, listener=self.bound.name, client=flow.client,
                 kind="udp", pool=pool_name, algorithm=choice.algorithm,
                 candidates=choice.candidates, inputs=choice.inputs, sticky=choice.sticky,
-                backend=choice.backend.name))
+                backend=choice.backend.name, backup=choice.backup,
+                zone=dict(choice.zone, backend_zone=choice.backend.zone) if choice.zone
+                else None))
         except Exception:
             log.exception("publishing connection_open of UDP flow %s failed", connection_id)
         return flow

@@ -41,7 +41,7 @@ def wait_until(what: str, check, timeout: float):
     raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 def test_the_compose_file_deploys_as_a_swarm_stack(engine, tmp_path):
     stack_file = tmp_path / "stack.yml"
     stack_file.write_text(stackfile.dump(stackfile.stack([REPO / name for name in FILES])))
@@ -60,7 +60,12 @@ def test_the_compose_file_deploys_as_a_swarm_stack(engine, tmp_path):
             running = {k: v for k, v in pairs.items() if not k.endswith("_migrate")}
             return all(v.split("/")[0] == v.split("/")[1] for v in running.values()) and pairs
 
-        wait_until("every service of the stack running", converged, timeout=400)
+        try:
+            wait_until("every service of the stack running", converged, timeout=600)
+        except AssertionError as exc:
+            tasks = engine.docker("stack", "ps", STACK, "--no-trunc", "--format",
+                                  "{{.Name}} {{.CurrentState}} {{.Error}}", check=False).stdout
+            raise AssertionError(f"{exc}\n{tasks}") from None
         wait_until("the site healthy behind the stack's front door",
                    lambda: status("http://127.0.0.1:30700/healthz") == 200, timeout=300)
         assert status("http://127.0.0.1:30700/") == 200

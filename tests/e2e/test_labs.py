@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -20,6 +21,8 @@ from playwright.sync_api import Page, expect
 from tests.e2e.test_course import site  # noqa: F401  (the fixture: daphne + state dir)
 
 SLUG = "lying-health-check"
+N_LABS = len(list((Path(__file__).resolve().parents[2] / "labs" / "catalog")
+                   .glob("*/lab.yaml")))
 RUN_TIMEOUT = 90_000  # ms: one run is ~10 s on an idle machine
 
 
@@ -76,8 +79,8 @@ def test_lab_walk(page: Page, site, artifacts):  # noqa: F811
     # The list: every lab, nothing started yet.
     page.goto(f"{site}/labs/")
     items = page.locator(".lab-item")
-    expect(items).to_have_count(14)
-    expect(page.locator(".lead")).to_contain_text("You have passed 0 of 14")
+    expect(items).to_have_count(N_LABS)
+    expect(page.locator(".lead")).to_contain_text(f"You have passed 0 of {N_LABS}")
     expect(page.locator(".lab-item.passed, .lab-item.tried")).to_have_count(0)
     page.locator(".lab-item a", has_text="The lying health check").click()
     expect(page).to_have_url(re.compile(rf"/labs/{SLUG}/$"))
@@ -172,7 +175,7 @@ def test_lab_walk(page: Page, site, artifacts):  # noqa: F811
 
     # Back on the list: the progress shows.
     page.goto(f"{site}/labs/")
-    expect(page.locator(".lead")).to_contain_text("You have passed 1 of 14")
+    expect(page.locator(".lead")).to_contain_text(f"You have passed 1 of {N_LABS}")
     mine = page.locator(".lab-item.passed")
     expect(mine).to_have_count(1)
     expect(mine).to_contain_text("The lying health check")
@@ -180,12 +183,27 @@ def test_lab_walk(page: Page, site, artifacts):  # noqa: F811
                                                      "passed after showing the fix")
     expect(mine.locator(".meta")).to_contain_text("2 runs · passed after showing the fix")
     # Each lab's difficulty and time, and the time scale in words.
-    expect(page.locator(".lab-item .difficulty")).to_have_count(14)
+    expect(page.locator(".lab-item .difficulty")).to_have_count(N_LABS)
     expect(mine.locator(".facts")).to_contain_text("introductory · about 15 min · each run "
                                                    "about 12 s")
     expect(page.locator("#time-scale-note")).to_contain_text(
         '"1:10" means one second in the lab stands for ten seconds in production')
     page.screenshot(path=artifacts / "labs-list.png", full_page=True)
+
+    # Filter by concept with the keyboard only: the select, then the button.
+    page.locator("#concept-filter").focus()
+    page.keyboard.press("Tab")
+    expect(page.locator(".lab-filter button")).to_be_focused()
+    page.locator("#concept-filter").select_option("outlier-ejection")
+    page.locator(".lab-filter button").press("Enter")
+    expect(page).to_have_url(re.compile(r"/labs/\?concept=outlier-ejection$"))
+    expect(items).to_have_count(1)
+    expect(items).to_contain_text("The fast-failing server that swallows traffic")
+    expect(page.locator(".filter-status")).to_contain_text("Showing 1 of")
+    # Progress on the filtered list still counts every lab.
+    expect(page.locator(".lead")).to_contain_text(f"You have passed 1 of {N_LABS}")
+    page.locator(".filter-status a", has_text="Show all labs").click()
+    expect(items).to_have_count(N_LABS)
     assert errors == []
 
 

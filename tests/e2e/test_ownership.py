@@ -81,6 +81,7 @@ def csrf(context) -> str:
     return next(c["value"] for c in context.cookies() if c["name"] == "csrftoken")
 
 
+@pytest.mark.timeout(420)
 def test_each_learner_reaches_only_their_own_sandbox(browser, site, artifacts):
     errors: list[str] = []
 

@@ -107,8 +107,12 @@ def test_a_host_the_site_does_not_serve_gets_400_not_a_debug_page(public_site):
     assert resp.status_code == 400 and "ALLOWED_HOSTS" not in resp.content.decode()
 
 
-def test_healthz_answers(public_site):
-    assert Client().get("/healthz").content == b"ok\n"
+def test_healthz_answers_over_plain_http_behind_tls(public_site, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    resp = Client().get("/healthz")
+    assert resp.status_code == 200 and resp.content == b"ok\n"
+    assert Client().get("/labs/").status_code == 301  # everything else goes to HTTPS
 
 
 def test_manage_py_lab_public_starts_the_site_in_public_mode(tmp_path):

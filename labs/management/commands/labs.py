@@ -1,4 +1,5 @@
 """python manage.py labs list | run SLUG [--config FILE] [--solution] | check | measure | reap
+| replay RUN_ID --algorithms a,b,c
 
 ``run`` does from a terminal what the lab page does (labs/framework/runner.py): a sandbox,
 the config, the traffic, the faults, the recording, the grader. It exits 0 only when the
@@ -41,6 +42,20 @@ class Command(BaseCommand):
         regrade.add_argument("run_dir")
         regrade.add_argument("--answers", help="YAML file: the answers (tracing labs)")
         regrade.add_argument("--json", action="store_true")
+        rp = sub.add_parser("replay", help="replay a run's traffic under other algorithms "
+                            "side by side (labs/framework/replay.py)")
+        rp.add_argument("run_id", help="a run id (folder of <state dir>/labruns) or a run dir")
+        rp.add_argument("--algorithms", required=True,
+                        help="comma-separated, e.g. round_robin,least_outstanding_requests")
+        rp.add_argument("--repeat", type=int, default=1,
+                        help="replay each algorithm N times at once (determinism check)")
+        rp.add_argument("--cost", choices=["backend", "pinned"], default="backend",
+                        help="backend (default): same fault schedule and per-request seeds, "
+                        "a request costs what its backend charges then; pinned: every backend "
+                        "answers each request after its recorded time with its recorded status")
+        rp.add_argument("--json", action="store_true", help="print the result as JSON")
+        rp.add_argument("--out", help="folder for result.json (default <run dir>/replays/ID)")
+        rp.add_argument("--state-dir", help="sandboxes' state dir (default LBLAB_STATE_DIR)")
         measure = sub.add_parser("measure", help="start one sandbox; print memory + start time")
         measure.add_argument("--backends", type=int, default=4)
         measure.add_argument("--repeat", type=int, default=3)
@@ -118,8 +133,9 @@ class Command(BaseCommand):
                                               "refused": True, **exc.as_json()}))
             else:
                 self.stderr.write("the config was refused:")
-                for path, message in exc.errors:
-                    self.stderr.write(f"  {path}: {message}" if path else f"  {message}")
+                for e in exc.errors:
+                    self.stderr.write(f"  {e['path']}: {e['message']}" if e["path"]
+                                      else f"  {e['message']}")
             raise SystemExit(EXIT_REFUSED)
         except RunFailed as exc:
             if quiet:
@@ -173,6 +189,42 @@ class Command(BaseCommand):
         raise SystemExit(_exit(outcome.result))
 
     # -- measure / reap ------------------------------------------------------------------
+
+    def do_replay(self, opts):
+        from labs.framework import replay, replay_compare, replay_trace
+        from labs.sandbox.service import default_state_dir
+
+        state_dir = Path(opts.get("state_dir") or default_state_dir())
+        given = Path(opts["run_id"])
+        run_dir = given if given.is_dir() else state_dir / "labruns" / opts["run_id"]
+        if not run_dir.is_dir():
+            raise CommandError(f"no run {opts['run_id']!r} in {state_dir / 'labruns'}: give a "
+                               "run id from `labs run` (its report path names it) or a run dir")
+        try:
+            trace = replay_trace.for_run(run_dir)
+            algos = replay.check_algorithms(opts["algorithms"].split(","))
+        except (replay_trace.TraceError, replay.ReplayRefused) as exc:
+            raise CommandError(str(exc)) from None
+        repeat = max(1, opts["repeat"])
+        lanes = [a for a in algos for _ in range(repeat)]
+        labels = [a if repeat == 1 else f"{a}#{k + 1}" for a in algos for k in range(repeat)]
+        out = Path(opts["out"]) if opts.get("out") else replay.replay_dir(run_dir)
+        self.stderr.write(f"replaying {len(trace.requests)} requests of run {trace.run_id} "
+                          f"({trace.slug}, recorded under {trace.algorithm}) under "
+                          f"{', '.join(labels)} (cost: {opts['cost']})")
+        try:
+            result = replay.Replayer(trace, lanes, state_dir=state_dir, out_dir=out,
+                                     labels=labels, cost=opts["cost"]).run()
+        except replay.ReplayRefused as exc:
+            raise CommandError(str(exc)) from None
+        except replay.ReplayFailed as exc:
+            self.stderr.write(f"the replay broke: {exc}")
+            raise SystemExit(EXIT_BROKEN)
+        if opts["json"]:
+            self.stdout.write(json.dumps(result, indent=1))
+        else:
+            self.stdout.write(replay_compare.table(result))
+            self.stdout.write(f"result: {out / 'result.json'}")
 
     def do_measure(self, opts):
         from labs.services.sandboxes import measure_sandbox

@@ -180,6 +180,11 @@
     rep.replaceChildren('Report: ', el('a', {href: `${base}/runs/${runId}/report.html`, target: '_blank'}, 'HTML'), ' · ',
       el('a', {href: `${base}/runs/${runId}/report.html?download=1`}, 'download HTML'), ' · ',
       el('a', {href: `${base}/runs/${runId}/report.json`}, 'JSON'));
+    // Counterfactual replay of this run (labs/framework/replay.py): a page of its own.
+    let whatIf = $('.what-if', box);
+    if (!whatIf) { whatIf = el('p', {class: 'what-if'}); rep.after(whatIf); }
+    whatIf.replaceChildren(el('a', {href: `${base}/runs/${runId}/replay`},
+      'What if I had used another algorithm? Replay this run side by side'));
     if (data.answer) showTracing(runId, res);
     if (scroll) box.scrollIntoView({behavior: 'smooth', block: 'start'});
   }

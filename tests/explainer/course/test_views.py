@@ -55,6 +55,7 @@ def test_check_answer_json_and_form_fallback(client):
     resp = client.post("/course/lessons/health-checks/check/window", {"answer": ""},
                        HTTP_ACCEPT="application/json", HTTP_X_CSRFTOKEN=csrf)
     assert resp.status_code == 400 and resp.json()["error"] == "type one number"
+    assert resp.json()["errors"] == [{"path": "", "message": "type one number"}]  # a Problem
 
 
 def test_posts_without_csrf_are_refused(client):

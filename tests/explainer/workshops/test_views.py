@@ -94,7 +94,11 @@ def test_learners_join_without_an_account_and_see_only_their_own_work(workshop, 
     stranger = client()
     resp = stranger.get(f"/workshops/w/{workshop.code}/")
     assert resp.status_code == 302 and resp["Location"] == f"/workshops/join/{workshop.code}/"
-    assert stranger.get(f"/workshops/w/{workshop.code}/me.json").status_code == 403
+    refused = stranger.get(f"/workshops/w/{workshop.code}/me.json")
+    assert refused.status_code == 403
+    assert refused.json() == {"ok": False, "error": "join this workshop first",
+                              "errors": [{"path": "workshop",
+                                          "message": "join this workshop first"}]}
     assert stranger.get(f"/workshops/w/{workshop.code}/screen/").status_code == 403
     # A learner id from another workshop is not found.
     assert instructor_client.get(f"/workshops/{workshop.pk}/learners/{p_ben.pk + 999}/").status_code == 404

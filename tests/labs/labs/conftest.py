@@ -22,6 +22,13 @@ PARALLEL = int(os.environ.get("LBLAB_LAB_TEST_PARALLEL", "4"))
 # so the other runs' CPU (locust, proxies) does not become part of the measurement.
 SOLO = {"slow-backend-p99"}
 RECORDINGS = Path(__file__).parent / "recordings"
+# LBLAB_LAB_TEST_SLUGS=a,b: run only these labs for real (while working on them); unset:
+# the whole catalog, as CI does.
+ONLY = [s for s in os.environ.get("LBLAB_LAB_TEST_SLUGS", "").split(",") if s.strip()]
+
+
+def selected_labs() -> list:
+    return [lab for lab in registry.all_labs() if not ONLY or lab.slug in ONLY]
 
 
 def missing_capability(lab) -> str | None:
@@ -53,7 +60,7 @@ def real_runs(lab_state):
     """{(slug, "start"|"solution"): Outcome | Exception}, plus "_seconds": wall time."""
     registry.reload()
     jobs = []
-    for lab in registry.all_labs():
+    for lab in selected_labs():
         if missing_capability(lab):
             continue
         jobs.append((lab, "start", lab.topology_text()))

@@ -84,7 +84,8 @@ def test_learner_document_problems_have_paths():
                          .replace("name: b4", "name: b9"))
     with pytest.raises(RunRefused) as err:
         check_document(lab, doc)
-    paths = dict(err.value.errors)
+    assert err.value.status == 400
+    paths = {e["path"]: e["message"] for e in err.value.errors}
     assert "unknown algorithm 'round_robbin'" in paths["pools.web.balancer.algorithm"]
     assert paths["lab.sessions"].startswith("choose one of memory, redis")
     assert "nothing answers behind 'b9'" in paths["pools.web.backends[3].name"]
@@ -111,5 +112,5 @@ def test_learner_configs_name_lab_pki_files_only():
     text = lab.topology_text().replace("{pki: www.lab.test}", "{cert: /etc/passwd, key: x.key}")
     with pytest.raises(RunRefused) as err:
         check_document(lab, parse_document(text))
-    assert [p for p, _ in err.value.errors] == ["listeners.web.tls.certificates[0].cert",
-                                                "listeners.web.tls.certificates[0].key"]
+    assert [e["path"] for e in err.value.errors] == ["listeners.web.tls.certificates[0].cert",
+                                                     "listeners.web.tls.certificates[0].key"]

@@ -142,6 +142,11 @@ def test_answers_regrade_a_recorded_run_and_save_progress(client, lab_site):
                       json.dumps({"answers": {"A": {"status": 200}}}),
                       content_type="application/json")
     assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "lab.answers.A.status"
+    garbled = client.post("/labs/502-503-504/runs/r1/answers", "{not json",
+                          content_type="application/json")
+    assert garbled.status_code == 400
+    assert garbled.json()["errors"][0]["path"] == "answers"
+    assert garbled.json()["error"].startswith("the answers are not valid JSON/YAML")
 
 
 def test_a_pass_after_showing_the_fix_is_recorded_as_such(client, lab_site):
@@ -197,3 +202,38 @@ def test_the_list_says_duration_difficulty_and_time_scale(client, lab_site):
     assert page.count('class="difficulty"') == len(registry.all_labs())
     assert "about 20 min" in page and "each run about 12 s" in page
     assert "1 lab second = 10 s in production" in page
+
+
+def test_the_list_filters_by_concept_without_javascript(client, lab_site):
+    page = client.get("/labs/").content.decode()
+    # A GET form: a labelled select and a submit button, no script needed.
+    assert '<form class="lab-filter" method="get"' in page
+    assert '<label for="concept-filter">Concept</label>' in page
+    assert 'name="concept"' in page and '<button type="submit">' in page
+    total = len(registry.all_labs())
+    assert page.count('class="lab-item') == total
+    assert f"Showing all {total} labs." in page
+    page = client.get("/labs/?concept=l4-vs-l7").content.decode()
+    about = [lab for lab in registry.all_labs() if "l4-vs-l7" in lab.spec.concepts]
+    assert {lab.slug for lab in about} >= {"l4-path-routing", "grpc-l4-pinning"}
+    assert page.count('class="lab-item') == len(about)
+    assert "gRPC behind a layer 4 balancer" in page and "The health-check window" not in page
+    assert f"Showing {len(about)} of {total} labs about <strong>Layer 4 vs layer 7</strong>" in page
+    assert '<option value="l4-vs-l7" selected>' in page
+    assert '<a href="?concept=l4-vs-l7" aria-current="true">' in page  # the tags filter too
+    # An unknown concept says so and shows everything (the learner is not left empty).
+    page = client.get("/labs/?concept=telepathy").content.decode()
+    assert "There is no concept called “telepathy”" in page
+    assert page.count('class="lab-item') == total
+
+
+@pytest.mark.parametrize("slug", ["grpc-l4-pinning", "mixed-durations", "outlier-black-hole",
+                                  "udp-game-flows"])
+def test_the_new_labs_pages_render_their_start(client, lab_site, slug):
+    lab = registry.get(slug)
+    page = client.get(f"/labs/{slug}/").content.decode()
+    assert lab.title in page.replace("&#x27;", "'")
+    first_line = lab.topology_text().splitlines()[1]
+    assert first_line.split(":")[0] in page  # the starting config is in the editor
+    resp = client.post(f"/labs/{slug}/validate", {"document": lab.solution_text()})
+    assert resp.status_code == 200 and resp.json()["ok"], resp.json()
