@@ -61,6 +61,8 @@ def test_why_panel_follows_live_until_pinned(page: Page, stack, artifacts):
 def test_the_why_column_is_whole_for_every_algorithm(page: Page, stack):
     page.goto(stack.web_url + "/")
     expect(page.locator("#feed-status")).to_have_text("live (WebSocket)", timeout=10_000)
+    # The pool list fills from the first state the page gets; the form needs a pool.
+    expect(page.locator("#panel-balancer .pool-select")).to_have_value("web", timeout=10_000)
     result = page.locator("#panel-balancer .result")
     for algorithm, must_show in (("least_outstanding_requests", ["counts={b1: ", "b3: ", "tied=["]),
                                  ("power_of_two_choices", ["draws=[", "counts={"]),
