@@ -295,6 +295,8 @@ class Coalescer:
             return
         self._decisions_seen += 1
         self._decisions.append(event)
+        if event.get("type") == "connection" and event.get("kind") == "h2":
+            return  # an HTTP/2 connection carries requests: each stream is counted as one
         self._counted += 1
         error = _is_error(event)
         klass = status_class(event)
@@ -334,6 +336,11 @@ class Coalescer:
             if count <= 0:
                 continue  # e.g. connections that opened but have not closed yet
             errors = int(row.get("errors") or 0)
+            if (row.get("kind") == "connection" and not row.get("pool")
+                    and not row.get("backend") and not errors):
+                # HTTP/2 connections (no pool: each stream is routed on its own, and
+                # counted as a request): counting them too would read as "no backend".
+                continue
             self._counted += count
             self._totals["requests"] += count
             self._totals["errors"] += errors

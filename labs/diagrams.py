@@ -685,7 +685,7 @@ def duration_text(ms: object) -> str:
 
 
 CLOSED_BY = {"client": "the client closed it", "backend": "the backend closed it",
-             "proxy": "the proxy closed it"}
+             "proxy": "the proxy closed it", "idle": "ended idle"}
 
 
 def connection_sequence(event: dict) -> str:
@@ -695,7 +695,8 @@ def connection_sequence(event: dict) -> str:
     backend = event.get("backend")
     pool = event.get("pool")
     retries = event.get("retries") or []
-    pid, out = _sequence_header(event, "L4 listener", retries, backend, pool)
+    pid, out = _sequence_header(event, "L7 listener" if kind == "h2" else "L4 listener",
+                                retries, backend, pool)
 
     if kind == "tls-passthrough" or tls.get("mode") == "passthrough":
         sni = tls.get("sni")
@@ -710,6 +711,12 @@ def connection_sequence(event: dict) -> str:
     elif kind == "tls":
         sni = tls.get("sni")
         out.append(f"  C->>P: TLS ClientHello{' · SNI ' + escape(sni, 60) if sni else ''}")
+    elif kind == "udp":
+        out.append("  C->>P: first datagram: a new flow (client address and port)")
+    elif kind == "h2":
+        out.append("  C->>P: HTTP/2 connection")
+        out.append(f"  Note over P: {int(event.get('streams') or 0)} stream(s), each a request "
+                   "routed and balanced on its own")
     else:
         out.append("  C->>P: TCP connect")
     out.append(f"  Note left of P: connection id {escape(event.get('connection_id', '?'), 40)}")
@@ -741,7 +748,8 @@ def connection_sequence(event: dict) -> str:
     if backend:
         sid = pid[backend]
         connect = event.get("connect_ms")
-        label = "TCP connect" + (f" · {_ms(connect)}" if connect is not None else "")
+        label = ("UDP socket to it (no handshake): the flow's datagrams follow" if kind == "udp"
+                 else "TCP connect" + (f" · {_ms(connect)}" if connect is not None else ""))
         if event.get("proxy_protocol"):
             label += f" · PROXY {escape(event['proxy_protocol'], 4)} header first"
         out.append(f"  P->>{sid}: {label}")
@@ -760,6 +768,8 @@ def connection_sequence(event: dict) -> str:
             out.append(f"  Note over P: {escape(error or 'the proxy closed it', 140)}")
             out.append("  P-)C: close")
             out.append(f"  P-){sid}: close")
+        elif closed_by == "idle":  # UDP has no close: the flow is forgotten
+            out.append(f"  Note over P: {escape(error or 'idle', 140)}")
     elif error:
         out.append(f"  P--xC: {escape(error, 140)}")
     summary = f"{duration_text(event.get('duration_ms'))} · {CLOSED_BY.get(closed_by, 'closed')}"

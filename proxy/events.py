@@ -135,6 +135,9 @@ class RequestEvent(Event):
     # A listener with a zone: {listener_zone, cross_zone, zones (picked among),
     # fallback, reason} (proxy/zones.py).
     zone: dict | None = None
+    # "h2" for a request that came as an HTTP/2 stream (None: HTTP/1.x), with its stream id.
+    protocol: str | None = None
+    stream_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

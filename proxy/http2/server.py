@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 
 import h2.config
@@ -176,6 +177,11 @@ class H2Exchange(UpstreamH2Mixin, Exchange):
 
     # Exchange writes HTTP/1.1 bytes into self.out; here out holds
     # ResponseHeaders, body bytes, Trailers and END, sent by flush().
+
+    def _event(self, now, termination, error, proxy_error):
+        # The page labels a stream's request as HTTP/2 with its stream id.
+        event = super()._event(now, termination, error, proxy_error)
+        return dataclasses.replace(event, protocol="h2", stream_id=self.conn.stream_id)
 
     def on_response_interim(self, resp: ResponseHead) -> None:
         return  # 1xx are not relayed over HTTP/2 (h2 sends informational heads rarely)
@@ -810,6 +816,8 @@ class H2Connection(asyncio.Protocol):
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "streams": [{"stream_id": s.stream_id,
                          "request_id": s.exchange.request_id if s.exchange else None,
+                         "method": s.exchange.head.method if s.exchange else None,
+                         "path": s.exchange.head.target_str if s.exchange else None,
                          "backend": (s.exchange.backend.name
                                      if s.exchange is not None and s.exchange.backend else None)}
                         for s in self.streams.values()],

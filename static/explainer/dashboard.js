@@ -150,12 +150,28 @@
     return s ? `${Math.floor(s / 100)}xx` : 'none';
   }
 
-  const CLOSED_BY = { client: 'closed by the client', backend: 'closed by the backend', proxy: 'closed by the proxy' };
+  const CLOSED_BY = { client: 'closed by the client', backend: 'closed by the backend', proxy: 'closed by the proxy',
+    idle: 'ended idle' };
+  // gRPC status codes (grpc-status trailer), named as in the gRPC spec.
+  const GRPC_CODES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND',
+    'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED',
+    'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
+  function grpcText(g) {
+    if (!g) return '';
+    const code = Number(g.status);
+    return `gRPC ${g.status}${GRPC_CODES[code] ? ' ' + GRPC_CODES[code] : ''}${g.message ? `: ${g.message}` : ''}`;
+  }
+  // How a connection event is named: its kind in words.
+  function connWord(ev) {
+    return { 'tls-passthrough': 'TLS', tls: 'TLS handshake', udp: 'UDP flow', h2: 'HTTP/2' }[ev.kind] || 'TCP';
+  }
+  function streamsText(n) { return `${n} stream${n === 1 ? '' : 's'}`; }
 
   function whyShort(ev) {
     if (!ev.backend && ev.error) return ev.error;
     const parts = [];
     if (ev.type === 'connection') {
+      if (ev.kind === 'h2') parts.push(ev.streams > 1 ? `${ev.streams} streams, each routed on its own` : streamsText(ev.streams || 0));
       if (ev.tls && ev.tls.sni) parts.push(`SNI ${ev.tls.sni}`);
       if (ev.algorithm) parts.push(ev.algorithm);
       const inp = inputsText(ev.inputs);
@@ -163,12 +179,14 @@
       parts.push(`↑${fmtBytes(ev.bytes_in || 0)} ↓${fmtBytes(ev.bytes_out || 0)}`);
       parts.push(CLOSED_BY[ev.closed_by] || 'closed');
       if (ev.error) parts.push(ev.error);
-      else if (ev.backend && !ev.bytes_in && !ev.bytes_out) parts.push('no data either way: a bare connect (a port check?)');
+      else if (ev.backend && ev.kind !== 'udp' && !ev.bytes_in && !ev.bytes_out) parts.push('no data either way: a bare connect (a port check?)');
       return parts.join(' · ');
     }
     if (ev.type === 'request' && ev.status === 101) {
       parts.push(`WebSocket tunnel ↑${fmtBytes(ev.bytes_in || 0)} ↓${fmtBytes(ev.bytes_out || 0)}`);
     }
+    if (ev.protocol === 'h2') parts.push(ev.stream_id ? `h2 stream ${ev.stream_id}` : 'h2');
+    if (ev.grpc) parts.push(grpcText(ev.grpc));
     if (ev.sticky) parts.push(ev.sticky.hit ? `sticky hit (${ev.sticky.mode})` : `sticky miss (${ev.sticky.mode})`);
     if (ev.algorithm) parts.push(ev.algorithm);
     const inp = inputsText(ev.inputs);
@@ -813,7 +831,8 @@
   const streamList = $('#stream');
 
   function kindOf(ev) {
-    if (ev.type === 'connection') return 'connection';
+    if (ev.type === 'connection') return ev.kind === 'udp' ? 'udp' : ev.kind === 'h2' ? 'h2' : 'connection';
+    if (ev.protocol === 'h2') return 'h2';
     return ev.status === 101 ? 'websocket' : 'request';
   }
 
@@ -860,7 +879,8 @@
     // Rows flash only when revealed one by one: at live speed it would be noise.
     if (!reducedMotion.matches && (stream.speed > 0 || stream.paused)) stream.fresh.add(eventId(ev));
     if (announce && ev.type === 'connection') {
-      logLine(`L4 connection ${ev.client} → ${ev.backend || 'no backend'} (${whyShort(ev)}), lasted ${fmtMs(ev.duration_ms)}`,
+      const what = ev.kind === 'udp' ? 'UDP flow' : ev.kind === 'h2' ? 'HTTP/2 connection' : 'L4 connection';
+      logLine(`${what} ${ev.client} → ${ev.backend || (ev.kind === 'h2' ? 'its streams' : 'no backend')} (${whyShort(ev)}), lasted ${fmtMs(ev.duration_ms)}`,
         ev.error ? 'bad' : '', ev.ts);
     } else if (announce) {
       const who = ev.backend ? `→ ${ev.backend}` : '→ no backend';
@@ -926,16 +946,18 @@
     const sc = statusClass(ev);
     const selected = model.selectedRequest && eventId(model.selectedRequest) === eventId(ev);
     const isConn = ev.type === 'connection';
-    const connWord = isConn ? (ev.kind === 'tls-passthrough' ? 'TLS' : ev.kind === 'tls' ? 'TLS handshake' : 'TCP') : '';
+    const h2conn = isConn && ev.kind === 'h2';
     // The row's visible text is its accessible name (time, request, backend, status, time taken, why).
     const btn = el('button', { type: 'button', 'aria-current': selected ? 'true' : null },
       el('span', { class: 't', text: fmtTime(ev.ts) }),
-      el('span', { class: 'req', text: isConn ? `${connWord} ${ev.client}` : `${ev.method} ${ev.path}` }),
+      el('span', { class: 'req' }, ev.protocol === 'h2' ? el('span', { class: 'proto-chip', text: ev.stream_id ? `h2 #${ev.stream_id}` : 'h2' }) : null,
+        isConn ? `${connWord(ev)} ${ev.client}` : `${ev.method} ${ev.path}`),
       el('span', { class: 'to' }, ev.route ? `${ev.route} → ` : (isConn && ev.pool ? `${ev.pool} → ` : ''),
         ev.backend ? el('span', { class: 'backend-dot', style: `background:${colorFor(ev.backend)}` }) : null,
-        el('b', { text: ev.backend || 'none' })),
+        h2conn ? streamsText(ev.streams || 0) : el('b', { text: ev.backend || 'none' })),
       el('span', {}, el('span', { class: `status s${sc}${ev.proxy_error ? ' sproxy' : ''}`,
-        title: ev.proxy_error ? 'made by the proxy' : isConn ? (CLOSED_BY[ev.closed_by] || '') : '', text: isConn ? (ev.error ? 'err' : 'ok') : (ev.status || '—') }),
+        title: ev.proxy_error ? 'made by the proxy' : isConn ? (CLOSED_BY[ev.closed_by] || '') : '', text: isConn ? (ev.error && ev.closed_by !== 'idle' ? 'err' : 'ok') : (ev.status || '—') }),
+        ev.grpc ? el('span', { class: `grpc-chip${Number(ev.grpc.status) ? ' bad' : ''}`, text: `gRPC ${ev.grpc.status}` }) : null,
         ev.proxy_error ? el('span', { class: 'vh', text: ' made by the proxy' }) : null),
       el('span', { class: 'lat', text: fmtMs(ev.latency_ms ?? ev.duration_ms) }),
       el('span', { class: 'why', text: whyShort(ev) }));
@@ -1046,8 +1068,12 @@
     const isConn = ev.type === 'connection';
     fact(isConn ? 'Connection id' : 'Request id', el('code', { text: ev.request_id || ev.connection_id || '—' }));
     fact('Client', el('code', { text: ev.client || '' }));
-    fact('Listener', isConn ? `${ev.listener} (L4)` : ev.listener);
-    if (isConn) fact('Kind', { tcp: 'TCP relay', 'tls-passthrough': 'TLS passthrough (not decrypted)', tls: 'TLS handshake that failed' }[ev.kind] || ev.kind);
+    fact('Listener', isConn && ev.kind !== 'h2' ? `${ev.listener} (L4)` : ev.listener);
+    if (isConn) fact('Kind', { tcp: 'TCP relay', 'tls-passthrough': 'TLS passthrough (not decrypted)', tls: 'TLS handshake that failed',
+      udp: 'UDP flow: every datagram from one client address and port', h2: 'HTTP/2 connection: many requests, one stream each' }[ev.kind] || ev.kind);
+    if (ev.protocol === 'h2') fact('Protocol', `HTTP/2${ev.stream_id ? `, stream ${ev.stream_id}` : ''}`);
+    if (ev.grpc) fact('gRPC', grpcText(ev.grpc));
+    if (ev.kind === 'h2') fact('Streams', String(ev.streams || 0));
     fact('Host', ev.host);
     if (ev.tls) {
       const t = ev.tls;
@@ -1066,7 +1092,8 @@
     if (isConn) {
       fact('Closed', `${CLOSED_BY[ev.closed_by] || 'closed'}${ev.error ? `: ${ev.error}` : ''}`);
       fact('Lasted', fmtMs(ev.duration_ms));
-      fact('Bytes', `${fmtBytes(ev.bytes_in || 0)} client → backend · ${fmtBytes(ev.bytes_out || 0)} backend → client`);
+      fact('Bytes', ev.kind === 'h2' ? `${fmtBytes(ev.bytes_in || 0)} from the client · ${fmtBytes(ev.bytes_out || 0)} to the client`
+        : `${fmtBytes(ev.bytes_in || 0)} client → backend · ${fmtBytes(ev.bytes_out || 0)} backend → client`);
       if (ev.connect_ms !== null && ev.connect_ms !== undefined) fact('Connect', fmtMs(ev.connect_ms));
       if (ev.proxy_protocol) fact('PROXY protocol', `${ev.proxy_protocol}: the backend learns the real client address from a header`);
     } else {
@@ -1085,7 +1112,11 @@
     }
 
     const why = [];
-    if (isConn && ev.backend) {
+    if (isConn && ev.kind === 'udp' && ev.backend) {
+      why.push(el('p', { text: `UDP has no connections, so the proxy keeps a flow per client address and port: the balancer picked once, for the first datagram, and every later datagram of ${ev.client} went to ${ev.backend}; its replies came back the same way. ${ev.closed_by === 'idle' ? 'The flow ended because nothing passed for the idle time (UDP has no close).' : ''}`.trim() }));
+    } else if (isConn && ev.kind === 'h2') {
+      why.push(el('p', { text: `One HTTP/2 connection carried ${streamsText(ev.streams || 0)}. Each stream is a request of its own: routed and balanced one by one (they are in the stream, marked h2), so one connection's requests spread over the backends. An L4 listener would have sent them all to one backend.` }));
+    } else if (isConn && ev.backend) {
       why.push(el('p', { text: `At L4 the balancer picks once per connection: every byte of this connection went to ${ev.backend}, unread.` }));
       if (!ev.bytes_in && !ev.bytes_out && !ev.error) {
         why.push(el('p', { text: 'Nothing was sent either way: the client connected and closed. A port check (a liveness probe, a scanner) looks like this, and at L4 it still costs a pick and a backend connection.' }));
@@ -1119,7 +1150,9 @@
         el('td', { text: c.outstanding }), el('td', { text: c.connections }))))) : null;
 
     detailBox.replaceChildren(
-      el('p', { class: 'detail-title', text: ev.type === 'connection' ? `TCP ${ev.client} → ${ev.backend || 'no backend'}` : `${ev.method} ${ev.path} → ${ev.backend || 'no backend'}` }),
+      el('p', { class: 'detail-title', text: ev.type === 'connection'
+        ? (ev.kind === 'h2' ? `HTTP/2 ${ev.client} · ${streamsText(ev.streams || 0)}` : `${connWord(ev)} ${ev.client} → ${ev.backend || 'no backend'}`)
+        : `${ev.protocol === 'h2' ? 'h2 ' : ''}${ev.method} ${ev.path} → ${ev.backend || 'no backend'}${ev.grpc ? ` · ${grpcText(ev.grpc)}` : ''}` }),
       why.length ? el('div', { class: 'explain' }, why) : null,
       table,
       el('dl', { class: 'facts' }, facts));
@@ -1328,7 +1361,7 @@
   const conns = new Map();
   const closedAt = new Map();  // id -> when its closing event came (a late poll must not revive it)
   let connsUnavailable = '';
-  const KIND_TEXT = { tcp: 'TCP', 'tls-passthrough': 'TLS passthrough', websocket: 'WebSocket' };
+  const KIND_TEXT = { tcp: 'TCP', 'tls-passthrough': 'TLS passthrough', websocket: 'WebSocket', h2: 'HTTP/2', udp: 'UDP flow' };
 
   function applyConnections(data) {
     if (!data) return;
@@ -1356,11 +1389,12 @@
       conns.set(e.connection_id, { from: 'event', at: now, c: {
         connection_id: e.connection_id, kind: e.kind, listener: e.listener, client: e.client,
         pool: e.pool, backend: e.backend, age_s: Math.max(0, now / 1000 - e.ts), idle_s: 0,
-        bytes_in: 0, bytes_out: 0, sni: e.tls && e.tls.sni } });
+        bytes_in: 0, bytes_out: 0, sni: e.tls && e.tls.sni,
+        ...(e.kind === 'udp' ? { datagrams_in: 0, datagrams_out: 0 } : {}) } });
     }
     if ((events || []).length && (events.length <= 3)) {
       for (const e of events) {
-        logLine(`${KIND_TEXT[e.kind] || e.kind} connection opened: ${e.client} → ${e.backend} (pool ${e.pool}, ${e.algorithm}${e.tls && e.tls.sni ? `, SNI ${e.tls.sni}` : ''})`, '', e.ts);
+        logLine(`${e.kind === 'udp' ? 'UDP flow' : `${KIND_TEXT[e.kind] || e.kind} connection`} opened: ${e.client} → ${e.backend} (pool ${e.pool}, ${e.algorithm}${e.tls && e.tls.sni ? `, SNI ${e.tls.sni}` : ''})`, '', e.ts);
       }
     } else if ((events || []).length) {
       logLine(`${events.length} connections opened.`);
@@ -1383,7 +1417,8 @@
   function renderConnections() {
     const body = $('#conn-rows');
     const list = [...conns.values()].sort((a, b) => (b.c.age_s + (Date.now() - b.at) / 1000) - (a.c.age_s + (Date.now() - a.at) / 1000));
-    const key = JSON.stringify(list.map(x => [x.c.connection_id, x.c.backend, x.c.bytes_in, x.c.bytes_out, x.from]));
+    const key = JSON.stringify(list.map(x => [x.c.connection_id, x.c.backend, x.c.bytes_in, x.c.bytes_out, x.from,
+      x.c.datagrams_in, x.c.datagrams_out, x.c.streams]));
     const badge = $('#conns-count');
     badge.textContent = String(list.length);
     badge.classList.toggle('live', list.length > 0);
@@ -1395,14 +1430,27 @@
         el('td', { class: 'age' }),
         el('td', {}, el('span', { class: `kind-chip kind-${c.kind}`, text: KIND_TEXT[c.kind] || c.kind })),
         el('td', { class: 'mono', text: c.client }),
-        el('td', {}, `${c.listener} → `, c.backend ? el('span', { class: 'backend-dot', style: `background:${colorFor(c.backend)}` }) : null,
+        c.kind === 'h2' ? h2Cell(c) : el('td', {}, `${c.listener} → `, c.backend ? el('span', { class: 'backend-dot', style: `background:${colorFor(c.backend)}` }) : null,
           el('b', { text: c.backend || '(choosing)' }), c.pool ? ` (pool ${c.pool})` : '',
           c.sni ? el('span', { class: 'hint', text: ` · SNI ${c.sni}` }) : null,
           c.path ? el('span', { class: 'hint mono', text: ` · ${c.path}` }) : null),
-        el('td', { class: 'mono', text: `${fmtBytes(c.bytes_in)} / ${fmtBytes(c.bytes_out)}` }),
+        el('td', { class: 'mono' }, `${fmtBytes(c.bytes_in)} / ${fmtBytes(c.bytes_out)}`,
+          c.kind === 'udp' ? el('span', { class: 'dgrams', text: `${c.datagrams_in || 0} / ${c.datagrams_out || 0} datagrams` }) : null),
         el('td', { class: 'mono idle' }))));
     }
     tickAges();
+  }
+
+  // An HTTP/2 connection has no backend of its own: its live streams each have one.
+  function h2Cell(c) {
+    const streams = c.streams || [];
+    return el('td', {}, `${c.listener} → `, el('b', { class: 'streams-count', text: `${streamsText(streams.length)} live` }),
+      streams.length ? el('ul', { class: 'h2-streams' }, streams.map(s => {
+        return el('li', { title: s.request_id ? `request ${s.request_id}` : null }, el('span', { class: 'proto-chip', text: `#${s.stream_id}` }), ' ',
+          s.method ? el('span', { class: 'mono', text: `${s.method} ${s.path || ''} ` }) : (s.request_id ? el('code', { text: s.request_id }) : null),
+          ' → ', s.backend ? el('span', { class: 'backend-dot', style: `background:${colorFor(s.backend)}` }) : null,
+          el('b', { text: s.backend || '(choosing)' }));
+      })) : el('span', { class: 'hint', text: ' · idle between requests' }));
   }
 
   // Ages tick between polls: the proxy's age plus the time since the page got it.

@@ -279,3 +279,23 @@ def test_request_stats_connection_rows_count_as_connections():
     assert (d1["requests"], d1["errors"], d1["p50_ms"]) == (4, 1, 0.5)
     assert "d2" not in tick["stats"]["backends"]  # opened, none closed yet
     assert tick["stats"]["totals"]["ok"] == 3 and tick["stats"]["totals"]["err"] == 1
+
+
+def test_http2_connections_are_shown_but_their_streams_are_what_counts():
+    """An HTTP/2 connection carries requests (each counted as one); counted again it
+    would read as a 'no backend' connection."""
+    c = Coalescer("default", started=0.0)
+    c.add(req(1, "b1", protocol="h2", stream_id=1), now=1.0)
+    c.add(req(2, "b2", protocol="h2", stream_id=3), now=1.0)
+    c.add({"type": "connection", "connection_id": "h1", "kind": "h2", "backend": None,
+           "pool": None, "streams": 2, "closed_by": "client"}, now=1.0)
+    tick = c.tick(now=1.25)
+    assert [d.get("kind") for d in tick["decisions"]] == [None, None, "h2"]
+    assert tick["stats"]["totals"]["requests"] == 2
+    assert tick["stats"]["totals"].get("no_backend", 0) == 0
+    # The same through request_stats: the h2 connection row (no pool, no backend) is skipped.
+    c.add(stats_line([stats_row("b1", 5), {**stats_row(None, 1, kind="connection"),
+                                           "pool": None}]), now=2.0)
+    tick = c.tick(now=2.25)
+    assert tick["stats"]["totals"]["requests"] == 5
+    assert tick["stats"]["totals"].get("no_backend", 0) == 0

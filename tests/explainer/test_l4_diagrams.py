@@ -186,3 +186,24 @@ def test_sizes_and_durations_read_well():
     assert diagrams.bytes_text(12_500_000) == "12.5 MB"
     assert diagrams.duration_text(999) == "999 ms" and diagrams.duration_text(1534) == "1.5 s"
     assert diagrams.duration_text(125_000) == "2 min 5 s"
+
+
+def test_connection_sequence_of_a_udp_flow_and_an_http2_connection():
+    flow = dict(CONNECTION, kind="udp", tls=None, proxy_protocol=None, connect_ms=None,
+                closed_by="idle", bytes_in=11, bytes_out=20,
+                error="no datagram either way for 8s (udp.flow_idle)")
+    lines = [line.strip() for line in diagrams.connection_sequence(flow).splitlines()]
+    order = ["C->>P: first datagram: a new flow (client address and port)",
+             "LB-->>P: a1",
+             "P->>S0: UDP socket to it (no handshake): the flow's datagrams follow",
+             "C->>S0: 11 B from the client, relayed unread",
+             "Note over P: no datagram either way for 8s (udp.flow_idle)",
+             "Note over C,P: 1.5 s · ended idle: no datagram either way for 8s (udp.flow_idle)"]
+    assert [lines.index(step) for step in order] == sorted(lines.index(s) for s in order)
+    assert not any("TCP" in line for line in lines)
+    h2 = {"type": "connection", "connection_id": "c-9", "listener": "web", "kind": "h2",
+          "client": "127.0.0.1:40000", "pool": None, "backend": None, "streams": 3,
+          "closed_by": "client", "duration_ms": 20.0}
+    text = diagrams.connection_sequence(h2)
+    assert "C->>P: HTTP/2 connection" in text and "L7 listener web" in text
+    assert "3 stream(s), each a request routed and balanced on its own" in text

@@ -76,6 +76,8 @@ def test_one_connection_spreads_over_the_backends(proxy):
                                and e["path"].startswith("/spread/"), count=6)
     assert {e["backend"] for e in events} == {"b1", "b2", "b3"}
     assert all(e["status"] == 200 and e["termination"] == "--" for e in events)
+    assert all(e["protocol"] == "h2" for e in events)  # the dashboard labels them HTTP/2
+    assert sorted(e["stream_id"] for e in events) == sorted(sids)
     conn = proxy.wait_events(lambda e: e.get("type") == "connection" and e.get("kind") == "h2"
                              and e.get("streams") == 6)
     assert conn[0]["listener"] == "web"
