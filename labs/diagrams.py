@@ -8,7 +8,12 @@ Four pictures, each a function from plain data to Mermaid text:
   routes), an L4 listener linked straight to its pool(s); each backend styled
   by its observed health and its intent (the two are kept apart, as in the
   proxy: a draining backend can be healthy), labelled with its weight,
-  connections and requests in flight, and re-encryption where a pool has it.
+  connections and requests in flight (against its max_connections when it has
+  one), and re-encryption where a pool has it. The balancer features of issue
+  14: backup backends are dashed and say "backup" and whether the backups serve
+  now; a pool with a queue says its depth and counts; backends with zones are
+  grouped in one subgraph per zone, a listener says its zone and a pool whether
+  it balances across zones.
 * `request_sequence(event)`: one request event's path: client -> listener ->
   route -> balancer -> backend(s) -> response, with the retries and the timings
   the proxy measured.
@@ -65,6 +70,9 @@ CLASS_DEFS = {
     "ejected": "fill:#f3e8ff,stroke:#9333ea,color:#581c87,stroke-width:2px",
     "draining": "fill:#fef3c7,stroke:#d97706,color:#78350f,stroke-dasharray:6 3",
     "maintenance": "fill:#e5e7eb,stroke:#6b7280,color:#374151,stroke-dasharray:2 2",
+    # Added to a backup backend's own class (`class b0_3 backup`): dashes over its health
+    # colours, so a backup reads as one whatever its health. Last, so it wins.
+    "backup": "stroke-dasharray:8 4,stroke-width:2px",
 }
 
 TERMINATION_WHO = {"C": "the client", "S": "the backend", "P": "the proxy", "-": None}
@@ -178,14 +186,63 @@ def _backend_label(backend: dict, l4: bool = False, tls: str = "") -> str:
     wtext = f"weight {weight}"
     if eff is not None and float(eff) != float(weight):
         wtext += f" (ramping: {float(eff):g})"
+    limit = backend.get("max_connections")
+    cap = f"/{escape(limit, 10)}" if limit is not None else ""
     if l4:
-        counts = f"{backend.get('active_connections', 0)} open TCP conn"
+        counts = f"{backend.get('active_connections', 0)}{cap} open TCP conn"
     else:
         counts = (f"{backend.get('active_connections', 0)} conn · "
-                  f"{backend.get('outstanding', 0)} in flight")
+                  f"{backend.get('outstanding', 0)}{cap} in flight")
+    if limit is not None and int(backend.get("outstanding") or 0) >= int(limit):
+        counts += " · FULL"
     tls_line = f"<br/>{escape(tls, 40)}" if tls else ""
-    return (f"{name} · {status}<br/>{escape(backend.get('address', ''), 60)}"
+    role = f"<br/>{backup_text}" if (backup_text := _backup_role(backend)) else ""
+    return (f"{name} · {status}{role}<br/>{escape(backend.get('address', ''), 60)}"
             f"<br/>{wtext} · {counts}{tls_line}")
+
+
+def _backup_role(backend: dict, active: bool | None = None) -> str:
+    """"backup" on a backup backend's node (with whether backups serve, when known)."""
+    if not backend.get("backup"):
+        return ""
+    if active is None:
+        return "backup"
+    return "backup · serving now" if active else "backup · standby"
+
+
+def queue_text(queue: dict | None) -> list[str]:
+    """A pool's queue (HAProxy maxconn + queue) as GET /state's `queue` says: depth
+    against its bound, then what it has done. Nothing when no queue is configured."""
+    if not queue or queue.get("max_length") is None:
+        return []
+    timeout = queue.get("timeout")
+    wait = f" · waits ≤ {float(timeout):g}s" if timeout is not None else ""
+    head = f"queue: {queue.get('depth', 0)}/{queue['max_length']} waiting{wait}"
+    done = (f"queued {queue.get('queued', 0)} · timed out {queue.get('timeouts', 0)}"
+            f" · turned away {queue.get('full', 0)}")
+    return [head, done]
+
+
+def backup_text(pool: dict) -> str:
+    """Whether a pool's backups serve now, and the rule (backup_threshold)."""
+    backends = pool.get("backends") or []
+    if not any(b.get("backup") for b in backends):
+        return ""
+    threshold = float(pool.get("backup_threshold") or 0)
+    rule = (f"primaries eligible under {threshold:g}" if threshold
+            else "no primary is eligible")
+    if pool.get("backup_active"):
+        return f"BACKUPS SERVING: {rule}"
+    return f"backups standby: serve when {rule}"
+
+
+def zone_text(pool: dict) -> str:
+    """Zone-aware routing of a pool whose backends have zones (cross_zone)."""
+    if not any(b.get("zone") for b in pool.get("backends") or []):
+        return ""
+    if pool.get("cross_zone", True):
+        return "cross-zone on: every zone serves every listener"
+    return "cross-zone off: a listener picks in its own zone first"
 
 
 def _match_text(match: dict | None) -> str:
@@ -315,6 +372,7 @@ def topology(state: dict, rates: dict[str, float] | None = None,
     route_ids = {name: f"r{i}" for i, name in enumerate(routes)}
     used_routes: list[str] = []
     l4_pools: set[str] = set()
+    classes: list[str] = []  # `class id backup` lines, after every node is placed
 
     if not listeners and not pools:
         lines.append('  empty["no listeners or pools configured"]:::terminal')
@@ -330,6 +388,8 @@ def topology(state: dict, rates: dict[str, float] | None = None,
         opened = _open_text(by_listener.get(name))
         if opened:
             label.append(escape(opened, 60))
+        if listener.get("zone"):
+            label.append(f"zone {escape(listener['zone'], 40)}")
         cls = "listener4" if tcp else "listener"
         lines.append(f'  {lid}(["{"<br/>".join(label)}"]):::{cls}')
         if tcp or listener.get("pool"):
@@ -413,29 +473,55 @@ def topology(state: dict, rates: dict[str, float] | None = None,
             more.append(tls_note)
         if pconf.get("proxy_protocol"):
             more.append(f"PROXY protocol {escape(pconf['proxy_protocol'], 4)}")
+        more += queue_text(pool.get("queue"))
+        more += [t for t in (backup_text(pool), zone_text(pool)) if t]
         more_text = "".join(f"<br/>{escape(m, 60)}" for m in more)
         lines.append(f'  {pid}[["pool {escape(pname, 40)}<br/>{algo}<br/>'
                      f'{" · ".join(extra)}{more_text}"]]:::pool')
         if not backends:
             lines.append(f'  {pid}_none["no backends"]:::terminal')
             edges.append(f"  {pid} --> {pid}_none")
+        backups_on = bool(pool.get("backup_active"))
+        # Backends with a zone go in one subgraph per zone (in order of first sight);
+        # the rest stay outside. Subgraph ids are generated, titles escaped.
+        zones: dict[str, list[str]] = {}
         for j, backend in enumerate(backends):
             bid = f"b{pid[1:]}_{j}"
             label = _backend_label(backend, l4, _backend_tls_text(pconf, backend.get("name")))
-            lines.append(f'  {bid}["{label}"]:::{backend_class(backend)}')
+            node = f'  {bid}["{label}"]:::{backend_class(backend)}'
+            if backend.get("zone"):
+                zones.setdefault(str(backend["zone"]), []).append(node)
+            else:
+                lines.append(node)
+            if backend.get("backup"):
+                classes.append(f"  class {bid} backup")
             if l4:
                 conns = int(backend.get("active_connections") or 0)
                 edge_text = f"{conns} conn" if conns else ""
             else:
                 edge_text = _rate_text(rates.get(backend.get("name", "")))
+            if backend.get("backup"):
+                # A backup is eligible by health yet out of the pick until backups serve.
+                role = _backup_role(backend, backups_on)
+                edge_text = f"{role} · {edge_text}" if edge_text else role
+                if not backups_on:
+                    dotted.append(len(edges))
+                    edges.append(f'  {pid} -.->|"{edge_text}"| {bid}')
+                    continue
             if backend.get("eligible", True):
                 edges.append(f'  {pid} -->|"{edge_text}"| {bid}' if edge_text
                              else f"  {pid} --> {bid}")
             else:
                 dotted.append(len(edges))
-                edges.append(f"  {pid} -.-> {bid}")
+                edges.append(f'  {pid} -.->|"{edge_text}"| {bid}' if edge_text
+                             else f"  {pid} -.-> {bid}")
+        for k, (zone, nodes) in enumerate(zones.items()):
+            lines.append(f'  subgraph {pid}_z{k}["zone {escape(zone, 40)}"]')
+            lines.extend("  " + node for node in nodes)
+            lines.append("  end")
 
     lines.extend(edges)
+    lines.extend(classes)
     for index in dotted:
         lines.append(f"  linkStyle {index} stroke:#9ca3af,stroke-width:1px")
     for name, style in CLASS_DEFS.items():

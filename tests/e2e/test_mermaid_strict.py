@@ -3,6 +3,8 @@
 Outside text with Mermaid and HTML syntax in it (quotes, ';', '#', '<b>', '<script>',
 newlines, '%%') must neither break the parse nor become markup, and must still read.
 """
+import json
+
 import pytest
 from playwright.sync_api import Page
 
@@ -33,11 +35,19 @@ EPISODE = [{"type": "health_probe", "pool": "end", "backend": "end", "ok": False
             "old": "healthy", "new": "unhealthy", "cause": NASTY, "ts": 2}]
 
 
+# issue 14's features (zones as subgraphs, a dashed backup, a queue, max_connections)
+# drawn from a real GET /state, with outside text in a zone name.
+ANCHORS = json.loads((REPO / "tests" / "explainer" / "anchors_state_busy.json").read_text())
+ANCHORS["pools"]["web"]["backends"][1]["zone"] = NASTY
+ANCHORS["pools"]["web"]["queue"]["depth"] = 7
+
+
 @pytest.mark.parametrize("text", [
     diagrams.topology(STATE, rates={"end": 3.0}),
+    diagrams.topology(ANCHORS, rates={"b1": 12.0, "b4": 3.0}),
     diagrams.request_sequence(REQUEST),
     diagrams.health_episode(EPISODE, "end"),
-], ids=["topology", "request", "health"])
+], ids=["topology", "anchors", "request", "health"])
 def test_renders_strict_without_markup_from_outside(page: Page, text):
     alerts = []
     page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
