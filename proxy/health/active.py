@@ -192,27 +192,45 @@ def http_request(host: str, port: int, path: str, keep_alive: bool = False) -> b
             f"Accept: */*\r\n{connection}\r\n").encode("latin-1")
 
 
+async def await_answer(open_transport: Callable[[], Awaitable], done, timeout: float,
+                       clock: Clock, started: float, silent: str = "timeout after"):
+    """Open a transport (``await open_transport()``) and wait for the future ``done``, all
+    within ``timeout``; the transport is closed whatever happens.
+
+    The one place that turns a silent or refusing peer into a failed probe, for every probe
+    kind: returns ``(answer, None)``, or ``(None, ProbeResult)`` on a timeout (``silent``
+    words it) or a socket error. ``done`` may be None: opening is then the whole answer."""
+    transport = None
+    try:
+        async with asyncio.timeout(timeout):
+            transport = await open_transport()
+            return (await done if done is not None else None), None
+    except TimeoutError:
+        return None, ProbeResult(False, f"{silent} {_ms(timeout)}", (clock() - started) * 1000)
+    except OSError as exc:
+        return None, ProbeResult(False, _os_error(exc), (clock() - started) * 1000)
+    finally:
+        if transport is not None:
+            transport.close()
+
+
 async def probe_http(host: str, port: int, config: HealthCheckConfig, clock: Clock) -> ProbeResult:
     """GET config.path; pass when the status is expected (and the body contains the text)."""
     loop = asyncio.get_running_loop()
     started = clock()
     done = loop.create_future()
-    transport = None
     want_body = config.body_contains is not None
-    try:
-        async with asyncio.timeout(config.timeout):
-            transport, _ = await loop.create_connection(
-                lambda: _HttpProbe(http_request(host, port, config.path), want_body, done),
-                host, port)
-            status, body, error = await done
-    except TimeoutError:
-        return ProbeResult(False, f"timeout after {_ms(config.timeout)}",
-                           (clock() - started) * 1000)
-    except OSError as exc:
-        return ProbeResult(False, _os_error(exc), (clock() - started) * 1000)
-    finally:
-        if transport is not None:
-            transport.close()
+
+    async def connect():
+        transport, _ = await loop.create_connection(
+            lambda: _HttpProbe(http_request(host, port, config.path), want_body, done),
+            host, port)
+        return transport
+
+    answer, failed = await await_answer(connect, done, config.timeout, clock, started)
+    if failed is not None:
+        return failed
+    status, body, error = answer
     latency = clock() - started
     latency_ms = latency * 1000
     if error is not None:
@@ -231,18 +249,15 @@ async def probe_tcp(host: str, port: int, config: HealthCheckConfig, clock: Cloc
     """Pass when a TCP connection is accepted within the timeout."""
     loop = asyncio.get_running_loop()
     started = clock()
-    transport = None
-    try:
-        async with asyncio.timeout(config.timeout):
-            transport, _ = await loop.create_connection(asyncio.Protocol, host, port)
-    except TimeoutError:
-        return ProbeResult(False, f"connect timeout after {_ms(config.timeout)}",
-                           (clock() - started) * 1000)
-    except OSError as exc:
-        return ProbeResult(False, _os_error(exc), (clock() - started) * 1000)
-    finally:
-        if transport is not None:
-            transport.close()
+
+    async def connect():
+        transport, _ = await loop.create_connection(asyncio.Protocol, host, port)
+        return transport
+
+    _, failed = await await_answer(connect, None, config.timeout, clock, started,
+                                   silent="connect timeout after")
+    if failed is not None:
+        return failed
     latency = clock() - started
     return ProbeResult(True, f"connected in {_ms(latency)}", latency * 1000)
 

@@ -105,26 +105,22 @@ class _Check(asyncio.Protocol):
 
 
 async def probe_grpc(host: str, port: int, config, clock):
-    from proxy.health.active import ProbeResult, _ms, _os_error
+    from proxy.health.active import ProbeResult, _ms, await_answer
 
     loop = asyncio.get_running_loop()
     started = clock()
     done = loop.create_future()
-    transport = None
     authority = f"{host}:{port}".encode("ascii")
-    try:
-        async with asyncio.timeout(config.timeout):
-            transport, _ = await loop.create_connection(
-                lambda: _Check(authority, config.service, done), host, port)
-            fields, body, error = await done
-    except TimeoutError:
-        return ProbeResult(False, f"timeout after {_ms(config.timeout)}",
-                           (clock() - started) * 1000)
-    except OSError as exc:
-        return ProbeResult(False, _os_error(exc), (clock() - started) * 1000)
-    finally:
-        if transport is not None:
-            transport.close()
+
+    async def connect():
+        transport, _ = await loop.create_connection(
+            lambda: _Check(authority, config.service, done), host, port)
+        return transport
+
+    answer, failed = await await_answer(connect, done, config.timeout, clock, started)
+    if failed is not None:
+        return failed
+    fields, body, error = answer
     latency = clock() - started
     ms = latency * 1000
     if error is not None:

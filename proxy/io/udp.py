@@ -358,26 +358,22 @@ class _Probe(asyncio.DatagramProtocol):
 
 async def probe_udp(host: str, port: int, config, clock):
     """Send `health.send`; pass on a reply (containing `health.expect`, when set)."""
-    from proxy.health.active import ProbeResult, _ms, _os_error
+    from proxy.health.active import ProbeResult, _ms, await_answer
 
     loop = asyncio.get_running_loop()
     started = clock()
     done = loop.create_future()
-    transport = None
-    try:
-        async with asyncio.timeout(config.timeout):
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Probe(done), remote_addr=(host, port))
-            transport.sendto(config.send.encode("utf-8"))
-            reply = await done
-    except TimeoutError:
-        return ProbeResult(False, f"no reply within {_ms(config.timeout)}",
-                           (clock() - started) * 1000)
-    except OSError as exc:
-        return ProbeResult(False, _os_error(exc), (clock() - started) * 1000)
-    finally:
-        if transport is not None:
-            transport.close()
+
+    async def send():
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Probe(done),
+                                                           remote_addr=(host, port))
+        transport.sendto(config.send.encode("utf-8"))
+        return transport
+
+    reply, failed = await await_answer(send, done, config.timeout, clock, started,
+                                       silent="no reply within")
+    if failed is not None:
+        return failed
     latency = clock() - started
     text = reply[:80].decode("utf-8", "replace")
     if config.expect is not None and config.expect.encode("utf-8") not in reply:
