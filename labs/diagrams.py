@@ -531,6 +531,20 @@ def topology(state: dict, rates: dict[str, float] | None = None,
 
 # ---------------------------------------------------------------- one request
 
+def _pick_lines(event: dict, question: str) -> list[str]:
+    """The proxy asking the balancer, and the balancer's candidates and why (a request's and
+    a connection's sequence draw the pick the same way)."""
+    cands = event.get("candidates") or []
+    noun = "candidate" if len(cands) == 1 else "candidates"
+    lines = [f"  P->>LB: {question} ({len(cands)} {noun})"]
+    if cands:
+        lines.append(f"  Note over LB: {escape(_candidates_text(cands), 160)}")
+    why = [t for t in (sticky_text(event.get("sticky")), _inputs_text(event.get("inputs"))) if t]
+    if why:
+        lines.append(f"  Note over LB: {escape(' · '.join(why), 160)}")
+    return lines
+
+
 def _candidates_text(candidates: list, limit: int = 8) -> str:
     parts = []
     for c in candidates[:limit]:
@@ -605,15 +619,7 @@ def request_sequence(event: dict) -> str:
         out.append("  Note over P: no route matched")
 
     if pool:
-        cands = event.get("candidates") or []
-        noun = "candidate" if len(cands) == 1 else "candidates"
-        out.append(f"  P->>LB: pick a backend ({len(cands)} {noun})")
-        if cands:
-            out.append(f"  Note over LB: {escape(_candidates_text(cands), 160)}")
-        why = [t for t in (sticky_text(event.get("sticky")),
-                           _inputs_text(event.get("inputs"))) if t]
-        if why:
-            out.append(f"  Note over LB: {escape(' · '.join(why), 160)}")
+        out += _pick_lines(event, "pick a backend")
         if backend:
             at = f" at {_ms(timings['backend_picked'])}" if "backend_picked" in timings else ""
             out.append(f"  LB-->>P: {escape(backend, 40)}{at}")
@@ -722,15 +728,7 @@ def connection_sequence(event: dict) -> str:
     out.append(f"  Note left of P: connection id {escape(event.get('connection_id', '?'), 40)}")
 
     if pool:
-        cands = event.get("candidates") or []
-        noun = "candidate" if len(cands) == 1 else "candidates"
-        out.append(f"  P->>LB: pick a backend for this connection ({len(cands)} {noun})")
-        if cands:
-            out.append(f"  Note over LB: {escape(_candidates_text(cands), 160)}")
-        why = [t for t in (sticky_text(event.get("sticky")),
-                           _inputs_text(event.get("inputs"))) if t]
-        if why:
-            out.append(f"  Note over LB: {escape(' · '.join(why), 160)}")
+        out += _pick_lines(event, "pick a backend for this connection")
         if backend:
             out.append(f"  LB-->>P: {escape(backend, 40)}")
         elif not retries:
