@@ -570,6 +570,10 @@ class BalancerConfig(Strict):
     # long a backend may go without a response before one request probes it.
     decay_time: Duration = 10.0
     probe_after: Duration = 10.0
+    # random, weighted_random, power_of_two_choices: draw from a generator seeded with
+    # this (its own per pool), so two runs of one traffic make the same draws; unset, the
+    # process's generator. A counterfactual replay sets it (labs/framework/replay.py).
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
     @model_validator(mode="after")
     def _response_time_knobs(self):

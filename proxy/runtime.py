@@ -90,8 +90,12 @@ class PoolRuntime:
             self.balancer = previous.balancer
             self.balancer.rebuild(list(self.backends.values()))
         else:
+            # A seeded pool draws from a generator of its own: the same picks for the same
+            # arrivals whatever the rest of the proxy draws (route splits, jitter).
+            own = random.Random(config.balancer.seed) if config.balancer.seed is not None \
+                else rng
             self.balancer = balancers.create(config.balancer, list(self.backends.values()),
-                                             rng=rng, clock=clock)
+                                             rng=own, clock=clock)
         self.sticky = None
         if config.sticky is not None:
             from proxy import sticky

@@ -237,6 +237,10 @@ def table(result: dict) -> str:
                      f", p99 by {_num(a['p99_diff_ms'])} ms")
     for a in result.get("not_replayed") or []:
         lines.append(f"NOT REPLAYED at {a['t']:g}s: {a['what']}")
+    for note in result.get("notes") or []:
+        lines.append(f"NOTE: {note}")
+    if result.get("seed") is not None:
+        lines.append(f"balancer seed (every lane): {result['seed']}")
     return "\n".join(lines)
 
 
