@@ -191,7 +191,9 @@ def replay_window_form(request: HttpRequest, sandbox: str):
     ctx["recorded"] = window_replay.current_algorithm(sandbox)
     chosen = (request.POST.getlist("algorithm") if request.method == "POST" else
               [a for a in (ctx["recorded"], "least_outstanding_requests") if a])
-    ctx["chosen"] = list(dict.fromkeys(chosen))
+    # The pool's own algorithm first when it is chosen: the baseline the others diverge from.
+    chosen = sorted(dict.fromkeys(chosen), key=lambda a: a != ctx["recorded"])
+    ctx["chosen"] = chosen
     if request.method == "POST" and not ctx["error"]:
         ctx["window"]["seconds_asked"] = request.POST.get("seconds") or ""
         try:
