@@ -170,12 +170,22 @@ class App(Strict):
 
     kind: Literal["gunicorn", "toy"]
     mode: Literal["http", "grpc", "udp"] = "http"  # kind toy: python -m labs.backend --mode
+    # kind toy, mode http: serve TLS with this lab-PKI certificate (proxy/pki.py): "own"
+    # for the backend's own (b1's names b1), or a stem such as "wrong-selfsigned" (the
+    # right names from an issuer nobody trusts: an impostor). The control port stays HTTP.
+    tls: Literal["own", "wrong-selfsigned", "wrong-name"] | None = None
     keepalive: int = Field(2, ge=1, le=75)  # gunicorn --keep-alive (whole seconds)
     threads: int = Field(4, ge=1, le=64)
     workers: int = Field(1, ge=1, le=8)
     # One-way latency of the link in front of it (labs/framework/netdelay.py): on one
     # machine the network is microseconds, a real one is not.
     link_delay_ms: float = Field(0, ge=0, le=500)
+
+    @model_validator(mode="after")
+    def _tls_on_toy_http(self):
+        if self.tls is not None and (self.kind != "toy" or self.mode != "http"):
+            raise ValueError("tls is for kind: toy, mode: http (a toy backend serving HTTPS)")
+        return self
 
 
 class SandboxSpec(Strict):
