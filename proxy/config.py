@@ -506,6 +506,9 @@ class RouteConfig(Strict):
     split: Annotated[list[SplitTarget], Field(max_length=MAX_ITEMS)] | None = None
     respond: Respond | None = None
     redirect: Redirect | None = None
+    # split: roll with a generator seeded with this (its own), so the same requests get
+    # the same pools in any process; unset, the proxy's generator. Replays set it.
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
     @model_validator(mode="after")
     def _one_action(self):

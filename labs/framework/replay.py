@@ -96,7 +96,8 @@ def check_algorithms(algorithms: list[str]) -> list[str]:
 
 def with_algorithm(config: dict, algorithm: str, seed: int | None = None) -> dict:
     """The config with every pool balanced by ``algorithm`` (its other settings kept) and,
-    with ``seed``, every pool's balancer drawing from a generator seeded with it."""
+    with ``seed``, every pool's balancer and every split route drawing from generators
+    seeded with it."""
     out = json.loads(json.dumps(config))
     for pool in (out.get("pools") or {}).values():
         if isinstance(pool, dict):
@@ -107,6 +108,10 @@ def with_algorithm(config: dict, algorithm: str, seed: int | None = None) -> dic
             if seed is not None:
                 balancer["seed"] = seed
             pool["balancer"] = balancer
+    if seed is not None:
+        for route in (out.get("routes") or {}).values():
+            if isinstance(route, dict) and route.get("split"):
+                route["seed"] = seed  # a weighted split (a canary) rolls alike in every lane
     return out
 
 

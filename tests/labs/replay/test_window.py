@@ -135,6 +135,11 @@ def test_a_replay_seeds_every_pool_and_one_trace_always_gets_one_seed():
     seeded = replay.with_algorithm(trace.config, "power_of_two_choices", 7)
     assert seeded["pools"]["web"]["balancer"] == {"algorithm": "power_of_two_choices",
                                                   "seed": 7}
+    split = {"routes": {"canary": {"match": {}, "split": [{"pool": "web", "weight": 9},
+                                                         {"pool": "new", "weight": 1}]},
+                        "rest": {"match": {}, "forward": "web"}}}
+    seeded = replay.with_algorithm(split, "random", 7)
+    assert seeded["routes"]["canary"]["seed"] == 7 and "seed" not in seeded["routes"]["rest"]
     assert replay.trace_seed(trace) == replay.trace_seed(replay_trace.Trace(**{
         **trace.__dict__, "requests": []}))
     other = replay_trace.Trace(**{**trace.__dict__, "run_id": "20261206-060001-abcdef"})

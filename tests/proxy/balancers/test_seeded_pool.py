@@ -43,3 +43,21 @@ def test_a_seed_out_of_range_is_refused_with_its_path():
     with pytest.raises(ConfigError) as err:
         parse_config(config("random", -1))
     assert "pools.web.balancer.seed" in str(err.value)
+
+
+def test_a_seeded_split_route_rolls_the_same_in_every_process():
+    from proxy.routing import RouteRequest, build_routers
+
+    def pools(seed, process_seed):
+        cfg = config("round_robin")
+        cfg["pools"]["canary"] = {"backends": [{"name": "c1", "address": "127.0.0.1:9101"}]}
+        cfg["routes"]["all"] = {"match": {}, "split": [{"pool": "web", "weight": 95},
+                                                       {"pool": "canary", "weight": 5}],
+                                **({} if seed is None else {"seed": seed})}
+        router = build_routers(parse_config(cfg), random.Random(process_seed))["main"]
+        req = RouteRequest(host="x", path="/", method="GET", headers={})
+        return [router.match(req).pool for _ in range(400)]
+
+    first = pools(9, 1)
+    assert pools(9, 2) == first and "canary" in first and "web" in first
+    assert pools(None, 1) != pools(None, 2)
