@@ -130,10 +130,17 @@ def replayable_config(config: dict, backends: list[str]) -> tuple[dict, list[str
 
 def window_trace(events: list[dict], *, now: float, seconds: int, config: dict,
                  backends: list[str], faults_now: dict[str, dict], fault_log: list[dict],
-                 defaults: dict, sandbox_id: str, window_id: str) -> Trace:
-    """The trace of the last ``seconds`` before ``now`` (see the module doc)."""
+                 defaults: dict, sandbox_id: str, window_id: str,
+                 history_limit: int | None = None) -> Trace:
+    """The trace of the last ``seconds`` before ``now`` (see the module doc).
+
+    ``history_limit``: how many events were asked for; when that many came back and the
+    oldest started inside the window, the proxy's history did not reach back to the
+    window's start, and the trace says so."""
     seconds = check_window(seconds)
     start = now - seconds
+    short_history = (history_limit is not None and len(events) >= history_limit
+                     and all(started(e) > start for e in events if e.get("ts") is not None))
     picked = [e for e in events if e.get("type", "request") == "request" and e.get("path")
               and e.get("ts") is not None and start <= started(e) <= now]
     picked.sort(key=started)
@@ -143,8 +150,9 @@ def window_trace(events: list[dict], *, now: float, seconds: int, config: dict,
         raise TraceError(
             f"the last {seconds} s of your sandbox saw {len(picked)} HTTP request"
             f"{'' if len(picked) == 1 else 's'}; a replay needs at least {MIN_REQUESTS} to "
-            "compare algorithms on. Start traffic from the dashboard's traffic panel (or send "
-            "requests with curl), wait, then replay a window that covers it")
+            "compare algorithms on (connections through an L4 or UDP listener are not "
+            "replayed). Start traffic from the dashboard's traffic panel (or send requests "
+            "with curl), wait, then replay a window that covers it")
     replay_config, notes = replayable_config(config, backends)
     t0 = started(picked[0])
     schedule = fault_schedule(fault_log, faults_now, t0, now, defaults)
@@ -160,6 +168,10 @@ def window_trace(events: list[dict], *, now: float, seconds: int, config: dict,
                          "termination": e.get("termination") or "--",
                          "faults": faults_at(schedule, e.get("backend") or "", t)},
         })
+    if short_history:
+        notes.append(f"your proxy keeps its newest {history_limit} requests "
+                     "(admin.request_history): the replay starts "
+                     f"{round(t0 - start, 1)} s into the window you asked for")
     if capped:
         notes.append(f"the window held more than {MAX_REQUESTS} requests: the newest "
                      f"{MAX_REQUESTS} are replayed")
@@ -241,7 +253,8 @@ def capture(*, admin_url: str, backend_urls: dict[str, str], seconds: int, state
     try:
         config = admin.config()
         keep = int(((config.get("admin") or {}).get("request_history")) or 10_000)
-        events = admin.recent_requests(limit=min(keep, MAX_REQUESTS * 2))
+        limit = min(keep, MAX_REQUESTS * 2)
+        events = admin.recent_requests(limit=limit)
         faults_now = {name: (BackendControl(url, timeout=3.0).faults() or {}).get("faults", {})
                       for name, url in backend_urls.items()}
     except AdminError as exc:
@@ -250,7 +263,8 @@ def capture(*, admin_url: str, backend_urls: dict[str, str], seconds: int, state
     log = read_fault_log(fault_log_path(state_dir, sandbox_id))
     trace = window_trace(events, now=now, seconds=seconds, config=config,
                          backends=list(backend_urls), faults_now=faults_now, fault_log=log,
-                         defaults=DEFAULTS, sandbox_id=sandbox_id, window_id=window_id)
+                         defaults=DEFAULTS, sandbox_id=sandbox_id, window_id=window_id,
+                         history_limit=limit)
     out = window_dir(state_dir, sandbox_id, window_id)
     out.mkdir(parents=True, exist_ok=True)
     dump(trace, out / "trace.jsonl")

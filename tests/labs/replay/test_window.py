@@ -144,3 +144,18 @@ def test_a_replay_seeds_every_pool_and_one_trace_always_gets_one_seed():
         **trace.__dict__, "requests": []}))
     other = replay_trace.Trace(**{**trace.__dict__, "run_id": "20261206-060001-abcdef"})
     assert replay.trace_seed(other) != replay.trace_seed(trace)
+
+
+def test_a_history_that_does_not_reach_the_window_start_is_said():
+    events = [event(i, NOW - 10 + i * 0.1) for i in range(50)]
+    trace = window_trace(events, now=NOW, seconds=60, config=CONFIG, backends=["b1", "b2"],
+                         faults_now={"b1": {}, "b2": {}}, fault_log=[], defaults=DEFAULTS,
+                         sandbox_id="lab-abc", window_id="20261206-060000-abcdef",
+                         history_limit=50)
+    assert any("newest 50 requests" in n and "starts 50.0 s into the window" in n
+               for n in trace.notes), trace.notes
+    full_reach = window_trace(events, now=NOW, seconds=60, config=CONFIG,
+                              backends=["b1", "b2"], faults_now={"b1": {}, "b2": {}},
+                              fault_log=[], defaults=DEFAULTS, sandbox_id="lab-abc",
+                              window_id="20261206-060000-abcdef", history_limit=51)
+    assert not any("newest" in n for n in full_reach.notes)
