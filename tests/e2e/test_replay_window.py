@@ -7,6 +7,8 @@ import urllib.request
 
 from playwright.sync_api import Page, expect
 
+from tests.e2e.test_accessibility import axe_violations
+
 
 def test_replay_the_last_seconds_from_the_dashboard(page: Page, stack, artifacts):
     sb = stack.sandbox
@@ -21,6 +23,7 @@ def test_replay_the_last_seconds_from_the_dashboard(page: Page, stack, artifacts
     page.get_by_role("tab", name="Traffic").click()
     page.locator("#replay-window-link").click()
     expect(page.get_by_role("heading", name="What if I had used another algorithm?")).to_be_visible()
+    assert axe_violations(page) == []
     expect(page.get_by_label("round_robin (what your pool uses)")).to_be_checked()
     page.get_by_label("Replay the last").fill("60")
     page.get_by_label("random", exact=True).check()
@@ -39,6 +42,7 @@ def test_replay_the_last_seconds_from_the_dashboard(page: Page, stack, artifacts
                                                     "than round_robin")
     expect(page.locator("#replay")).to_contain_text("drew from seed")
     page.screenshot(path=artifacts / "replay-window.png", full_page=True)
+    assert axe_violations(page) == []
     page.get_by_role("link", name="Back to your dashboard").click()
     expect(page.locator("#proxy-status")).to_have_text("reachable", timeout=10_000)
     assert errors == []
