@@ -334,6 +334,10 @@ class _Run:
         t = self.spec.traffic
         self.progress("traffic", f"starting {t.users} locust users", 0.2)
         env = dict(t.env)
+        # Every listener's URL (a lab with one node per zone sends clients to each) and the
+        # learner's lab: settings (how the lab's clients behave), for the locustfile.
+        env["LBLAB_LISTENERS"] = json.dumps(self.sb.listeners)
+        env["LBLAB_SETTINGS"] = json.dumps(self.settings, default=str)
         if self.pki_dir is not None:
             env["LBLAB_PKI_DIR"] = str(self.pki_dir)
         self.traffic = LocustRun(self.lab.locustfile(), self.sb.proxy_url, t.users,
