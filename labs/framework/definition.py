@@ -154,13 +154,17 @@ class Watcher(Strict):
     # A deep health check whose latency follows the load: every 100 ms each backend gets
     # health_latency_ms = base_ms + ms_per_rps * (its requests per second).
     load_coupled_health: dict[str, Any] | None = None  # {"base_ms", "ms_per_rps", "backends"}
+    # A canary rollout (labs/framework/canary.py): the backend's share of the traffic
+    # steps up through `steps` (percent) every `step_s` lab seconds, rolled back when the
+    # learner's lab.canary rule says so.
+    canary: dict[str, Any] | None = None  # {"backend", "pool", "steps", "step_s"}
 
     @model_validator(mode="after")
     def _one(self):
-        given = [k for k in ("replace_when_unhealthy", "load_coupled_health")
-                 if getattr(self, k) is not None]
+        kinds = ("replace_when_unhealthy", "load_coupled_health", "canary")
+        given = [k for k in kinds if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("a watcher is one of replace_when_unhealthy, load_coupled_health")
+            raise ValueError(f"a watcher is one of {', '.join(kinds)}")
         return self
 
 

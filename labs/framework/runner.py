@@ -594,6 +594,47 @@ class _Run:
                                   args=(watcher.load_coupled_health,))
             th.start()
             self._threads.append(th)
+        elif watcher.canary is not None:
+            th = threading.Thread(target=self._canary, daemon=True, args=(watcher.canary,))
+            th.start()
+            self._threads.append(th)
+
+    def _canary(self, spec: dict) -> None:
+        """The rollout controller: every 50 ms, the canary's requests so far go to the pure
+        rollout (canary.py); each step and a rollback become a weight change through the
+        admin API and a timeline entry with its numbers and why."""
+        from labs.framework.canary import CanaryError, Plan, Rollout, Rule
+
+        name, pool = spec["backend"], spec.get("pool", "web")
+        try:
+            plan = Plan(canary=name, pool=pool, steps=tuple(spec.get("steps", (1, 5, 25))),
+                        step_s=float(spec.get("step_s", 1.5)),
+                        start_s=float(spec.get("start_s", 0)))
+            rule = Rule.from_settings(dict(self.settings.get("canary") or {}))
+            backends = (self.admin.state().get("pools") or {}).get(pool, {}).get("backends") or []
+            stable = sum(int(b.get("weight", 1)) for b in backends if b["name"] != name)
+            rollout = Rollout(plan, rule, stable)
+        except (CanaryError, AdminError) as exc:
+            self.mark("error", f"the canary rollout cannot start: {exc}", chart=False)
+            return
+        while True:
+            now = self.lab_t()
+            seen = [(round(e["ts"] - self.t0, 3), int(e.get("status") or 0),
+                     float(e.get("latency_ms") or 0))
+                    for e in self.recorder.since(self.t0 - 1)
+                    if e.get("type") == "request" and e.get("backend") == name]
+            for action in rollout.tick(now, seen):
+                try:
+                    self.admin.set_weight(pool, name, action["weight"])
+                except AdminError as exc:
+                    self.mark("error", f"canary: weight change refused: {exc}", chart=False)
+                    continue
+                label = (f"canary {action['percent']:g}%" if action["action"] == "step"
+                         else "canary rolled back")
+                self.mark("canary", f"canary: {action['why']}", label=label, backend=name,
+                          canary=action)
+            if self._stop.wait(0.05):
+                return
 
     def _watch_replace(self, spec: dict) -> None:
         """An autoscaler with load-balancer health checks: an instance the proxy marks
