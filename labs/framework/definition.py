@@ -42,7 +42,8 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,60}$")
 REQUIRED_FILES = ("lab.yaml", "topology.yaml", "solution.yaml", "solution.md", "grader.py")
 FAULT_KNOBS = {"latency_ms", "jitter_ms", "error_rate", "error_status", "crash_mid_response",
                "hang", "reset", "health_fail", "health_latency_ms", "live_latency_ms",
-               "live_fail", "dependency_down", "warmup_s", "cpu_ms"}
+               "live_fail", "dependency_down", "warmup_s", "cpu_ms", "max_in_flight", "shed",
+               "shed_retry_after_s"}
 
 
 def _seconds(value: Any) -> float:
