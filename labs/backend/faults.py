@@ -140,8 +140,9 @@ def check_value(name: str, value: Any) -> str | None:
             return None
         return f"{name} must be true, false or a rate between 0 and 1, got {_show(value)}"
     if kind == CHOICE:
-        if isinstance(value, str) and value in knob.choices:
-            return None
+        if isinstance(value, (str, int)) and not isinstance(value, bool) \
+                and str(value) in knob.choices:
+            return None  # 429 and "429" alike: YAML reads a bare 429 as a number
         return f"{name} must be one of {', '.join(knob.choices)}, got {_show(value)}"
     if kind == COUNT:
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
@@ -186,7 +187,8 @@ def validate_patch(patch: Any) -> dict[str, Any]:
             errors.append(problem)
     if errors:
         raise FaultError(errors)
-    return patch
+    return {name: str(value) if KNOB_BY_NAME[name].kind == CHOICE else value
+            for name, value in patch.items()}
 
 
 def _unknown(name: Any) -> str:

@@ -195,6 +195,17 @@ class LabSetting(Strict):
     help: str
     default: Any
     choices: list[Any] | None = None
+    # A toy backend fault knob this setting sets on every toy backend before the traffic
+    # (e.g. how an overloaded server sheds: lab.overload -> the knob `shed`).
+    backend_knob: str | None = None
+
+    @field_validator("backend_knob")
+    @classmethod
+    def _known_knob(cls, value):
+        if value is not None and value not in FAULT_KNOBS:
+            raise ValueError(f"backend_knob: unknown fault knob {value!r}; known: "
+                             f"{', '.join(sorted(FAULT_KNOBS))}")
+        return value
 
 
 class Answer(Strict):

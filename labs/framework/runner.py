@@ -329,6 +329,20 @@ class _Run:
                 BackendControl(url).call("DELETE", "/_control/stats")
             except AdminError:
                 pass
+        self.apply_backend_settings()
+
+    def apply_backend_settings(self) -> None:
+        """The lab: settings that are toy backend knobs (``backend_knob``), on every toy
+        backend, before the traffic starts."""
+        knobs = {s.backend_knob: self.settings[key]
+                 for key, s in self.spec.lab_settings.items()
+                 if s.backend_knob and key in self.settings}
+        if not knobs:
+            return
+        for name, url in self.sb.backends.items():
+            if name not in self.spec.sandbox.apps:
+                BackendControl(url, timeout=3).set_faults(knobs)
+        self.mark("config", f"every server: {_knobs(knobs)} (lab settings)", chart=False)
 
     def start_traffic(self) -> None:
         t = self.spec.traffic

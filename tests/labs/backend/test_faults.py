@@ -216,4 +216,5 @@ def test_overload_knobs_say_what_they_take():
         "max_in_flight must be a whole number from 0 to 100000, got -1"]
     assert errors_of({"max_in_flight": 2.5})[0].startswith("max_in_flight must be a whole")
     assert errors_of({"shed": "drop"}) == ['shed must be one of reset, 429, 503, got "drop"']
-    assert errors_of({"shed": 429}) == ["shed must be one of reset, 429, 503, got 429"]
+    assert errors_of({"shed": True}) == ["shed must be one of reset, 429, 503, got true"]
+    assert validate_patch({"shed": 429}) == {"shed": "429"}  # YAML's bare 429
