@@ -58,7 +58,7 @@ def grade(run):
     end = rollback["t"] + 0.2 if rollback else t_fault + 0.5
     return Result(
         passed=passed,
-        headline=(f"users saw {len(bad)} failed requests; "
+        headline=(f"users saw {len(bad)} failed request{'' if len(bad) == 1 else 's'}; "
                   + (f"the canary was rolled back at {rollback['percent']:g}%" if rollback
                      else f"the canary was never rolled back (it reached {reached:g}%)")),
         evidence=evidence,
