@@ -198,6 +198,8 @@ class LabSetting(Strict):
     # A toy backend fault knob this setting sets on every toy backend before the traffic
     # (e.g. how an overloaded server sheds: lab.overload -> the knob `shed`).
     backend_knob: str | None = None
+    # For a mapping setting: the bounds of its numbers, {key: [low, high]} (inclusive).
+    limits: dict[str, tuple[float, float]] = {}
 
     @field_validator("backend_knob")
     @classmethod
@@ -403,6 +405,11 @@ def check_settings(lab_file: LabFile, settings: dict) -> list[tuple[str, str]]:
                 elif not _same_kind(setting.default[sub], v):
                     errors.append((f"lab.{key}.{sub}", f"expected a value like "
                                    f"{setting.default[sub]!r}, got {v!r}"))
+                elif sub in setting.limits and not (
+                        setting.limits[sub][0] <= v <= setting.limits[sub][1]):
+                    low, high = setting.limits[sub]
+                    errors.append((f"lab.{key}.{sub}", f"must be from {low:g} to {high:g}, "
+                                   f"got {v!r}"))
     return errors
 
 
