@@ -24,7 +24,7 @@ def errors_by_step(run, actions: list[dict], failures: list[dict]) -> list[tuple
 
 
 def grade(run):
-    limit = int(run.targets.get("max_failed", 15))
+    limit = int(run.targets.get("max_failed", 10))
     tried = int(run.targets.get("min_canary_requests", 3))
     reqs = run.requests()
     bad = [e for e in reqs if failed(e)]

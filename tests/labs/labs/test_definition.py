@@ -139,7 +139,7 @@ def test_a_canary_rule_out_of_bounds_is_refused_before_the_run():
     from labs.framework.runner import RunRefused, check_document, parse_document
 
     lab = registry.get("canary-rollback")
-    doc = parse_document(lab.topology_text().replace("max_error_rate: 0.5 ",
+    doc = parse_document(lab.topology_text().replace("max_error_rate: 0.6 ",
                                                      "max_error_rate: 50 "))
     with pytest.raises(RunRefused) as err:
         check_document(lab, doc)
