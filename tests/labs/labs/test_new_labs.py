@@ -3,7 +3,9 @@
 Recordings are real runs (record_fixtures.py); ``outlier-black-hole--nocap`` is the same
 lab with passive health but no ejection cap (outlier-nocap.yaml), recorded the same way;
 ``retry-storm--budget`` is the retry storm with the proxy's retry budget alone
-(retry-budget-only.yaml: ``labs run retry-storm --config``, its recording.json).
+(retry-budget-only.yaml: ``labs run retry-storm --config``, its recording.json), and
+``cross-zone--rebalanced`` the cross-zone lab with the zones evened out instead
+(cross-zone-rebalanced.yaml).
 """
 from __future__ import annotations
 
@@ -144,6 +146,10 @@ def test_cross_zone_off_runs_the_lone_server_of_zone_a_hot():
     assert 0.3 < fix.metrics["cross_zone_requests"] / sum(fix.metrics["per_backend"].values()) \
         < 0.7
     assert fix.metrics["p99_ratio"] <= 1.4 and fix.metrics["failed"] == 0
+    # The other fix: cross-zone still off, two servers a zone: even, and nothing crosses.
+    even = lab.grade(load(lab.slug, "rebalanced"))
+    assert even.passed and even.metrics["cross_zone_requests"] == 0
+    assert max(even.metrics["shares"].values()) < 0.3
 
 
 def test_canary_rollback_reads_the_controllers_decisions():
