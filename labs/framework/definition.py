@@ -166,7 +166,23 @@ class Watcher(Strict):
         given = [k for k in kinds if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"a watcher is one of {', '.join(kinds)}")
+        if self.canary is not None:
+            self.canary_plan()  # a bad plan is the lab's problem, found when it loads
         return self
+
+    def canary_plan(self):
+        """The rollout this canary watcher runs (labs/framework/canary.py)."""
+        from labs.framework.canary import Plan
+
+        spec = self.canary or {}
+        unknown = set(spec) - {"backend", "pool", "steps", "step_s", "start_s"}
+        if unknown or "backend" not in spec:
+            raise ValueError("canary: give backend, and optionally pool, steps, step_s, "
+                             f"start_s (got {', '.join(sorted(spec)) or 'nothing'})")
+        return Plan(canary=spec["backend"], pool=spec.get("pool", "web"),
+                    steps=tuple(spec.get("steps", (1, 5, 25))),
+                    step_s=float(spec.get("step_s", 1.5)),
+                    start_s=float(spec.get("start_s", 0)))
 
 
 class App(Strict):

@@ -609,21 +609,19 @@ class _Run:
             th.start()
             self._threads.append(th)
         elif watcher.canary is not None:
-            th = threading.Thread(target=self._canary, daemon=True, args=(watcher.canary,))
+            th = threading.Thread(target=self._canary, daemon=True, args=(watcher,))
             th.start()
             self._threads.append(th)
 
-    def _canary(self, spec: dict) -> None:
+    def _canary(self, watcher) -> None:
         """The rollout controller: every 50 ms, the canary's requests so far go to the pure
         rollout (canary.py); each step and a rollback become a weight change through the
         admin API and a timeline entry with its numbers and why."""
-        from labs.framework.canary import CanaryError, Plan, Rollout, Rule
+        from labs.framework.canary import CanaryError, Rollout, Rule
 
-        name, pool = spec["backend"], spec.get("pool", "web")
+        plan = watcher.canary_plan()
+        name, pool = plan.canary, plan.pool
         try:
-            plan = Plan(canary=name, pool=pool, steps=tuple(spec.get("steps", (1, 5, 25))),
-                        step_s=float(spec.get("step_s", 1.5)),
-                        start_s=float(spec.get("start_s", 0)))
             rule = Rule.from_settings(dict(self.settings.get("canary") or {}))
             backends = (self.admin.state().get("pools") or {}).get(pool, {}).get("backends") or []
             stable = sum(int(b.get("weight", 1)) for b in backends if b["name"] != name)

@@ -85,3 +85,13 @@ def test_bad_rules_and_plans_say_what_to_change():
         Plan(canary="b4", pool="web", steps=(5, 1))
     with pytest.raises(CanaryError, match="between 0 and 100"):
         Plan(canary="b4", pool="web", steps=(1, 100))
+
+
+def test_a_lab_with_a_bad_canary_watcher_is_refused_when_it_loads():
+    from labs.framework.definition import Watcher
+
+    with pytest.raises(ValueError, match="canary steps must grow"):
+        Watcher(canary={"backend": "b4", "steps": [25, 5]})
+    with pytest.raises(ValueError, match="canary: give backend"):
+        Watcher(canary={"pool": "web", "speed": 2})
+    assert Watcher(canary={"backend": "b4"}).canary_plan().steps == (1, 5, 25)
