@@ -5,7 +5,8 @@ lab with passive health but no ejection cap (outlier-nocap.yaml), recorded the s
 ``retry-storm--budget`` is the retry storm with the proxy's retry budget alone
 (retry-budget-only.yaml: ``labs run retry-storm --config``, its recording.json), and
 ``cross-zone--rebalanced`` the cross-zone lab with the zones evened out instead
-(cross-zone-rebalanced.yaml).
+(cross-zone-rebalanced.yaml), ``retry-storm--noretry`` with every retry off
+(retry-none.yaml).
 """
 from __future__ import annotations
 
@@ -182,6 +183,10 @@ def test_retry_storm_counts_each_layer():
     # 429 + Retry-After, honored: about one attempt per user request, all succeed.
     assert fix.metrics["shed_429"] > 0 and fix.metrics["statuses"].get("502", 0) == 0
     assert fix.metrics["amplification"] < 1.5 and fix.metrics["success"] >= 0.9
+    # No retries at all: no amplification, and every drop is a user's failure.
+    none = lab.grade(load(lab.slug, "noretry"))
+    assert none.metrics["amplification"] == 1.0 and none.metrics["success"] < 0.9
+    assert none.evidence[0].startswith("PASS") and none.evidence[1].startswith("FAIL")
 
 
 def test_retry_storm_layers_from_the_query_alone():
