@@ -33,6 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from labs.backend.faults import KNOB_BY_NAME
 from labs.framework.timescale import TimeScale
 from proxy.durations import parse_duration
 
@@ -40,10 +41,8 @@ CATALOG = Path(__file__).resolve().parents[1] / "catalog"
 LOCUST_DIR = Path(__file__).resolve().parents[1] / "locust"
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,60}$")
 REQUIRED_FILES = ("lab.yaml", "topology.yaml", "solution.yaml", "solution.md", "grader.py")
-FAULT_KNOBS = {"latency_ms", "jitter_ms", "error_rate", "error_status", "crash_mid_response",
-               "hang", "reset", "health_fail", "health_latency_ms", "live_latency_ms",
-               "live_fail", "dependency_down", "warmup_s", "cpu_ms", "max_in_flight", "shed",
-               "shed_retry_after_s"}
+# The toy backends' fault knobs, from their own table (labs/backend/faults.py, pure).
+FAULT_KNOBS = set(KNOB_BY_NAME)
 
 
 def _seconds(value: Any) -> float:

@@ -897,16 +897,11 @@ def regrade(lab: Lab, run_dir: Path, answers: dict | None = None) -> Outcome:
 
 # ---------------------------------------------------------------- helpers
 
-_KNOB_DEFAULTS = {"error_status": 500}
-
-
 def _default_knob(name: str) -> Any:
-    if name in _KNOB_DEFAULTS:
-        return _KNOB_DEFAULTS[name]
-    if name in ("hang", "health_fail", "live_fail", "dependency_down", "crash_mid_response",
-                "reset"):
-        return False
-    return 0
+    """A knob's resting value (what a spike returns to), from the backends' own table."""
+    from labs.backend.faults import DEFAULTS
+
+    return DEFAULTS[name]
 
 
 def _knobs(knobs: dict) -> str:
