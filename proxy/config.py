@@ -1162,11 +1162,6 @@ def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
         if listener.protocol == "udp" and listener.proxy_protocol is not None:
             errors.append((f"{path}.proxy_protocol", "a PROXY header starts a stream "
                            "connection; a udp listener has none: remove proxy_protocol"))
-        if (listener.proxy_protocol is not None and listener.tls is not None
-                and listener.tls.mode == "terminate"):
-            errors.append((f"{path}.proxy_protocol", "accepting a PROXY header before a TLS "
-                           "handshake the proxy terminates is not supported in this version: "
-                           "remove proxy_protocol, or terminate TLS on the balancer in front"))
         if listener.protocol != "http" and listener.forwarded != ForwardedTrust():
             errors.append((f"{path}.forwarded", "X-Forwarded-For and Forwarded are HTTP "
                            f"headers, which a {listener.protocol} listener never reads: "

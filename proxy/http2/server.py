@@ -316,6 +316,10 @@ class H2Stream:
         return self.h2conn.tls
 
     @property
+    def proxied(self):
+        return self.h2conn.proxied
+
+    @property
     def client_cert_headers(self):
         return self.h2conn.client_cert_headers
 
@@ -411,6 +415,9 @@ class H2Connection(asyncio.Protocol):
         self._fwd_cache = None
         self._write_queued = False
         self.router = server.routers.get(bound.name)
+        # A PROXY header accepted on this connection (proxy/io/accept.py), as on HTTP/1.1:
+        # the request events' client_address carries it.
+        self.proxied: dict | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -422,6 +429,7 @@ class H2Connection(asyncio.Protocol):
             self.client_ip = ip
             self.client_ip_b = ip.encode("ascii")
             self.client = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        self.proxied = transport.get_extra_info("proxy_header")
         config = self.bound.config
         settings = config.http2
         tls = self.tls

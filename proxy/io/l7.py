@@ -1059,6 +1059,8 @@ class Exchange:
         view = dict(view) if view is not None else {
             "ip": self.conn.client_ip, "from": "proxy_protocol",
             "reason": f"PROXY v{proxied['version']} header from trusted {proxied['via']}"}
+        if view["from"] == "peer":  # the "peer" here is who the PROXY header named
+            view["from"] = "proxy_protocol"
         view["proxy_protocol"] = proxied
         return view
 
