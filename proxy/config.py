@@ -1074,6 +1074,12 @@ def cross_check(config: Config, known_routes: set | None = None,
             errors.append((f"pools.{pname}.health.type",
                            "active http checks speak plain HTTP, which a TLS backend refuses; "
                            "use type: tcp for TLS pools"))
+        if (pool.uses_tls() and pool.health is not None and pool.health.type == "grpc"
+                and pool.health.port is None):
+            errors.append((f"pools.{pname}.health.type",
+                           "active grpc checks speak cleartext HTTP/2, which a TLS backend "
+                           "refuses: use type: tcp for TLS pools, or give health.port a "
+                           "cleartext port that serves the health service"))
     return errors
 
 
@@ -1198,10 +1204,6 @@ def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
             errors.append((f"pools.{pname}.health.type", "a udp pool cannot answer gRPC on "
                            "its traffic port: use type: udp, or tcp/http with health.port"))
     for pname, pool in config.pools.items():
-        if pool.protocol == "h2" and pool.uses_tls():
-            errors.append((f"pools.{pname}.protocol", "HTTP/2 to backends is cleartext (h2c) "
-                           "in this version: remove tls from the pool (and its backends), or "
-                           "use protocol: http1 to re-encrypt"))
         health = pool.health
         if health is None:
             continue
