@@ -352,6 +352,9 @@ class HTTP2Settings(Strict):
     max_resets: int = Field(100, ge=1, le=100_000)  # RST_STREAM per period (rapid reset)
     max_control_frames: int = Field(100, ge=1, le=100_000)  # SETTINGS and PINGs per period
     max_continuation_frames: int = Field(16, ge=1, le=1000)  # per header block
+    # Streams opened beyond max_concurrent_streams get RST_STREAM REFUSED_STREAM
+    # (RFC 9113 5.1.2); more than this many per period: GOAWAY ENHANCE_YOUR_CALM.
+    max_refused_streams: int = Field(100, ge=1, le=100_000)
     period: Duration = 10.0
 
 
