@@ -803,6 +803,9 @@ class PoolConfig(Strict):
     # by ALPN with tls), which gRPC needs (trailers). See proxy/http2/upstream.py.
     protocol: Literal["http1", "h2"] = "http1"
     max_connections_per_backend: int | None = Field(None, ge=1, le=1_000_000)  # 503 when all are full
+    # Requests in flight to all the pool's backends together (Envoy's cluster-wide
+    # max_requests circuit breaker; http listeners). Beyond it: the queue, else 503.
+    max_requests: int | None = Field(None, ge=1, le=1_000_000)
     # Wait for a free backend slot instead of 503 at once (http listeners).
     queue: QueueConfig | None = None
     # Speak TLS to the backends (an http listener re-encrypts what it decrypted).
@@ -847,10 +850,12 @@ class PoolConfig(Strict):
     @model_validator(mode="after")
     def _queue_needs_a_limit(self):
         if (self.queue is not None and self.max_connections_per_backend is None
+                and self.max_requests is None
                 and self.backends and all(b.max_connections is None for b in self.backends)):
             raise ValueError("queue: requests wait for a backend at its connection limit, and "
                              "no backend has one: set max_connections_per_backend (or "
-                             "max_connections on backends), or remove queue")
+                             "max_connections on backends, or the pool's max_requests), "
+                             "or remove queue")
         return self
 
     @model_validator(mode="after")
@@ -1061,6 +1066,11 @@ def cross_check(config: Config, known_routes: set | None = None,
                            "reuses backend connections for many clients, so one PROXY header "
                            "per connection would name the wrong client; HTTP already passes "
                            "it in X-Forwarded-For / Forwarded. Use it behind a tcp listener"))
+        if pname in behind_tcp and pool.max_requests is not None:
+            errors.append((f"pools.{pname}.max_requests",
+                           f"pool {pname} is behind tcp listener {behind_tcp[pname]}, which "
+                           "sees connections, not requests: limit them with "
+                           "max_connections_per_backend (or backends[].max_connections)"))
         if pname in behind_tcp and pool.queue is not None:
             errors.append((f"pools.{pname}.queue",
                            f"pool {pname} is behind tcp listener {behind_tcp[pname]}; the "
