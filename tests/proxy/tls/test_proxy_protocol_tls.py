@@ -231,3 +231,16 @@ def test_header_and_hello_in_one_read_on_the_asyncio_loop(lab_pki, backends):
         assert parse_response(data).status == 200
         found = wait_for(lambda: proxy.requests("pp-aio"), what="the request event")
         assert found[0].client == "198.51.100.9:7000"
+
+
+def test_a_failed_handshake_after_the_header_names_the_proxied_client(proxy):
+    """The TLS failure event (kind tls) carries the client the header named."""
+    port = proxy.port()
+    header = proxyproto.v1(("198.51.100.77", 4242), ("127.0.0.1", port))
+    stranger = ssl.create_default_context()  # does not trust the lab CA: refuses the cert
+    with pytest.raises(ssl.SSLError):
+        proxied_https(stranger, port, header, "/never", "pp-never")
+    failed = proxy.wait_events(lambda e: e.get("type") == "connection"
+                               and e.get("kind") == "tls"
+                               and e.get("client") == "198.51.100.77:4242")
+    assert failed[0]["closed_by"] == "client" and "TLS handshake failed" in failed[0]["error"]
