@@ -116,6 +116,9 @@ def proxy(tls_proxy, nginx):
         "admin": {"listen": "127.0.0.1:0"},
         "listeners": {
             "web": {"bind": "127.0.0.1:0", "http2": True, "routes": ["web"]},
+            "webtls": {"bind": "127.0.0.1:0", "http2": True, "routes": ["web"],
+                       "tls": {"certificates": [{"pki": "www.lab.test"}],
+                               "alpn": ["h2", "http/1.1"]}},
             "h1only": {"bind": "127.0.0.1:0", "routes": ["h1only"]},
             "wrong": {"bind": "127.0.0.1:0", "routes": ["wrong"]},
             "grpc": {"bind": "127.0.0.1:0", "http2": True, "routes": ["grpc"]},
@@ -157,6 +160,21 @@ def test_requests_reach_a_tls_backend_over_h2(proxy, flag):
     assert event["backend_tls"]["alpn"] == "h2"
     assert event["backend_tls"]["verified"] is True
     assert event["backend_tls"]["server_name"] == "b1"
+
+
+def test_h2_over_tls_on_both_sides(proxy, lab_pki):
+    """TLS terminated (h2 by ALPN), then TLS again to the backend (h2 by ALPN)."""
+    port = proxy.port("webtls")
+    done = subprocess.run(
+        ["curl", "-sS", "--http2", "--cacert", str(lab_pki / "ca.pem"),
+         "--resolve", f"www.lab.test:{port}:127.0.0.1", "-H", "X-Request-Id: h2tls-both",
+         "-w", "\n%{http_version}", f"https://www.lab.test:{port}/both"],
+        capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    body, _, version = done.stdout.rpartition("\n")
+    assert version == "2" and body.startswith("nginx HTTP/2.0 https xff=127.0.0.1 id=h2tls-both")
+    event = proxy.event("h2tls-both")
+    assert event["tls"]["alpn"] == "h2" and event["backend_tls"]["alpn"] == "h2"
 
 
 def test_many_streams_share_one_tls_connection(proxy, tmp_path):
