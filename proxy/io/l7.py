@@ -390,6 +390,7 @@ class Exchange:
         limits = pool.limits_text(full)
         settings = pool.config.queue
         if settings is None:
+            self._refuse_waiter()  # its pool's queue was removed while it waited
             self._fail("backend-limit", (
                 f"every eligible backend of pool {pool.name} is at its connection limit "
                 f"(in flight/max_connections: {limits}) and the pool has no queue"))

@@ -172,6 +172,24 @@ def test_waiters_are_refused_when_nothing_is_left_to_wait_for(change):
         close(b1)
 
 
+def test_waiters_of_a_queue_removed_by_a_reload_get_503_backend_limit():
+    b1 = Backend("b1")
+    cfg = config({"p": pool(b1)})
+    try:
+        with EdgeProxy(cfg) as proxy:
+            first, (waiting,) = hold_and_queue(proxy, b1, 1)
+            changed = copy.deepcopy(cfg)
+            del changed["pools"]["p"]["queue"]  # the limit stays, the queue goes
+            proxy.apply(changed)
+            reply = waiting.result()
+            assert reply.status == 503 and reply.headers["x-lblab-error"] == "backend-limit"
+            assert event(proxy, "w0").queue["outcome"] == "refused"
+            b1.release()
+            assert first.result().status == 200
+    finally:
+        close(b1)
+
+
 # ---------------------------------------------------------------- the pool's max_requests
 
 def test_pool_max_requests_caps_all_backends_together():
