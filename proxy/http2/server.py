@@ -900,6 +900,7 @@ class H2Connection(asyncio.Protocol):
             "client": self.client, "pool": None, "backend": None, "phase": "streams",
             "age_s": round(now - self.opened, 3), "idle_s": None,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "refused_streams": self.refused,  # over max_concurrent_streams so far
             "streams": [{"stream_id": s.stream_id,
                          "request_id": s.exchange.request_id if s.exchange else None,
                          "method": s.exchange.head.method if s.exchange else None,

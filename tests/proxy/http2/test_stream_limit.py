@@ -122,6 +122,10 @@ def test_a_stream_over_the_limit_is_refused_alone(backends):
         # The other two were served, and the connection goes on.
         client.read_until(lambda: {1, 3} <= client.ended)
         assert client.statuses[1] == client.statuses[3] == b"200"
+        async def live():
+            return proxy.server.live_connections()
+        h2conns = [c for c in proxy.call(live()) if c["kind"] == "h2"]
+        assert h2conns[0]["refused_streams"] == 1  # GET /connections
         client.get(7, "/after")  # its header block leans on the refused one's table entries
         client.read_until(lambda: 7 in client.ended)
         assert client.statuses[7] == b"200" and client.goaway is None
