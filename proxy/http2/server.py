@@ -407,7 +407,9 @@ class _ServerH2(h2.connection.H2Connection):
     skipping one block would garble every later one), the stream is opened and
     reset at once, and the caller gets a `RefusedStream` in place of the
     request. Later frames on it are frames on a stream we reset, which h2
-    already ignores (giving DATA's window back).
+    already ignores (giving DATA's window back). `_receive_headers_frame` is
+    h2's own (private) step, pinned with h2 in requirements.lock; the
+    frame-level tests (tests/proxy/http2/test_stream_limit.py) say if it moves.
     """
 
     _admit = False  # True while the refused stream's HEADERS is processed
