@@ -28,12 +28,23 @@ ratio to HAProxy, both raw and per CPU-second of the proxy. Goal: LBLab >= 0.9x 
     .venv/bin/python bench/l4.py -d 10 -c 50
     .venv/bin/python bench/l4.py -d 5 --workloads bulk --bulk-kb 1024 --rounds 3
     .venv/bin/python bench/l4.py -d 8 --rounds 3 --workloads churn --baseline main
+    .venv/bin/python bench/l4.py -d 8 --workloads churn --targets lblab --baseline main --profile
+
+--profile runs LBLab (and lblab-base) under cProfile during the measured run only
+(bench/profile_proxy.py) and prints, per target, the Python function calls per request
+and the top functions by own time: the profile before and after a change, side by side.
+The profiler slows Python down, so such a run's req/s and ratios are not results.
 """
 from __future__ import annotations
 
 import argparse
+import io
+import pstats
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -71,6 +82,10 @@ def parse_args(argv=None):
     parser.add_argument("--baseline", metavar="REV",
                         help=f"also measure the proxy at git revision REV as target {BASE!r}, "
                              "interleaved with the working tree's (before/after in one run)")
+    parser.add_argument("--profile", action="store_true",
+                        help="run LBLab under cProfile during each measured run and print "
+                             "its calls per request and top functions (not a benchmark)")
+    parser.add_argument("--top", type=int, default=20, help="rows per profile (default 20)")
     args = parser.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -104,6 +119,10 @@ def export_revision(rev: str, dest: Path) -> Path:
     if archive.returncode != 0:
         raise c.BenchError(f"git archive {rev} proxy failed: {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    # The profiler wrapper puts its own repo root first on sys.path: a copy in the
+    # exported tree profiles that tree's proxy.
+    (dest / "bench").mkdir(exist_ok=True)
+    shutil.copy(c.BENCH / "profile_proxy.py", dest / "bench" / "profile_proxy.py")
     return dest
 
 
@@ -131,12 +150,35 @@ def lblab_tcp_config(port: int, admin_port: int, backends) -> dict:
 
 # ---------------------------------------------------------------- one measurement
 
-def start_lblab_at(procs: c.Processes, name: str, config: dict, port: int, cpu, tree: Path):
+def start_lblab_at(procs: c.Processes, name: str, config: dict, port: int, cpu, tree: Path,
+                   profile_out: Path | None = None):
     """`python -m proxy` run from `tree` (an exported revision) instead of the repo."""
     c.check_lblab_config(config)
     path = c.write_yaml(procs.path(name, "proxy.yaml"), config)
-    return procs.start(name, c.lblab_command(path), cpu=cpu, cwd=tree,
+    argv = c.lblab_command(path, profile_out)
+    if profile_out is not None:
+        argv[1] = str(tree / "bench" / "profile_proxy.py")
+    return procs.start(name, argv, cpu=cpu, cwd=tree,
                        ready_line=c.LBLAB_READY, ready_port=port, timeout=30)
+
+
+def read_profile(proc: c.Proc, path: Path, requests: int, top: int) -> dict:
+    """Wait for the profiler's stats; calls per request and the top functions by own time."""
+    deadline = time.monotonic() + 30
+    while not path.exists() or "profile written" not in proc.output():
+        if time.monotonic() > deadline:
+            raise c.BenchError(f"the profiler wrote nothing\n{proc.tail()}")
+        time.sleep(0.1)
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    text = out.getvalue()
+    start = text.find("   ncalls")
+    return {"python_seconds": round(stats.total_tt, 3), "calls": stats.total_calls,
+            "calls_per_request": round(stats.total_calls / requests, 1) if requests else None,
+            "python_us_per_request": round(1e6 * stats.total_tt / requests, 1)
+            if requests else None,
+            "top": text[start:].rstrip().splitlines() if start >= 0 else []}
 
 
 def run_target(target: str, workload: str, procs: c.Processes, args, backends, opts,
@@ -145,14 +187,16 @@ def run_target(target: str, workload: str, procs: c.Processes, args, backends, o
     record: dict = {"target": target, "workload": workload}
     port = backends[0][1] if target == "origin" else c.free_port()
     proc = None
+    profile = procs.path(target, f"{workload}.pstats") if args.profile and target in (
+        "lblab", BASE) else None
     try:
         if target == "lblab":
             config = lblab_tcp_config(port, c.free_port(), backends)
-            proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu)
+            proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu, profile_out=profile)
             record["config"] = config
         elif target == BASE:
             config = lblab_tcp_config(port, c.free_port(), backends)
-            proc = start_lblab_at(procs, BASE, config, port, proxy_cpu, base_tree)
+            proc = start_lblab_at(procs, BASE, config, port, proxy_cpu, base_tree, profile)
             record["config"] = config
             record["revision"] = args.baseline
         elif target == "haproxy":
@@ -169,10 +213,16 @@ def run_target(target: str, workload: str, procs: c.Processes, args, backends, o
         if status != 200 or len(body) != want:
             raise c.BenchError(f"{target}: GET {path} answered {status} with {len(body)} bytes")
         watch = [p for p in (proc,) if p is not None]
+        hooks = {}
+        if profile is not None:
+            hooks = {"on_start": lambda: proc.signal(signal.SIGUSR1),
+                     "on_end": lambda: proc.signal(signal.SIGUSR2)}
         result = c.run_wrk(f"http://{c.LOCAL}:{port}{path}", opts, procs.dir, headers=headers,
-                           watch=watch)
+                           watch=watch, **hooks)
         record["wrk"] = result.as_dict()
         record["result"] = result
+        if profile is not None:
+            record["profile"] = read_profile(proc, profile, result.requests, args.top)
     finally:
         if proc is not None:
             procs.stop(proc)
@@ -265,6 +315,19 @@ def verdict_line(workload: str, v: dict) -> str:
     return "; ".join(parts)
 
 
+def print_profiles(rounds: dict) -> None:
+    print("\nunder cProfile (req/s and ratios above are NOT results: the profiler slows "
+          "Python down); per request = over wrk's completed requests")
+    for (workload, target), records in rounds.items():
+        for n, rec in enumerate(records, 1):
+            prof = rec.get("profile")
+            if prof is None:
+                continue
+            print(f"\n== {workload} {target} round {n}: {prof['calls_per_request']} Python "
+                  f"calls and {prof['python_us_per_request']} us profiled per request ==")
+            print("\n".join(prof["top"]))
+
+
 def _median_round(records: list[dict]) -> dict:
     ordered = sorted(records, key=lambda r: r["result"].rps)
     return ordered[len(ordered) // 2]
@@ -327,6 +390,8 @@ def main(argv=None) -> int:
           f"{args.backends} origin ports; bulk = {args.bulk_kb} KiB; rounds: {args.rounds}")
     for workload, v in verdicts.items():
         print(verdict_line(workload, v))
+    if args.profile:
+        print_profiles(rounds)
     for target, why in skipped.items():
         print(f"skipped {target}: {why.splitlines()[0]}")
     if not args.no_save:

@@ -151,3 +151,25 @@ def test_bench_ports_stay_in_the_block_given(monkeypatch):
     monkeypatch.setenv(c.PORT_RANGE_ENV, "38950")
     with pytest.raises(c.BenchError, match="LOW-HIGH"):
         c.free_port()
+
+
+def test_l4_profile_reads_calls_per_request(tmp_path):
+    import cProfile
+
+    from bench import l4
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    sorted(range(100), key=lambda x: -x)  # 100 calls of the lambda, and a few more
+    profiler.disable()
+    stats = tmp_path / "proxy.pstats"
+    profiler.dump_stats(str(stats))
+
+    class Written:  # what the profiler wrapper prints once the file is complete
+        def output(self):
+            return f"profile written to {stats}\n"
+
+    prof = l4.read_profile(Written(), stats, requests=10, top=5)
+    assert prof["calls"] >= 100 and prof["calls_per_request"] == prof["calls"] / 10
+    assert prof["top"][0].split()[:2] == ["ncalls", "tottime"]
+    assert l4.parse_args(["--profile", "--baseline", "HEAD"]).profile
