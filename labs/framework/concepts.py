@@ -31,6 +31,8 @@ CONCEPTS: dict[str, str] = {
     "errors-502-503-504": "502 vs 503 vs 504",
     "http2-grpc": "HTTP/2 and gRPC",
     "udp": "UDP flows",
+    "cross-zone": "Balancer nodes per zone and cross-zone balancing",
+    "retries": "Retries, retry budgets and load shedding",
 }
 
 
