@@ -402,7 +402,10 @@ class ProxyServer:
     # ------------------------------------------------------------ in flight (drain)
 
     def track(self, exchange, backend: BackendState) -> None:
-        self._inflight.setdefault(backend, set()).add(exchange)
+        items = self._inflight.get(backend)
+        if items is None:
+            items = self._inflight[backend] = set()
+        items.add(exchange)
 
     def untrack(self, exchange, backend: BackendState) -> None:
         items = self._inflight.get(backend)

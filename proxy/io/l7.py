@@ -374,7 +374,7 @@ class Exchange:
     def _choose(self, front: bool = False) -> None:
         pool = self.pool
         ctx = self.ctx
-        full = pool.full_backends()
+        full = pool.full_backends() if pool.limited else None
         exclude = full
         if self.failed:
             exclude = self.failed | full if full else self.failed
