@@ -85,13 +85,13 @@ class Choice:
 
 def candidate_values(b: BackendState, eligible: bool) -> tuple:
     """One candidate's state at decision time, raw (cheap); `_view` makes the dict."""
-    return (b.name, b.health, b.intent, eligible, b.weight, b.outstanding,
+    return (b.name, b.health.value, b.intent.value, eligible, b.weight, b.outstanding,
             b.active_connections, b.backup, b.zone)
 
 
 def _view(name, health, intent, eligible, weight, outstanding, connections, backup,
           zone) -> dict:
-    return {"name": name, "health": health.value, "intent": intent.value,
+    return {"name": name, "health": health, "intent": intent,
             "eligible": eligible, "weight": weight, "outstanding": outstanding,
             "connections": connections, "backup": backup, "zone": zone}
 
@@ -191,7 +191,9 @@ class PoolRuntime:
         all_backends = list(self.backends.values())
         # BackendState.is_eligible inlined (this runs for every request): the
         # raw candidate values are kept; their dicts are built if an event is read.
-        snapshot = [(b.name, b.health, b.intent, b.intent is _ACTIVE
+        # (`_value_` is the enum member's plain value: `.value` is a slow property,
+        # and plain strings keep these tuples out of the cyclic GC's work.)
+        snapshot = [(b.name, b.health._value_, b.intent._value_, b.intent is _ACTIVE
                      and b.health is not _UNHEALTHY
                      and not (b.health is _INITIAL and b.requires_check)
                      and b.ejected_until <= now, b.weight, b.outstanding,

@@ -1056,7 +1056,8 @@ class Exchange:
         zone = _zone_view(choice, backend) if choice is not None else None
         return lazy_request(
             _request_fields,
-            (conn.bound.name, conn.client, head, self.route_name, choice, self.split,
+            (conn.bound.name, conn.client, head.method, head.target, head.host,
+             self.route_name, choice, self.split,
              self.sticky_learned, self.t0, self.t_route, self.t_pick, self.t_connect,
              self.t_first, now, conn.tls, self.upstream_tls, self.client_view,
              getattr(conn, "proxied", None), conn.client_ip),
@@ -1080,7 +1081,8 @@ def _ms(t: float, t0: float) -> float:
     return int((t - t0) * 1e6 + 0.5) / 1000
 
 
-def _request_fields(listener, client, head, route, choice, split, sticky_learned, t0,
+def _request_fields(listener, client, method, target, host, route, choice, split,
+                    sticky_learned, t0,
                     t_route, t_pick, t_connect, t_first, now, tls, backend_tls,
                     client_view, proxied, client_ip) -> dict:
     """The rest of a request's event (proxy.events.lazy_request), from values kept
@@ -1099,8 +1101,8 @@ def _request_fields(listener, client, head, route, choice, split, sticky_learned
     if sticky_learned:
         sticky = dict(sticky or {}, learned=sticky_learned)
     return {
-        "listener": listener, "client": client, "method": head.method,
-        "path": head.target_str, "host": head.host, "route": route,
+        "listener": listener, "client": client, "method": method,
+        "path": target.decode("latin-1"), "host": host, "route": route,
         "algorithm": choice.algorithm if choice is not None else None,
         "candidates": choice.candidates if choice is not None else [],
         "inputs": choice.inputs if choice is not None else {},
