@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from bench import common as c
-from bench import health
+from bench import health, l7
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8080/
@@ -94,3 +94,15 @@ def test_haproxy_configs_pass_haproxy_c(tmp_path, mode):
     conf.write_text(c.haproxy_config(tmp_path, 8080, BACKENDS, mode=mode))
     done = subprocess.run([c.HAPROXY, "-c", "-f", str(conf)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_l7_variants_and_their_checked_pool_are_accepted():
+    args = l7.parse_args(["--targets", "origin,lblab-zero,lblab,lblab-dash,nginx"])
+    assert args.targets == ["origin", "lblab-zero", "lblab", "lblab-dash", "nginx"]
+    assert args.health_interval == "1s"
+    health_check = {"type": "http", "path": "/health", "interval": args.health_interval,
+                    "timeout": "500ms"}
+    c.check_lblab_config(c.lblab_config(8080, 9900, {"web": c.lblab_pool(
+        BACKENDS, health=health_check)}))
+    with pytest.raises(SystemExit):
+        l7.parse_args(["--targets", "lblab-fast"])
