@@ -770,10 +770,11 @@ def lblab_command(config_path: Path, profile_out: Path | None = None) -> list[st
 
 
 def start_lblab(procs: Processes, name: str, config: dict, listen_port: int,
-                cpu: int | None, profile_out: Path | None = None) -> Proc:
+                cpu: int | None, profile_out: Path | None = None,
+                env: dict | None = None) -> Proc:
     check_lblab_config(config)
     path = write_yaml(procs.path(name, "proxy.yaml"), config)
-    return procs.start(name, lblab_command(path, profile_out), cpu=cpu,
+    return procs.start(name, lblab_command(path, profile_out), cpu=cpu, env=env,
                        ready_line=LBLAB_READY, ready_port=listen_port, timeout=30)
 
 
@@ -834,10 +835,13 @@ def wait_subscribers(admin_port: int, count: int = 1, timeout: float = 15.0) -> 
 # ---------------------------------------------------------------- event reader
 
 def start_event_reader(procs: Processes, name: str, admin_port: int, stats_path: Path,
-                       cpu: int | None = CLIENT_CPU, types: str | None = None) -> Proc:
-    """A plain NDJSON reader of GET /events (bench/event_reader.py) in its own process."""
+                       cpu: int | None = CLIENT_CPU, types: str | None = None,
+                       query: str = "") -> Proc:
+    """A plain NDJSON reader of GET /events (bench/event_reader.py) in its own process;
+    `query` is the stream's options (e.g. "requests=sample&max_per_s=200")."""
     argv = [PYTHON, str(BENCH / "event_reader.py"), "--url",
-            f"http://{LOCAL}:{admin_port}/events", "--stats", str(stats_path)]
+            f"http://{LOCAL}:{admin_port}/events" + (f"?{query}" if query else ""),
+            "--stats", str(stats_path)]
     if types:
         argv += ["--types", types]
     return procs.start(name, argv, cpu=cpu, ready_line="event reader connected", timeout=15)

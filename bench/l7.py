@@ -4,22 +4,34 @@ In one run, wrk drives, one after another:
 
   origin   the origin nginx directly (what the client core can do with no proxy)
   lblab    `python -m proxy`: one pool of --backends origin ports, round_robin,
-           admin API (events, metrics) on; with --with-subscriber one /events
-           reader is connected for the whole measurement
+           every teaching feature on (a request event per request with its
+           candidates and why, metrics, active health checks every
+           --health-interval; access log off), no subscriber; with
+           --with-subscriber one reader of the full /events stream is connected
+  lblab-zero  the same proxy with request events sampled to zero
+           (LBLAB_REQUEST_EVENTS=0: none built, stored or counted): what the
+           teaching features cost is lblab against this (goal <= 10 %)
+  lblab-dash  lblab with one dashboard subscribed as the site's bridge is
+           (/events?requests=sample&max_per_s=200&interval_ms=250): what a
+           watching page costs on top (goal <= 5 %)
   nginx    nginx proxy_pass to an upstream of the same ports, with keepalive
   haproxy  HAProxy in http mode, roundrobin over the same ports, one thread
 
 Each proxy runs alone, pinned to --proxy-cpu; wrk, the origin and the reader
 share --client-cpu. The table gives req/s, p50 and p99 latency, error counts
-and each target's req/s as a ratio to nginx-as-proxy. Goal: LBLab >= 0.5x nginx.
+and each target's req/s as a ratio to nginx-as-proxy, per CPU-second of the
+proxy too, and the latency each proxy adds (its p50/p99 minus the origin's,
+measured directly in the same round). Goal: LBLab >= 0.3x nginx per CPU-second.
 
     .venv/bin/python bench/l7.py -d 10 -c 50
+    .venv/bin/python bench/l7.py -d 8 --rounds 3 --targets origin,lblab-zero,lblab,lblab-dash,nginx
     .venv/bin/python bench/l7.py -d 5 --with-subscriber --targets lblab,nginx
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -27,8 +39,12 @@ if __package__ in (None, ""):
 
 from bench import common as c  # noqa: E402
 
-TARGETS = ("origin", "lblab", "nginx", "haproxy")
-GOAL_RATIO = 0.5
+TARGETS = ("origin", "lblab-zero", "lblab", "lblab-dash", "nginx", "haproxy")
+DEFAULT_TARGETS = ("origin", "lblab", "nginx", "haproxy")
+GOAL_RATIO = 0.3  # per CPU-second (issue 16)
+TEACHING_GOAL = 0.10  # lblab against lblab-zero, per CPU-second
+DASHBOARD_GOAL = 0.05  # lblab-dash against lblab, per CPU-second
+DASHBOARD_QUERY = "requests=sample&max_per_s=200&interval_ms=250"  # explainer/bridge.py
 
 
 def parse_args(argv=None):
@@ -38,7 +54,7 @@ def parse_args(argv=None):
     c.add_common_args(parser)
     parser.add_argument("--backends", type=int, default=4,
                         help="origin ports in the pool (default 4)")
-    parser.add_argument("--targets", default=",".join(TARGETS),
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                         help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--with-subscriber", action="store_true",
                         help="keep one /events reader connected while LBLab is measured")
@@ -46,6 +62,8 @@ def parse_args(argv=None):
                         help="measure every target this many times, interleaved; "
                              "the median round is reported (default 1)")
     parser.add_argument("--path", default="/", help="request path (default /)")
+    parser.add_argument("--health-interval", default="1s",
+                        help="active health checks of LBLab's pool (default 1s; 'off' for none)")
     args = parser.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = sorted(set(args.targets) - set(TARGETS))
@@ -64,15 +82,29 @@ def run_target(target: str, procs: c.Processes, args, backends, opts) -> dict:
     stats_path = None
     admin_port = None
     try:
-        if target == "lblab":
+        if target.startswith("lblab"):
             admin_port = c.free_port()
-            config = c.lblab_config(port, admin_port, {"web": c.lblab_pool(backends)})
-            proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu)
+            health = None
+            if args.health_interval != "off":
+                health = {"type": "http", "path": "/health", "interval": args.health_interval,
+                          "timeout": "500ms"}
+            config = c.lblab_config(port, admin_port,
+                                    {"web": c.lblab_pool(backends, health=health)})
+            env = {"LBLAB_REQUEST_EVENTS": "0"} if target == "lblab-zero" else None
+            proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu, env=env)
             record["config"] = config
-            if args.with_subscriber:
+            query = None
+            if target == "lblab-dash":
+                query = DASHBOARD_QUERY
+            elif target == "lblab" and args.with_subscriber:
+                query = ""
+            if query is not None:
                 stats_path = procs.path("lblab", f"reader-{c.free_port()}.json")
                 reader = c.start_event_reader(procs, "event-reader", admin_port, stats_path,
-                                              cpu=client_cpu)
+                                              cpu=client_cpu, query=query)
+                c.wait_subscribers(admin_port)
+            if health:
+                _wait_up(admin_port, len(backends))
         elif target == "nginx":
             text = c.nginx_proxy_config(procs.path("nginx-proxy"), port, backends)
             proc = c.start_nginx(procs, "nginx-proxy", text, [port], proxy_cpu)
@@ -112,8 +144,9 @@ def main(argv=None) -> int:
     _, client_cpu = c.cpus(args)
     print(c.header("L7 reverse proxy: LBLab vs nginx vs HAProxy (one core each)"))
     skipped: dict[str, str] = {}
-    if "lblab" in args.targets and (why := c.lblab_runnable()):
-        skipped["lblab"] = why
+    for target in args.targets:
+        if target.startswith("lblab") and (why := c.lblab_runnable()):
+            skipped[target] = why
     rounds: dict[str, list[dict]] = {t: [] for t in args.targets if t not in skipped}
     busy_before = c.warn_if_busy(wait=args.wait_quiet)
     with c.Processes(keep=args.keep) as procs:
@@ -135,6 +168,7 @@ def main(argv=None) -> int:
     nginx_rps = chosen["nginx"]["result"].rps if "nginx" in chosen else None
     nginx_eff = (c.per_cpu_second(chosen["nginx"]["result"], PROC_NAME["nginx"])
                  if "nginx" in chosen else None)
+    origin = chosen.get("origin", {}).get("result")
     rows = []
     for target in args.targets:
         if target not in chosen:
@@ -142,6 +176,7 @@ def main(argv=None) -> int:
             continue
         res = chosen[target]["result"]
         label = target + (" +subscriber" if target == "lblab" and args.with_subscriber else "")
+        added = _added_latency(res, origin) if target != "origin" else None
         rows.append({
             "target": label,
             "rps": c.fmt_rps(res.rps),
@@ -154,33 +189,50 @@ def main(argv=None) -> int:
             "ratio": f"{res.rps / nginx_rps:.2f}x" if nginx_rps else "-",
             "eff": c.fmt_rps(eff := c.per_cpu_second(res, PROC_NAME.get(target, ""))),
             "eff_ratio": f"{eff / nginx_eff:.2f}x" if eff and nginx_eff else "-",
+            "added": f"{c.fmt_ms(added[0])} / {c.fmt_ms(added[1])}" if added else "-",
+            "each": " ".join(_short(_eff(r, target)) for r in rounds[target]),
         })
     print()
     print(c.table(rows, [("target", "target"), ("rps", "req/s"), ("p50", "p50 ms"),
                          ("p99", "p99 ms"), ("errors", "errors"), ("ratio", "vs nginx"),
                          ("cpu", "proxy CPU"), ("sys", "of it kernel"),
                          ("other", "other on its CPU"),
-                         ("eff", "req/CPU-s"), ("eff_ratio", "vs nginx /CPU-s")]))
+                         ("eff", "req/CPU-s"), ("eff_ratio", "vs nginx /CPU-s"),
+                         ("added", "added p50/p99 ms"), ("each", "req/CPU-s each round")]))
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
           f"(+{args.warmup:g}s warm-up) on CPU {client_cpu}; proxies on CPU "
           f"{c.cpus(args)[0]}; {args.backends} origin ports; rounds: {args.rounds}")
     verdict = None
     if "lblab" in chosen and nginx_rps:
         ratio = chosen["lblab"]["result"].rps / nginx_rps
-        verdict = {"goal": f"lblab >= {GOAL_RATIO}x nginx", "ratio": round(ratio, 3),
-                   "met": ratio >= GOAL_RATIO}
         eff = c.per_cpu_second(chosen["lblab"]["result"], "lblab")
-        if eff and nginx_eff:
-            verdict["ratio_per_cpu_second"] = round(eff / nginx_eff, 3)
-        print(f"goal LBLab >= {GOAL_RATIO}x nginx: {ratio:.2f}x -> "
-              f"{'met' if verdict['met'] else 'NOT met'}"
-              + (f" (per CPU-second: {eff / nginx_eff:.2f}x)" if eff and nginx_eff else ""))
-    sub = chosen.get("lblab", {}).get("subscriber")
-    if sub:
-        lag = sub["lag_ms"]
-        print(f"subscriber: {sub['lines']:,} lines ({sub['request_lines']:,} request events), "
-              f"dropped {sub['dropped']}, lag p50 {c.fmt_ms(lag['p50'])} ms, "
-              f"p99 {c.fmt_ms(lag['p99'])} ms, max {c.fmt_ms(lag['max'])} ms")
+        per_cpu = eff / nginx_eff if eff and nginx_eff else None
+        verdict = {"goal": f"lblab >= {GOAL_RATIO}x nginx per CPU-second",
+                   "ratio": round(ratio, 3),
+                   "met": per_cpu is not None and per_cpu >= GOAL_RATIO}
+        if per_cpu is not None:
+            verdict["ratio_per_cpu_second"] = round(per_cpu, 3)
+        print(f"goal LBLab >= {GOAL_RATIO}x nginx per CPU-second: "
+              + (f"{per_cpu:.2f}x" if per_cpu is not None else "?")
+              + f" -> {'met' if verdict['met'] else 'NOT met'} (raw req/s: {ratio:.2f}x)")
+    costs = _feature_costs(rounds)
+    for line in costs.pop("lines", []):
+        print(line)
+    if verdict is not None:
+        verdict.update(costs)
+    if "nginx" in chosen and origin is not None:
+        for target in ("lblab", "nginx", "haproxy"):
+            if target in chosen and (added := _added_latency(chosen[target]["result"], origin)):
+                print(f"{target} adds p50 {c.fmt_ms(added[0])} ms, p99 {c.fmt_ms(added[1])} ms "
+                      "to the origin's latency (closed loop: latency follows throughput)")
+    for target in ("lblab", "lblab-dash"):
+        sub = chosen.get(target, {}).get("subscriber")
+        if sub:
+            lag = sub["lag_ms"]
+            print(f"{target} subscriber: {sub['lines']:,} lines ({sub['request_lines']:,} "
+                  f"request events), dropped {sub['dropped']}, lag p50 "
+                  f"{c.fmt_ms(lag['p50'])} ms, p99 {c.fmt_ms(lag['p99'])} ms, "
+                  f"max {c.fmt_ms(lag['max'])} ms")
     for target, why in skipped.items():
         print(f"skipped {target}: {why.splitlines()[0]}")
 
@@ -198,7 +250,56 @@ def main(argv=None) -> int:
     return 0 if chosen else 1
 
 
-PROC_NAME = {"lblab": "lblab", "nginx": "nginx-proxy", "haproxy": "haproxy"}
+def _wait_up(admin_port: int, count: int, timeout: float = 20.0) -> None:
+    """Wait until the health checks made every backend of the pool eligible."""
+    deadline = time.monotonic() + timeout
+    up = 0.0
+    while time.monotonic() < deadline:
+        metrics = c.metrics_snapshot(admin_port)
+        up = sum(v for k, v in metrics.items() if k.startswith("lblab_backend_up{"))
+        if up >= count:
+            return
+        time.sleep(0.1)
+    raise c.BenchError(f"only {up:g} of {count} backends up after {timeout:.0f}s of checks")
+
+
+def _eff(record: dict, target: str) -> float | None:
+    return c.per_cpu_second(record["result"], PROC_NAME.get(target, ""))
+
+
+def _short(value: float | None) -> str:
+    return "-" if not value else f"{value / 1000:.1f}k"
+
+
+def _added_latency(res, origin) -> tuple[float, float] | None:
+    """The proxy's p50 and p99 minus the origin's (wrk straight at it), in ms."""
+    if origin is None or None in (res.p50_ms, res.p99_ms, origin.p50_ms, origin.p99_ms):
+        return None
+    return res.p50_ms - origin.p50_ms, res.p99_ms - origin.p99_ms
+
+
+def _feature_costs(rounds: dict[str, list[dict]]) -> dict:
+    """Per CPU-second (median of the rounds): teaching features against events sampled
+    to zero, and a subscribed dashboard on top of them."""
+    med = {t: c.median([e for r in rs if (e := _eff(r, t))] or [0.0])
+           for t, rs in rounds.items() if t.startswith("lblab")}
+    out: dict = {"lines": []}
+    for name, base, variant, goal in (
+            ("teaching_features_cost", "lblab-zero", "lblab", TEACHING_GOAL),
+            ("dashboard_cost", "lblab", "lblab-dash", DASHBOARD_GOAL)):
+        if not med.get(base) or not med.get(variant):
+            continue
+        cost = (med[base] - med[variant]) / med[base]
+        out[name] = round(cost, 4)
+        out["lines"].append(
+            f"{variant} against {base}, per CPU-second (median of rounds): "
+            f"{med[variant]:,.0f} vs {med[base]:,.0f} req/CPU-s, cost {cost:.1%} "
+            f"(goal <= {goal:.0%}: {'met' if cost <= goal else 'NOT met'})")
+    return out
+
+
+PROC_NAME = {"lblab": "lblab", "lblab-zero": "lblab", "lblab-dash": "lblab",
+             "nginx": "nginx-proxy", "haproxy": "haproxy"}
 
 
 def _pct_cell(pct: float | None) -> str:

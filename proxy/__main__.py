@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -156,6 +157,10 @@ async def serve(config, grace: float | None, path: str | None = None) -> int:
             loop.add_signal_handler(sig, handler)
         except (NotImplementedError, RuntimeError):  # not the main thread / platform
             pass
+    # Everything made while starting (modules, config, runtime) lives as long as
+    # the process: out of the cyclic GC's sight, so its full collections walk
+    # only what requests made (about half the time, and half the pause).
+    gc.freeze()
     print(server.listening_line(), flush=True)
     try:
         await stop.wait()

@@ -62,7 +62,7 @@ def _getter(cls: type):
     """(field names, attrgetter returning their values as a tuple), cached per class."""
     got = _FIELDS.get(cls)
     if got is None:
-        names = tuple(f.name for f in dataclasses.fields(cls))
+        names = tuple(f.name for f in dataclasses.fields(cls) if not f.name.startswith("_"))
         getter = operator.attrgetter(*names)
         values = getter if len(names) > 1 else (lambda obj, _g=getter: (_g(obj),))
         got = _FIELDS[cls] = (names, values)
@@ -138,6 +138,85 @@ class RequestEvent(Event):
     # "h2" for a request that came as an HTTP/2 stream (None: HTTP/1.x), with its stream id.
     protocol: str | None = None
     stream_id: int | None = None
+    # Not part of the event: (build, args) of a lazy event's fields not set yet
+    # (see lazy_request). Never serialised, never compared.
+    _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
+                                            compare=False)
+
+    def __getattr__(self, name: str):
+        # Only reached for a slot not set yet: the rich part of a lazy event,
+        # built now, on its first read (see lazy_request).
+        if name == "_lazy" or name.startswith("__"):
+            raise AttributeError(name)
+        lazy = self._lazy
+        if lazy is None:
+            raise AttributeError(name)
+        _materialise(self, lazy)
+        return object.__getattribute__(self, name)
+
+
+# The fields a lazy RequestEvent has from the start: what the data plane's own
+# readers use on every request (metrics, passive health, drains, sampled
+# subscriptions' counters, the request store).
+_EAGER = ("ts", "request_id", "pool", "backend", "status", "latency_ms", "bytes_in",
+          "bytes_out", "termination", "proxy_error", "error", "retries", "retry_budget",
+          "zone", "queue")
+_setattr = object.__setattr__
+_new = object.__new__
+
+
+def lazy_request(build, args: tuple, ts: float, request_id: str, pool: str | None,
+                 backend: str | None, status: int, latency_ms: float, bytes_in: int,
+                 bytes_out: int, termination: str, proxy_error: bool, error: str | None,
+                 retries: list, retry_budget: dict | None, zone: dict | None,
+                 queue: dict | None) -> RequestEvent:
+    """A RequestEvent whose other fields are `build(*args)` (a dict), made on first read.
+
+    Building the whole event (candidates, timings, TLS views...) costs more than
+    proxying a small request; most are never read in full (no subscriber, no
+    access log, never looked up). The values in `args` are the decision-time
+    ones, so the event reads the same whenever it is built. Its type is
+    RequestEvent, so every reader is unchanged."""
+    ev = _new(RequestEvent)
+    _setattr(ev, "ts", ts)
+    _setattr(ev, "request_id", request_id)
+    _setattr(ev, "pool", pool)
+    _setattr(ev, "backend", backend)
+    _setattr(ev, "status", status)
+    _setattr(ev, "latency_ms", latency_ms)
+    _setattr(ev, "bytes_in", bytes_in)
+    _setattr(ev, "bytes_out", bytes_out)
+    _setattr(ev, "termination", termination)
+    _setattr(ev, "proxy_error", proxy_error)
+    _setattr(ev, "error", error)
+    _setattr(ev, "retries", retries)
+    _setattr(ev, "retry_budget", retry_budget)
+    _setattr(ev, "zone", zone)
+    _setattr(ev, "queue", queue)
+    _setattr(ev, "_lazy", (build, args))
+    return ev
+
+
+_LAZY_DEFAULTS: list | None = None
+
+
+def _materialise(ev: RequestEvent, lazy: tuple) -> None:
+    global _LAZY_DEFAULTS
+    if _LAZY_DEFAULTS is None:
+        _LAZY_DEFAULTS = [
+            (f.name, f.default, f.default_factory) for f in dataclasses.fields(RequestEvent)
+            if f.name not in _EAGER and not f.name.startswith("_")]
+    _setattr(ev, "_lazy", None)
+    build, args = lazy
+    values = build(*args)
+    for name, default, factory in _LAZY_DEFAULTS:
+        if name in values:
+            value = values[name]
+        elif factory is not dataclasses.MISSING:
+            value = factory()
+        else:
+            value = default
+        _setattr(ev, name, value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,11 @@ Theory of operation. Two kinds of numbers, fed two ways:
   the proxy's hot path. So it does almost nothing per event: one dict lookup
   by event class, one by label tuple, then `inc`/`observe` on a cached child
   (prometheus_client's `labels()` is the slow part, and runs once per tuple).
+  Requests, the most frequent, are not even that: they add to plain integers
+  per label tuple (`_pending`), moved into prometheus_client's children
+  whenever the registry is collected (a scrape, `get_sample_value`), so the
+  numbers read are always exact while a request costs no lock and no
+  histogram walk.
 * Things that *are* (a backend's health, in-flight requests, effective
   weight, a pool's panic) are read from `runtime` at scrape time by a custom
   collector, so they can never drift from what the balancers see and cost
@@ -27,6 +32,7 @@ process never collide.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -70,6 +76,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         p = prefix
         r = self.registry
+        # First in the registry: moves the pending request counts into the
+        # children before any of them is collected.
+        r.register(_Flush(self))
         self.requests = Counter(
             f"{p}_requests", "HTTP requests finished, by who made the response "
             "(source=backend|proxy) and status class.",
@@ -128,6 +137,12 @@ class Metrics:
         self._termination_children: dict[tuple, object] = {}
         self._connection_children: dict[tuple, object] = {}
         self._conn_pb_children: dict[tuple, tuple] = {}
+        # Requests counted since the last collect: (pool, backend, status, proxy_made,
+        # termination) -> [count]; (pool, backend) -> [sum_s, bytes_in, bytes_out,
+        # count per latency bucket...].
+        self._pending: dict[tuple, list] = {}
+        self._pending_pb: dict[tuple, list] = {}
+        self._bounds = LATENCY_BUCKETS + (float("inf"),)
         self._dispatch: dict[type, Callable[[Event], None]] = {
             RequestEvent: self._on_request,
             ConnectionEvent: self._on_connection,
@@ -149,27 +164,21 @@ class Metrics:
         pool = ev.pool or NONE
         backend = ev.backend or NONE
         pb = (pool, backend)
-        children = self._request_children.get(pb)
-        if children is None:
-            children = self._request_children[pb] = (
-                self.latency.labels(pool, backend),
-                self.bytes.labels(pool, backend, "in", "http"),
-                self.bytes.labels(pool, backend, "out", "http"),
-            )
-        latency, bytes_in, bytes_out = children
-        latency.observe(ev.latency_ms / 1000.0)
-        if ev.bytes_in:
-            bytes_in.inc(ev.bytes_in)
-        if ev.bytes_out:
-            bytes_out.inc(ev.bytes_out)
+        acc = self._pending_pb.get(pb)
+        if acc is None:
+            acc = self._pending_pb[pb] = [0.0, 0, 0] + [0] * len(self._bounds)
+        seconds = ev.latency_ms / 1000.0
+        acc[0] += seconds
+        acc[1] += ev.bytes_in
+        acc[2] += ev.bytes_out
+        acc[3 + bisect_left(self._bounds, seconds)] += 1
         # The proxy made the response when it says so, or when no backend was involved.
-        proxy_made = ev.proxy_error or ev.backend is None
-        skey = (pool, backend, ev.status, proxy_made)
-        child = self._status_children.get(skey)
-        if child is None:
-            child = self._status_children[skey] = self.requests.labels(
-                pool, backend, status_class(ev.status), "proxy" if proxy_made else "backend")
-        child.inc()
+        key = (pool, backend, ev.status, ev.proxy_error or ev.backend is None, ev.termination)
+        count = self._pending.get(key)
+        if count is None:
+            self._pending[key] = [1]
+        else:
+            count[0] += 1
         if ev.retries:
             self.retries.labels(pool, "retried").inc(len(ev.retries))
         budget = ev.retry_budget
@@ -184,12 +193,39 @@ class Metrics:
             self.queued.labels(pool, queue["outcome"]).inc()
             if queue["outcome"] != "full":
                 self.queue_wait.labels(pool).observe(queue["waited_ms"] / 1000.0)
-        tkey = (pool, backend, ev.termination)
-        child = self._termination_children.get(tkey)
-        if child is None:
-            child = self._termination_children[tkey] = self.terminations.labels(
-                pool, backend, ev.termination)
-        child.inc()
+
+    def flush(self) -> None:
+        """Move the request counts gathered since the last call into the children."""
+        pending, self._pending = self._pending, {}
+        for (pool, backend, status, proxy_made, termination), (count,) in pending.items():
+            skey = (pool, backend, status, proxy_made)
+            child = self._status_children.get(skey)
+            if child is None:
+                child = self._status_children[skey] = self.requests.labels(
+                    pool, backend, status_class(status), "proxy" if proxy_made else "backend")
+            child.inc(count)
+            tkey = (pool, backend, termination)
+            child = self._termination_children.get(tkey)
+            if child is None:
+                child = self._termination_children[tkey] = self.terminations.labels(
+                    pool, backend, termination)
+            child.inc(count)
+        pending_pb, self._pending_pb = self._pending_pb, {}
+        for pb, acc in pending_pb.items():
+            children = self._request_children.get(pb)
+            if children is None:
+                pool, backend = pb
+                children = self._request_children[pb] = (
+                    self.latency.labels(pool, backend),
+                    self.bytes.labels(pool, backend, "in", "http"),
+                    self.bytes.labels(pool, backend, "out", "http"),
+                )
+            latency, bytes_in, bytes_out = children
+            _add_observations(latency, acc[0], acc[3:])
+            if acc[1]:
+                bytes_in.inc(acc[1])
+            if acc[2]:
+                bytes_out.inc(acc[2])
 
     def _on_connection(self, ev: ConnectionEvent) -> None:
         pool = ev.pool or NONE
@@ -233,6 +269,28 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition (format 0.0.4, read by every Prometheus)."""
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def _add_observations(histogram, total: float, per_bucket: list) -> None:
+    """Observations counted per bucket (same bounds), added to a Histogram child."""
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, per_bucket):
+        if count:
+            bucket.inc(count)
+
+
+class _Flush:
+    """Collects nothing: makes Metrics move its pending counts in first."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        self.metrics.flush()
+        return iter(())
 
 
 class _StateCollector:

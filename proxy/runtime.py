@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from proxy import balancers
@@ -35,39 +34,72 @@ from proxy.retrybudget import RetryBudget
 from proxy.zones import zone_filter
 
 Clock = Callable[[], float]
+_ACTIVE, _UNHEALTHY, _INITIAL = Intent.ACTIVE, Health.UNHEALTHY, Health.INITIAL
 
 
-@dataclass(slots=True)
 class Choice:
-    """The outcome of choosing a backend, with everything an event needs to say why."""
+    """The outcome of choosing a backend, with everything an event needs to say why.
 
-    backend: BackendState | None
-    algorithm: str
-    candidates: list = field(default_factory=list)
-    inputs: dict = field(default_factory=dict)
-    sticky: dict | None = None
-    set_cookie: str | None = None  # header value the data plane adds to the response
-    panic: bool = False
-    reason: str = ""  # why there is no backend (503 text)
-    # Pools with backup backends: were they in this pick, and why (see _apply_backup).
-    backup: dict | None = None
-    # A listener with a zone: which zones the pick was among, and why (proxy/zones.py).
-    zone: dict | None = None
+    `candidates` (each backend's state at decision time, as dicts) is read only
+    when an event is: the pick keeps a tuple of the raw values per backend
+    (`snapshot`) and the dicts are built from it on first read, once.
+    """
+
+    __slots__ = ("backend", "algorithm", "_candidates", "snapshot", "inputs", "sticky",
+                 "set_cookie", "panic", "reason", "backup", "zone")
+
+    def __init__(self, backend: BackendState | None, algorithm: str,
+                 candidates: list | None = None, inputs: dict | None = None,
+                 sticky: dict | None = None, set_cookie: str | None = None,
+                 panic: bool = False, reason: str = "", backup: dict | None = None,
+                 zone: dict | None = None, snapshot: list | None = None):
+        self.backend = backend
+        self.algorithm = algorithm
+        self._candidates = candidates
+        self.snapshot = snapshot  # [candidate_values(b, ok)...] when candidates is None
+        self.inputs = {} if inputs is None else inputs
+        self.sticky = sticky
+        self.set_cookie = set_cookie  # header value the data plane adds to the response
+        self.panic = panic
+        self.reason = reason  # why there is no backend (503 text)
+        # Pools with backup backends: were they in this pick, and why (see _apply_backup).
+        self.backup = backup
+        # A listener with a zone: which zones the pick was among, and why (proxy/zones.py).
+        self.zone = zone
+
+    @property
+    def candidates(self) -> list:
+        got = self._candidates
+        if got is None:
+            got = self._candidates = [_view(*values) for values in self.snapshot or ()]
+        return got
+
+    @candidates.setter
+    def candidates(self, value: list) -> None:
+        self._candidates = value
+
+    def __repr__(self) -> str:
+        name = self.backend.name if self.backend is not None else None
+        return f"<Choice {self.algorithm} -> {name}>"
+
+
+def candidate_values(b: BackendState, eligible: bool) -> tuple:
+    """One candidate's state at decision time, raw (cheap); `_view` makes the dict."""
+    return (b.name, b.health.value, b.intent.value, eligible, b.weight, b.outstanding,
+            b.active_connections, b.backup, b.zone)
+
+
+def _view(name, health, intent, eligible, weight, outstanding, connections, backup,
+          zone) -> dict:
+    return {"name": name, "health": health, "intent": intent,
+            "eligible": eligible, "weight": weight, "outstanding": outstanding,
+            "connections": connections, "backup": backup, "zone": zone}
 
 
 def candidate_view(backend: BackendState, now: float, eligible: bool | None = None) -> dict:
     """A compact snapshot of one candidate at decision time."""
-    return {
-        "name": backend.name,
-        "health": backend.health.value,
-        "intent": backend.intent.value,
-        "eligible": backend.is_eligible(now) if eligible is None else eligible,
-        "weight": backend.weight,
-        "outstanding": backend.outstanding,
-        "connections": backend.active_connections,
-        "backup": backend.backup,
-        "zone": backend.zone,
-    }
+    return _view(*candidate_values(
+        backend, backend.is_eligible(now) if eligible is None else eligible))
 
 
 class PoolRuntime:
@@ -183,12 +215,19 @@ class PoolRuntime:
         """
         now = ctx.now
         all_backends = list(self.backends.values())
-        flags = [b.is_eligible(now) for b in all_backends]  # once per backend, per pick
-        eligible = [b for b, ok in zip(all_backends, flags) if ok]
-        algorithm = self.config.balancer.algorithm
-        choice = Choice(None, algorithm, [candidate_view(b, now, ok)
-                                          for b, ok in zip(all_backends, flags)])
-        eligible = self._apply_panic(eligible, all_backends, now, choice)
+        # BackendState.is_eligible inlined (this runs for every request): the
+        # raw candidate values are kept; their dicts are built if an event is read.
+        # (`_value_` is the enum member's plain value: `.value` is a slow property,
+        # and plain strings keep these tuples out of the cyclic GC's work.)
+        snapshot = [(b.name, b.health._value_, b.intent._value_, b.intent is _ACTIVE
+                     and b.health is not _UNHEALTHY
+                     and not (b.health is _INITIAL and b.requires_check)
+                     and b.ejected_until <= now, b.weight, b.outstanding,
+                     b.active_connections, b.backup, b.zone) for b in all_backends]
+        eligible = [b for b, values in zip(all_backends, snapshot) if values[3]]
+        choice = Choice(None, self.config.balancer.algorithm, snapshot=snapshot)
+        if len(eligible) < len(all_backends) or self.in_panic:
+            eligible = self._apply_panic(eligible, all_backends, now, choice)
         if self.has_backups and not choice.panic:
             eligible = self._apply_backup(eligible, all_backends, choice)
         if ctx.zone is not None and eligible:

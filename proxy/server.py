@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
 import socket
 import sys
@@ -119,6 +120,11 @@ class ProxyServer:
         self.runtime = Runtime(config, bus=self.bus, clock=clock, rng=self.rng)
         self.routers = build_routers(config, self.rng)
         self.request_ids = RequestIds()
+        # Benchmarks only (bench/l7.py's lblab-zero): LBLAB_REQUEST_EVENTS=0 samples
+        # request events to zero (none built, published, stored or counted) to
+        # measure what the teaching features cost. Never set it in a lab: metrics,
+        # passive health and drains learn about requests from these events.
+        self.request_events = os.environ.get("LBLAB_REQUEST_EVENTS", "1") != "0"
         self.loop: asyncio.AbstractEventLoop | None = None
         self.upstreams: UpstreamPool | None = None
         self.connections: set = set()  # open client connections (L7Connection, L4 ...)
@@ -403,7 +409,10 @@ class ProxyServer:
     # ------------------------------------------------------------ in flight (drain)
 
     def track(self, exchange, backend: BackendState) -> None:
-        self._inflight.setdefault(backend, set()).add(exchange)
+        items = self._inflight.get(backend)
+        if items is None:
+            items = self._inflight[backend] = set()
+        items.add(exchange)
 
     def untrack(self, exchange, backend: BackendState) -> None:
         items = self._inflight.get(backend)

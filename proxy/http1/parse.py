@@ -172,6 +172,8 @@ def split_target(target: bytes) -> tuple[bytes, str, str, str | None]:
     Raises RequestError for a target that is neither origin-form (`/p?q`),
     absolute-form (`http://h/p`) nor `*`.
     """
+    if target[:1] == b"/" and b"?" not in target and b"#" not in target:
+        return target, target.decode("latin-1"), "", None  # the common case: a bare path
     authority = None
     if not target.startswith(b"/"):
         if target == b"*":

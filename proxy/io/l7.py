@@ -67,11 +67,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from time import time as _time
 
 from proxy import trust
 from proxy.balancers.base import PickContext
 from proxy.errors import ERRORS
-from proxy.events import ConnectionOpen, RequestEvent, Warning as WarningEvent
+from proxy.events import ConnectionOpen, RequestEvent, Warning as WarningEvent, lazy_request
 from proxy.http1 import chunked as framing
 from proxy.http1.chunked import LAST_CHUNK, chunk
 from proxy.http1.headers import (
@@ -126,6 +127,32 @@ _RESPONSE_DROP = frozenset({
     b"transfer-encoding", b"content-length", b"upgrade", b"x-request-id",
 })
 _METHOD_BYTES: dict[str, bytes] = {}
+# Header names as sent (any case) -> what to do with them, worked out once per
+# spelling: a lower() and a few lookups per header per request add up.
+_PASS, _PROXY_NAME = 0, 6
+_REQUEST_ACTIONS: dict[bytes, int] = {}
+_RESPONSE_KEEP: dict[bytes, bool] = {}
+_NAME_CACHE_MAX = 4096  # bounded: random names cannot grow it
+
+
+def _request_action(name: bytes) -> int:
+    lname = name.lower()
+    action = _UPSTREAM_SPECIAL.get(lname)
+    if action is None:
+        action = _PROXY_NAME if lname.startswith(b"proxy-") else _PASS
+    if len(_REQUEST_ACTIONS) >= _NAME_CACHE_MAX:
+        _REQUEST_ACTIONS.clear()
+    _REQUEST_ACTIONS[name] = action
+    return action
+
+
+def _response_keeps(name: bytes) -> bool:
+    lname = name.lower()
+    keep = not (lname in _RESPONSE_DROP or lname.startswith(b"proxy-"))
+    if len(_RESPONSE_KEEP) >= _NAME_CACHE_MAX:
+        _RESPONSE_KEEP.clear()
+    _RESPONSE_KEEP[name] = keep
+    return keep
 
 
 def _method_bytes(method: str) -> bytes:
@@ -347,7 +374,7 @@ class Exchange:
     def _choose(self, front: bool = False) -> None:
         pool = self.pool
         ctx = self.ctx
-        full = pool.full_backends()
+        full = pool.full_backends() if pool.limited else None
         exclude = full
         if self.failed:
             exclude = self.failed | full if full else self.failed
@@ -582,14 +609,17 @@ class Exchange:
             f"{self.backend.host}:{self.backend.port}".encode("ascii"))
         parts += (b"Host: ", host_b, b"\r\n")
         xff = fwd = None
-        special = _UPSTREAM_SPECIAL
+        actions = _REQUEST_ACTIONS
         for name, value in head.headers:
-            lname = name.lower()
-            action = special.get(lname)
+            action = actions.get(name)
             if action is None:
-                if (strip and lname in strip) or lname.startswith(b"proxy-"):
+                action = _request_action(name)
+            if action == _PASS:
+                if strip and name.lower() in strip:
                     continue
                 parts += (name, b": ", value, b"\r\n")
+            elif action == _PROXY_NAME or action == _DROP:
+                continue
             elif action == _XFF:
                 xff = value if xff is None else xff + b", " + value
             elif action == _FWD:
@@ -716,10 +746,12 @@ class Exchange:
         parts = [status_line(resp.status, resp.reason)]
         named = resp.connection_named
         strip = (named - CONNECTION_OPTIONS) if named else None
-        drop = _RESPONSE_DROP
+        keeps = _RESPONSE_KEEP
         for name, value in resp.headers:
-            lname = name.lower()
-            if lname in drop or (strip and lname in strip) or lname.startswith(b"proxy-"):
+            keep = keeps.get(name)
+            if keep is None:
+                keep = _response_keeps(name)
+            if not keep or (strip and name.lower() in strip):
                 continue
             parts += (name, b": ", value, b"\r\n")
         if how is None:  # interim
@@ -1027,66 +1059,90 @@ class Exchange:
         failed = ((status >= 500 or termination[0] == "S")
                   and termination[0] != "C" and termination != "PD")
         self._release_backend(now, failed)
-        try:
-            server.bus.publish(self._event(now, termination, error, proxy_error))
-        except Exception:
-            log.exception("publishing the event of request %s failed", self.request_id)
+        if server.request_events:
+            try:
+                server.bus.publish(self._event(now, termination, error, proxy_error))
+            except Exception:
+                log.exception("publishing the event of request %s failed", self.request_id)
         self.conn.exchange_done(self, self.keep_alive)
 
     def _event(self, now: float, termination: str, error: str | None,
                proxy_error: bool) -> RequestEvent:
-        t0 = self.t0
-        # Milliseconds with 3 decimals (int arithmetic: round() is slow).
-        timings = {"accepted": 0.0}
-        if self.t_route:
-            timings["route_matched"] = int((self.t_route - t0) * 1e6 + 0.5) / 1000
-        if self.t_pick:
-            timings["backend_picked"] = int((self.t_pick - t0) * 1e6 + 0.5) / 1000
-        if self.t_connect:
-            timings["connected"] = int((self.t_connect - t0) * 1e6 + 0.5) / 1000
-        if self.t_first:
-            timings["first_byte"] = int((self.t_first - t0) * 1e6 + 0.5) / 1000
-        timings["done"] = int((now - t0) * 1e6 + 0.5) / 1000
+        """This request's event: the counted fields now, the rest when first read."""
         choice = self.choice
-        sticky = choice.sticky if choice is not None else None
-        if self.sticky_learned:
-            sticky = dict(sticky or {}, learned=self.sticky_learned)
-        head = self.head
         backend = self.backend
-        return RequestEvent(
-            request_id=self.request_id, listener=self.conn.bound.name,
-            client=self.conn.client, method=head.method,
-            path=head.target_str, host=head.host, route=self.route_name,
-            pool=self.pool_name,
-            algorithm=choice.algorithm if choice is not None else None,
-            candidates=choice.candidates if choice is not None else [],
-            inputs=choice.inputs if choice is not None else {},
-            sticky=sticky, split=self.split,
-            backend=backend.name if backend is not None else None,
-            status=self.status, latency_ms=timings["done"], bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out, termination=termination, proxy_error=proxy_error,
-            error=error, retries=self.retries, timings=timings, tls=self.conn.tls,
-            backend_tls=self.upstream_tls, queue=self.queue_info,
-            backup=choice.backup if choice is not None else None,
-            retry_budget=self.budget, client_address=self._client_address(),
-            zone=_zone_view(choice, backend))
+        conn = self.conn
+        head = self.head
+        zone = _zone_view(choice, backend) if choice is not None else None
+        return lazy_request(
+            _request_fields,
+            (conn.bound.name, conn.client, head.method, head.target, head.host,
+             self.route_name, choice, self.split,
+             self.sticky_learned, self.t0, self.t_route, self.t_pick, self.t_connect,
+             self.t_first, now, conn.tls, self.upstream_tls, self.client_view,
+             getattr(conn, "proxied", None), conn.client_ip),
+            _time(), self.request_id, self.pool_name,
+            backend.name if backend is not None else None, self.status,
+            int((now - self.t0) * 1e6 + 0.5) / 1000, self.bytes_in, self.bytes_out,
+            termination, proxy_error, error, self.retries, self.budget, zone,
+            self.queue_info)
 
     def _client_address(self) -> dict | None:
-        view = self.client_view
-        proxied = getattr(self.conn, "proxied", None)
-        if proxied is None:
-            return view
-        view = dict(view) if view is not None else {
-            "ip": self.conn.client_ip, "from": "proxy_protocol",
-            "reason": f"PROXY v{proxied['version']} header from trusted {proxied['via']}"}
-        if view["from"] == "peer":  # the "peer" here is who the PROXY header named
-            view["from"] = "proxy_protocol"
-        view["proxy_protocol"] = proxied
-        return view
+        return _client_address(self.client_view, getattr(self.conn, "proxied", None),
+                               self.conn.client_ip)
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.request_id} {self.head.method} {self.head.path} "
                 f"backend={self.backend.name if self.backend else None}>")
+
+
+def _ms(t: float, t0: float) -> float:
+    """Milliseconds with 3 decimals (int arithmetic: round() is slow)."""
+    return int((t - t0) * 1e6 + 0.5) / 1000
+
+
+def _request_fields(listener, client, method, target, host, route, choice, split,
+                    sticky_learned, t0,
+                    t_route, t_pick, t_connect, t_first, now, tls, backend_tls,
+                    client_view, proxied, client_ip) -> dict:
+    """The rest of a request's event (proxy.events.lazy_request), from values kept
+    at its end: built only when someone reads the event."""
+    timings = {"accepted": 0.0}
+    if t_route:
+        timings["route_matched"] = _ms(t_route, t0)
+    if t_pick:
+        timings["backend_picked"] = _ms(t_pick, t0)
+    if t_connect:
+        timings["connected"] = _ms(t_connect, t0)
+    if t_first:
+        timings["first_byte"] = _ms(t_first, t0)
+    timings["done"] = _ms(now, t0)
+    sticky = choice.sticky if choice is not None else None
+    if sticky_learned:
+        sticky = dict(sticky or {}, learned=sticky_learned)
+    return {
+        "listener": listener, "client": client, "method": method,
+        "path": target.decode("latin-1"), "host": host, "route": route,
+        "algorithm": choice.algorithm if choice is not None else None,
+        "candidates": choice.candidates if choice is not None else [],
+        "inputs": choice.inputs if choice is not None else {},
+        "sticky": sticky, "split": split, "timings": timings, "tls": tls,
+        "backend_tls": backend_tls,
+        "backup": choice.backup if choice is not None else None,
+        "client_address": _client_address(client_view, proxied, client_ip),
+    }
+
+
+def _client_address(view: dict | None, proxied: dict | None, client_ip: str) -> dict | None:
+    if proxied is None:
+        return view
+    view = dict(view) if view is not None else {
+        "ip": client_ip, "from": "proxy_protocol",
+        "reason": f"PROXY v{proxied['version']} header from trusted {proxied['via']}"}
+    if view["from"] == "peer":  # the "peer" here is who the PROXY header named
+        view["from"] = "proxy_protocol"
+    view["proxy_protocol"] = proxied
+    return view
 
 
 def _zone_view(choice, backend) -> dict | None:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from bench import common as c
-from bench import health
+from bench import health, l7
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8080/
@@ -173,3 +173,15 @@ def test_l4_profile_reads_calls_per_request(tmp_path):
     assert prof["calls"] >= 100 and prof["calls_per_request"] == prof["calls"] / 10
     assert prof["top"][0].split()[:2] == ["ncalls", "tottime"]
     assert l4.parse_args(["--profile", "--baseline", "HEAD"]).profile
+
+
+def test_l7_variants_and_their_checked_pool_are_accepted():
+    args = l7.parse_args(["--targets", "origin,lblab-zero,lblab,lblab-dash,nginx"])
+    assert args.targets == ["origin", "lblab-zero", "lblab", "lblab-dash", "nginx"]
+    assert args.health_interval == "1s"
+    health_check = {"type": "http", "path": "/health", "interval": args.health_interval,
+                    "timeout": "500ms"}
+    c.check_lblab_config(c.lblab_config(8080, 9900, {"web": c.lblab_pool(
+        BACKENDS, health=health_check)}))
+    with pytest.raises(SystemExit):
+        l7.parse_args(["--targets", "lblab-fast"])

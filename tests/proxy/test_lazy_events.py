@@ -1,0 +1,98 @@
+"""Request events and candidate lists built on first read: the same content as eager ones.
+
+The data plane keeps the raw decision-time values and builds the rich part of a
+request event (candidates, timings...) only when something reads it (a /events
+subscriber, the access log, GET /requests/<id>). These tests pin that a lazy
+event reads exactly like one built whole, and that what it shows is the state at
+the decision, not at the read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from proxy.balancers.base import PickContext
+from proxy.config import load_config
+from proxy.events import EventBus, RequestEvent, lazy_request
+from proxy.model import Health, Intent
+from proxy.runtime import Runtime, candidate_view
+
+CONFIG = """
+listeners:
+  web: {bind: "127.0.0.1:0", routes: [all]}
+routes:
+  all: {forward: web}
+pools:
+  web:
+    backends:
+      - {name: b1, address: "127.0.0.1:1", weight: 2}
+      - {name: b2, address: "127.0.0.1:2"}
+      - {name: b3, address: "127.0.0.1:3"}
+"""
+
+EAGER = dict(ts=1.5, request_id="r1", pool="web", backend="b1", status=200,
+             latency_ms=1.25, bytes_in=3, bytes_out=2, termination="--", proxy_error=False,
+             error=None, retries=[], retry_budget=None, zone=None, queue=None)
+RICH = dict(listener="web", client="127.0.0.1:5000", method="GET", path="/a?b=c",
+            host="example.test", route="all", algorithm="round_robin",
+            candidates=[{"name": "b1"}], inputs={"index": 0, "of": 1},
+            timings={"accepted": 0.0, "done": 1.25})
+
+
+def lazy(calls: list | None = None) -> RequestEvent:
+    def build(extra: dict) -> dict:
+        if calls is not None:
+            calls.append(1)
+        return dict(RICH, **extra)
+
+    return lazy_request(build, ({},), **EAGER)
+
+
+def test_a_lazy_event_reads_like_one_built_whole():
+    eager = RequestEvent(**EAGER, **RICH)
+    ev = lazy()
+    assert ev.to_dict() == eager.to_dict()
+    assert json.loads(ev.to_json()) == json.loads(eager.to_json())
+    assert ev == eager
+    assert type(ev) is RequestEvent
+    assert "_lazy" not in ev.to_dict()
+    assert repr(ev) == repr(eager)
+
+
+def test_the_counted_fields_are_there_without_building_the_rest():
+    calls: list = []
+    ev = lazy(calls)
+    assert (ev.pool, ev.backend, ev.status, ev.latency_ms, ev.termination) == (
+        "web", "b1", 200, 1.25, "--")
+    assert calls == []
+    assert ev.candidates == [{"name": "b1"}]  # first read of the rich part: built once
+    assert ev.path == "/a?b=c" and ev.grpc is None and ev.stream_id is None
+    assert calls == [1]
+
+
+def test_replace_and_the_request_store_see_the_whole_event():
+    bus = EventBus()
+    bus.publish(lazy())
+    stored = bus.request("r1")
+    assert stored.method == "GET"
+    assert dataclasses.replace(stored, protocol="h2").to_dict() == {
+        **RequestEvent(**EAGER, **RICH).to_dict(), "protocol": "h2"}
+
+
+def test_candidates_show_the_state_at_the_decision_not_at_the_read():
+    runtime = Runtime(load_config(CONFIG), clock=lambda: 100.0)
+    pool = runtime.pools["web"]
+    b2 = pool.backends["b2"]
+    b2.outstanding = 3
+    b2.active_connections = 2
+    before = [candidate_view(b, 100.0) for b in pool.backends.values()]
+    choice = pool.choose(PickContext(client_ip="127.0.0.1", now=100.0))
+    assert choice.backend is not None
+    b2.outstanding = 9
+    b2.health = Health.UNHEALTHY
+    b2.intent = Intent.DRAINING
+    assert choice.candidates == before
+    assert choice.candidates[1] == {
+        "name": "b2", "health": "initial", "intent": "active", "eligible": True,
+        "weight": 1, "outstanding": 3, "connections": 2, "backup": False, "zone": None}
+    assert choice.candidates is choice.candidates  # built once
