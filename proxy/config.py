@@ -570,6 +570,11 @@ class BalancerConfig(Strict):
     # long a backend may go without a response before one request probes it.
     decay_time: Duration = 10.0
     probe_after: Duration = 10.0
+    # least_connections, least_outstanding_requests, power_of_two_choices: whose counts
+    # they compare. "local": this proxy's own, live. "reported": the last load report
+    # pushed through the admin API (PUT /pools/P/load): every balancer's load, but as old
+    # as the report (several proxies reading one stale report herd onto one backend).
+    load: Literal["local", "reported"] = "local"
 
     @model_validator(mode="after")
     def _response_time_knobs(self):
