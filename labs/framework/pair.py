@@ -16,8 +16,9 @@ runner (like its autoscaler), on real sockets:
   answer goes to ``zone.json`` in the run directory, where the traffic's resolvers read it
   once their cached copy (``lab.dns.ttl_s``) expires.
 * ``load_report``: a shared, periodically refreshed view of load (a bulletin board, or
-  agent checks): every ``refresh_s`` each backend's requests in flight are read from its
-  control API and pushed to every balancer (``PUT /pools/POOL/load``).
+  agent checks): every ``refresh_s`` the balancers' own counts of requests in flight
+  (their ``/state``) are summed per backend and pushed to every balancer
+  (``PUT /pools/POOL/load``), where ``balancer.load: reported`` reads them.
 
 Each decision goes into the run's timeline (kind "ha", "dns" or "load") with its reason.
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from labs.framework.failover import MASTER, HeartbeatSettings, Standby, ZoneHealth
 from labs.sandbox import procs
-from labs.sandbox.admin_client import AdminError, BackendControl
+from labs.sandbox.admin_client import AdminError
 
 KINDS = ("floating_address", "dns_round_robin", "load_report")
 
@@ -173,17 +174,29 @@ def _keep_zone(run, spec: dict) -> None:
 
 # ---------------------------------------------------------------- load report
 
+def total_loads(states: list[dict], pool: str) -> dict[str, int]:
+    """Requests in flight per backend of ``pool``, summed over the balancers' /state."""
+    out: dict[str, int] = {}
+    for state in states:
+        for b in ((state.get("pools") or {}).get(pool) or {}).get("backends") or []:
+            out[b["name"]] = out.get(b["name"], 0) + int(b.get("outstanding") or 0)
+    return out
+
+
 def _report_load(run, spec: dict) -> None:
+    """Every refresh_s: read each balancer's own counts, push their sum to every balancer
+    (what a shared load report, a bulletin board, would say at that moment)."""
     pool = spec.get("pool", "web")
     every = float(spec.get("refresh_s", 1.0))
     while True:
-        loads = {}
-        for name, url in run.sb.backends.items():
+        states = []
+        for proxy, admin in run.admins.items():
             try:
-                loads[name] = int(BackendControl(url, timeout=1).call(
-                    "GET", "/_control/stats").get("in_flight", 0))
-            except (AdminError, ValueError, TypeError):
-                continue
+                states.append(admin.state())
+            except AdminError as exc:
+                run.mark("error", f"load report: {proxy} did not answer /state: {exc}",
+                         chart=False)
+        loads = total_loads(states, pool)
         for proxy, admin in run.admins.items():
             try:
                 admin.call("PUT", f"/pools/{pool}/load", {"loads": loads})
