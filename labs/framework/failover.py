@@ -91,7 +91,7 @@ class Standby:
         self.missed += 1
         silent = now - self.last_heard
         why = f" ({detail})" if detail else ""
-        if silent >= s.dead_after:
+        if silent >= s.dead_after - 1e-9:  # sums of intervals land a hair short
             self.role = MASTER
             return Decision(now, BACKUP, MASTER,
                             f"no heartbeat from {self.peer} for {silent:.2f} s ({self.missed} "
