@@ -469,10 +469,11 @@ async def put_load(request: web.Request) -> web.Response:
     body = await read_json_object(request, '{"loads": {"b1": 3, "b2": 0}}')
     loads = body.get("loads")
     if not isinstance(loads, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1_000_000
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1_000_000
             for v in loads.values()):
         raise ApiError(400, 'the body needs "loads": backend name -> requests in flight '
-                            '(0 or more), e.g. {"loads": {"b1": 3, "b2": 0}}', path="loads")
+                            '(0 or more; an average may be fractional), e.g. '
+                            '{"loads": {"b1": 3, "b2": 0.5}}', path="loads")
     runtime_pool = ctx.runtime.pools[pool]
     unknown = runtime_pool.report_load(loads, ctx.runtime.clock())
     body = {"pool": pool, "loads": loads}

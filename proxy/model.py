@@ -82,9 +82,10 @@ class BackendState:
     requests: int = 0
     failures: int = 0  # 5xx and gateway failures seen by the proxy
     # The last load report pushed from outside (PUT /pools/P/load): requests in flight on
-    # this backend across every balancer, as of reported_at (the proxy's clock). Read by
+    # this backend across every balancer (an average over the reporter's interval, so it
+    # may be fractional), as of reported_at (the proxy's clock). Read by
     # balancer.load: reported; None until a report arrives.
-    reported_load: int | None = None
+    reported_load: float | None = None
     reported_at: float | None = None
     extra: dict = field(default_factory=dict)
 

@@ -134,7 +134,7 @@ class PoolRuntime:
 
     # ------------------------------------------------------------ choosing
 
-    def report_load(self, loads: dict[str, int], now: float) -> list[str]:
+    def report_load(self, loads: dict[str, float], now: float) -> list[str]:
         """Take a load report (backend -> requests in flight across every balancer) for
         balancer.load: reported; returns the names it named that this pool lacks."""
         unknown = [name for name in loads if name not in self.backends]

@@ -16,9 +16,10 @@ runner (like its autoscaler), on real sockets:
   answer goes to ``zone.json`` in the run directory, where the traffic's resolvers read it
   once their cached copy (``lab.dns.ttl_s``) expires.
 * ``load_report``: a shared, periodically refreshed view of load (a bulletin board, or
-  agent checks): every ``refresh_s`` the balancers' own counts of requests in flight
-  (their ``/state``) are summed per backend and pushed to every balancer
-  (``PUT /pools/POOL/load``), where ``balancer.load: reported`` reads them.
+  agent checks): every ``sample_s`` the balancers' own counts of requests in flight
+  (their ``/state``) are summed per backend; every ``refresh_s`` their mean over the
+  interval is pushed to every balancer (``PUT /pools/POOL/load``), where
+  ``balancer.load: reported`` reads it until the next one.
 
 Each decision goes into the run's timeline (kind "ha", "dns" or "load") with its reason.
 """
@@ -29,6 +30,7 @@ import json
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from labs.framework.failover import MASTER, HeartbeatSettings, Standby, ZoneHealth
@@ -183,26 +185,52 @@ def total_loads(states: list[dict], pool: str) -> dict[str, int]:
     return out
 
 
+def average_loads(samples: list[dict[str, int]]) -> dict[str, float]:
+    """Each backend's mean over the samples taken since the last report (to 0.01): what
+    a load report says, a level over its interval rather than one instant's count."""
+    names = sorted({name for sample in samples for name in sample})
+    if not samples:
+        return {}
+    return {n: round(sum(s.get(n, 0) for s in samples) / len(samples), 2) for n in names}
+
+
 def _report_load(run, spec: dict) -> None:
-    """Every refresh_s: read each balancer's own counts, push their sum to every balancer
-    (what a shared load report, a bulletin board, would say at that moment)."""
+    """Sample the balancers' own counts every sample_s; every refresh_s push their mean
+    (summed over the balancers) to every balancer: the shared report, as old as its
+    interval."""
     pool = spec.get("pool", "web")
     every = float(spec.get("refresh_s", 1.0))
-    while True:
-        states = []
-        for proxy, admin in run.admins.items():
-            try:
-                states.append(admin.state())
-            except AdminError as exc:
-                run.mark("error", f"load report: {proxy} did not answer /state: {exc}",
-                         chart=False)
-        loads = total_loads(states, pool)
-        for proxy, admin in run.admins.items():
-            try:
-                admin.call("PUT", f"/pools/{pool}/load", {"loads": loads})
-            except AdminError as exc:
-                run.mark("error", f"load report to {proxy} failed: {exc}", chart=False)
-        run.mark("load", "load report: " + ", ".join(f"{b} {n}" for b, n in loads.items()),
-                 label="load report", chart=False, loads=loads)
-        if run._stop.wait(every):
-            return
+    sample_every = float(spec.get("sample_s", 0.1))
+    samples: list[dict[str, int]] = []
+    next_report = time.monotonic()
+
+    def state_of(item):
+        proxy, admin = item
+        try:
+            return admin.state()
+        except AdminError as exc:
+            run.mark("error", f"load report: {proxy} did not answer /state: {exc}",
+                     chart=False)
+            return {}
+
+    # The balancers are asked at the same moment, so one sample is one instant.
+    with ThreadPoolExecutor(max_workers=len(run.admins)) as ask:
+        while True:
+            states = list(ask.map(state_of, run.admins.items()))
+            samples.append(total_loads(states, pool))
+            if time.monotonic() >= next_report:
+                _push_report(run, pool, average_loads(samples), len(samples))
+                samples, next_report = [], next_report + every
+            if run._stop.wait(sample_every):
+                return
+
+
+def _push_report(run, pool: str, loads: dict[str, float], samples: int) -> None:
+    for proxy, admin in run.admins.items():
+        try:
+            admin.call("PUT", f"/pools/{pool}/load", {"loads": loads})
+        except AdminError as exc:
+            run.mark("error", f"load report to {proxy} failed: {exc}", chart=False)
+    run.mark("load", "load report (mean requests in flight over " + f"{samples} samples): "
+             + ", ".join(f"{b} {n:g}" for b, n in loads.items()), label="load report",
+             chart=False, loads=loads)

@@ -23,7 +23,7 @@ def effective_weights(eligible: Sequence[BackendState], now: float) -> dict[str,
     return weights
 
 
-def load_of(settings, backend: BackendState, counter: str) -> int:
+def load_of(settings, backend: BackendState, counter: str) -> float:
     """The count a least-* or power-of-two balancer compares: its own live ``counter``, or
     (``balancer.load: reported``) the last load report, while the backend has one."""
     if getattr(settings, "load", "local") == "reported" and backend.reported_load is not None:

@@ -671,10 +671,10 @@ async def test_concurrent_verbs_lose_no_change(admin):
 
 @pytest.mark.asyncio
 async def test_a_load_report_is_kept_on_the_backends(admin):
-    async with admin.http.put("/pools/web/load", json={"loads": {"b1": 3, "b2": 0,
+    async with admin.http.put("/pools/web/load", json={"loads": {"b1": 3, "b2": 0.5,
                                                                  "zz": 1}}) as r:
         assert r.status == 200
-        assert await r.json() == {"pool": "web", "loads": {"b1": 3, "b2": 0, "zz": 1},
+        assert await r.json() == {"pool": "web", "loads": {"b1": 3, "b2": 0.5, "zz": 1},
                                   "unknown": ["zz"]}
     b1 = admin.runtime.pools["web"].backends["b1"]
     assert b1.reported_load == 3 and b1.reported_at is not None

@@ -95,3 +95,11 @@ def test_the_load_report_sums_every_balancers_own_counts():
                                                for n, c in counts.items()]}}}
     assert total_loads([state(b1=2, b2=0), state(b1=1, b2=4), {"pools": {}}], "web") == \
         {"b1": 3, "b2": 4}
+
+
+def test_the_load_report_is_the_mean_over_its_interval():
+    from labs.framework.pair import average_loads
+
+    assert average_loads([{"b1": 3, "b2": 0}, {"b1": 0, "b2": 0}, {"b1": 1, "b2": 1}]) == \
+        {"b1": 1.33, "b2": 0.33}
+    assert average_loads([]) == {}
