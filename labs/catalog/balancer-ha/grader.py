@@ -47,7 +47,7 @@ def grade(run):
     max_stale = float(run.targets.get("max_dns_stale_s", 1.2))
     max_qps = float(run.targets.get("max_queries_per_client_s", 4))
     kill = run.mark("lb1 dies")
-    t_kill = kill["t"] if kill else 1.5
+    t_kill = kill["t"] if kill else 1.0
     vip, dns = client_calls(run, "vip"), client_calls(run, "dns")
     gap, vip_lost = failover_gap(vip, t_kill)
     stale, dns_lost = stale_window(dns, t_kill)
@@ -69,7 +69,7 @@ def grade(run):
          f"queries; at most {max_qps:g} allowed)"),
     ]
     passed, evidence = verdict(checks)
-    for m in run.marks(kind="ha") + run.marks(kind="dns"):
+    for m in sorted(run.marks(kind="ha") + run.marks(kind="dns"), key=lambda m: m["t"]):
         if m.get("new") == "master" or m.get("serving") is not None or m.get("bound"):
             evidence.append(f"INFO  {sc.short(m['t'])}: {m['what']}")
     if not vip and not dns:

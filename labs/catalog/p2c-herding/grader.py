@@ -37,7 +37,7 @@ def peak_in_flight(reqs: list[dict]) -> dict[str, tuple[int, float]]:
 def grade(run):
     sc = run.scale
     target = float(run.targets.get("max_p99_ms", 350))
-    cap = int(run.targets.get("max_in_flight", 20))
+    cap = int(run.targets.get("max_in_flight", 24))
     start = float(run.targets.get("from_s", 0.5))
     reqs = [e for e in run.requests(start=start) if e.get("backend")]
     lat = [float(e.get("latency_ms") or 0) for e in reqs]
