@@ -173,6 +173,9 @@ class Replayer:
             raise ReplayRefused(f"lab {lab.slug} runs {', '.join(lab.spec.sandbox.apps)} in "
                                 "place of a toy backend; replay needs toy backends (they apply "
                                 "the recorded fault schedule and per-request seeds)")
+        if lab.proxy_names:
+            raise ReplayRefused(f"lab {lab.slug} runs {len(lab.proxy_names)} balancers; a "
+                                "replay runs one, so it would not be the same topology")
         if self.out_dir:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress("sandbox", f"starting {len(self.lanes)} sandboxes", 0.05)

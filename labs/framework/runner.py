@@ -29,6 +29,11 @@ Theory of operation
    RSS) and start time are measured; the run directory gets recording.json, result.json,
    the reports and trace.jsonl (the traffic as a replayable trace: replay_trace.py).
 
+A lab with several balancers (``sandbox.proxies``) gets one proxy per name in the same
+sandbox: the config goes to each, every event stream is recorded and tagged ``proxy``, a
+``proxy:`` fault kills or restarts one, and labs/framework/pair.py runs what sits beside
+them (a floating address, a DNS zone, a shared load report).
+
 Progress goes to ``options.progress`` (a callable) and to ``<run_dir>/status.json``, which
 the site polls while a run executes in its own process.
 """
