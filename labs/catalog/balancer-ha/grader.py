@@ -1,6 +1,7 @@
 """Balancer HA: the floating address's failover gap and the DNS clients' stale window,
 measured from what the clients saw (a refused connection reaches no balancer)."""
-from labs.framework.grading import Result, chart, drop_none, verdict, _buckets
+from labs.diagrams import escape
+from labs.framework.grading import Result, chart, verdict, _buckets
 
 
 def client_calls(run, via: str) -> list[dict]:
@@ -39,6 +40,34 @@ def client_chart(run, bucket: float = 0.25) -> dict:
     return chart("What the clients saw: requests per second", xs,
                  [(k, values[k]) for k in series], "requests per second", run,
                  ["fault", "ha", "dns"])
+
+
+def failover_diagram(run, t_kill: float, gap: float | None, vip_lost: int, stale: float,
+                     dns_lost: int) -> dict:
+    """The failover as a sequence: lb1 dies, lb2's heartbeats go unanswered, lb2 takes
+    the address; the zone drops lb1 while cached answers still name it. Times are lab
+    seconds with production time beside them; every line comes from the recording."""
+    sc = run.scale
+    lines = ["sequenceDiagram", "    participant O as Office clients",
+             "    participant A as App clients (DNS)", "    participant V as vip",
+             "    participant L1 as lb1", "    participant L2 as lb2",
+             "    participant Z as DNS zone",
+             f"    Note over L1: {escape(sc.short(t_kill))} lb1 dies (SIGKILL)"]
+    moments = sorted((m for m in run.timeline if m.get("kind") in ("ha", "dns")
+                      and m["t"] >= t_kill - 0.01), key=lambda m: m["t"])
+    for m in moments[:6]:
+        who = "Z" if m.get("kind") == "dns" else "L2"
+        lines.append(f"    Note over {who}: {escape(sc.short(m['t']) + ' ' + m['what'], 160)}")
+        if m.get("new") == "master":
+            lines.append("    L2->>V: bind the floating address")
+    lines.append(f"    O-xV: {vip_lost} requests refused while no balancer held it")
+    if gap is not None:
+        lines.append(f"    O->>V: answered again {escape(sc.both(gap))} "
+                     "after the death")
+    lines.append(f"    A-xL1: {dns_lost} requests to lb1's cached address")
+    lines.append(f"    Note over A: the last one {escape(sc.both(stale))} after the death: "
+                 "the TTL ran out")
+    return {"title": "The failover, from the recording", "mermaid": "\n".join(lines)}
 
 
 def grade(run):
@@ -85,4 +114,4 @@ def grade(run):
                  "vip_calls": len(vip), "dns_calls": len(dns), "dns_queries": len(queries),
                  "queries_per_client_s": round(qps, 2), "t_kill": t_kill},
         chart=client_chart(run),
-        diagrams=drop_none([]))
+        diagrams=[failover_diagram(run, t_kill, gap, len(vip_lost), stale, len(dns_lost))])
