@@ -79,3 +79,33 @@ def test_every_decision_of_a_balancer_on_the_report_says_how_old_it_was():
     late = [e for e in decisions if e["t"] > 1.0]
     assert all(e["inputs"]["load"] == "reported" and e["inputs"]["report_age_s"] is not None
                for e in late)
+
+
+def test_a_proxy_fault_and_the_balancer_list_are_checked():
+    import pytest
+    from pydantic import ValidationError
+
+    from labs.framework.definition import Fault, SandboxSpec
+
+    assert Fault(at="1s", proxy="lb1", crash=True).proxy == "lb1"
+    for bad in ({"at": "1s", "proxy": "lb1", "set": {"hang": True}},
+                {"at": "1s", "proxy": "lb1", "backend": "b1", "crash": True}):
+        with pytest.raises(ValidationError, match="proxy: NAME goes with crash or restart"):
+            Fault(**bad)
+    with pytest.raises(ValidationError, match="name two or more"):
+        SandboxSpec(proxies=["lb1"])
+    with pytest.raises(ValidationError, match="its own name"):
+        SandboxSpec(proxies=["lb1", "lb1"])
+
+
+def test_the_runner_refuses_heartbeats_that_cannot_work():
+    import pytest
+
+    from labs.framework.runner import RunRefused, check_document
+
+    lab = registry.get("balancer-ha")
+    doc = {**__import__("yaml").safe_load(lab.solution_text())}
+    doc["lab"] = {"heartbeat": {"interval_s": 0.5, "dead_after_s": 0.1}}
+    with pytest.raises(RunRefused) as err:
+        check_document(lab, doc)
+    assert [e["path"] for e in err.value.errors] == ["lab.heartbeat.dead_after_s"]
