@@ -697,7 +697,12 @@ class SandboxService:
             raise SandboxError(f"sandbox {sandbox_id} has no part {part!r}; it has "
                                f"{', '.join(sb.part_names)}")
         procs.signal_group(sb.pids[part], signal.SIGKILL, sb.pid_starts.get(part))
-        procs.reap(p for k, p in self._popens.items() if k == (sb.id, part))
+        # Reap it now: a zombie still counts as running, and a restart would first wait
+        # out a stop's grace period for a process that is already dead.
+        for key, proc in self._popens.items():
+            if key == (sb.id, part):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(2.0)
 
     def restart_part(self, sandbox_id: str, part: str, wait: bool = True) -> Sandbox:
         """Start one part again: ``"proxy"`` or a toy backend's name."""
