@@ -92,7 +92,8 @@ ADMIN_VERBS = ("drain", "remove", "remove_now", "add", "activate", "maintenance"
 
 
 class Fault(Strict):
-    """One scheduled action; exactly one of set, clear, crash, restart, admin, note, deploy."""
+    """One scheduled action; exactly one of set, clear, crash, restart, admin, note, deploy
+    (with ``proxy``: crash, stop or restart that balancer)."""
 
     at: float
     backend: str | None = None
@@ -102,6 +103,7 @@ class Fault(Strict):
     set: dict[str, Any] | None = None  # PUT /_control/faults
     clear: bool | None = None  # DELETE /_control/faults
     crash: bool | None = None  # POST /_control/crash: the process exits
+    stop: bool | None = None  # with proxy: SIGTERM, the balancer drains and exits
     restart: dict[str, Any] | None = None  # start the toy backend again, then these faults
     admin: Literal[ADMIN_VERBS] | None = None  # type: ignore[valid-type]
     weight: int | None = None
@@ -123,16 +125,18 @@ class Fault(Strict):
 
     @model_validator(mode="after")
     def _one_action(self):
-        given = [k for k in ("set", "clear", "crash", "restart", "admin", "note", "deploy")
-                 if getattr(self, k) not in (None, False)]
+        given = [k for k in ("set", "clear", "crash", "stop", "restart", "admin", "note",
+                             "deploy") if getattr(self, k) not in (None, False)]
         if len(given) != 1:
-            raise ValueError("a fault needs exactly one action of set, clear, crash, restart, "
-                             f"admin, note, deploy; got {given or 'none'}")
+            raise ValueError("a fault needs exactly one action of set, clear, crash, stop, "
+                             f"restart, admin, note, deploy; got {given or 'none'}")
         action = given[0]
         if self.proxy is not None:
-            if action not in ("crash", "restart") or self.backend:
-                raise ValueError("proxy: NAME goes with crash or restart only (not with "
-                                 "backend)")
+            if action not in ("crash", "stop", "restart") or self.backend:
+                raise ValueError("proxy: NAME goes with crash, stop or restart only (not "
+                                 "with backend)")
+        elif action == "stop":
+            raise ValueError("stop needs proxy: NAME (a backend stops with crash)")
         elif action in ("set", "clear", "crash", "restart") and not self.backend:
             raise ValueError(f"{action} needs backend: NAME")
         if action == "admin" and not self.backend:

@@ -475,6 +475,8 @@ class _Run:
             return [(f.at, lambda: self._clear(b, label), b)]
         if f.proxy and f.crash:
             return [(f.at, lambda: self._crash_proxy(f.proxy, label), f"proxy:{f.proxy}")]
+        if f.proxy and f.stop:
+            return [(f.at, lambda: self._stop_proxy(f.proxy, label), f"proxy:{f.proxy}")]
         if f.proxy and f.restart is not None:
             return [(f.at, lambda: self._restart_proxy(f.proxy, label), f"proxy:{f.proxy}")]
         if f.crash:
@@ -515,6 +517,23 @@ class _Run:
         self.service.kill_part(self.sandbox_id, part)
         self.mark("fault", f"{proxy}: balancer process killed (SIGKILL)",
                   label=label or f"{proxy} dies", proxy=proxy)
+
+    def _stop_proxy(self, proxy: str, label: str | None) -> None:
+        """SIGTERM: the balancer stops accepting, drains what it holds and exits (SIGKILL
+        after 5 s, as the sandbox stops any part)."""
+        from labs.sandbox import procs
+
+        part = self.part_of(proxy)
+        self.watch.expect(part)
+        self.recorder.expect_end(proxy)
+        sb = self.service.get(self.sandbox_id)
+        self.mark("fault", f"{proxy}: balancer asked to stop (SIGTERM: drain, then exit)",
+                  label=label or f"{proxy} stops", proxy=proxy)
+        procs.stop_groups([(sb.pids[part], sb.pid_starts.get(part))], grace=5.0,
+                          popens=[p for k, p in self.service._popens.items()  # noqa: SLF001
+                                  if k == (sb.id, part)])
+        self.mark("fault", f"{proxy}: balancer exited", label=f"{proxy} gone", proxy=proxy,
+                  chart=False)
 
     def _restart_proxy(self, proxy: str, label: str | None) -> None:
         """Start the balancer again and give it the learner's config (what it had)."""

@@ -90,8 +90,10 @@ def test_a_proxy_fault_and_the_balancer_list_are_checked():
     assert Fault(at="1s", proxy="lb1", crash=True).proxy == "lb1"
     for bad in ({"at": "1s", "proxy": "lb1", "set": {"hang": True}},
                 {"at": "1s", "proxy": "lb1", "backend": "b1", "crash": True}):
-        with pytest.raises(ValidationError, match="proxy: NAME goes with crash or restart"):
+        with pytest.raises(ValidationError, match="proxy: NAME goes with crash, stop or"):
             Fault(**bad)
+    with pytest.raises(ValidationError, match="stop needs proxy: NAME"):
+        Fault(at="1s", backend="b1", stop=True)
     with pytest.raises(ValidationError, match="name two or more"):
         SandboxSpec(proxies=["lb1"])
     with pytest.raises(ValidationError, match="its own name"):

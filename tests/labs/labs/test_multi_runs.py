@@ -1,4 +1,5 @@
-"""A lab with several balancers, for real: one balancer killed and started again mid-run.
+"""A lab with several balancers, for real: one balancer killed and started again mid-run,
+another stopped gracefully.
 
 The run goes on; the restarted balancer gets the learner's config back (its listener
 routes again), its new event stream is recorded under its name, and the watchdog knows
@@ -20,6 +21,7 @@ traffic: {locustfile: traffic.py, users: 6, duration: 8s, env: {LBLAB_WORK_MS: "
 faults:
   - {at: 0.8s, proxy: lb2, crash: true, label: lb2 dies}
   - {at: 1.2s, proxy: lb2, restart: {}, label: lb2 restarts}
+  - {at: 2s, proxy: lb3, stop: true, label: lb3 stops}
 steps: [{title: Run, text: run it}]
 task: Nothing to reach here.
 """
@@ -53,6 +55,7 @@ def test_a_killed_balancer_comes_back_with_the_config_and_its_events(tmp_path):
     marks = [m["what"] for m in rec.timeline if m["kind"] == "fault"]
     assert "lb2: balancer process killed (SIGKILL)" in marks
     assert "lb2: up again with your config" in marks
+    assert "lb3: balancer exited" in marks  # a graceful stop, planned: not "broken"
     back = next(m["t"] for m in rec.timeline if m["what"] == "lb2: up again with your config")
     # A Python proxy takes a few seconds to start on a loaded machine: the 8 s of traffic
     # leave room for it (this is not a timing assertion, only the window to look in).
