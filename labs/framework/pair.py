@@ -22,6 +22,12 @@ runner (like its autoscaler), on real sockets:
   ``balancer.load: reported`` reads it until the next one.
 
 Each decision goes into the run's timeline (kind "ha", "dns" or "load") with its reason.
+
+Why here and not in proxy/: a balancer pair's failover is not the balancer's job. In
+production keepalived (VRRP) runs beside HAProxy and moves the address; the DNS zone and a
+load report are other services again. The proxy only has to bind what it is told
+(``PUT /config``) and read a report it is given (``balancer.load: reported``), so proxy/
+stays one node and knows nothing of labs.
 """
 from __future__ import annotations
 
