@@ -34,6 +34,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import random
 import re
 import shlex
 import shutil
@@ -68,10 +69,41 @@ class BenchError(RuntimeError):
 
 # ---------------------------------------------------------------- ports
 
-def free_port(host: str = LOCAL) -> int:
-    """A port nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+# LBLAB_BENCH_PORTS=38000-38999 keeps every port a benchmark listens on inside one
+# block (a machine shared by several people, each with a block); unset, the kernel picks.
+PORT_RANGE_ENV = "LBLAB_BENCH_PORTS"
+
+
+def _port_range() -> range | None:
+    text = os.environ.get(PORT_RANGE_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        low, high = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise BenchError(f"{PORT_RANGE_ENV}={text!r}: write it as LOW-HIGH, e.g. 38000-38999")
+    return range(low, high + 1)
+
+
+def _bind_free(s: socket.socket, host: str) -> None:
+    block = _port_range()
+    if block is None:
         s.bind((host, 0))
+        return
+    start = random.randrange(len(block))
+    for i in range(len(block)):
+        try:
+            s.bind((host, block[(start + i) % len(block)]))
+            return
+        except OSError:
+            continue
+    raise BenchError(f"no free port in {PORT_RANGE_ENV}={os.environ[PORT_RANGE_ENV]}")
+
+
+def free_port(host: str = LOCAL) -> int:
+    """A port nothing listens on right now (the kernel picks it, or LBLAB_BENCH_PORTS)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        _bind_free(s, host)
         return s.getsockname()[1]
 
 
@@ -81,8 +113,8 @@ def free_ports(count: int, host: str = LOCAL) -> list[int]:
     try:
         for _ in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
             socks.append(s)
+            _bind_free(s, host)
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:

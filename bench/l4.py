@@ -7,11 +7,19 @@ In one run, wrk drives, one after another, through each L4 proxy to the same ori
   haproxy       HAProxy `mode tcp`, roundrobin over the same ports, one thread
   nginx-stream  nginx's stream module (when this system has it), the same upstreams
 
-Two workloads (--workloads): "small" (GET / answered "ok": many tiny messages on
-keep-alive connections, the per-read cost of the relay) and "bulk" (GET /big, a
---bulk-kb response: bytes per second through the relay). An L4 proxy never parses
-HTTP: wrk's keep-alive connections are each one pick, and every request on them is
-relayed as bytes.
+Three workloads (--workloads): "small" (GET / answered "ok": many tiny messages on
+keep-alive connections, the per-read cost of the relay), "bulk" (GET /big, a
+--bulk-kb response: bytes per second through the relay) and "churn" (GET / with
+`Connection: close`: a new client connection per request, so a new backend
+connection too: accept, pick, connect, relay one exchange, close, one connection
+event; what an L4 proxy pays per connection). An L4 proxy never parses HTTP: wrk's
+keep-alive connections are each one pick, and every request on them is relayed as
+bytes; under churn every request is a connection.
+
+--baseline REV adds the target "lblab-base": the proxy package as it is at git
+revision REV (`git archive`, run from a temp dir), measured in the same rounds,
+interleaved with the working tree's: a before/after comparison that other load on
+a shared machine hits alike.
 
 Each proxy runs alone, pinned to --proxy-cpu; wrk and the origin share --client-cpu.
 The table gives req/s, MB/s, p50/p99, errors, the proxy's CPU and each target's
@@ -19,11 +27,24 @@ ratio to HAProxy, both raw and per CPU-second of the proxy. Goal: LBLab >= 0.9x 
 
     .venv/bin/python bench/l4.py -d 10 -c 50
     .venv/bin/python bench/l4.py -d 5 --workloads bulk --bulk-kb 1024 --rounds 3
+    .venv/bin/python bench/l4.py -d 8 --rounds 3 --workloads churn --baseline main
+    .venv/bin/python bench/l4.py -d 8 --workloads churn --targets lblab --baseline main --profile
+
+--profile runs LBLab (and lblab-base) under cProfile during the measured run only
+(bench/profile_proxy.py) and prints, per target, the Python function calls per request
+and the top functions by own time: the profile before and after a change, side by side.
+The profiler slows Python down, so such a run's req/s and ratios are not results.
 """
 from __future__ import annotations
 
 import argparse
+import io
+import pstats
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -32,10 +53,13 @@ if __package__ in (None, ""):
 from bench import common as c  # noqa: E402
 
 TARGETS = ("origin", "lblab", "haproxy", "nginx-stream")
-WORKLOADS = ("small", "bulk")
+BASE = "lblab-base"  # the proxy at --baseline REV (a target only with that option)
+WORKLOADS = ("small", "bulk", "churn")
 GOAL_RATIO = 0.9
-PROC_NAME = {"lblab": "lblab", "haproxy": "haproxy", "nginx-stream": "nginx-stream",
-             "origin": "origin"}
+PROC_NAME = {"lblab": "lblab", BASE: BASE, "haproxy": "haproxy",
+             "nginx-stream": "nginx-stream", "origin": "origin"}
+# What wrk sends per workload: the path, and extra request headers.
+CLOSE = "Connection: close"
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 
 
@@ -48,21 +72,58 @@ def parse_args(argv=None):
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help="small (tiny responses) and/or bulk (large responses)")
+                        help="small (tiny responses), bulk (large responses), churn (a new "
+                             "connection per request)")
     parser.add_argument("--bulk-kb", type=int, default=256,
                         help="response size of the bulk workload in KiB (default 256)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every target this many times, interleaved; the median "
                              "round is reported (default 1)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help=f"also measure the proxy at git revision REV as target {BASE!r}, "
+                             "interleaved with the working tree's (before/after in one run)")
+    parser.add_argument("--profile", action="store_true",
+                        help="run LBLab under cProfile during each measured run and print "
+                             "its calls per request and top functions (not a benchmark)")
+    parser.add_argument("--top", type=int, default=20, help="rows per profile (default 20)")
     args = parser.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    for given, known, what in ((args.targets, TARGETS, "target"),
+    if BASE in args.targets and not args.baseline:
+        parser.error(f"target {BASE} needs --baseline REV (the git revision to compare with)")
+    for given, known, what in ((args.targets, TARGETS + (BASE,), "target"),
                                (args.workloads, WORKLOADS, "workload")):
         unknown = sorted(set(given) - set(known))
         if unknown:
             parser.error(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    if args.baseline and BASE not in args.targets:
+        at = args.targets.index("lblab") + 1 if "lblab" in args.targets else len(args.targets)
+        args.targets.insert(at, BASE)
     return args
+
+
+def wrk_request(workload: str) -> tuple[str, list[str]]:
+    """(path, extra headers) wrk sends in `workload`."""
+    if workload == "bulk":
+        return "/big", []
+    if workload == "churn":
+        return "/", [CLOSE]
+    return "/", []
+
+
+def export_revision(rev: str, dest: Path) -> Path:
+    """The proxy package at git revision `rev`, unpacked under `dest` (run from there)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(c.REPO), "archive", "--format=tar", rev, "proxy"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        raise c.BenchError(f"git archive {rev} proxy failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    # The profiler wrapper puts its own repo root first on sys.path: a copy in the
+    # exported tree profiles that tree's proxy.
+    (dest / "bench").mkdir(exist_ok=True)
+    shutil.copy(c.BENCH / "profile_proxy.py", dest / "bench" / "profile_proxy.py")
+    return dest
 
 
 # ---------------------------------------------------------------- configs
@@ -89,16 +150,55 @@ def lblab_tcp_config(port: int, admin_port: int, backends) -> dict:
 
 # ---------------------------------------------------------------- one measurement
 
-def run_target(target: str, workload: str, procs: c.Processes, args, backends, opts) -> dict:
+def start_lblab_at(procs: c.Processes, name: str, config: dict, port: int, cpu, tree: Path,
+                   profile_out: Path | None = None):
+    """`python -m proxy` run from `tree` (an exported revision) instead of the repo."""
+    c.check_lblab_config(config)
+    path = c.write_yaml(procs.path(name, "proxy.yaml"), config)
+    argv = c.lblab_command(path, profile_out)
+    if profile_out is not None:
+        argv[1] = str(tree / "bench" / "profile_proxy.py")
+    return procs.start(name, argv, cpu=cpu, cwd=tree,
+                       ready_line=c.LBLAB_READY, ready_port=port, timeout=30)
+
+
+def read_profile(proc: c.Proc, path: Path, requests: int, top: int) -> dict:
+    """Wait for the profiler's stats; calls per request and the top functions by own time."""
+    deadline = time.monotonic() + 30
+    while not path.exists() or "profile written" not in proc.output():
+        if time.monotonic() > deadline:
+            raise c.BenchError(f"the profiler wrote nothing\n{proc.tail()}")
+        time.sleep(0.1)
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    text = out.getvalue()
+    start = text.find("   ncalls")
+    return {"python_seconds": round(stats.total_tt, 3), "calls": stats.total_calls,
+            "calls_per_request": round(stats.total_calls / requests, 1) if requests else None,
+            "python_us_per_request": round(1e6 * stats.total_tt / requests, 1)
+            if requests else None,
+            "top": text[start:].rstrip().splitlines() if start >= 0 else []}
+
+
+def run_target(target: str, workload: str, procs: c.Processes, args, backends, opts,
+               base_tree: Path | None = None) -> dict:
     proxy_cpu, _ = c.cpus(args)
     record: dict = {"target": target, "workload": workload}
     port = backends[0][1] if target == "origin" else c.free_port()
     proc = None
+    profile = procs.path(target, f"{workload}.pstats") if args.profile and target in (
+        "lblab", BASE) else None
     try:
         if target == "lblab":
             config = lblab_tcp_config(port, c.free_port(), backends)
-            proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu)
+            proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu, profile_out=profile)
             record["config"] = config
+        elif target == BASE:
+            config = lblab_tcp_config(port, c.free_port(), backends)
+            proc = start_lblab_at(procs, BASE, config, port, proxy_cpu, base_tree, profile)
+            record["config"] = config
+            record["revision"] = args.baseline
         elif target == "haproxy":
             text = c.haproxy_config(procs.path("haproxy"), port, backends, mode="tcp")
             proc = c.start_haproxy(procs, "haproxy", text, port, proxy_cpu)
@@ -107,19 +207,125 @@ def run_target(target: str, workload: str, procs: c.Processes, args, backends, o
             text = nginx_stream_config(procs.path("nginx-stream"), port, backends)
             proc = c.start_nginx(procs, "nginx-stream", text, [port], proxy_cpu)
             record["config"] = text
-        path = "/big" if workload == "bulk" else "/"
+        path, headers = wrk_request(workload)
         status, body = c.http_get(port, path)
         want = args.bulk_kb * 1024 if workload == "bulk" else 2
         if status != 200 or len(body) != want:
             raise c.BenchError(f"{target}: GET {path} answered {status} with {len(body)} bytes")
         watch = [p for p in (proc,) if p is not None]
-        result = c.run_wrk(f"http://{c.LOCAL}:{port}{path}", opts, procs.dir, watch=watch)
+        hooks = {}
+        if profile is not None:
+            hooks = {"on_start": lambda: proc.signal(signal.SIGUSR1),
+                     "on_end": lambda: proc.signal(signal.SIGUSR2)}
+        result = c.run_wrk(f"http://{c.LOCAL}:{port}{path}", opts, procs.dir, headers=headers,
+                           watch=watch, **hooks)
         record["wrk"] = result.as_dict()
         record["result"] = result
+        if profile is not None:
+            record["profile"] = read_profile(proc, profile, result.requests, args.top)
     finally:
         if proc is not None:
             procs.stop(proc)
     return record
+
+
+def _eff(record: dict) -> float | None:
+    """Requests per CPU-second of the proxy in one round (None for the origin)."""
+    target = record["target"]
+    return None if target == "origin" else c.per_cpu_second(record["result"], PROC_NAME[target])
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def summarise(rounds: dict, targets, workloads, skipped=()) -> tuple[list[dict], dict]:
+    """Table rows (the median round of each target, every round listed) and verdicts.
+
+    `rounds` maps (workload, target) to its records in round order. Verdicts per
+    workload: LBLab against HAProxy (median rounds, raw and per CPU-second), and
+    with a baseline, LBLab against lblab-base per CPU-second: the median of the
+    per-round ratios (round n of one against round n of the other, run minutes apart).
+    """
+    chosen = {k: _median_round(r) for k, r in rounds.items() if r and k[1] not in skipped}
+    rows, verdicts = [], {}
+    for workload in workloads:
+        ref = chosen.get((workload, "haproxy"))
+        ref_rps = ref["result"].rps if ref else None
+        ref_eff = _eff(ref) if ref else None
+        for target in targets:
+            rec = chosen.get((workload, target))
+            if rec is None:
+                rows.append({"workload": workload, "target": target, "rps": "skipped"})
+                continue
+            res = rec["result"]
+            eff = _eff(rec)
+            each = [_eff(r) for r in rounds[(workload, target)]]
+            rows.append({
+                "workload": workload, "target": target,
+                "rps": c.fmt_rps(res.rps),
+                "mbs": f"{res.transfer_bytes_per_s / 1e6:,.1f}",
+                "p50": c.fmt_ms(res.p50_ms), "p99": c.fmt_ms(res.p99_ms),
+                "errors": str(res.error_count),
+                "cpu": _pct(c.proxy_pct(res, PROC_NAME[target])) if target != "origin" else "-",
+                "kernel": (_pct(c.system_pct(res, PROC_NAME[target]))
+                           if target != "origin" else "-"),
+                "us": f"{1e6 / eff:.0f}" if eff else "-",
+                "ratio": f"{res.rps / ref_rps:.2f}x" if ref_rps else "-",
+                "eff": c.fmt_rps(eff),
+                "eff_ratio": f"{eff / ref_eff:.2f}x" if eff and ref_eff else "-",
+                "each": " ".join(f"{e / 1000:.1f}k" if e else "-" for e in each)
+                        if target != "origin" else "-",
+            })
+        verdict: dict = {}
+        lb = chosen.get((workload, "lblab"))
+        if lb and ref_rps:
+            ratio = lb["result"].rps / ref_rps
+            per_cpu = _ratio(_eff(lb), ref_eff)
+            verdict.update({
+                "goal": f"lblab >= {GOAL_RATIO}x haproxy", "ratio": round(ratio, 3),
+                "met": ratio >= GOAL_RATIO,
+                "ratio_per_cpu_second": round(per_cpu, 3) if per_cpu else None,
+                "met_per_cpu_second": per_cpu is not None and per_cpu >= GOAL_RATIO})
+        now, before = rounds.get((workload, "lblab")), rounds.get((workload, BASE))
+        if now and before and BASE not in skipped:
+            paired = [_ratio(_eff(a), _eff(b)) for a, b in zip(now, before)]
+            paired = [p for p in paired if p]
+            if paired:
+                verdict["vs_base_per_cpu_second"] = round(c.median(paired), 3)
+                verdict["vs_base_each_round"] = [round(p, 3) for p in paired]
+        if verdict:
+            verdicts[workload] = verdict
+    return rows, verdicts
+
+
+def verdict_line(workload: str, v: dict) -> str:
+    parts = []
+    if "ratio" in v:
+        parts.append(
+            f"goal ({workload}) LBLab >= {GOAL_RATIO}x HAProxy: {v['ratio']:.2f}x -> "
+            f"{'met' if v['met'] else 'NOT met'}")
+        if v.get("ratio_per_cpu_second"):
+            parts.append(f"per CPU-second: {v['ratio_per_cpu_second']:.2f}x -> "
+                         f"{'met' if v['met_per_cpu_second'] else 'NOT met'}")
+    if "vs_base_per_cpu_second" in v:
+        parts.append(f"{workload}: LBLab vs {BASE} per CPU-second "
+                     f"{v['vs_base_per_cpu_second']:.2f}x (median of rounds "
+                     + " ".join(f"{p:.2f}" for p in v["vs_base_each_round"]) + ")")
+    return "; ".join(parts)
+
+
+def print_profiles(rounds: dict) -> None:
+    print("\nunder cProfile (req/s and ratios above are NOT results: the profiler slows "
+          "Python down); per request = over wrk's completed requests")
+    for (workload, target), records in rounds.items():
+        for n, rec in enumerate(records, 1):
+            prof = rec.get("profile")
+            if prof is None:
+                continue
+            print(f"\n== {workload} {target} round {n}: {prof['calls_per_request']} Python "
+                  f"calls and {prof['python_us_per_request']} us profiled per request ==")
+            print("\n".join(prof["top"]))
 
 
 def _median_round(records: list[dict]) -> dict:
@@ -152,6 +358,12 @@ def main(argv=None) -> int:
         bulk.write_bytes(bytes(range(256)) * (args.bulk_kb * 4))
         text = origin_config(procs.path("origin"), ports, bulk)
         c.start_nginx(procs, "origin", text, ports, client_cpu)
+        base_tree = None
+        if args.baseline:
+            try:
+                base_tree = export_revision(args.baseline, procs.path("base"))
+            except c.BenchError as exc:
+                skipped[BASE] = str(exc)
         for n in range(args.rounds):
             for key in list(rounds):
                 workload, target = key
@@ -159,57 +371,27 @@ def main(argv=None) -> int:
                     continue
                 print(f"round {n + 1}/{args.rounds}: {workload} {target} ...", file=sys.stderr)
                 try:
-                    rounds[key].append(run_target(target, workload, procs, args, backends, opts))
+                    rounds[key].append(run_target(target, workload, procs, args, backends, opts,
+                                                  base_tree))
                 except c.BenchError as exc:
                     skipped[target] = str(exc)
                     print(f"{target}: FAILED\n{exc}", file=sys.stderr)
 
-    chosen = {k: _median_round(r) for k, r in rounds.items() if r and k[1] not in skipped}
-    rows, verdicts = [], {}
-    for workload in args.workloads:
-        ref = chosen.get((workload, "haproxy"))
-        ref_rps = ref["result"].rps if ref else None
-        ref_eff = c.per_cpu_second(ref["result"], "haproxy") if ref else None
-        for target in args.targets:
-            rec = chosen.get((workload, target))
-            if rec is None:
-                rows.append({"workload": workload, "target": target, "rps": "skipped"})
-                continue
-            res = rec["result"]
-            name = PROC_NAME[target]
-            eff = c.per_cpu_second(res, name) if target != "origin" else None
-            rows.append({
-                "workload": workload, "target": target,
-                "rps": c.fmt_rps(res.rps),
-                "mbs": f"{res.transfer_bytes_per_s / 1e6:,.1f}",
-                "p50": c.fmt_ms(res.p50_ms), "p99": c.fmt_ms(res.p99_ms),
-                "errors": str(res.error_count),
-                "cpu": _pct(c.proxy_pct(res, name)) if target != "origin" else "-",
-                "ratio": f"{res.rps / ref_rps:.2f}x" if ref_rps else "-",
-                "eff": c.fmt_rps(eff),
-                "eff_ratio": f"{eff / ref_eff:.2f}x" if eff and ref_eff else "-",
-            })
-        lb = chosen.get((workload, "lblab"))
-        if lb and ref_rps:
-            ratio = lb["result"].rps / ref_rps
-            eff = c.per_cpu_second(lb["result"], "lblab")
-            verdicts[workload] = {
-                "goal": f"lblab >= {GOAL_RATIO}x haproxy", "ratio": round(ratio, 3),
-                "met": ratio >= GOAL_RATIO,
-                "ratio_per_cpu_second": round(eff / ref_eff, 3) if eff and ref_eff else None}
+    rows, verdicts = summarise(rounds, args.targets, args.workloads, skipped)
     print()
     print(c.table(rows, [("workload", "workload"), ("target", "target"), ("rps", "req/s"),
                          ("mbs", "MB/s"), ("p50", "p50 ms"), ("p99", "p99 ms"),
                          ("errors", "errors"), ("ratio", "vs haproxy"), ("cpu", "proxy CPU"),
-                         ("eff", "req/CPU-s"), ("eff_ratio", "vs haproxy /CPU-s")]))
+                         ("kernel", "of it kernel"), ("eff", "req/CPU-s"), ("us", "CPU us/req"),
+                         ("eff_ratio", "vs haproxy /CPU-s"),
+                         ("each", "each round req/CPU-s")]))
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
           f"(+{args.warmup:g}s warm-up) on CPU {client_cpu}; proxies on CPU {proxy_cpu}; "
           f"{args.backends} origin ports; bulk = {args.bulk_kb} KiB; rounds: {args.rounds}")
     for workload, v in verdicts.items():
-        print(f"goal ({workload}) LBLab >= {GOAL_RATIO}x HAProxy: {v['ratio']:.2f}x -> "
-              f"{'met' if v['met'] else 'NOT met'}"
-              + (f" (per CPU-second: {v['ratio_per_cpu_second']:.2f}x)"
-                 if v["ratio_per_cpu_second"] else ""))
+        print(verdict_line(workload, v))
+    if args.profile:
+        print_profiles(rounds)
     for target, why in skipped.items():
         print(f"skipped {target}: {why.splitlines()[0]}")
     if not args.no_save:
@@ -221,7 +403,7 @@ def main(argv=None) -> int:
             "core_busy_pct_before": busy_before,
         }
         print(f"results: {c.write_results('l4', payload).relative_to(c.REPO)}")
-    return 0 if chosen else 1
+    return 0 if any(rounds.values()) else 1
 
 
 if __name__ == "__main__":

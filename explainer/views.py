@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from explainer import forms
-from explainer.services import controls, dashboard, ownership, parts
+from explainer.services import controls, dashboard, ownership, parts, window_replay
 from explainer.services.controls import ControlError
 from explainer.services.ownership import sandbox_view
 from explainer.services.sandboxes import SandboxError, check_id
@@ -160,3 +161,70 @@ def control(request: HttpRequest, sandbox: str, action: str):
         return JsonResponse(call(sandbox, form))
     except Problem as exc:
         return problem_response(ControlError.wrap(exc))
+
+
+# ---------------------------------------------------------------- "What if?" for a window
+# The lab result's side-by-side replay page (labs/templates/labs/replay.html), fed a
+# window of this dashboard's traffic (explainer/services/window_replay.py).
+
+def _window_context(request, sandbox: str, write: bool) -> dict:
+    from labs.framework import replay, replay_window
+
+    found = ownership.require(request, sandbox)  # 404 for anyone else's sandbox
+    dashboard_url = ("/" if sandbox == settings.LBLAB_SANDBOX else
+                     reverse("explainer:sandbox-dashboard", args=[sandbox]))
+    return {"algorithms": replay.known_algorithms(), "max_algorithms": replay.WEB_MAX_ALGORITHMS,
+            "error": None if found.write or not write else
+            "This shared sandbox is read-only for visitors: replay a window of your own sandbox.",
+            "recorded": None, "form_url": reverse("explainer:replay-window", args=[sandbox]),
+            "window": {"sandbox": sandbox, "dashboard_url": dashboard_url,
+                       "min_s": replay_window.MIN_WINDOW_S, "max_s": replay_window.MAX_WINDOW_S,
+                       "min_requests": replay_window.MIN_REQUESTS,
+                       "seconds_asked": window_replay.DEFAULT_SECONDS},
+            "can_change": found.write}
+
+
+@require_http_methods(["GET", "POST"])
+def replay_window_form(request: HttpRequest, sandbox: str):
+    sandbox = _sandbox_or_404(sandbox)
+    ctx = _window_context(request, sandbox, write=request.method == "POST")
+    ctx["recorded"] = window_replay.current_algorithm(sandbox)
+    chosen = (request.POST.getlist("algorithm") if request.method == "POST" else
+              [a for a in (ctx["recorded"], "least_outstanding_requests") if a])
+    # The pool's own algorithm first when it is chosen: the baseline the others diverge from.
+    chosen = sorted(dict.fromkeys(chosen), key=lambda a: a != ctx["recorded"])
+    ctx["chosen"] = chosen
+    if request.method == "POST" and not ctx["error"]:
+        ctx["window"]["seconds_asked"] = request.POST.get("seconds") or ""
+        try:
+            window_id, replay_id = window_replay.start(sandbox, request.POST.get("seconds"),
+                                                       chosen)
+        except Problem as exc:
+            ctx["error"] = exc.message
+        else:
+            return redirect("explainer:replay-window-result", sandbox=sandbox,
+                            window_id=window_id, replay_id=replay_id)
+    status = 400 if ctx["error"] and request.method == "POST" else 200
+    if ctx["error"] and not ctx["can_change"]:
+        status = 403
+    return render(request, "labs/replay.html", ctx, status=status)
+
+
+@require_GET
+def replay_window_result(request: HttpRequest, sandbox: str, window_id: str, replay_id: str):
+    from labs.framework.replay_compare import page_rows
+
+    sandbox = _sandbox_or_404(sandbox)
+    ctx = _window_context(request, sandbox, write=False)
+    status = window_replay.status(sandbox, window_id, replay_id)
+    if status.get("state") == "missing":
+        raise Http404(status["message"])
+    if request.GET.get("format") == "json":
+        return JsonResponse({k: v for k, v in status.items() if k != "result"})
+    trace = status.get("trace") or {}
+    ctx["window"].update(requests=trace.get("requests"), seconds=trace.get("seconds"))
+    ctx.update(status=status, replay_id=replay_id, result=status.get("result"),
+               chosen=status.get("algorithms") or [], recorded=trace.get("algorithm"))
+    if ctx["result"]:
+        ctx.update(page_rows(ctx["result"]))
+    return render(request, "labs/replay.html", ctx)

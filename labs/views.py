@@ -223,8 +223,11 @@ def _replay_context(request, slug: str, run_id: str) -> dict:
 
     lab = _lab_or_404(slug)
     run = _run_or_404(request, slug, run_id)
+    from django.urls import reverse
+
     ctx = {"lab": lab, "run": run, "algorithms": replay.known_algorithms(),
-           "max_algorithms": replay.WEB_MAX_ALGORITHMS, "error": None, "recorded": None}
+           "max_algorithms": replay.WEB_MAX_ALGORITHMS, "error": None, "recorded": None,
+           "form_url": reverse("labs:replay", args=[slug, run_id]), "window": None}
     try:
         ctx["recorded"] = replay_trace.for_run(Path(run.run_dir)).algorithm
     except replay_trace.TraceError as exc:
@@ -273,13 +276,7 @@ def replay_result(request: HttpRequest, slug: str, run_id: str, replay_id: str):
     ctx.update(status=status, replay_id=replay_id, result=status.get("result"),
                chosen=status.get("algorithms") or [])
     if ctx["result"]:
-        rows = [ctx["result"]["recorded"], *ctx["result"]["lanes"]]
-        backends = list(dict.fromkeys(b for r in rows for b in r["per_backend"]))
-        bucket = ctx["result"]["bucket_s"]
-        ctx["backends"] = backends
-        ctx["rows"] = [{**r, "counts": [r["per_backend"].get(b, 0) for b in backends],
-                        "series": [(b, r["load"].get(b) or []) for b in backends]}
-                       for r in rows]
-        width = max((len(s) for r in rows for s in r["load"].values()), default=0)
-        ctx["buckets"] = [f"{k * bucket:g}" for k in range(width)]
+        from labs.framework.replay_compare import page_rows
+
+        ctx.update(page_rows(ctx["result"]))
     return render(request, "labs/replay.html", ctx)

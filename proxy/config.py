@@ -352,6 +352,9 @@ class HTTP2Settings(Strict):
     max_resets: int = Field(100, ge=1, le=100_000)  # RST_STREAM per period (rapid reset)
     max_control_frames: int = Field(100, ge=1, le=100_000)  # SETTINGS and PINGs per period
     max_continuation_frames: int = Field(16, ge=1, le=1000)  # per header block
+    # Streams opened beyond max_concurrent_streams get RST_STREAM REFUSED_STREAM
+    # (RFC 9113 5.1.2); more than this many per period: GOAWAY ENHANCE_YOUR_CALM.
+    max_refused_streams: int = Field(100, ge=1, le=100_000)
     period: Duration = 10.0
 
 
@@ -506,6 +509,9 @@ class RouteConfig(Strict):
     split: Annotated[list[SplitTarget], Field(max_length=MAX_ITEMS)] | None = None
     respond: Respond | None = None
     redirect: Redirect | None = None
+    # split: roll with a generator seeded with this (its own), so the same requests get
+    # the same pools in any process; unset, the proxy's generator. Replays set it.
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
     @model_validator(mode="after")
     def _one_action(self):
@@ -575,6 +581,10 @@ class BalancerConfig(Strict):
     # pushed through the admin API (PUT /pools/P/load): every balancer's load, but as old
     # as the report (several proxies reading one stale report herd onto one backend).
     load: Literal["local", "reported"] = "local"
+    # random, weighted_random, power_of_two_choices: draw from a generator seeded with
+    # this (its own per pool), so two runs of one traffic make the same draws; unset, the
+    # process's generator. A counterfactual replay sets it (labs/framework/replay.py).
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
     @model_validator(mode="after")
     def _response_time_knobs(self):
@@ -805,6 +815,9 @@ class PoolConfig(Strict):
     # by ALPN with tls), which gRPC needs (trailers). See proxy/http2/upstream.py.
     protocol: Literal["http1", "h2"] = "http1"
     max_connections_per_backend: int | None = Field(None, ge=1, le=1_000_000)  # 503 when all are full
+    # Requests in flight to all the pool's backends together (Envoy's cluster-wide
+    # max_requests circuit breaker; http listeners). Beyond it: the queue, else 503.
+    max_requests: int | None = Field(None, ge=1, le=1_000_000)
     # Wait for a free backend slot instead of 503 at once (http listeners).
     queue: QueueConfig | None = None
     # Speak TLS to the backends (an http listener re-encrypts what it decrypted).
@@ -849,10 +862,12 @@ class PoolConfig(Strict):
     @model_validator(mode="after")
     def _queue_needs_a_limit(self):
         if (self.queue is not None and self.max_connections_per_backend is None
+                and self.max_requests is None
                 and self.backends and all(b.max_connections is None for b in self.backends)):
             raise ValueError("queue: requests wait for a backend at its connection limit, and "
                              "no backend has one: set max_connections_per_backend (or "
-                             "max_connections on backends), or remove queue")
+                             "max_connections on backends, or the pool's max_requests), "
+                             "or remove queue")
         return self
 
     @model_validator(mode="after")
@@ -1063,6 +1078,11 @@ def cross_check(config: Config, known_routes: set | None = None,
                            "reuses backend connections for many clients, so one PROXY header "
                            "per connection would name the wrong client; HTTP already passes "
                            "it in X-Forwarded-For / Forwarded. Use it behind a tcp listener"))
+        if pname in behind_tcp and pool.max_requests is not None:
+            errors.append((f"pools.{pname}.max_requests",
+                           f"pool {pname} is behind tcp listener {behind_tcp[pname]}, which "
+                           "sees connections, not requests: limit them with "
+                           "max_connections_per_backend (or backends[].max_connections)"))
         if pname in behind_tcp and pool.queue is not None:
             errors.append((f"pools.{pname}.queue",
                            f"pool {pname} is behind tcp listener {behind_tcp[pname]}; the "
@@ -1079,6 +1099,12 @@ def cross_check(config: Config, known_routes: set | None = None,
             errors.append((f"pools.{pname}.health.type",
                            "active http checks speak plain HTTP, which a TLS backend refuses; "
                            "use type: tcp for TLS pools"))
+        if (pool.uses_tls() and pool.health is not None and pool.health.type == "grpc"
+                and pool.health.port is None):
+            errors.append((f"pools.{pname}.health.type",
+                           "active grpc checks speak cleartext HTTP/2, which a TLS backend "
+                           "refuses: use type: tcp for TLS pools, or give health.port a "
+                           "cleartext port that serves the health service"))
     return errors
 
 
@@ -1167,11 +1193,6 @@ def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
         if listener.protocol == "udp" and listener.proxy_protocol is not None:
             errors.append((f"{path}.proxy_protocol", "a PROXY header starts a stream "
                            "connection; a udp listener has none: remove proxy_protocol"))
-        if (listener.proxy_protocol is not None and listener.tls is not None
-                and listener.tls.mode == "terminate"):
-            errors.append((f"{path}.proxy_protocol", "accepting a PROXY header before a TLS "
-                           "handshake the proxy terminates is not supported in this version: "
-                           "remove proxy_protocol, or terminate TLS on the balancer in front"))
         if listener.protocol != "http" and listener.forwarded != ForwardedTrust():
             errors.append((f"{path}.forwarded", "X-Forwarded-For and Forwarded are HTTP "
                            f"headers, which a {listener.protocol} listener never reads: "
@@ -1208,10 +1229,6 @@ def _check_http2_udp(config: Config) -> list[tuple[str, str]]:
             errors.append((f"pools.{pname}.health.type", "a udp pool cannot answer gRPC on "
                            "its traffic port: use type: udp, or tcp/http with health.port"))
     for pname, pool in config.pools.items():
-        if pool.protocol == "h2" and pool.uses_tls():
-            errors.append((f"pools.{pname}.protocol", "HTTP/2 to backends is cleartext (h2c) "
-                           "in this version: remove tls from the pool (and its backends), or "
-                           "use protocol: http1 to re-encrypt"))
         health = pool.health
         if health is None:
             continue

@@ -30,9 +30,9 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 
-import yaml
 from aiohttp import web
 
+from proxy import configtext
 from proxy.config import ConfigError, load_data, parse_config, to_data
 from proxy.events import REQUEST_MODES, STREAM_TYPES, Event
 
@@ -198,7 +198,7 @@ async def get_config(request: web.Request) -> web.Response:
         raise ApiError(400, f"?format must be json or yaml, got {fmt!r}", path="format")
     if fmt == "json" or (not fmt and "application/json" in request.headers.get("Accept", "")):
         return json_response(data)
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    text = configtext.dump_yaml(data)
     return web.Response(text=text, content_type="text/yaml", charset="utf-8")
 
 

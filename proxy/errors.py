@@ -160,11 +160,11 @@ ERRORS: dict[str, ProxyError] = {e.code: e for e in [
                closes=False),
     ProxyError("backend-tls", 502, "SC",
                "The TLS handshake with the backend failed (pools.NAME.tls): its certificate "
-               "is not trusted by tls.ca, does not name tls.server_name, or it does not "
-               "speak TLS on that port.",
+               "is not trusted by tls.ca, does not name tls.server_name, it does not "
+               "speak TLS on that port, or (protocol: h2) it does not agree to h2 by ALPN.",
                "Give the backend a certificate from the lab CA for the name the proxy checks "
-               "(python -m proxy pki init), fix tls.ca / tls.server_name, or point the pool "
-               "at its TLS port.",
+               "(python -m proxy pki init), fix tls.ca / tls.server_name, point the pool "
+               "at its TLS port, or use protocol: http1 for a backend without HTTP/2.",
                closes=False),
     ProxyError("response-timeout", 504, "PH",
                "The backend did not send the response head within "

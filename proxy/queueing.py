@@ -21,11 +21,25 @@ balancer and stickiness still decide, and a backend that freed up is
 found). A woken request that still finds no free slot goes back to the head
 of the queue, keeping its place and its original deadline.
 
+A slot is not the only thing that can end a wait. Whenever the pool changes -
+a backend recovers (health, an ejection that ends), a backend is drained or
+removed, a config change raises `max_connections` or adds a backend, or the
+pool itself goes away - the runtime calls `kick()`, and soon after
+`reconsider()` wakes the waiters in order, each picking again, until one
+finds no free slot (it goes back to the head, and the rest keep waiting
+behind it). So a raised limit or a recovered backend serves the queue at
+once, and a pool left with no eligible backend at all answers its waiters
+503 no-backend at once (event outcome `refused`) instead of at their
+timeout.
+
 This module holds only the bookkeeping (no clock, no I/O): the data plane
-arms the timers and does the picking.
+arms the timers and does the picking. `kick` is its one tie to the event
+loop: it schedules `reconsider` with call_soon, so a change made inside a
+health check's or an admin verb's callback is finished before anyone picks.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 from typing import Any
 
@@ -33,16 +47,19 @@ from typing import Any
 class WaitQueue:
     """The requests waiting for a slot in one pool, oldest first."""
 
-    __slots__ = ("waiters", "queued", "served", "timeouts", "full", "left")
+    __slots__ = ("waiters", "queued", "served", "timeouts", "full", "left", "refused",
+                 "kicked")
 
     def __init__(self) -> None:
         self.waiters: collections.deque = collections.deque()
+        self.kicked = False  # a reconsider() is scheduled
         # Counts since start (GET /state); the metrics count from events.
         self.queued = 0
         self.served = 0
         self.timeouts = 0
         self.full = 0
         self.left = 0
+        self.refused = 0  # woken, and the pool had no eligible backend any more
 
     def __len__(self) -> int:
         return len(self.waiters)
@@ -74,10 +91,34 @@ class WaitQueue:
             return False
         return True
 
+    def kick(self) -> None:
+        """The pool changed: reconsider the waiters soon (once, however many changes)."""
+        if not self.waiters or self.kicked:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no data plane running here (the runtime alone): nobody waits
+        self.kicked = True
+        loop.call_soon(self.reconsider)
+
+    def reconsider(self) -> None:
+        """Wake the waiters oldest first while they find a slot (or fail for good).
+
+        Each waiter's `unqueue()` picks again: it is served, or finished (no
+        eligible backend, its pool gone), or back at the head of the queue -
+        then no slot is free and the others keep waiting behind it."""
+        self.kicked = False
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            waiter.unqueue()
+            if self.waiters and self.waiters[0] is waiter:
+                return
+
     def snapshot(self, max_length: int | None, timeout: float | None) -> dict:
         return {"depth": len(self.waiters), "max_length": max_length, "timeout": timeout,
                 "queued": self.queued, "served": self.served, "timeouts": self.timeouts,
-                "full": self.full, "left": self.left}
+                "full": self.full, "left": self.left, "refused": self.refused}
 
 
 def backend_full(backend, limit: int | None) -> bool:

@@ -91,11 +91,14 @@ def _present_or_equal(expected: str, actual: str | None) -> bool:
 
 class CompiledRoute:
     __slots__ = ("name", "config", "priority", "order", "host", "prefix", "regex", "methods",
-                 "headers", "query", "cookies", "action", "pool", "split", "split_total")
+                 "headers", "query", "cookies", "action", "pool", "split", "split_total",
+                 "rng")
 
     def __init__(self, name: str, config: RouteConfig, order: int):
         self.name = name
         self.config = config
+        # A seeded split draws from its own generator (the same rolls in any process).
+        self.rng = random.Random(config.seed) if config.seed is not None else None
         self.priority = config.priority
         self.order = order
         m = config.match
@@ -150,7 +153,7 @@ class CompiledRoute:
         if self.action == FORWARD:
             return RouteDecision(FORWARD, self.name, pool=self.pool)
         if self.action == "split":
-            roll = rng.random() * self.split_total
+            roll = (self.rng or rng).random() * self.split_total
             chosen = self.split[-1][0]
             upto = 0.0
             for pool, weight in self.split:

@@ -90,8 +90,12 @@ class PoolRuntime:
             self.balancer = previous.balancer
             self.balancer.rebuild(list(self.backends.values()))
         else:
+            # A seeded pool draws from a generator of its own: the same picks for the same
+            # arrivals whatever the rest of the proxy draws (route splits, jitter).
+            own = random.Random(config.balancer.seed) if config.balancer.seed is not None \
+                else rng
             self.balancer = balancers.create(config.balancer, list(self.backends.values()),
-                                             rng=rng, clock=clock)
+                                             rng=own, clock=clock)
         self.sticky = None
         if config.sticky is not None:
             from proxy import sticky
@@ -103,7 +107,8 @@ class PoolRuntime:
         # the queue (kept across reloads: its waiters are live requests).
         self.has_backups = any(b.backup for b in self.backends.values())
         self.backup_active = previous.backup_active if previous else False
-        self.limited = any(b.max_connections is not None for b in self.backends.values())
+        self.limited = (config.max_requests is not None
+                        or any(b.max_connections is not None for b in self.backends.values()))
         self.queue = previous.queue if previous is not None else WaitQueue()
         self.retry_budget = previous.retry_budget if previous is not None else RetryBudget()
         # Hooks for passive health (outlier detection) and the health checker.
@@ -145,10 +150,31 @@ class PoolRuntime:
         return unknown
 
     def full_backends(self) -> set | None:
-        """The backends at their connection limit now (None when no backend has one)."""
+        """The backends at their connection limit now (None when no backend has one);
+        all of them while the pool is at its max_requests."""
         if not self.limited:
             return None
+        cap = self.config.max_requests
+        if cap is not None and self.in_flight() >= cap:
+            return set(self.backends.values()) or None
         return {b for b in self.backends.values() if backend_full(b, b.max_connections)} or None
+
+    def in_flight(self) -> int:
+        """Requests in flight to the pool's backends (what max_requests caps)."""
+        return sum(b.outstanding for b in self.backends.values())
+
+    def limits_text(self, full=None) -> str:
+        """What is at its limit, for a 503's reason: `b1 2/2, b2 1/1`, and the pool's
+        `max_requests 3/3` while that binds."""
+        backends = full if full is not None else [
+            b for b in self.backends.values() if b.max_connections is not None]
+        parts = [f"{b.name} {b.outstanding}/{b.max_connections}"
+                 for b in sorted(backends, key=lambda b: b.name)
+                 if b.max_connections is not None]
+        cap = self.config.max_requests
+        if cap is not None:
+            parts.append(f"pool max_requests {self.in_flight()}/{cap}")
+        return ", ".join(parts)
 
     def wake(self) -> object | None:
         """A backend slot was freed: the request at the head of the queue, taken out
@@ -268,6 +294,8 @@ class PoolRuntime:
         self.refresh_backup(now)
         backends = list(self.backends.values())
         serving = sum(1 for b in backends if b.intent is Intent.ACTIVE)
+        # The same changes can end a wait in the queue (proxy/queueing.py).
+        self.queue.kick()
         return self._set_panic(sum(1 for b in backends if b.is_eligible(now)), serving)
 
     def _set_panic(self, eligible: int, serving: int) -> bool:
@@ -323,6 +351,8 @@ class PoolRuntime:
             "health_check": self.config.health.model_dump(mode="json") if self.config.health else None,
             "panic": self.in_panic,
             "max_connections_per_backend": self.config.max_connections_per_backend,
+            "max_requests": self.config.max_requests,
+            "in_flight": self.in_flight(),
             "retry_budget": self.retry_budget.snapshot(
                 self.config.retry_budget.percent if self.config.retry_budget else None,
                 self.config.retry_budget.min_concurrent if self.config.retry_budget else None),
@@ -390,6 +420,9 @@ class Runtime:
         pools = {name: PoolRuntime(name, pc, self.bus, self.clock, self.rng,
                                    previous=self.pools.get(name), cause=cause)
                  for name, pc in config.pools.items()}
+        for name, gone in self.pools.items():
+            if name not in pools:
+                gone.queue.kick()  # its waiters learn the pool is gone (503)
         self.pools = pools
         self.config = config
         self.generation += 1

@@ -260,10 +260,17 @@ class ProxyServer:
             return http_protocol(self, bound)
         return self._l4_protocol(bound)
 
-    def _l4_protocol(self, bound: BoundListener):
-        from proxy.io.l4 import L4Connection
+    # proxy.io.l4.L4Connection, imported on the first tcp connection (an import
+    # statement per accepted connection costs more than the lookup).
+    _l4_class = None
 
-        return L4Connection(self, bound)
+    def _l4_protocol(self, bound: BoundListener):
+        cls = ProxyServer._l4_class
+        if cls is None:
+            from proxy.io.l4 import L4Connection as cls
+
+            ProxyServer._l4_class = cls
+        return cls(self, bound)
 
     def _close_listener(self, bound: BoundListener) -> None:
         bound.closed = True

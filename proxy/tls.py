@@ -492,37 +492,45 @@ class _Established(asyncio.Protocol):
 class ClientTLS:
     """How the proxy speaks TLS to one backend (a pool's or a backend's `tls`)."""
 
-    __slots__ = ("settings", "context", "server_name", "verify", "ca_label", "files",
-                 "signature")
+    __slots__ = ("settings", "context", "h2_context", "server_name", "verify", "ca_label",
+                 "files", "signature")
 
     def __init__(self, settings: UpstreamTLS, where: str, backend_name: str):
         self.settings = settings
         self.verify = settings.verify
         self.server_name = settings.server_name or backend_name
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = VERSIONS[settings.min_version]
-        ctx.set_alpn_protocols(["http/1.1"])
         self.files: list[str] = []
         self.ca_label = None
+        ca_path = None
         if settings.verify:
             errors: list = []
-            path = _file(settings.ca_file, f"{where}.ca", errors, "CA")
+            ca_path = _file(settings.ca_file, f"{where}.ca", errors, "CA")
             if errors:
                 raise ConfigError(errors)
-            try:
-                ctx.load_verify_locations(path)
-            except ssl.SSLError as exc:
-                raise ConfigError([(f"{where}.ca", f"{settings.ca_file} is not a PEM CA "
-                                    f"certificate: {ssl_reason(exc)}")]) from None
-            self.files.append(path)
+            self.files.append(ca_path)
             self.ca_label = settings.ca_file
-            ctx.check_hostname = True
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        else:
+        # Pools with `protocol: h2` offer only h2 by ALPN (proxy/http2/upstream.py);
+        # the others only http/1.1. Same CA, same checks.
+        self.context = self._context(["http/1.1"], ca_path, where)
+        self.h2_context = self._context(["h2"], ca_path, where)
+        self.signature = _signature(self.files)
+
+    def _context(self, alpn: list[str], ca_path: str | None, where: str) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = VERSIONS[self.settings.min_version]
+        ctx.set_alpn_protocols(alpn)
+        if ca_path is None:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-        self.context = ctx
-        self.signature = _signature(self.files)
+            return ctx
+        try:
+            ctx.load_verify_locations(ca_path)
+        except ssl.SSLError as exc:
+            raise ConfigError([(f"{where}.ca", f"{self.settings.ca_file} is not a PEM CA "
+                                f"certificate: {ssl_reason(exc)}")]) from None
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
 
     def info(self, sslobj) -> dict:
         out = {"server_name": self.server_name, "verified": self.verify}

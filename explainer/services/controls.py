@@ -249,6 +249,22 @@ def _backend_control(sandbox: SandboxRef, name: str) -> BackendControl:
     return BackendControl(backend_url(sandbox, name, state), timeout=_timeout())
 
 
+def _log_fault(sandbox_id: str, backend: str, answer: dict | None) -> None:
+    """Note the backend's knobs after a change (None: killed) in the sandbox's fault log, so
+    a replay of a window of this dashboard sets them at the same second
+    (labs/framework/replay_window.py)."""
+    from labs.framework import replay_window
+    from labs.services import sandboxes as learner_sandboxes
+
+    try:
+        replay_window.log_fault(learner_sandboxes.state_dir(), sandbox_id, backend,
+                                (answer or {}).get("faults") or {}, killed=answer is None)
+    except OSError as exc:  # the fault itself was set; a replay will say it lacks the log
+        import logging
+
+        logging.getLogger(__name__).warning("fault log of %s not written: %s", sandbox_id, exc)
+
+
 def inject_fault(sandbox_id: str, backend: str, fault: str, values: dict | None = None) -> dict:
     values = values or {}
 
@@ -256,13 +272,16 @@ def inject_fault(sandbox_id: str, backend: str, fault: str, values: dict | None 
         control = _backend_control(get_sandbox(sandbox_id), backend)
         if fault == "kill":
             control.crash()
+            _log_fault(sandbox_id, backend, None)
             return _done(f"Killed {backend}. Watch the health checker notice it; "
                          "restart it when you are done.", fault=fault)
         if fault == "clear":
             faults = control.clear_faults()
+            _log_fault(sandbox_id, backend, faults)
             return _done(f"Cleared every fault on {backend}.", faults=faults, fault=fault)
         patch = fault_patch(fault, values)
         faults = control.set_faults(patch)
+        _log_fault(sandbox_id, backend, faults)
         shown = ", ".join(f"{k}={v}" for k, v in patch.items())
         return _done(f"{backend}: {FAULTS[fault][0].lower()} ({shown}).", faults=faults,
                      fault=fault)

@@ -77,7 +77,8 @@ import signal
 import sys
 import time
 
-from .faults import FLAG, FLAG_OR_RATE, KNOBS, STATUS, FaultState, check_value, validate_patch
+from .faults import (CHOICE, COUNT, FLAG, FLAG_OR_RATE, KNOBS, STATUS, FaultState, check_value,
+                     validate_patch)
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -152,9 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         elif knob.kind == FLAG_OR_RATE:
             g.add_argument(*flags, dest=knob.name, nargs="?", const=True, default=None,
                            type=_rate_or_flag, metavar="RATE", help=knob.help)
+        elif knob.kind == CHOICE:
+            g.add_argument(*flags, dest=knob.name, default=None, choices=knob.choices,
+                           help=knob.help)
         else:
             g.add_argument(*flags, dest=knob.name, default=None,
-                           type=int if knob.kind == STATUS else _number, help=knob.help)
+                           type=int if knob.kind in (STATUS, COUNT) else _number, help=knob.help)
     return p
 
 

@@ -135,7 +135,8 @@ class Stats:
         self.aborted_uploads = 0
         self.proxy_protocol_refused = 0
         self.injected = {"warming_up": 0, "reset": 0, "hang": 0, "dependency_down": 0,
-                         "error": 0, "crash_mid_response": 0, "health_fail": 0, "live_fail": 0}
+                         "error": 0, "crash_mid_response": 0, "health_fail": 0, "live_fail": 0,
+                         "shed": 0}
 
 
 class BackendApp:
@@ -159,6 +160,7 @@ class BackendApp:
                                             "proxy_protocol": False, "control_port": None}
         self.extra_snapshot: Callable[[], dict[str, Any]] | None = None  # tcp mode: the game
         self.in_flight = 0
+        self.app_in_flight = 0  # app requests being worked on (max_in_flight counts these)
         self.connections_open = 0
         self.static_headers = f"X-Backend: {name}\r\nServer: lblab-backend\r\n".encode("latin-1")
         self._name_json = json.dumps(name)
@@ -239,6 +241,26 @@ class BackendApp:
         pinned = pinned_cost(req.headers.get("x-lblab-replay-cost"))
         if pinned is not None:
             return await self._pinned(req, *pinned)
+        shed = self.faults.decide_overload(self.app_in_flight)
+        if shed is not None:
+            return self._shed(req, *shed)
+        self.app_in_flight += 1
+        try:
+            await self._app_work(req, handler)
+        finally:
+            self.app_in_flight -= 1
+
+    def _shed(self, req: Request, how: str, status: int) -> None:
+        """A request over max_in_flight: dropped, or refused politely with Retry-After."""
+        self.stats.injected["shed"] += 1
+        if how == "reset":
+            return req.conn.reset(req)
+        retry = int(self.faults.settings["shed_retry_after_s"])
+        return self._error(req, status, "overloaded", self._rid_header(req)
+                           + f"Retry-After: {retry}\r\n".encode(),
+                           in_flight=self.app_in_flight, retry_after_s=retry)
+
+    async def _app_work(self, req: Request, handler) -> None:
         decision = self.faults.decide_app(self.clock(), self._rng_for(req))
         injected = self.stats.injected
         rid = self._rid_header(req)

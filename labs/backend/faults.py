@@ -46,9 +46,12 @@ RATE = "rate"
 FLAG = "flag"
 FLAG_OR_RATE = "flag_or_rate"
 STATUS = "status"
+COUNT = "count"
+CHOICE = "choice"
 
 MAX_MS = 3_600_000  # one hour: anything longer is a typo, not a lab
 MAX_SECONDS = 86_400
+MAX_COUNT = 100_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Knob:
     kind: str
     default: Any
     help: str
+    choices: tuple[str, ...] = ()  # kind CHOICE: the values it takes
 
 
 KNOBS: tuple[Knob, ...] = (
@@ -79,6 +83,14 @@ KNOBS: tuple[Knob, ...] = (
     Knob("warmup_s", SECONDS, 0,
          "for this many seconds from the moment it is set, app and readiness requests answer 503 'warming up'"),
     Knob("cpu_ms", MS, 0, "burn this much CPU (busy loop, blocks the process) on each app request"),
+    Knob("max_in_flight", COUNT, 0,
+         "app requests this backend works on at once; one more is shed (see shed); 0 = no limit"),
+    Knob("shed", CHOICE, "reset",
+         "how a request over max_in_flight is shed: reset (the connection dropped with a TCP "
+         "RST, as an overflowing server does) or 429/503 with Retry-After",
+         choices=("reset", "429", "503")),
+    Knob("shed_retry_after_s", SECONDS, 1,
+         "the Retry-After (whole seconds) of a request shed with 429 or 503"),
 )
 
 KNOB_BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
@@ -86,7 +98,7 @@ DEFAULTS: dict[str, Any] = {k.name: k.default for k in KNOBS}
 
 # Knobs that affect app requests: when all are at rest the server takes its fast path.
 _APP_KNOBS = ("latency_ms", "jitter_ms", "error_rate", "crash_mid_response", "hang", "reset",
-              "dependency_down", "cpu_ms")
+              "dependency_down", "cpu_ms", "max_in_flight")
 _LIVE_KNOBS = ("live_latency_ms", "live_fail")
 
 
@@ -127,6 +139,15 @@ def check_value(name: str, value: Any) -> str | None:
         if _is_number(value) and math.isfinite(value) and 0 <= value <= 1:
             return None
         return f"{name} must be true, false or a rate between 0 and 1, got {_show(value)}"
+    if kind == CHOICE:
+        if isinstance(value, (str, int)) and not isinstance(value, bool) \
+                and str(value) in knob.choices:
+            return None  # 429 and "429" alike: YAML reads a bare 429 as a number
+        return f"{name} must be one of {', '.join(knob.choices)}, got {_show(value)}"
+    if kind == COUNT:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+            return None
+        return f"{name} must be a whole number from 0 to {MAX_COUNT}, got {_show(value)}"
     if kind == STATUS:
         if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
             return None
@@ -166,7 +187,8 @@ def validate_patch(patch: Any) -> dict[str, Any]:
             errors.append(problem)
     if errors:
         raise FaultError(errors)
-    return patch
+    return {name: str(value) if KNOB_BY_NAME[name].kind == CHOICE else value
+            for name, value in patch.items()}
 
 
 def _unknown(name: Any) -> str:
@@ -294,6 +316,17 @@ class FaultState:
             return d
         d.crash = _happens(rate_of(s["crash_mid_response"]), rng)
         return d
+
+    def decide_overload(self, in_flight: int) -> tuple[str, int] | None:
+        """Shed this app request? ("reset", 0) or ("status", code with Retry-After), or
+        None: ``in_flight`` app requests are already being worked on."""
+        s = self.settings
+        limit = s["max_in_flight"]
+        if not limit or in_flight < limit:
+            return None
+        if s["shed"] == "reset":
+            return ("reset", 0)
+        return ("status", int(s["shed"]))
 
     def decide_ready(self, now: float, cached: bool = False) -> HealthDecision:
         s = self.settings

@@ -32,6 +32,8 @@ CONCEPTS: dict[str, str] = {
     "http2-grpc": "HTTP/2 and gRPC",
     "udp": "UDP flows",
     "balancer-ha": "Balancer high availability (active–active, active–passive)",
+    "cross-zone": "Balancer nodes per zone and cross-zone balancing",
+    "retries": "Retries, retry budgets and load shedding",
 }
 
 

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from labs.backend.faults import KNOB_BY_NAME
 from labs.framework.timescale import TimeScale
 from proxy.durations import parse_duration
 
@@ -40,9 +41,8 @@ CATALOG = Path(__file__).resolve().parents[1] / "catalog"
 LOCUST_DIR = Path(__file__).resolve().parents[1] / "locust"
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,60}$")
 REQUIRED_FILES = ("lab.yaml", "topology.yaml", "solution.yaml", "solution.md", "grader.py")
-FAULT_KNOBS = {"latency_ms", "jitter_ms", "error_rate", "error_status", "crash_mid_response",
-               "hang", "reset", "health_fail", "health_latency_ms", "live_latency_ms",
-               "live_fail", "dependency_down", "warmup_s", "cpu_ms"}
+# The toy backends' fault knobs, from their own table (labs/backend/faults.py, pure).
+FAULT_KNOBS = set(KNOB_BY_NAME)
 
 
 def _seconds(value: Any) -> float:
@@ -170,18 +170,38 @@ class Watcher(Strict):
     # DNS round robin over the balancers' own addresses, with health checks: the zone
     # the traffic's resolver reads (labs/framework/pair.py).
     dns_round_robin: dict[str, Any] | None = None  # {"nodes", "check_interval_s", "fall"}
-    # A shared load report: every refresh_s the backends' requests in flight, pushed to
+    # A shared load report: every refresh_s the balancers' requests in flight, pushed to
     # every balancer (PUT /pools/POOL/load; balancer.load: reported reads it).
-    load_report: dict[str, Any] | None = None  # {"pool", "refresh_s"}
+    load_report: dict[str, Any] | None = None  # {"pool", "refresh_s", "sample_s"}
+    # A canary rollout (labs/framework/canary.py): the backend's share of the traffic
+    # steps up through `steps` (percent) every `step_s` lab seconds, rolled back when the
+    # learner's lab.canary rule says so.
+    canary: dict[str, Any] | None = None  # {"backend", "pool", "steps", "step_s"}
 
     @model_validator(mode="after")
     def _one(self):
-        kinds = ("replace_when_unhealthy", "load_coupled_health", "floating_address",
+        kinds = ("replace_when_unhealthy", "load_coupled_health", "canary", "floating_address",
                  "dns_round_robin", "load_report")
         given = [k for k in kinds if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("a watcher is one of " + ", ".join(kinds))
+            raise ValueError(f"a watcher is one of {', '.join(kinds)}")
+        if self.canary is not None:
+            self.canary_plan()  # a bad plan is the lab's problem, found when it loads
         return self
+
+    def canary_plan(self):
+        """The rollout this canary watcher runs (labs/framework/canary.py)."""
+        from labs.framework.canary import Plan
+
+        spec = self.canary or {}
+        unknown = set(spec) - {"backend", "pool", "steps", "step_s", "start_s"}
+        if unknown or "backend" not in spec:
+            raise ValueError("canary: give backend, and optionally pool, steps, step_s, "
+                             f"start_s (got {', '.join(sorted(spec)) or 'nothing'})")
+        return Plan(canary=spec["backend"], pool=spec.get("pool", "web"),
+                    steps=tuple(spec.get("steps", (1, 5, 25))),
+                    step_s=float(spec.get("step_s", 1.5)),
+                    start_s=float(spec.get("start_s", 0)))
 
 
 class App(Strict):
@@ -190,12 +210,22 @@ class App(Strict):
 
     kind: Literal["gunicorn", "toy"]
     mode: Literal["http", "grpc", "udp"] = "http"  # kind toy: python -m labs.backend --mode
+    # kind toy, mode http: serve TLS with this lab-PKI certificate (proxy/pki.py): "own"
+    # for the backend's own (b1's names b1), or a stem such as "wrong-selfsigned" (the
+    # right names from an issuer nobody trusts: an impostor). The control port stays HTTP.
+    tls: Literal["own", "wrong-selfsigned", "wrong-name"] | None = None
     keepalive: int = Field(2, ge=1, le=75)  # gunicorn --keep-alive (whole seconds)
     threads: int = Field(4, ge=1, le=64)
     workers: int = Field(1, ge=1, le=8)
     # One-way latency of the link in front of it (labs/framework/netdelay.py): on one
     # machine the network is microseconds, a real one is not.
     link_delay_ms: float = Field(0, ge=0, le=500)
+
+    @model_validator(mode="after")
+    def _tls_on_toy_http(self):
+        if self.tls is not None and (self.kind != "toy" or self.mode != "http"):
+            raise ValueError("tls is for kind: toy, mode: http (a toy backend serving HTTPS)")
+        return self
 
 
 class SandboxSpec(Strict):
@@ -223,6 +253,19 @@ class LabSetting(Strict):
     help: str
     default: Any
     choices: list[Any] | None = None
+    # A toy backend fault knob this setting sets on every toy backend before the traffic
+    # (e.g. how an overloaded server sheds: lab.overload -> the knob `shed`).
+    backend_knob: str | None = None
+    # For a mapping setting: the bounds of its numbers, {key: [low, high]} (inclusive).
+    limits: dict[str, tuple[float, float]] = {}
+
+    @field_validator("backend_knob")
+    @classmethod
+    def _known_knob(cls, value):
+        if value is not None and value not in FAULT_KNOBS:
+            raise ValueError(f"backend_knob: unknown fault knob {value!r}; known: "
+                             f"{', '.join(sorted(FAULT_KNOBS))}")
+        return value
 
 
 class Answer(Strict):
@@ -425,6 +468,11 @@ def check_settings(lab_file: LabFile, settings: dict) -> list[tuple[str, str]]:
                 elif not _same_kind(setting.default[sub], v):
                     errors.append((f"lab.{key}.{sub}", f"expected a value like "
                                    f"{setting.default[sub]!r}, got {v!r}"))
+                elif sub in setting.limits and not (
+                        setting.limits[sub][0] <= v <= setting.limits[sub][1]):
+                    low, high = setting.limits[sub]
+                    errors.append((f"lab.{key}.{sub}", f"must be from {low:g} to {high:g}, "
+                                   f"got {v!r}"))
     return errors
 
 

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 ``replay(trace, algorithms)`` starts one sandbox per algorithm (the lab's starting
-topology, through SandboxService like a lab run), all in parallel threads. Each gets the
+topology, or for a dashboard window the learner's config over toy backends of the same
+names; through SandboxService like a lab run), all in parallel threads. Each gets the
 learner's recorded config with every pool's ``balancer.algorithm`` replaced, applied
 through the admin API, and waits until its pool is ready. The proxy's event stream is
 opened first, as in a lab run. When every sandbox is ready they share one start instant,
@@ -14,6 +15,10 @@ so the replays run side by side on the same clock:
   its own traffic down and hide its queue). Each carries ``X-Request-Id: rp-<i>`` (the
   proxy keeps a sane client id, so events match trace lines) and
   ``X-LBLab-Replay-Seed: <seed>`` (the toy backend seeds that request's fault draws).
+* **draws**: every pool's balancer gets ``balancer.seed`` (one seed per replay, the same
+  in every lane; by default derived from the trace, so any two replays of one trace
+  agree), so random, weighted random and power of two choices make the same draws in the
+  same order.
 * **faults**: the trace's fault schedule is applied to the same backends at the same lab
   seconds through their /_control API. Crashes, restarts and admin verbs are not replayed
   (the trace marks them; the result lists them).
@@ -89,8 +94,10 @@ def check_algorithms(algorithms: list[str]) -> list[str]:
     return algos
 
 
-def with_algorithm(config: dict, algorithm: str) -> dict:
-    """The config with every pool balanced by ``algorithm`` (its other settings kept)."""
+def with_algorithm(config: dict, algorithm: str, seed: int | None = None) -> dict:
+    """The config with every pool balanced by ``algorithm`` (its other settings kept) and,
+    with ``seed``, every pool's balancer and every split route drawing from generators
+    seeded with it."""
     out = json.loads(json.dumps(config))
     for pool in (out.get("pools") or {}).values():
         if isinstance(pool, dict):
@@ -98,8 +105,33 @@ def with_algorithm(config: dict, algorithm: str) -> dict:
             # algorithm and ignored by those that do not use them.
             balancer = dict(pool.get("balancer") or {})
             balancer["algorithm"] = algorithm
+            if seed is not None:
+                balancer["seed"] = seed
             pool["balancer"] = balancer
+    if seed is not None:
+        for route in (out.get("routes") or {}).values():
+            if isinstance(route, dict) and route.get("split"):
+                route["seed"] = seed  # a weighted split (a canary) rolls alike in every lane
     return out
+
+
+def trace_seed(trace: Trace) -> int:
+    """The seed a replay of ``trace`` uses unless told another: the same for every replay
+    of one trace, so random and power-of-two-choices draw the same sequence each time (two
+    replays then differ only where requests reach the proxy in another order)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{trace.slug}:{trace.run_id}".encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
+@dataclass
+class Setup:
+    """What each replay sandbox is built from (Replayer._setup)."""
+    topology: dict  # the sandbox's starting config (addresses rewritten on create)
+    backends: list[str]
+    redis_url: str | None
+    settle: float  # seconds a pool may take to become ready
 
 
 @dataclass
@@ -122,10 +154,14 @@ class Replayer:
     def __init__(self, trace: Trace, algorithms: list[str], state_dir: Path | None = None,
                  out_dir: Path | None = None, max_sandboxes: int = 30,
                  progress: Callable[[dict], None] | None = None, labels: list[str] | None = None,
-                 cost: str = "backend"):
+                 cost: str = "backend", seed: int | None = None):
         if cost not in COST_MODES:
             raise ReplayRefused(f"cost mode {cost!r}: use one of {', '.join(COST_MODES)}")
+        if seed is not None and not 0 <= seed < 2 ** 63:
+            raise ReplayRefused(f"seed must be from 0 to 2**63-1, got {seed}")
         self.cost = cost
+        # One seed per replay, the same in every lane: lanes of one algorithm draw alike.
+        self.seed = trace_seed(trace) if seed is None else seed
         self.trace = trace
         self.algorithms = algorithms
         self.state_dir = Path(state_dir or default_state_dir())
@@ -166,24 +202,11 @@ class Replayer:
             raise
 
     def _run(self) -> dict:
-        from labs.framework import registry
-
-        lab = registry.get(self.trace.slug)
-        if lab.spec.sandbox.apps:
-            raise ReplayRefused(f"lab {lab.slug} runs {', '.join(lab.spec.sandbox.apps)} in "
-                                "place of a toy backend; replay needs toy backends (they apply "
-                                "the recorded fault schedule and per-request seeds)")
-        if lab.proxy_names:
-            raise ReplayRefused(f"lab {lab.slug} runs {len(lab.proxy_names)} balancers; a "
-                                "replay runs one, so it would not be the same topology")
+        setup = self._setup()
         if self.out_dir:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress("sandbox", f"starting {len(self.lanes)} sandboxes", 0.05)
-        topology, _ = split_document(lab.topology)
-        redis_url = services.redis_url(self.state_dir) if lab.spec.sandbox.redis else None
-        if lab.spec.sandbox.pki:
-            services.ensure_pki(lab.spec.sandbox.pki)
-        threads = [threading.Thread(target=self._lane, args=(lane, lab, topology, redis_url),
+        threads = [threading.Thread(target=self._lane, args=(lane, setup),
                                     name=f"replay-{lane.algorithm}", daemon=True)
                    for lane in self.lanes]
         try:
@@ -222,6 +245,9 @@ class Replayer:
                                     lane.faults_applied) for lane in self.lanes])
         result["replay_id"] = self.replay_id
         result["cost"] = self.cost
+        result["seed"] = self.seed
+        result["source"] = self.trace.source
+        result["notes"] = list(self.trace.notes)
         if self.out_dir:
             write_json(self.out_dir / "result.json", result)
             write_json(self.out_dir / "status.json", {
@@ -229,9 +255,32 @@ class Replayer:
                 "progress": 1.0, "algorithms": self.algorithms, "updated_at": time.time()})
         return result
 
-    def _lane(self, lane: Lane, lab, topology: dict, redis_url: str | None) -> None:
+    def _setup(self) -> "Setup":
+        """What every lane's sandbox is made of: the lab's starting topology, or for a
+        dashboard window the learner's own config over their toy backends' names."""
+        if self.trace.source == "dashboard":
+            return Setup(topology=self.trace.config, backends=list(self.trace.backends),
+                         redis_url=None, settle=2.0)
+        from labs.framework import registry
+
+        lab = registry.get(self.trace.slug)
+        if lab.spec.sandbox.apps:
+            raise ReplayRefused(f"lab {lab.slug} runs {', '.join(lab.spec.sandbox.apps)} in "
+                                "place of a toy backend; replay needs toy backends (they apply "
+                                "the recorded fault schedule and per-request seeds)")
+        if lab.proxy_names:
+            raise ReplayRefused(f"lab {lab.slug} runs {len(lab.proxy_names)} balancers; a "
+                                "replay runs one, so it would not be the same topology")
+        topology, _ = split_document(lab.topology)
+        redis_url = services.redis_url(self.state_dir) if lab.spec.sandbox.redis else None
+        if lab.spec.sandbox.pki:
+            services.ensure_pki(lab.spec.sandbox.pki)
+        return Setup(topology=topology, backends=lab.backend_names, redis_url=redis_url,
+                     settle=lab.spec.settle)
+
+    def _lane(self, lane: Lane, setup: "Setup") -> None:
         try:
-            self._prepare(lane, lab, topology, redis_url)
+            self._prepare(lane, setup)
         except Exception as exc:  # reported by run(): every lane's problem, not the first
             lane.error = str(exc)
         finally:
@@ -267,23 +316,24 @@ class Replayer:
             if lane.recorder is not None:
                 lane.recorder.stop()
 
-    def _prepare(self, lane: Lane, lab, topology: dict, redis_url: str | None) -> None:
+    def _prepare(self, lane: Lane, setup: "Setup") -> None:
         from labs.framework.runner import place
 
+        topology = setup.topology
         try:
             self.service.stop(lane.sandbox_id, grace=1.0)
         except SandboxNotFound:
             pass
         try:
-            lane.sb = self.service.create(lane.sandbox_id, backends=lab.backend_names,
-                                          config=topology, redis_url=redis_url)
+            lane.sb = self.service.create(lane.sandbox_id, backends=setup.backends,
+                                          config=topology, redis_url=setup.redis_url)
         except SandboxLimit as exc:
             raise ReplayFailed(f"the lab host is full: {exc}") from None
         token = ((self.trace.config.get("admin") or {}).get("token")
                  or (topology.get("admin") or {}).get("token"))
         lane.admin = AdminClient(lane.sb.admin_url, timeout=5.0, token=token)
         lane.recorder = EventRecorder(lane.sb.admin_url, token=token).start()
-        config = with_algorithm(self.trace.config, lane.algorithm)
+        config = with_algorithm(self.trace.config, lane.algorithm, self.seed)
         try:
             lane.admin.put_config(place(config, lane.sb, lane.sb.inner_host))
         except AdminError as exc:
@@ -291,7 +341,7 @@ class Replayer:
                                for e in exc.errors) or exc.message
             raise ReplayRefused(f"the proxy refused the config under {lane.algorithm}: "
                                 f"{detail}") from None
-        deadline = time.monotonic() + max(2.0, lab.spec.settle)
+        deadline = time.monotonic() + max(2.0, setup.settle)
         while time.monotonic() < deadline:
             state = lane.admin.state()
             waiting = [b for pool in (state.get("pools") or {}).values()
@@ -308,7 +358,7 @@ class Replayer:
         try:
             if f.get("clear"):
                 control.clear_faults()
-            else:
+            if f.get("set"):  # after a clear on the same line: the backend's whole knob set
                 control.set_faults(f["set"])
             lane.faults_applied.append({**f, "applied_t": round(time.time() - self.start_at, 4)})
         except AdminError as exc:

@@ -191,6 +191,19 @@ def compare(trace: Trace, lanes: list[LaneData], bucket: float = BUCKET_S) -> di
     }
 
 
+def page_rows(result: dict) -> dict:
+    """What the side-by-side page shows: the backends (columns), one row per run with its
+    counts and load series, and the bucket labels."""
+    rows = [result["recorded"], *result["lanes"]]
+    backends = list(dict.fromkeys(b for r in rows for b in r["per_backend"]))
+    bucket = result["bucket_s"]
+    width = max((len(s) for r in rows for s in r["load"].values()), default=0)
+    return {"backends": backends,
+            "rows": [{**r, "counts": [r["per_backend"].get(b, 0) for b in backends],
+                      "series": [(b, r["load"].get(b) or []) for b in backends]} for r in rows],
+            "buckets": [f"{k * bucket:g}" for k in range(width)]}
+
+
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
@@ -237,6 +250,10 @@ def table(result: dict) -> str:
                      f", p99 by {_num(a['p99_diff_ms'])} ms")
     for a in result.get("not_replayed") or []:
         lines.append(f"NOT REPLAYED at {a['t']:g}s: {a['what']}")
+    for note in result.get("notes") or []:
+        lines.append(f"NOTE: {note}")
+    if result.get("seed") is not None:
+        lines.append(f"balancer seed (every lane): {result['seed']}")
     return "\n".join(lines)
 
 

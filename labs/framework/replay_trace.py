@@ -29,7 +29,8 @@ knobs active on it then) so the recorded run can be compared with its replays.
 Format (one JSON object a line; the first line is the header)::
 
     {"kind": "trace", "version": 1, "slug", "run_id", "algorithm", "duration",
-     "backends": [...], "config": {...learner's proxy config...}, "requests": N}
+     "backends": [...], "config": {...learner's proxy config...}, "requests": N,
+     "source": "lab" | "dashboard", "sandbox": id | null, "notes": [...]}
     {"kind": "fault", "t": 0.0, "backend": "b3", "set": {"cpu_ms": 40}}
     {"kind": "fault", "t": 4.0, "backend": "b3", "clear": true}
     {"kind": "action", "t": 2.0, "what": "b2: process crashed", "replayed": false}
@@ -68,6 +69,11 @@ class Trace:
     config: dict
     faults: list[dict] = field(default_factory=list)  # kind fault | action, by t
     requests: list[dict] = field(default_factory=list)  # kind request, by t
+    # "lab": a lab run's trace (slug names the lab); "dashboard": a window of a learner's
+    # sandbox (replay_window.py; the topology is the config and backends above).
+    source: str = "lab"
+    sandbox: str | None = None  # the sandbox a dashboard window came from
+    notes: list[str] = field(default_factory=list)  # what the trace could not keep
 
     @property
     def end(self) -> float:
@@ -77,7 +83,8 @@ class Trace:
         return {"kind": "trace", "version": VERSION, "slug": self.slug, "run_id": self.run_id,
                 "algorithm": self.algorithm, "duration": self.duration,
                 "backends": self.backends, "config": self.config,
-                "requests": len(self.requests)}
+                "requests": len(self.requests), "source": self.source,
+                "sandbox": self.sandbox, "notes": self.notes}
 
     def replayable_faults(self) -> list[dict]:
         return [f for f in self.faults if f["kind"] == "fault"]
@@ -138,8 +145,7 @@ def faults_at(schedule: list[dict], backend: str, t: float) -> dict:
             continue
         if f.get("clear"):
             knobs = {}
-        else:
-            knobs.update(f["set"])
+        knobs.update(f.get("set") or {})  # a line may clear then set (a dashboard window)
     return {k: v for k, v in knobs.items() if v not in (0, False, None)}
 
 
@@ -211,7 +217,9 @@ def load(path: Path) -> Trace:
                  duration=float(head.get("duration") or 0), backends=list(head["backends"]),
                  config=head.get("config") or {},
                  faults=[r for r in rows[1:] if r.get("kind") in ("fault", "action")],
-                 requests=[r for r in rows[1:] if r.get("kind") == "request"])
+                 requests=[r for r in rows[1:] if r.get("kind") == "request"],
+                 source=head.get("source") or "lab", sandbox=head.get("sandbox"),
+                 notes=list(head.get("notes") or []))
 
 
 def for_run(run_dir: Path, backends: list[str] | None = None) -> Trace:

@@ -370,11 +370,29 @@ class _Run:
                 BackendControl(url).call("DELETE", "/_control/stats")
             except AdminError:
                 pass
+        self.apply_backend_settings()
+
+    def apply_backend_settings(self) -> None:
+        """The lab: settings that are toy backend knobs (``backend_knob``), on every toy
+        backend, before the traffic starts."""
+        knobs = {s.backend_knob: self.settings[key]
+                 for key, s in self.spec.lab_settings.items()
+                 if s.backend_knob and key in self.settings}
+        if not knobs:
+            return
+        for name, url in self.sb.backends.items():
+            if name not in self.spec.sandbox.apps:
+                BackendControl(url, timeout=3).set_faults(knobs)
+        self.mark("config", f"every server: {_knobs(knobs)} (lab settings)", chart=False)
 
     def start_traffic(self) -> None:
         t = self.spec.traffic
         self.progress("traffic", f"starting {t.users} locust users", 0.2)
         env = dict(t.env)
+        # Every listener's URL (a lab with one node per zone sends clients to each) and the
+        # learner's lab: settings (how the lab's clients behave), for the locustfile.
+        env["LBLAB_LISTENERS"] = json.dumps(self.sb.listeners)
+        env["LBLAB_SETTINGS"] = json.dumps(self.settings, default=str)
         if self.pki_dir is not None:
             env["LBLAB_PKI_DIR"] = str(self.pki_dir)
         env.update(self.pair_env())
@@ -409,7 +427,8 @@ class _Run:
 
     def pair_env(self) -> dict[str, str]:
         """What a several-balancer lab's traffic needs: each balancer's and floating
-        address's URL, the lab settings, where to log what clients saw, the DNS zone."""
+        address's URL, where to log what clients saw, the DNS zone (the lab settings are
+        in LBLAB_SETTINGS for every lab)."""
         if not self.lab.proxy_names:
             return {}
         from labs.sandbox.procs import url_host
@@ -419,7 +438,6 @@ class _Run:
                                              for n in self.lab.proxy_names}),
                 "LBLAB_FLOATING": json.dumps({n: f"http://{host}:{port}"
                                               for n, port in self.sb.floating.items()}),
-                "LBLAB_SETTINGS": json.dumps(self.settings),
                 "LBLAB_CLIENT_LOG": str(self.run_dir / CLIENT_LOG),
                 "LBLAB_ZONE": str(self.run_dir / ZONE_FILE)}
 
@@ -700,6 +718,45 @@ class _Run:
                                   args=(watcher.load_coupled_health,))
             th.start()
             self._threads.append(th)
+        elif watcher.canary is not None:
+            th = threading.Thread(target=self._canary, daemon=True, args=(watcher,))
+            th.start()
+            self._threads.append(th)
+
+    def _canary(self, watcher) -> None:
+        """The rollout controller: every 50 ms, the canary's requests so far go to the pure
+        rollout (canary.py); each step and a rollback become a weight change through the
+        admin API and a timeline entry with its numbers and why."""
+        from labs.framework.canary import CanaryError, Rollout, Rule
+
+        plan = watcher.canary_plan()
+        name, pool = plan.canary, plan.pool
+        try:
+            rule = Rule.from_settings(dict(self.settings.get("canary") or {}))
+            backends = (self.admin.state().get("pools") or {}).get(pool, {}).get("backends") or []
+            stable = sum(int(b.get("weight", 1)) for b in backends if b["name"] != name)
+            rollout = Rollout(plan, rule, stable)
+        except (CanaryError, AdminError) as exc:
+            self.mark("error", f"the canary rollout cannot start: {exc}", chart=False)
+            return
+        while True:
+            now = self.lab_t()
+            seen = [(round(e["ts"] - self.t0, 3), int(e.get("status") or 0),
+                     float(e.get("latency_ms") or 0))
+                    for e in self.recorder.since(self.t0 - 1)
+                    if e.get("type") == "request" and e.get("backend") == name]
+            for action in rollout.tick(now, seen):
+                try:
+                    self.admin.set_weight(pool, name, action["weight"])
+                except AdminError as exc:
+                    self.mark("error", f"canary: weight change refused: {exc}", chart=False)
+                    continue
+                label = (f"canary {action['percent']:g}%" if action["action"] == "step"
+                         else "canary rolled back")
+                self.mark("canary", f"canary: {action['why']}", label=label, backend=name,
+                          canary=action)
+            if self._stop.wait(0.05):
+                return
 
     def _watch_replace(self, spec: dict) -> None:
         """An autoscaler with load-balancer health checks: an instance the proxy marks
@@ -978,16 +1035,11 @@ def _client_events(path: Path) -> list[dict]:
     return out
 
 
-_KNOB_DEFAULTS = {"error_status": 500}
-
-
 def _default_knob(name: str) -> Any:
-    if name in _KNOB_DEFAULTS:
-        return _KNOB_DEFAULTS[name]
-    if name in ("hang", "health_fail", "live_fail", "dependency_down", "crash_mid_response",
-                "reset"):
-        return False
-    return 0
+    """A knob's resting value (what a spike returns to), from the backends' own table."""
+    from labs.backend.faults import DEFAULTS
+
+    return DEFAULTS[name]
 
 
 def _knobs(knobs: dict) -> str:

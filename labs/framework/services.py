@@ -133,9 +133,16 @@ def gunicorn_argv(host: str, port: int, keepalive: int, threads: int, workers: i
             "labs.framework.wsgi_app:app"]
 
 
-def toy_argv(name: str, host: str, port: int, mode: str, control_port: int) -> list[str]:
-    return [sys.executable, "-m", "labs.backend", "--name", name, "--host", host, "--port",
+def toy_argv(name: str, host: str, port: int, mode: str, control_port: int,
+             tls: str | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "labs.backend", "--name", name, "--host", host, "--port",
             str(port), "--mode", mode, "--control-port", str(control_port)]
+    if tls:
+        stem = name if tls == "own" else tls
+        folder = ensure_pki([])  # the backends' own and the wrong certificates come with it
+        argv += ["--tls", "--cert", str(folder / f"{stem}.pem"),
+                 "--key", str(folder / f"{stem}.key")]
+    return argv
 
 
 def start_app(service: SandboxService, sandbox_id: str, name: str, app, timeout: float = 15.0):
@@ -152,7 +159,7 @@ def start_app(service: SandboxService, sandbox_id: str, name: str, app, timeout:
     control_port = port
     if app.kind == "toy":
         control_port = _free_port()
-        argv = toy_argv(name, host, port, app.mode, control_port)
+        argv = toy_argv(name, host, port, app.mode, control_port, app.tls)
     else:
         argv = gunicorn_argv(host, port, app.keepalive, app.threads, app.workers)
     if app.link_delay_ms and app.kind == "gunicorn":

@@ -15,6 +15,10 @@ are cheap for it and costly for the server, and stays within the protocol.
   server to queue an ACK.
 - HPACK and header-list size: a small compressed block that decodes to a huge
   header list.
+- Streams over SETTINGS_MAX_CONCURRENT_STREAMS: each one is refused alone
+  (RST_STREAM REFUSED_STREAM, RFC 9113 section 5.1.2) but still costs a
+  header-block decode; a client that keeps doing it is cut
+  (`FrameGuard.refused_stream()`, counted by the server when it refuses one).
 
 `FrameGuard.feed(data)` reads only the 9-byte frame headers of the bytes a
 client sent (before h2 parses them) and counts what the caps are about. It
@@ -71,8 +75,10 @@ class FrameGuard:
     """Counts a client's frames from their 9-byte headers, across reads."""
 
     def __init__(self, *, max_resets: int, max_control_frames: int, period: float,
-                 max_header_block: int, max_continuations: int, clock, preface: bool = True):
+                 max_header_block: int, max_continuations: int, clock, preface: bool = True,
+                 max_refused: int = 100):
         self.resets = RateCap(max_resets, period)
+        self.refused = RateCap(max_refused, period)
         self.settings = RateCap(max_control_frames, period)
         self.pings = RateCap(max_control_frames, period)
         self.period = period
@@ -145,6 +151,17 @@ class FrameGuard:
                 f"more than {self.pings.limit} PING frames within {self.period:g}s "
                 "(http2.max_control_frames per http2.period)"))
         return None
+
+    def refused_stream(self, limit: int) -> Breach | None:
+        """One stream refused for going over `limit` concurrent streams; a Breach when
+        this client does it more than the cap allows in one window."""
+        if not self.refused.hit(self.clock()):
+            return None
+        return Breach("refused-streams", (
+            f"the client opened more than {self.refused.limit} streams within "
+            f"{self.period:g}s beyond SETTINGS_MAX_CONCURRENT_STREAMS {limit} "
+            "(http2.max_refused_streams per http2.period; each was refused with "
+            "RST_STREAM REFUSED_STREAM)"))
 
     def _block_size(self) -> Breach | None:
         if self._block > self.max_header_block:

@@ -34,7 +34,10 @@ body-timeout; the backend's timeouts apply per stream as for HTTP/1.1.
 
 Stream limits: SETTINGS_MAX_CONCURRENT_STREAMS (http2.max_concurrent_streams)
 and SETTINGS_MAX_HEADER_LIST_SIZE (limits.max_header_bytes), both enforced
-by h2 itself. Drain and shutdown send GOAWAY with the last stream id: the
+by h2 itself; a stream over the first is refused alone (RST_STREAM
+REFUSED_STREAM, RFC 9113 section 5.1.2, see `_ServerH2`) with a warning event
+the first time on a connection, and more than http2.max_refused_streams per
+period end the connection as the other floods do. Drain and shutdown send GOAWAY with the last stream id: the
 streams already started finish, the client opens new ones on a new
 connection. An idle connection (no stream for timeouts.client_idle) gets
 GOAWAY and closes.
@@ -54,7 +57,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from proxy.errors import ERRORS
-from proxy.events import ConnectionEvent
+from proxy.events import ConnectionEvent, Warning as WarningEvent
 from proxy.http1 import chunked as framing
 from proxy.http1.headers import CONNECTION_OPTIONS, forwarded_element
 from proxy.http1.parse import RequestError, RequestHead, ResponseHead, split_target
@@ -316,6 +319,10 @@ class H2Stream:
         return self.h2conn.tls
 
     @property
+    def proxied(self):
+        return self.h2conn.proxied
+
+    @property
     def client_cert_headers(self):
         return self.h2conn.client_cert_headers
 
@@ -378,6 +385,55 @@ class H2Stream:
 
 # ====================================================================== connection
 
+class RefusedStream:
+    """Not one of h2's events: a stream the client opened over our
+    SETTINGS_MAX_CONCURRENT_STREAMS, already answered RST_STREAM REFUSED_STREAM."""
+
+    __slots__ = ("stream_id", "open", "limit")
+
+    def __init__(self, stream_id: int, open_streams: int, limit: int):
+        self.stream_id = stream_id
+        self.open = open_streams
+        self.limit = limit
+
+
+class _ServerH2(h2.connection.H2Connection):
+    """h2's connection, with RFC 9113 section 5.1.2 for a stream over the limit.
+
+    h2 raises TooManyStreamsError, a connection error, for the HEADERS that
+    opens one stream too many; the RFC makes it a stream error (REFUSED_STREAM
+    or PROTOCOL_ERROR), so the client's other streams go on. The header block
+    is still decoded, as h2 would (HPACK state belongs to the connection:
+    skipping one block would garble every later one), the stream is opened and
+    reset at once, and the caller gets a `RefusedStream` in place of the
+    request. Later frames on it are frames on a stream we reset, which h2
+    already ignores (giving DATA's window back). `_receive_headers_frame` is
+    h2's own (private) step, pinned with h2 in requirements.lock; the
+    frame-level tests (tests/proxy/http2/test_stream_limit.py) say if it moves.
+    """
+
+    _admit = False  # True while the refused stream's HEADERS is processed
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return 0 if self._admit else super().open_inbound_streams
+
+    def _receive_headers_frame(self, frame):
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.TooManyStreamsError:
+            pass
+        open_now = super().open_inbound_streams
+        limit = self.local_settings.max_concurrent_streams
+        self._admit = True
+        try:
+            frames, _events = super()._receive_headers_frame(frame)
+        finally:
+            self._admit = False
+        self.reset_stream(frame.stream_id, ErrorCodes.REFUSED_STREAM)
+        return frames, [RefusedStream(frame.stream_id, open_now, limit)]
+
+
 class H2Connection(asyncio.Protocol):
     """One HTTP/2 client connection (cleartext prior knowledge, or h2 by ALPN)."""
 
@@ -393,6 +449,8 @@ class H2Connection(asyncio.Protocol):
         self.streams: dict[int, H2Stream] = {}
         self.closed = False
         self.closing = False
+        self.cut = False  # GOAWAY with an error sent: read nothing more
+        self.refused = 0  # streams refused over max_concurrent_streams
         self.write_paused = False
         self.client_ip = "?"
         self.client_ip_b = b"?"
@@ -411,6 +469,9 @@ class H2Connection(asyncio.Protocol):
         self._fwd_cache = None
         self._write_queued = False
         self.router = server.routers.get(bound.name)
+        # A PROXY header accepted on this connection (proxy/io/accept.py), as on HTTP/1.1:
+        # the request events' client_address carries it.
+        self.proxied: dict | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -422,6 +483,7 @@ class H2Connection(asyncio.Protocol):
             self.client_ip = ip
             self.client_ip_b = ip.encode("ascii")
             self.client = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        self.proxied = transport.get_extra_info("proxy_header")
         config = self.bound.config
         settings = config.http2
         tls = self.tls
@@ -438,8 +500,9 @@ class H2Connection(asyncio.Protocol):
         self.guard = FrameGuard(
             max_resets=settings.max_resets, max_control_frames=settings.max_control_frames,
             period=settings.period, max_header_block=config.limits.max_header_bytes,
-            max_continuations=settings.max_continuation_frames, clock=self.loop.time)
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            max_continuations=settings.max_continuation_frames, clock=self.loop.time,
+            max_refused=settings.max_refused_streams)
+        self.h2 = _ServerH2(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True,
             normalize_inbound_headers=True))
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -483,6 +546,8 @@ class H2Connection(asyncio.Protocol):
                 log.exception("internal error on HTTP/2 connection from %s", self.client)
                 self._goaway(ErrorCodes.INTERNAL_ERROR, "internal proxy error")
                 return
+            if self.cut:
+                return  # GOAWAY sent (a flood): the rest of this read is not served
         self._write()
 
     def connection_lost(self, exc) -> None:
@@ -517,6 +582,8 @@ class H2Connection(asyncio.Protocol):
     def _event(self, event) -> None:
         if isinstance(event, h2.events.RequestReceived):
             self._request(event)
+        elif isinstance(event, RefusedStream):
+            self._refused(event)
         elif isinstance(event, h2.events.DataReceived):
             self._data(event)
         elif isinstance(event, h2.events.StreamEnded):
@@ -584,6 +651,26 @@ class H2Connection(asyncio.Protocol):
             stream.body_deadline = Deadline(self.loop, stream._body_timeout)
             stream.body_wait()
         ex.start()
+
+    def _refused(self, event: RefusedStream) -> None:
+        """A stream over the limit was refused (RST_STREAM sent); say why once per
+        connection, and cut a client that keeps doing it."""
+        self.refused += 1
+        if self.refused == 1:
+            try:
+                self.server.bus.publish(WarningEvent(
+                    source="http2", connection_id=self.connection_id, message=(
+                        f"listener {self.bound.name}: client {self.client} opened stream "
+                        f"{event.stream_id} with {event.open} open, over "
+                        f"SETTINGS_MAX_CONCURRENT_STREAMS {event.limit} "
+                        "(http2.max_concurrent_streams): refused with RST_STREAM "
+                        "REFUSED_STREAM, the client may retry it (RFC 9113 section 5.1.2); "
+                        "the connection's other streams go on")))
+            except Exception:
+                log.exception("publishing a refused-stream warning failed")
+        breach = self.guard.refused_stream(event.limit)
+        if breach is not None:
+            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, breach.message, kind=breach.kind)
 
     def _data(self, event) -> None:
         stream = self.streams.get(event.stream_id)
@@ -758,6 +845,7 @@ class H2Connection(asyncio.Protocol):
         if self.closed:
             return
         self.error = f"{kind}: {why}" if kind else why
+        self.cut = True
         self.closed_by = "proxy"
         try:
             self.h2.close_connection(error_code=code, additional_data=why.encode()[:200])
@@ -814,6 +902,7 @@ class H2Connection(asyncio.Protocol):
             "client": self.client, "pool": None, "backend": None, "phase": "streams",
             "age_s": round(now - self.opened, 3), "idle_s": None,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "refused_streams": self.refused,  # over max_concurrent_streams so far
             "streams": [{"stream_id": s.stream_id,
                          "request_id": s.exchange.request_id if s.exchange else None,
                          "method": s.exchange.head.method if s.exchange else None,

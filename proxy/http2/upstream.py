@@ -2,8 +2,12 @@
 
 Theory of operation
 -------------------
-`H2Upstreams` keeps, per backend address, the open `H2Backend` connections
-(cleartext HTTP/2 with prior knowledge, "h2c"). A request takes a connection
+`H2Upstreams` keeps, per backend address, the open `H2Backend` connections:
+cleartext HTTP/2 with prior knowledge ("h2c"), or, when the pool (or backend)
+has `tls`, HTTP/2 over TLS: TCP, then `start_tls` offering only `h2` by ALPN
+and verifying the backend as the HTTP/1.1 path does (proxy/tls.py ClientTLS);
+a failed handshake, or a backend that does not choose h2, is 502
+`backend-tls` with the reason. A request takes a connection
 with a free stream (under the backend's SETTINGS_MAX_CONCURRENT_STREAMS) or
 opens a new one, and gets an `H2BackendStream`: to the exchange it looks like
 the HTTP/1.1 `UpstreamConnection` it normally holds (`deadline`, `closed`,
@@ -51,7 +55,9 @@ from h2.errors import ErrorCodes
 from proxy.http1.headers import CONNECTION_OPTIONS
 from proxy.http1.parse import ResponseHead
 from proxy.io import Deadline
+from proxy.events import Warning as WarningEvent
 from proxy.io.l7 import Exchange
+from proxy.io.upstream import TLSHandshakeError
 
 log = logging.getLogger("proxy.http2.upstream")
 
@@ -177,6 +183,12 @@ class H2Backend(asyncio.Protocol):
         self.write_paused = False
 
     def connection_made(self, transport) -> None:
+        if self.tls is not None:
+            return  # TLS first: H2Upstreams.connect calls begin() with the TLS transport
+        self.begin(transport)
+
+    def begin(self, transport) -> None:
+        """The connection is ready for HTTP/2: send the preface and our SETTINGS."""
         self.transport = transport
         self.h2.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
@@ -493,14 +505,24 @@ class H2Upstreams:
             self.watch_idle()
 
     def take(self, key, tls=None) -> H2Backend | None:
+        """An open connection with room for a stream, made with these TLS settings
+        (None: cleartext); a config change that altered them never reuses old ones."""
         for conn in self.conns.get(key, ()):
             if conn.tls is tls and conn.has_room():
                 return conn
         return None
 
     async def connect(self, key, timeout: float, tls=None) -> H2Backend:
+        """A new connection: OSError / TimeoutError (TCP), or TLSHandshakeError when
+        the TLS handshake fails or the backend does not agree to h2 by ALPN."""
         host, port = key
-        coro = self.loop.create_connection(lambda: H2Backend(self, key), host, port)
+
+        def make() -> H2Backend:
+            conn = H2Backend(self, key)
+            conn.tls = tls
+            return conn
+
+        coro = self.loop.create_connection(make, host, port)
         transport, conn = await (asyncio.wait_for(coro, timeout) if timeout > 0 else coro)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -508,10 +530,40 @@ class H2Upstreams:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:  # not TCP: nothing to tune
                 pass
+        if tls is not None:
+            transport = await self._start_tls(conn, transport, tls, timeout)
+            conn.begin(transport)
         self.conns.setdefault(key, []).append(conn)
         self.opened += 1
         self.watch_idle()  # also when the request it was made for is gone by now
         return conn
+
+    async def _start_tls(self, conn: H2Backend, transport, tls, timeout: float):
+        """TLS with ALPN h2 only, checked as the HTTP/1.1 path checks (proxy/tls.py
+        ClientTLS: the CA, the server name); the TLS transport, or TLSHandshakeError."""
+        from proxy.tls import ssl_reason
+
+        try:
+            tls_transport = await self.loop.start_tls(
+                transport, conn, tls.h2_context, server_hostname=tls.server_name,
+                ssl_handshake_timeout=timeout if timeout > 0 else None)
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        except (OSError, TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
+            transport.abort()
+            reason = ssl_reason(exc)
+            if "no application protocol" in reason:  # the backend's own ALPN refusal
+                reason = f"{reason}: {_NO_H2}"
+            raise TLSHandshakeError(reason) from exc
+        sslobj = tls_transport.get_extra_info("ssl_object")
+        alpn = sslobj.selected_alpn_protocol() if sslobj is not None else None
+        if alpn != "h2":
+            # A backend without ALPN at all completes the handshake choosing nothing.
+            tls_transport.abort()
+            raise TLSHandshakeError(f"it chose {alpn or 'no protocol'} by ALPN: {_NO_H2}")
+        conn.tls_info = {**tls.info(sslobj), "alpn": alpn}
+        return tls_transport
 
     def forget(self, conn: H2Backend) -> None:
         conns = self.conns.get(conn.key)
@@ -539,6 +591,10 @@ class H2Upstreams:
                 conn.close()
 
 
+_NO_H2 = ("the backend did not agree to HTTP/2 (offered h2 by ALPN); use protocol: http1 "
+          "for this pool, or enable HTTP/2 over TLS on the backend")
+
+
 def h2_upstreams(server) -> H2Upstreams:
     ups = getattr(server, "h2_upstreams", None)
     if ups is None:
@@ -562,16 +618,27 @@ class UpstreamH2Mixin:
             return
         backend = self.backend
         key = (backend.host, backend.port)
-        conn = h2_upstreams(self.server).take(key)
+        upstream_tls = self.server.upstream_tls
+        tls = upstream_tls.get((self.pool_name, backend.name)) if upstream_tls else None
+        conn = h2_upstreams(self.server).take(key, tls)
         if conn is not None:
             self._attach_h2(conn, reused=True)
             return
-        self.server.spawn(self._connect_h2(key, backend))
+        self.server.spawn(self._connect_h2(key, backend, tls))
 
-    async def _connect_h2(self, key, backend) -> None:
+    async def _connect_h2(self, key, backend, tls=None) -> None:
         timeout = self.pool.config.timeouts.connect
         try:
-            conn = await h2_upstreams(self.server).connect(key, timeout)
+            conn = await h2_upstreams(self.server).connect(key, timeout, tls)
+        except TLSHandshakeError as exc:
+            if self.finished or self.backend is not backend:
+                return
+            self._attempt_failed(
+                "backend-tls",
+                f"TLS handshake with {backend.name} ({backend.address}) failed: {exc.reason} "
+                f"(checked as {tls.server_name!r} against {tls.ca_label or 'nothing'})",
+                retryable=True)
+            return
         except OSError as exc:
             if self.finished or self.backend is not backend:
                 return
@@ -586,6 +653,10 @@ class UpstreamH2Mixin:
             if not self.finished:
                 self._internal_error(exc)
             return
+        if tls is not None and not tls.verify:
+            self.server.bus.publish(WarningEvent(
+                source="tls", message=tls.warning(self.pool_name, backend),
+                pool=self.pool_name, backend=backend.name))
         if self.finished or self.backend is not backend:
             return  # the connection stays open for the next request
         self._attach_h2(conn, reused=False)
@@ -595,6 +666,7 @@ class UpstreamH2Mixin:
         conn.idle_limit = self.pool.config.timeouts.backend_idle
         self.backend.active_connections += 1
         self.t_connect = self.server.clock()
+        self.upstream_tls = conn.tls_info  # also says :scheme (https over TLS)
         buffered = self.body_buf
         end = self.request_done and not buffered
         try:
@@ -605,7 +677,6 @@ class UpstreamH2Mixin:
                                  f"{self.backend.name}: {exc}", retryable=True)
             return
         self.upstream = stream
-        self.upstream_tls = None
         if self.conn.write_paused:
             stream.pause_reading()
         if buffered:
@@ -627,7 +698,8 @@ class UpstreamH2Mixin:
         host = head.host
         host_b = host.encode("latin-1") if host is not None else (
             f"{self.backend.host}:{self.backend.port}".encode("ascii"))
-        out = [(b":method", head.method.encode("ascii")), (b":scheme", b"http"),
+        scheme = b"https" if self.upstream_tls is not None else b"http"
+        out = [(b":method", head.method.encode("ascii")), (b":scheme", scheme),
                (b":authority", host_b), (b":path", head.target)]
         named = head.connection_named
         strip = (named - CONNECTION_OPTIONS) if named else None

@@ -12,6 +12,13 @@ sender and the header version stay readable as `get_extra_info("proxy_header")`.
 
 A LOCAL (v2) or UNKNOWN (v1) header - the sender's own health check - keeps
 the real peer, as the spec says.
+
+On a listener that terminates TLS the header comes first, in cleartext, and
+the ClientHello after it (HAProxy's `accept-proxy` on a `bind ... ssl`): the
+listener's protocol is then TLSAccept, which puts the TLS layer on this same
+connection when it is handed over; bytes that came in the same read as the
+header (the start of the ClientHello) are fed to that layer (`feed`). Its
+handshake events and every request over it name the client the header gave.
 """
 from __future__ import annotations
 
@@ -56,6 +63,24 @@ class PeerTransport:
 
     def __getattr__(self, name):
         return getattr(self._transport, name)
+
+
+def feed(protocol, data: bytes) -> None:
+    """Hand bytes already read to `protocol`, buffered (SSLProtocol) or not."""
+    # uvloop's SSLProtocol has get_buffer without subclassing BufferedProtocol:
+    # the test uvloop itself uses.
+    if isinstance(protocol, asyncio.Protocol) or not hasattr(protocol, "get_buffer"):
+        protocol.data_received(data)
+        return
+    view = memoryview(data)
+    while view:
+        buf = protocol.get_buffer(len(view))
+        n = min(len(buf), len(view))
+        if n == 0:
+            raise RuntimeError(f"{type(protocol).__name__}.get_buffer gave no room")
+        buf[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
 
 
 class ProxyHeaderAccept(asyncio.Protocol):
@@ -115,7 +140,9 @@ class ProxyHeaderAccept(asyncio.Protocol):
         self.transport.set_protocol(inner)
         inner.connection_made(wrapped)
         if rest and not self.transport.is_closing():
-            inner.data_received(rest)
+            # Whoever reads the connection now: the listener's protocol, or the TLS
+            # layer TLSAccept put under it (the ClientHello may have come with the header).
+            feed(self.transport.get_protocol(), rest)
 
     def _finish(self) -> None:
         self.done = True

@@ -36,6 +36,15 @@ Events: `ConnectionOpen` once the backend is connected (pool, candidates, the
 balancer's inputs, the server name), one `ConnectionEvent` when it ends
 (bytes each way, duration, who closed, why, retries).
 
+Per-connection cost (a new client connection per request is the L4 proxy's
+hardest load, bench/l4.py --workloads churn): one Task per connection, for the
+connect (no `wait_for`: its second Task and timer are replaced by the
+connection's own Deadline, which also keeps the idle timeout); nothing is asked
+of the kernel that the transport already did (TCP_NODELAY is set by asyncio's
+and uvloop's transports; the local address is read only for a PROXY header);
+rarely used state (retries, failed backends, buffered bytes) starts as shared
+empty class defaults and is made per connection only when used.
+
 PROXY protocol (`proxy_protocol: v1|v2` on the pool or backend): the backend
 connection starts with a header naming the real client and the address it
 connected to, which L4 otherwise hides (the backend sees the proxy as its
@@ -46,7 +55,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
 import struct
 
 from proxy.balancers.base import PickContext
@@ -91,6 +99,27 @@ def proxy_header_v2(src: tuple[str, int], dst: tuple[str, int],
     return V2_SIGNATURE + bytes([0x21, fam]) + struct.pack("!H", len(body)) + body
 
 
+def pool_proxy_protocols(config) -> dict[str, str | None]:
+    """{backend name: PROXY header version} of a pool config; {} when none sends one."""
+    if config.proxy_protocol is None and not any(b.proxy_protocol for b in config.backends):
+        return {}
+    return {bc.name: config.backend_proxy_protocol(bc) for bc in config.backends}
+
+
+# Per pool config, by identity (configs are frozen: a reload makes new ones), so a
+# connection does not scan the pool's backends: {id: (config, versions)}.
+_PP_VERSIONS: dict[int, tuple] = {}
+
+
+def proxy_protocols_of(config) -> dict[str, str | None]:
+    entry = _PP_VERSIONS.get(id(config))
+    if entry is None or entry[0] is not config:
+        if len(_PP_VERSIONS) > 256:  # old configs after many reloads
+            _PP_VERSIONS.clear()
+        entry = _PP_VERSIONS[id(config)] = (config, pool_proxy_protocols(config))
+    return entry[1]
+
+
 # ====================================================================== backend side
 
 class L4Upstream(asyncio.Protocol):
@@ -111,7 +140,9 @@ class L4Upstream(asyncio.Protocol):
         return True  # keep our sending half open: the other direction may still flow
 
     def connection_lost(self, exc) -> None:
-        self.conn.upstream_lost(exc)
+        conn = self.conn
+        if conn.upstream is self:  # not an attempt abandoned by a connect timeout
+            conn.upstream_lost(exc)
 
     def pause_writing(self) -> None:
         self.conn.pause(PAUSE_UPSTREAM)
@@ -125,46 +156,50 @@ class L4Upstream(asyncio.Protocol):
 class L4Connection(asyncio.Protocol):
     """One client connection of a tcp listener."""
 
+    # Defaults shared by every connection until one sets its own (an assignment
+    # makes an instance attribute): a new connection pays only for what it uses.
+    # buf and retries start as the empty tuple and become lists when first used.
+    transport = None
+    upstream: L4Upstream | None = None
+    kind = "tcp"
+    phase = HELLO
+    client = "?"
+    client_addr: tuple[str, int] = ("0.0.0.0", 0)
+    opened = 0.0  # loop time of accept
+    pool = None
+    pool_name = None
+    ctx = None
+    choice = None
+    backend = None
+    acquired = False
+    failed: set | None = None
+    retries: tuple | list[dict] = ()  # a list from the first retry on
+    buf: tuple | list[bytes] = ()  # shared empty default; a list once bytes wait
+    buf_bytes = 0
+    hello = None
+    tls: dict | None = None
+    proxy_protocol: str | None = None
+    bytes_in = 0
+    bytes_out = 0
+    connect_ms: float | None = None
+    connect_started = 0.0
+    client_eof = False
+    upstream_eof_seen = False
+    first_eof: str | None = None
+    paused = 0
+    client_write_paused = False
+    done = False
+    counted = False
+    connect_task: asyncio.Task | None = None
+
     def __init__(self, server, bound):
         self.server = server
         self.bound = bound
-        self.config = bound.config
-        self.loop = server.loop
-        self.transport = None
-        self.upstream: L4Upstream | None = None
+        config = self.config = bound.config
+        loop = self.loop = server.loop
         self.connection_id = ""
-        self.kind = "tcp"
-        self.phase = HELLO
-        self.client = "?"
-        self.client_addr: tuple[str, int] = ("0.0.0.0", 0)
-        self.local_addr: tuple[str, int] = ("0.0.0.0", 0)
-        self.opened = 0.0  # loop time of accept
-        self.pool = None
-        self.pool_name = None
-        self.ctx = None
-        self.choice = None
-        self.backend = None
-        self.acquired = False
-        self.failed: set | None = None
-        self.retries: list[dict] = []
-        self.buf: list[bytes] = []
-        self.buf_bytes = 0
-        self.hello = None
-        self.tls: dict | None = None
-        self.proxy_protocol: str | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.connect_ms: float | None = None
-        self.client_eof = False
-        self.upstream_eof_seen = False
-        self.first_eof: str | None = None
-        self.paused = 0
-        self.client_write_paused = False
-        self.done = False
-        self.counted = False
-        self.idle = self.config.timeouts.tunnel_idle
-        self.deadline = Deadline(self.loop, self._on_timer)
-        self.connect_task: asyncio.Task | None = None
+        self.idle = config.timeouts.tunnel_idle
+        self.deadline = Deadline(loop, self._on_timer)
 
     # ------------------------------------------------------------ accept
 
@@ -177,9 +212,6 @@ class L4Connection(asyncio.Protocol):
             self.client_addr = (peer[0], peer[1])
             ip, port = peer[0], peer[1]
             self.client = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-        local = transport.get_extra_info("sockname")
-        if local:
-            self.local_addr = (local[0], local[1])
         self.server.connections.add(self)
         self.bound.active += 1
         self.counted = True
@@ -210,7 +242,10 @@ class L4Connection(asyncio.Protocol):
             return
         if phase == DONE:
             return
-        self.buf.append(data)
+        if self.buf:
+            self.buf.append(data)
+        else:
+            self.buf = [data]
         self.buf_bytes += len(data)
         if phase == HELLO:
             self._read_hello()
@@ -386,28 +421,28 @@ class L4Connection(asyncio.Protocol):
         pool.balancer.acquire(backend)
         self.acquired = True
         self.server.track(self, backend)
-        self.connect_task = self.server.spawn(self._connect(backend))
+        # The connect timeout is this connection's Deadline (see _on_timer): one
+        # Task per attempt, and no wait_for with a Task and a timer of its own.
+        timeout = self.pool.config.timeouts.connect
+        if timeout > 0:
+            self.deadline.after(timeout)
+        self.connect_started = self.server.clock()
+        # Not server.spawn: the connection itself is in server.connections, and
+        # stopping aborts it, which cancels this task (end()).
+        self.connect_task = self.loop.create_task(self._connect(backend))
 
     # ------------------------------------------------------------ connect
 
     async def _connect(self, backend) -> None:
-        timeout = self.pool.config.timeouts.connect
-        started = self.server.clock()
         try:
-            coro = self.loop.create_connection(lambda: L4Upstream(self), backend.host,
-                                               backend.port)
-            transport, upstream = await asyncio.wait_for(coro, timeout) if timeout > 0 \
-                else await coro
+            transport, upstream = await self.loop.create_connection(
+                lambda: L4Upstream(self), backend.host, backend.port)
         except asyncio.CancelledError:
             raise
-        except (OSError, TimeoutError) as exc:
+        except OSError as exc:
             if self.done or self.backend is not backend:
                 return
-            if isinstance(exc, TimeoutError):
-                why = f"timed out after {timeout:g}s (timeouts.connect)"
-            else:
-                why = _why(exc)
-            self._connect_failed(backend, why)
+            self._connect_failed(backend, _why(exc))
             return
         except Exception as exc:  # a bug: this connection only
             log.exception("L4 connect failed unexpectedly")
@@ -418,10 +453,22 @@ class L4Connection(asyncio.Protocol):
         if self.done or self.backend is not backend:
             transport.abort()
             return
+        self.connect_task = None
         if transport.is_closing():  # the backend closed at once
             self._connect_failed(backend, "the backend closed the connection at once")
             return
-        self._attach(upstream, (self.server.clock() - started))
+        self._attach(upstream, (self.server.clock() - self.connect_started))
+
+    def _connect_timed_out(self) -> None:
+        """timeouts.connect passed: give up this attempt (the task's cancellation
+        closes its half-open socket) and retry elsewhere, as a refused connect."""
+        task = self.connect_task
+        self.connect_task = None
+        if task is not None:
+            task.cancel()
+        self._connect_failed(self.backend, f"timed out after "
+                                           f"{self.pool.config.timeouts.connect:g}s "
+                                           "(timeouts.connect)")
 
     def _connect_failed(self, backend, why: str) -> None:
         self._release(failed=True)
@@ -430,7 +477,7 @@ class L4Connection(asyncio.Protocol):
         self.failed.add(backend)
         error = f"cannot connect to {backend.name} ({backend.address}): {why}"
         if len(self.retries) < self.pool.config.retries:
-            self.retries.append({"backend": backend.name, "error": error})
+            self.retries = [*self.retries, {"backend": backend.name, "error": error}]
             self._choose()
             return
         self.end("proxy", error)
@@ -438,24 +485,16 @@ class L4Connection(asyncio.Protocol):
     def _attach(self, upstream: L4Upstream, connect_s: float) -> None:
         self.upstream = upstream
         transport = upstream.transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # not a TCP socket (or already closed): Nagle stays as it is
-                pass
+        # No TCP_NODELAY here: asyncio's and uvloop's TCP transports set it already.
         backend = self.backend
         self.connect_ms = round(connect_s * 1000, 3)
         backend.record_latency(connect_s * 1000.0, self.server.clock())
-        self.proxy_protocol = self._proxy_protocol_version()
-        if self.proxy_protocol == "v1":
-            transport.write(proxy_header_v1(self.client_addr, self.local_addr))
-        elif self.proxy_protocol == "v2":
-            sni = self.hello.sni if self.hello is not None else None
-            transport.write(proxy_header_v2(self.client_addr, self.local_addr, sni))
+        version = self.proxy_protocol = self._proxy_protocol_version()
+        if version is not None:
+            transport.write(self._proxy_header(version))
         if self.buf:
             data = b"".join(self.buf)
-            self.buf = []
+            self.buf = ()
             self.buf_bytes = 0
             self.bytes_in += len(data)
             transport.write(data)
@@ -470,12 +509,17 @@ class L4Connection(asyncio.Protocol):
 
     def _proxy_protocol_version(self) -> str | None:
         config = self.pool.config
-        if config.proxy_protocol is None and not any(b.proxy_protocol for b in config.backends):
-            return None
-        for bc in config.backends:
-            if bc.name == self.backend.name:
-                return config.backend_proxy_protocol(bc)
-        return config.proxy_protocol
+        versions = proxy_protocols_of(config)
+        return versions.get(self.backend.name, config.proxy_protocol) if versions else None
+
+    def _proxy_header(self, version: str) -> bytes:
+        """The PROXY header naming the client and the address it connected to."""
+        local = self.transport.get_extra_info("sockname")
+        local_addr = (local[0], local[1]) if local else ("0.0.0.0", 0)
+        if version == "v1":
+            return proxy_header_v1(self.client_addr, local_addr)
+        sni = self.hello.sni if self.hello is not None else None
+        return proxy_header_v2(self.client_addr, local_addr, sni)
 
     # ------------------------------------------------------------ timers, drain, stop
 
@@ -489,6 +533,8 @@ class L4Connection(asyncio.Protocol):
         elif self.phase == RELAY:
             self.end("proxy", f"idle for {self.idle:g}s: no byte either way "
                               "(timeouts.tunnel_idle)")
+        elif self.phase == CONNECTING and self.connect_task is not None:
+            self._connect_timed_out()
 
     def cut(self, reason: str = "drain deadline") -> None:
         """Close now (a drain reached its deadline); the event says why."""
@@ -562,7 +608,7 @@ class L4Connection(asyncio.Protocol):
             bytes_in=self.bytes_in, bytes_out=self.bytes_out,
             duration_ms=round((self.server.clock() - self.opened) * 1000, 3),
             connect_ms=self.connect_ms, closed_by=closed_by, error=error,
-            retries=self.retries, tls=self.tls, proxy_protocol=self.proxy_protocol)
+            retries=list(self.retries), tls=self.tls, proxy_protocol=self.proxy_protocol)
 
     def _publish_open(self) -> None:
         choice = self.choice

@@ -363,6 +363,7 @@ class Exchange:
             if full and any(b.is_eligible(ctx.now) for b in full):
                 self._at_limit(full, front)
             else:
+                self._refuse_waiter()
                 self._fail("no-backend", choice.reason or f"no eligible backend in pool {pool.name}")
             return
         info = self.queue_info
@@ -386,10 +387,10 @@ class Exchange:
     def _at_limit(self, full: set, front: bool) -> None:
         """Every eligible backend is at its limit: wait in the pool's queue, or 503."""
         pool = self.pool
-        limits = ", ".join(f"{b.name} {b.outstanding}/{b.max_connections}"
-                           for b in sorted(full, key=lambda b: b.name))
+        limits = pool.limits_text(full)
         settings = pool.config.queue
         if settings is None:
+            self._refuse_waiter()  # its pool's queue was removed while it waited
             self._fail("backend-limit", (
                 f"every eligible backend of pool {pool.name} is at its connection limit "
                 f"(in flight/max_connections: {limits}) and the pool has no queue"))
@@ -412,14 +413,35 @@ class Exchange:
                                                            self._queue_timeout)
 
     def unqueue(self) -> None:
-        """A slot was freed and this request is at the head of the queue: pick again."""
+        """A slot was freed, or the pool changed, and this request is at the head of
+        the queue: pick again, in the pool as it is now (a config change since it
+        queued built a new one; a pool removed leaves it nothing to wait for)."""
         if self.finished:
             return
+        pool = self.server.runtime.pools.get(self.pool_name)
+        if pool is None:
+            self._refuse_waiter()
+            self._fail("no-backend", f"pool {self.pool_name} was removed from the config "
+                       "while this request waited in its queue")
+            return
+        self.pool = pool
         self.ctx.now = self.server.clock()
         try:
             self._choose(front=True)
         except Exception as exc:
             self._internal_error(exc)
+
+    def _refuse_waiter(self) -> None:
+        """A waiting request about to be refused: its queue record says so."""
+        info = self.queue_info
+        if info is None or info["outcome"] != "waiting":
+            return
+        info["outcome"] = "refused"
+        info["waited_ms"] = int((self.server.clock() - self.queued_at) * 1e6 + 0.5) / 1000
+        self.pool.queue.refused += 1
+        if self.queue_timer is not None:
+            self.queue_timer.cancel()
+            self.queue_timer = None
 
     def _queue_timeout(self) -> None:
         self.queue_timer = None
@@ -434,9 +456,7 @@ class Exchange:
         info["waited_ms"] = int((self.server.clock() - self.queued_at) * 1e6 + 0.5) / 1000
         self._fail("queue-timeout", (
             f"waited {timeout:g}s in the queue of pool {pool.name} (queue.timeout) and no "
-            "backend slot came free: " + ", ".join(
-                f"{b.name} {b.outstanding}/{b.max_connections}"
-                for b in pool.backends.values() if b.max_connections is not None)))
+            "backend slot came free: " + pool.limits_text()))
 
     def _leave_queue(self) -> None:
         """Finished while waiting (the client left, a drain cut it): out of the queue."""
@@ -1059,6 +1079,8 @@ class Exchange:
         view = dict(view) if view is not None else {
             "ip": self.conn.client_ip, "from": "proxy_protocol",
             "reason": f"PROXY v{proxied['version']} header from trusted {proxied['via']}"}
+        if view["from"] == "peer":  # the "peer" here is who the PROXY header named
+            view["from"] = "proxy_protocol"
         view["proxy_protocol"] = proxied
         return view
 

@@ -94,3 +94,82 @@ def test_haproxy_configs_pass_haproxy_c(tmp_path, mode):
     conf.write_text(c.haproxy_config(tmp_path, 8080, BACKENDS, mode=mode))
     done = subprocess.run([c.HAPROXY, "-c", "-f", str(conf)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- bench/l4.py
+
+def test_l4_churn_workload_sends_connection_close_and_baseline_adds_a_target():
+    from bench import l4
+
+    args = l4.parse_args(["--workloads", "churn,small", "--targets", "lblab,haproxy",
+                          "--baseline", "main"])
+    assert args.workloads == ["churn", "small"]
+    assert args.targets == ["lblab", l4.BASE, "haproxy"]
+    assert l4.wrk_request("churn") == ("/", ["Connection: close"])
+    assert l4.wrk_request("small") == ("/", [])
+    assert l4.wrk_request("bulk") == ("/big", [])
+
+
+def test_l4_base_target_needs_a_revision(capsys):
+    from bench import l4
+
+    with pytest.raises(SystemExit):
+        l4.parse_args(["--targets", "lblab-base"])
+    assert "needs --baseline REV" in capsys.readouterr().err
+
+
+def _round(target, rps, cpu_pct):
+    name = "lblab-base" if target == "lblab-base" else target
+    result = c.WrkResult(url="", command="", requests=int(rps), seconds=1.0, rps=rps,
+                         cpu={"process_pct": {name: cpu_pct}, "process_system_pct": {name: 1.0}})
+    return {"target": target, "workload": "churn", "result": result}
+
+
+def test_l4_summary_lists_every_round_and_pairs_rounds_against_the_baseline():
+    from bench import l4
+
+    rounds = {
+        ("churn", "lblab"): [_round("lblab", 900, 100), _round("lblab", 1000, 50)],
+        ("churn", "lblab-base"): [_round("lblab-base", 450, 100), _round("lblab-base", 800, 80)],
+        ("churn", "haproxy"): [_round("haproxy", 2000, 100), _round("haproxy", 2000, 100)],
+    }
+    rows, verdicts = l4.summarise(rounds, ["lblab", "lblab-base", "haproxy"], ["churn"])
+    lblab = rows[0]
+    assert lblab["each"] == "0.9k 2.0k"  # req per CPU-second, round by round
+    v = verdicts["churn"]
+    # Median rounds: lblab 1000 req/s at 50 % CPU (the higher of two: index 1) vs 2000.
+    assert v["ratio"] == 0.5 and not v["met"]
+    assert v["ratio_per_cpu_second"] == 1.0 and v["met_per_cpu_second"]
+    # Paired: round 1 900/450 = 2.0, round 2 2000/1000 = 2.0.
+    assert v["vs_base_each_round"] == [2.0, 2.0] and v["vs_base_per_cpu_second"] == 2.0
+    assert "LBLab vs lblab-base per CPU-second 2.00x" in l4.verdict_line("churn", v)
+
+
+def test_bench_ports_stay_in_the_block_given(monkeypatch):
+    monkeypatch.setenv(c.PORT_RANGE_ENV, "38950-38999")
+    assert all(38950 <= p <= 38999 for p in [c.free_port(), *c.free_ports(3)])
+    monkeypatch.setenv(c.PORT_RANGE_ENV, "38950")
+    with pytest.raises(c.BenchError, match="LOW-HIGH"):
+        c.free_port()
+
+
+def test_l4_profile_reads_calls_per_request(tmp_path):
+    import cProfile
+
+    from bench import l4
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    sorted(range(100), key=lambda x: -x)  # 100 calls of the lambda, and a few more
+    profiler.disable()
+    stats = tmp_path / "proxy.pstats"
+    profiler.dump_stats(str(stats))
+
+    class Written:  # what the profiler wrapper prints once the file is complete
+        def output(self):
+            return f"profile written to {stats}\n"
+
+    prof = l4.read_profile(Written(), stats, requests=10, top=5)
+    assert prof["calls"] >= 100 and prof["calls_per_request"] == prof["calls"] / 10
+    assert prof["top"][0].split()[:2] == ["ncalls", "tottime"]
+    assert l4.parse_args(["--profile", "--baseline", "HEAD"]).profile

@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from proxy.balancers import REGISTRY
+from proxy.configtext import dump_yaml
 from proxy.config import ConfigError, load_config, load_config_file, parse_config, to_data
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "proxy" / "examples"
@@ -33,7 +34,7 @@ def assert_round_trips(config) -> None:
     assert again == config
     assert to_data(again) == data
     # GET /config as YAML (the default) and as JSON, sent back as PUT /config.
-    assert load_config(yaml.safe_dump(data, sort_keys=False, allow_unicode=True)) == config
+    assert load_config(dump_yaml(data)) == config
     assert load_config(json.dumps(data), as_json=True) == config
 
 
@@ -193,3 +194,14 @@ def test_passthrough_export_is_accepted_back():
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert "min_version" in info.value.lines()[0]
+
+
+@pytest.mark.parametrize("secret", ["a\x85b", "\x85", "line\u2028sep", "para\u2029sep"])
+def test_a_secret_with_a_unicode_line_break_survives_get_then_put(secret):
+    """PyYAML folds a raw NEL in single quotes into a space; GET /config must not."""
+    config = load_config_file(str(EXAMPLES / "sticky-cookie.yaml"))
+    data = to_data(config)
+    pool = next(p for p in data["pools"].values() if p.get("sticky"))
+    pool["sticky"]["secret"] = secret
+    config = parse_config(copy.deepcopy(data))
+    assert load_config(dump_yaml(to_data(config))) == config

@@ -1,4 +1,5 @@
-"""UDP game flows: players whose datagrams reached a second server, and the idle timer."""
+"""UDP game flows: players whose datagrams reached a second server, the idle timer, and
+the drain of a game server (its flows end by idle expiry, or are cut at the deadline)."""
 from labs.framework.grading import Result, chart, drop_none, verdict
 from labs.diagrams import escape
 from labs.framework.recording import count_by
@@ -17,6 +18,43 @@ def moves_by_player(run) -> dict[str, list[str]]:
 
 def changes(servers: list[str]) -> int:
     return sum(1 for a, b in zip(servers, servers[1:]) if a != b)
+
+
+def drain_of(run) -> tuple[str, float] | None:
+    """(backend, lab second) of the first drain the proxy started, None if none."""
+    for e in sorted(run.of_type("drain"), key=lambda e: e["t"]):
+        if e.get("what") == "started" and e.get("backend"):
+            return e["backend"], e["t"]
+    return None
+
+
+def drained_flows(run, backend: str, at: float) -> dict[str, int]:
+    """How the flows on ``backend`` that were open when its drain started ended:
+    idle (their player left or went quiet), cut (the drain's deadline), other, or still
+    open when the run ended (a match still being played)."""
+    opened = {e.get("connection_id"): e["t"] for e in run.of_type("connection_open")
+              if e.get("kind") == "udp" and e.get("backend") == backend and e["t"] <= at}
+    out = {"at_drain": 0, "idle": 0, "cut": 0, "other": 0, "open_at_end": 0}
+    ended = {e.get("connection_id"): e for e in run.of_type("connection")
+             if e.get("kind") == "udp" and e.get("backend") == backend}
+    for cid in opened:
+        e = ended.get(cid)
+        if e is not None and e["t"] < at:
+            continue  # it ended before the drain began
+        out["at_drain"] += 1
+        if e is None:
+            out["open_at_end"] += 1
+        elif drain_cut(e):
+            out["cut"] += 1
+        elif e.get("closed_by") == "idle":
+            out["idle"] += 1
+        else:
+            out["other"] += 1
+    return out
+
+
+def drain_cut(event: dict) -> bool:
+    return event.get("closed_by") == "proxy" and "drain" in (event.get("error") or "")
 
 
 def flow_diagram(client: str, servers: list[str], idle_s: float, gap_s: float,
@@ -69,7 +107,33 @@ def grade(run):
         (idle <= cap, f"flow_idle is {sc.both(idle)}; the quiet gap between heartbeats is "
                       f"{sc.short(gap)}, and flow_idle may be at most {sc.short(cap)}"),
     ]
+    max_cuts = int(run.targets.get("max_drain_cuts", 0))
+    delay_cap = float(run.targets.get("max_deregistration_delay_s", 360))
+    pool = (run.config.get("pools") or {}).get("game") or {}
+    delay = parse_duration(pool.get("deregistration_delay", "30s"))
+    drain = drain_of(run)
+    cuts = [e for e in ended if drain_cut(e)]
+    if drain is None:
+        checks.append((False, "no drain was recorded: the lab drains b2 at lab second 2 "
+                              "(run the lab, not only its traffic)"))
+    else:
+        checks.append((len(cuts) <= max_cuts,
+                       f"{len(cuts)} game flows were cut by {drain[0]}'s drain deadline (the "
+                       f"deregistration delay, {sc.both(delay)}) while their players were "
+                       f"still in a match; target at most {max_cuts}"))
+    checks.append((delay <= delay_cap,
+                   f"deregistration_delay is {sc.both(delay)}; it may be at most "
+                   f"{sc.both(delay_cap)} (the longest match: a drain ends sooner once the "
+                   "last player on the server has left)"))
     passed, evidence = verdict(checks)
+    if drain is not None:
+        d = drained_flows(run, *drain)
+        evidence.append(
+            f"INFO  {d['at_drain']} flows were on {drain[0]} when its drain began at "
+            f"{sc.short(drain[1])}: {d['idle']} ended idle (the only end a UDP flow has "
+            f"without a drain: flow_idle after its player's last datagram), {d['cut']} cut "
+            f"at the deadline, {d['other']} otherwise, {d['open_at_end']} still playing "
+            "when the run ended")
     flows = sum(len(s) for s in players.values())
     evidence.append(f"INFO  the proxy opened {flows} flows for {len(players)} players; of "
                     f"those that ended during the run: "
@@ -83,7 +147,10 @@ def grade(run):
         evidence=evidence,
         metrics={"players": len(players), "players_moved": len(moved), "moves": n_moves,
                  "moves_seen_by_players": seen_moves, "datagrams": total, "lost": lost,
-                 "flows": flows, "flow_idle_s": idle, "closed_by": closed},
+                 "flows": flows, "flow_idle_s": idle, "closed_by": closed,
+                 "drained": drain[0] if drain else None, "drain_cuts": len(cuts),
+                 "deregistration_delay_s": delay,
+                 "drained_flows": drained_flows(run, *drain) if drain else {}},
         chart=flows_chart(run),
         diagrams=drop_none([flow_diagram(example[0], example[1], idle, gap, sc)
                             if example else None]))

@@ -53,6 +53,9 @@ class Command(BaseCommand):
                         help="backend (default): same fault schedule and per-request seeds, "
                         "a request costs what its backend charges then; pinned: every backend "
                         "answers each request after its recorded time with its recorded status")
+        rp.add_argument("--seed", type=int, default=None,
+                        help="seed every lane's balancer draws (random, power_of_two_choices) "
+                        "with this; default: one derived from the trace, the same each replay")
         rp.add_argument("--json", action="store_true", help="print the result as JSON")
         rp.add_argument("--out", help="folder for result.json (default <run dir>/replays/ID)")
         rp.add_argument("--state-dir", help="sandboxes' state dir (default LBLAB_STATE_DIR)")
@@ -212,9 +215,12 @@ class Command(BaseCommand):
         self.stderr.write(f"replaying {len(trace.requests)} requests of run {trace.run_id} "
                           f"({trace.slug}, recorded under {trace.algorithm}) under "
                           f"{', '.join(labels)} (cost: {opts['cost']})")
+        if trace.notes:
+            self.stderr.write("; ".join(trace.notes))
         try:
             result = replay.Replayer(trace, lanes, state_dir=state_dir, out_dir=out,
-                                     labels=labels, cost=opts["cost"]).run()
+                                     labels=labels, cost=opts["cost"],
+                                     seed=opts.get("seed")).run()
         except replay.ReplayRefused as exc:
             raise CommandError(str(exc)) from None
         except replay.ReplayFailed as exc:

@@ -194,3 +194,24 @@ def test_stats_count_requests_by_status(backend):
     assert stats["faults"]["error_rate"] == 1
     assert stats["uptime_s"] > 0 and stats["pid"] == backend.pid
     assert json.dumps(stats)  # plain JSON all the way down
+
+
+def test_max_in_flight_sheds_the_next_request_with_retry_after(backend):
+    backend.control({"max_in_flight": 1, "latency_ms": 800, "shed": "429",
+                     "shed_retry_after_s": 3})
+    with connect(backend.port, timeout=5) as slow:
+        slow.sendall(GET)  # takes the one slot for 800 ms
+        eventually(lambda: backend.stats()["in_flight"] == 1)
+        r = backend.get("/api/x")
+        assert r.status == 429 and r.headers.get("retry-after") == "3"
+        assert r.json()["error"] == "overloaded" and r.json()["in_flight"] == 1
+        with slow.makefile("rb") as f:
+            assert read_response(f).status == 200  # the one in the slot is served
+    assert backend.stats()["faults_injected"]["shed"] >= 1
+    backend.control({"shed": "reset", "latency_ms": 300})
+    with connect(backend.port, timeout=5) as slow, connect(backend.port) as dropped:
+        slow.sendall(GET)
+        eventually(lambda: backend.stats()["in_flight"] == 1)
+        dropped.sendall(GET)
+        with pytest.raises(ConnectionResetError):
+            dropped.recv(4096)

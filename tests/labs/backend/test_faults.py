@@ -198,3 +198,23 @@ def test_health_knobs():
     faults.apply({"live_fail": True, "live_latency_ms": 10})
     assert not faults.live_quiet()
     assert (faults.decide_live().fail, faults.decide_live().delay_s) == (True, 0.01)
+
+
+def test_overload_sheds_what_is_beyond_max_in_flight():
+    faults, clock = state()
+    assert faults.decide_overload(1000) is None  # no limit by default
+    faults.apply({"max_in_flight": 2})
+    assert not faults.app_quiet(clock())  # the fast path must count requests now
+    assert faults.decide_overload(1) is None
+    assert faults.decide_overload(2) == ("reset", 0)  # dropped, as an overflowing server
+    faults.apply({"shed": "429", "shed_retry_after_s": 2})
+    assert faults.decide_overload(5) == ("status", 429)
+
+
+def test_overload_knobs_say_what_they_take():
+    assert errors_of({"max_in_flight": -1}) == [
+        "max_in_flight must be a whole number from 0 to 100000, got -1"]
+    assert errors_of({"max_in_flight": 2.5})[0].startswith("max_in_flight must be a whole")
+    assert errors_of({"shed": "drop"}) == ['shed must be one of reset, 429, 503, got "drop"']
+    assert errors_of({"shed": True}) == ["shed must be one of reset, 429, 503, got true"]
+    assert validate_patch({"shed": 429}) == {"shed": "429"}  # YAML's bare 429

@@ -114,3 +114,34 @@ def test_learner_configs_name_lab_pki_files_only():
         check_document(lab, parse_document(text))
     assert [e["path"] for e in err.value.errors] == ["listeners.web.tls.certificates[0].cert",
                                                      "listeners.web.tls.certificates[0].key"]
+
+
+def test_lab_settings_with_limits_and_backend_knobs_say_what_to_change():
+    from labs.framework.runner import RunRefused, check_document, parse_document
+
+    lab = registry.get("retry-storm")
+    assert lab.spec.lab_settings["overload"].backend_knob == "shed"
+    doc = parse_document(lab.topology_text()
+                         .replace("retries: 3, backoff_ms: 0", "retries: 50, backoff_ms: 0")
+                         .replace("overload: reset", "overload: drop"))
+    with pytest.raises(RunRefused) as err:
+        check_document(lab, doc)
+    paths = {e["path"]: e["message"] for e in err.value.errors}
+    assert paths["lab.clients.retries"] == "must be from 0 to 10, got 50"
+    assert paths["lab.overload"].startswith("choose one of reset, 429, 503")
+    config, settings = check_document(lab, parse_document(lab.solution_text()))
+    assert settings["overload"] == 429 and settings["clients"]["honor_retry_after"] is True
+    with pytest.raises(ValueError, match="backend_knob: unknown fault knob 'shedding'"):
+        definition.LabSetting(help="x", default="reset", backend_knob="shedding")
+
+
+def test_a_canary_rule_out_of_bounds_is_refused_before_the_run():
+    from labs.framework.runner import RunRefused, check_document, parse_document
+
+    lab = registry.get("canary-rollback")
+    doc = parse_document(lab.topology_text().replace("max_error_rate: 0.6 ",
+                                                     "max_error_rate: 50 "))
+    with pytest.raises(RunRefused) as err:
+        check_document(lab, doc)
+    assert {e["path"]: e["message"] for e in err.value.errors} == {
+        "lab.canary.max_error_rate": "must be from 0 to 1, got 50"}

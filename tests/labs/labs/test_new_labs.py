@@ -1,7 +1,12 @@
 """The labs of issue 15 on their recorded runs: what each grader must tell apart.
 
 Recordings are real runs (record_fixtures.py); ``outlier-black-hole--nocap`` is the same
-lab with passive health but no ejection cap (outlier-nocap.yaml), recorded the same way.
+lab with passive health but no ejection cap (outlier-nocap.yaml), recorded the same way;
+``retry-storm--budget`` is the retry storm with the proxy's retry budget alone
+(retry-budget-only.yaml: ``labs run retry-storm --config``, its recording.json), and
+``cross-zone--rebalanced`` the cross-zone lab with the zones evened out instead
+(cross-zone-rebalanced.yaml), ``retry-storm--noretry`` with every retry off
+(retry-none.yaml).
 """
 from __future__ import annotations
 
@@ -71,7 +76,8 @@ def test_a_lab_declares_known_concepts_only(tmp_path):
 
 
 def test_every_new_lab_declares_its_concepts():
-    for slug in ("grpc-l4-pinning", "mixed-durations", "outlier-black-hole", "udp-game-flows"):
+    for slug in ("grpc-l4-pinning", "mixed-durations", "outlier-black-hole", "udp-game-flows",
+                 "cross-zone", "canary-rollback", "retry-storm"):
         lab = registry.get(slug)
         assert lab.spec.concepts and lab.summary()["concepts"] == lab.spec.concepts
 
@@ -125,3 +131,77 @@ def test_a_sandbox_with_a_udp_listener_and_toy_backends_in_udp_mode(tmp_path):
             assert s.recv(100) == b"b1 hello"  # through the proxy to a UDP toy backend
     finally:
         svc.stop(sb.id, grace=2)
+
+
+def test_cross_zone_off_runs_the_lone_server_of_zone_a_hot():
+    lab = registry.get("cross-zone")
+    start, fix = lab.grade(load(lab.slug, "start")), lab.grade(load(lab.slug, "solution"))
+    # Off: node-a's half of the clients all land on b1, node-b's spread over three.
+    assert start.metrics["hot"] == "b1" and start.metrics["shares"]["b1"] > 0.4
+    assert start.metrics["cross_zone_requests"] == 0
+    assert start.metrics["worst_node"] == "node-a" and start.metrics["p99_ratio"] > 1.4
+    assert "cross_zone off: only zone us-east-1a's backends (1 eligible)" in \
+        " ".join(start.evidence)
+    # On: a quarter each, about half the requests cross zones, both nodes' users alike.
+    assert max(fix.metrics["shares"].values()) < 0.3
+    assert 0.3 < fix.metrics["cross_zone_requests"] / sum(fix.metrics["per_backend"].values()) \
+        < 0.7
+    assert fix.metrics["p99_ratio"] <= 1.4 and fix.metrics["failed"] == 0
+    # The other fix: cross-zone still off, two servers a zone: even, and nothing crosses.
+    even = lab.grade(load(lab.slug, "rebalanced"))
+    assert even.passed and even.metrics["cross_zone_requests"] == 0
+    assert max(even.metrics["shares"].values()) < 0.3
+
+
+def test_canary_rollback_reads_the_controllers_decisions():
+    lab = registry.get("canary-rollback")
+    start, fix = lab.grade(load(lab.slug, "start")), lab.grade(load(lab.slug, "solution"))
+    # The loose rule never had a verdict: the canary reached 25% and failed users there.
+    assert not start.metrics["rolled_back"] and start.metrics["max_percent"] == 25
+    assert start.metrics["errors_by_step"]["25%"] > start.metrics["errors_by_step"]["1%"]
+    assert any("fewer than min_requests 20: no verdict yet" in e for e in start.evidence)
+    # The tight rule rolled back while the canary was small, and says why.
+    assert fix.metrics["rolled_back"] and fix.metrics["rollback_percent"] < 25
+    assert fix.metrics["failed"] < start.metrics["failed"]
+    assert any("above max_error_rate 5%" in e for e in fix.evidence)
+    labels = [m["label"] for m in fix.chart["markers"]]
+    assert "canary rolled back" in labels and "v2 starts failing" in labels
+
+
+def test_retry_storm_counts_each_layer():
+    lab = registry.get("retry-storm")
+    start = lab.grade(load(lab.slug, "start"))
+    budget = lab.grade(load(lab.slug, "budget"))
+    fix = lab.grade(load(lab.slug, "solution"))
+    # Both layers multiply during the slowdown; the worst user request made 16 attempts.
+    assert start.metrics["client_factor"] > 1.5 and start.metrics["proxy_factor"] > 2
+    assert any("4 client attempts and 16 attempts on the servers" in e for e in start.evidence)
+    # The budget alone caps the proxy's layer (and says so), not the clients'.
+    assert not budget.passed and budget.metrics["retry_budget_refused"] > 0
+    assert budget.metrics["proxy_factor"] < start.metrics["proxy_factor"]
+    assert budget.metrics["client_factor"] > 1.5
+    # 429 + Retry-After, honored: about one attempt per user request, all succeed.
+    assert fix.metrics["shed_429"] > 0 and fix.metrics["statuses"].get("502", 0) == 0
+    assert fix.metrics["amplification"] < 1.5 and fix.metrics["success"] >= 0.9
+    # No retries at all: no amplification, and every drop is a user's failure.
+    none = lab.grade(load(lab.slug, "noretry"))
+    assert none.metrics["amplification"] == 1.0 and none.metrics["success"] < 0.9
+    assert none.evidence[0].startswith("PASS") and none.evidence[1].startswith("FAIL")
+
+
+def test_retry_storm_layers_from_the_query_alone():
+    from labs.framework.registry import get
+
+    grader = get("retry-storm").grader
+    ev = [
+        {"path": "/work?ms=20&req=u1-1&try=1", "status": 502, "backend": "b2",
+         "retries": [{"backend": "b1"}, {"backend": "b2"}, {"backend": "b1"}]},
+        {"path": "/work?ms=20&req=u1-1&try=2", "status": 200, "backend": "b1", "retries": []},
+        {"path": "/work?ms=20&req=u2-1&try=1", "status": 429, "backend": "b1", "retries": []},
+        {"path": "/health", "status": 200, "backend": "b1"},  # not a user request
+        {"path": "/work?ms=20&req=u3-1&try=1", "status": 503, "backend": None, "retries": []},
+    ]
+    n = grader.layers(grader.user_requests(ev))
+    assert n["user_requests"] == 3 and n["client_attempts"] == 4
+    assert n["server_attempts"] == 4 + 1 + 1 + 0  # a 503 no-backend reached no server
+    assert n["succeeded"] == 1 and round(n["amplification"], 2) == 2.0

@@ -21,3 +21,59 @@ def test_backend_full_counts_in_flight_against_the_limit():
     assert not backend_full(b, None)
     b.outstanding = 2
     assert backend_full(b, 2) and not backend_full(b, 3)
+
+
+class Waiter:
+    """Stands for a queued request: on unqueue it is served, refused, or goes back."""
+
+    def __init__(self, queue: WaitQueue, name: str, outcome: str, log: list):
+        self.queue, self.name, self.outcome, self.log = queue, name, outcome, log
+
+    def unqueue(self) -> None:
+        self.log.append(self.name)
+        if self.outcome == "back":  # no free slot: back at the head, keeping its place
+            self.queue.admit(self, 10, front=True)
+
+
+def test_reconsider_wakes_in_order_until_one_finds_no_slot():
+    q, log = WaitQueue(), []
+    waiters = [Waiter(q, n, o, log) for n, o in
+               (("a", "served"), ("b", "served"), ("c", "back"), ("d", "served"))]
+    for w in waiters:
+        q.admit(w, 10)
+    q.reconsider()
+    assert log == ["a", "b", "c"]  # c found no slot: d keeps waiting behind it
+    assert [w.name for w in q.waiters] == ["c", "d"]
+
+
+def test_reconsider_refuses_everyone_when_nothing_is_left():
+    q, log = WaitQueue(), []
+    for n in "abc":
+        q.admit(Waiter(q, n, "refused", log), 10)
+    q.reconsider()
+    assert log == ["a", "b", "c"] and not q.waiters
+
+
+def test_kick_without_waiters_or_outside_a_loop_does_nothing():
+    q = WaitQueue()
+    q.kick()
+    assert not q.kicked
+    q.admit(Waiter(q, "a", "served", []), 10)
+    q.kick()  # no running loop here (the runtime alone): nothing scheduled
+    assert not q.kicked and len(q) == 1
+
+
+def test_kick_schedules_one_reconsider_however_many_changes():
+    import asyncio
+
+    async def run():
+        q, log = WaitQueue(), []
+        q.admit(Waiter(q, "a", "served", log), 10)
+        q.kick()
+        q.kick()
+        assert q.kicked and log == []  # not inside the caller's callback
+        await asyncio.sleep(0)
+        return q, log
+
+    q, log = asyncio.run(run())
+    assert log == ["a"] and not q.kicked and not q.waiters

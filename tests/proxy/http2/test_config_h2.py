@@ -55,6 +55,11 @@ def test_grpc_check_needs_an_h2_pool():
     parse_config(config(pool={"protocol": "h2", "health": {"type": "grpc"}}))
 
 
-def test_h2_pools_are_cleartext():
-    found = errors(config(pool={"protocol": "h2", "tls": {"verify": False}}))
-    assert ("pools.p.protocol", found[0][1]) in found and "h2c" in found[0][1]
+def test_h2_pools_may_speak_tls_but_not_check_grpc_in_cleartext():
+    parse_config(config(pool={"protocol": "h2", "tls": {"verify": False}}))
+    parse_config(config(pool={"protocol": "h2", "tls": {}, "health": {"type": "tcp"}}))
+    found = errors(config(pool={"protocol": "h2", "tls": {}, "health": {"type": "grpc"}}))
+    assert found == [("pools.p.health.type", found[0][1])]
+    assert "cleartext HTTP/2" in found[0][1] and "health.port" in found[0][1]
+    parse_config(config(pool={"protocol": "h2", "tls": {},
+                              "health": {"type": "grpc", "port": 9100}}))

@@ -278,6 +278,40 @@ def test_connect_failure_is_retried_on_another_backend(proxy_factory, games):
     assert "cannot connect to dead" in event["retries"][0]["error"]
 
 
+def _unanswering_listener():
+    """A listener whose accept queue is full: further connects get no SYN-ACK and hang."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []
+    for _ in range(4):  # the queue holds backlog + 1; the rest stay in SYN-SENT
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(server.getsockname())
+        fillers.append(filler)
+    return server, fillers
+
+
+def test_connect_timeout_is_retried_on_another_backend(proxy_factory, games):
+    server, fillers = _unanswering_listener()
+    try:
+        backends = [{"name": "mute", "address": f"127.0.0.1:{server.getsockname()[1]}"},
+                    *game_backends([games["g1"]])]
+        proxy = proxy_factory(tcp_config({"g": {
+            "backends": backends, "retries": 1, "timeouts": {"connect": "300ms"}}}))
+        with game(proxy.port("game")) as g:
+            assert backend_of(g) == "g1"
+            assert g.command("PING") == "PONG g1", "the retried connection relays"
+        event = connection_events(proxy, count=1)[0]
+        assert event["backend"] == "g1" and event["error"] is None
+        assert event["retries"] == [{"backend": "mute", "error": (
+            f"cannot connect to mute (127.0.0.1:{server.getsockname()[1]}): "
+            "timed out after 0.3s (timeouts.connect)")}]
+    finally:
+        for sock in (server, *fillers):
+            sock.close()
+
+
 def test_no_eligible_backend_closes_at_once_and_says_why(proxy_factory, games):
     backends = game_backends([games["g1"]])
     backends[0]["state"] = "maintenance"
