@@ -8,8 +8,10 @@ Two ways to survive losing one balancer, each with a clock the learner tunes:
   balancer holds the service address; the standby checks it every ``interval`` and, when
   nothing has answered for ``dead_after``, binds the address itself. VRRP's own rule is
   Master_Down_Interval = 3 x Advertisement_Interval + Skew_Time (RFC 5798 section 6.1):
-  three missed adverts. `Standby` is that standby's state machine; each transition is a
-  `Decision` with the reason, which the runner turns into a timeline event.
+  three missed adverts. (In VRRP the master multicasts its adverts and the backup only
+  listens; on one machine the standby asks instead, which measures the same silence.)
+  `Standby` is that standby's state machine; each transition is a `Decision` with the
+  reason, which the runner turns into a timeline event.
 * **Active–active, DNS round robin**. Both balancers' own addresses are in the DNS answer;
   a health-checked zone drops one after ``fall`` failed checks (as Route 53 health checks
   do, with their failure threshold), but a client keeps using the answer it cached until
