@@ -576,6 +576,11 @@ class BalancerConfig(Strict):
     # long a backend may go without a response before one request probes it.
     decay_time: Duration = 10.0
     probe_after: Duration = 10.0
+    # least_connections, least_outstanding_requests, power_of_two_choices: whose counts
+    # they compare. "local": this proxy's own, live. "reported": the last load report
+    # pushed through the admin API (PUT /pools/P/load): every balancer's load, but as old
+    # as the report (several proxies reading one stale report herd onto one backend).
+    load: Literal["local", "reported"] = "local"
     # random, weighted_random, power_of_two_choices: draw from a generator seeded with
     # this (its own per pool), so two runs of one traffic make the same draws; unset, the
     # process's generator. A counterfactual replay sets it (labs/framework/replay.py).

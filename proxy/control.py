@@ -460,6 +460,28 @@ async def set_balancer(request: web.Request) -> web.Response:
     return json_response(full_state(ctx))
 
 
+async def put_load(request: web.Request) -> web.Response:
+    """A load report from outside (a bulletin board of every balancer's load): kept on the
+    backends for balancer.load: reported; live state, not config."""
+    ctx = ctx_of(request)
+    pool = request.match_info["pool"]
+    require_pool(ctx, pool)
+    body = await read_json_object(request, '{"loads": {"b1": 3, "b2": 0}}')
+    loads = body.get("loads")
+    if not isinstance(loads, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1_000_000
+            for v in loads.values()):
+        raise ApiError(400, 'the body needs "loads": backend name -> requests in flight '
+                            '(0 or more; an average may be fractional), e.g. '
+                            '{"loads": {"b1": 3, "b2": 0.5}}', path="loads")
+    runtime_pool = ctx.runtime.pools[pool]
+    unknown = runtime_pool.report_load(loads, ctx.runtime.clock())
+    body = {"pool": pool, "loads": loads}
+    if unknown:
+        body["unknown"] = unknown
+    return json_response(body)
+
+
 async def patch_pool(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     pool = request.match_info["pool"]
@@ -502,6 +524,8 @@ ROUTES: list[tuple[str, str, object, str]] = [
      "put a backend back in rotation (intent active)"),
     ("PUT", "/pools/{pool}/balancer", set_balancer,
      'change the algorithm: {"algorithm": "...", ...knobs}'),
+    ("PUT", "/pools/{pool}/load", put_load,
+     'a load report for balancer.load: reported: {"loads": {"b1": 3, ...}}'),
     ("PATCH", "/pools/{pool}", patch_pool,
      "replace pool settings: health, outlier, slow_start, timeouts, panic_threshold, ..."),
 ]

@@ -81,6 +81,12 @@ class BackendState:
     ewma_decay: float = EWMA_DECAY  # time constant in seconds (pool's balancer.decay_time)
     requests: int = 0
     failures: int = 0  # 5xx and gateway failures seen by the proxy
+    # The last load report pushed from outside (PUT /pools/P/load): requests in flight on
+    # this backend across every balancer (an average over the reporter's interval, so it
+    # may be fractional), as of reported_at (the proxy's clock). Read by
+    # balancer.load: reported; None until a report arrives.
+    reported_load: float | None = None
+    reported_at: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property

@@ -171,6 +171,16 @@ class PoolRuntime:
 
     # ------------------------------------------------------------ choosing
 
+    def report_load(self, loads: dict[str, float], now: float) -> list[str]:
+        """Take a load report (backend -> requests in flight across every balancer) for
+        balancer.load: reported; returns the names it named that this pool lacks."""
+        unknown = [name for name in loads if name not in self.backends]
+        for name, load in loads.items():
+            if name in self.backends:
+                self.backends[name].reported_load = load
+                self.backends[name].reported_at = now
+        return unknown
+
     def full_backends(self) -> set | None:
         """The backends at their connection limit now (None when no backend has one);
         all of them while the pool is at its max_requests."""

@@ -31,6 +31,7 @@ CONCEPTS: dict[str, str] = {
     "errors-502-503-504": "502 vs 503 vs 504",
     "http2-grpc": "HTTP/2 and gRPC",
     "udp": "UDP flows",
+    "balancer-ha": "Balancer high availability (active–active, active–passive)",
     "cross-zone": "Balancer nodes per zone and cross-zone balancing",
     "retries": "Retries, retry budgets and load shedding",
 }

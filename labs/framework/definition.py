@@ -92,14 +92,18 @@ ADMIN_VERBS = ("drain", "remove", "remove_now", "add", "activate", "maintenance"
 
 
 class Fault(Strict):
-    """One scheduled action; exactly one of set, clear, crash, restart, admin, note, deploy."""
+    """One scheduled action; exactly one of set, clear, crash, restart, admin, note, deploy
+    (with ``proxy``: crash, stop or restart that balancer)."""
 
     at: float
     backend: str | None = None
+    # crash or restart a balancer instead (a lab with several: sandbox.proxies names them)
+    proxy: str | None = None
     pool: str = "web"
     set: dict[str, Any] | None = None  # PUT /_control/faults
     clear: bool | None = None  # DELETE /_control/faults
     crash: bool | None = None  # POST /_control/crash: the process exits
+    stop: bool | None = None  # with proxy: SIGTERM, the balancer drains and exits
     restart: dict[str, Any] | None = None  # start the toy backend again, then these faults
     admin: Literal[ADMIN_VERBS] | None = None  # type: ignore[valid-type]
     weight: int | None = None
@@ -121,13 +125,19 @@ class Fault(Strict):
 
     @model_validator(mode="after")
     def _one_action(self):
-        given = [k for k in ("set", "clear", "crash", "restart", "admin", "note", "deploy")
-                 if getattr(self, k) not in (None, False)]
+        given = [k for k in ("set", "clear", "crash", "stop", "restart", "admin", "note",
+                             "deploy") if getattr(self, k) not in (None, False)]
         if len(given) != 1:
-            raise ValueError("a fault needs exactly one action of set, clear, crash, restart, "
-                             f"admin, note, deploy; got {given or 'none'}")
+            raise ValueError("a fault needs exactly one action of set, clear, crash, stop, "
+                             f"restart, admin, note, deploy; got {given or 'none'}")
         action = given[0]
-        if action in ("set", "clear", "crash", "restart") and not self.backend:
+        if self.proxy is not None:
+            if action not in ("crash", "stop", "restart") or self.backend:
+                raise ValueError("proxy: NAME goes with crash, stop or restart only (not "
+                                 "with backend)")
+        elif action == "stop":
+            raise ValueError("stop needs proxy: NAME (a backend stops with crash)")
+        elif action in ("set", "clear", "crash", "restart") and not self.backend:
             raise ValueError(f"{action} needs backend: NAME")
         if action == "admin" and not self.backend:
             raise ValueError("admin needs backend: NAME (and pool, default web)")
@@ -154,6 +164,15 @@ class Watcher(Strict):
     # A deep health check whose latency follows the load: every 100 ms each backend gets
     # health_latency_ms = base_ms + ms_per_rps * (its requests per second).
     load_coupled_health: dict[str, Any] | None = None  # {"base_ms", "ms_per_rps", "backends"}
+    # Two balancers and a floating address (labs/framework/pair.py): the standby watches
+    # the active's heartbeat and binds the address when it stops answering.
+    floating_address: dict[str, Any] | None = None  # {"address", "active", "standby", "listener"}
+    # DNS round robin over the balancers' own addresses, with health checks: the zone
+    # the traffic's resolver reads (labs/framework/pair.py).
+    dns_round_robin: dict[str, Any] | None = None  # {"nodes", "check_interval_s", "fall"}
+    # A shared load report: every refresh_s the balancers' requests in flight, pushed to
+    # every balancer (PUT /pools/POOL/load; balancer.load: reported reads it).
+    load_report: dict[str, Any] | None = None  # {"pool", "refresh_s", "sample_s"}
     # A canary rollout (labs/framework/canary.py): the backend's share of the traffic
     # steps up through `steps` (percent) every `step_s` lab seconds, rolled back when the
     # learner's lab.canary rule says so.
@@ -161,7 +180,8 @@ class Watcher(Strict):
 
     @model_validator(mode="after")
     def _one(self):
-        kinds = ("replace_when_unhealthy", "load_coupled_health", "canary")
+        kinds = ("replace_when_unhealthy", "load_coupled_health", "canary", "floating_address",
+                 "dns_round_robin", "load_report")
         given = [k for k in kinds if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"a watcher is one of {', '.join(kinds)}")
@@ -214,6 +234,19 @@ class SandboxSpec(Strict):
     apps: dict[str, App] = {}
     # Server names the lab PKI must hold a certificate for (TLS labs; proxy/pki.py).
     pki: list[str] = []
+    # Several balancers over the same backends: their names (the first is the sandbox's
+    # proxy part); each gets the learner's config on ports of its own. []: one proxy.
+    proxies: list[str] = []
+    # Ports no part binds at start, for a floating address one balancer at a time holds.
+    floating: list[str] = []
+
+    @model_validator(mode="after")
+    def _names(self):
+        if len(self.proxies) == 1:
+            raise ValueError("proxies: name two or more (one proxy needs no list)")
+        if len(set(self.proxies)) != len(self.proxies):
+            raise ValueError("proxies: give each balancer its own name")
+        return self
 
 
 class LabSetting(Strict):
@@ -304,6 +337,11 @@ class Lab:
     @property
     def scale(self) -> TimeScale:
         return TimeScale(self.spec.time_scale)
+
+    @property
+    def proxy_names(self) -> list[str]:
+        """The balancers by the lab's names; [] for the usual one-proxy sandbox."""
+        return list(self.spec.sandbox.proxies)
 
     @property
     def backend_names(self) -> list[str]:

@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 
 
 class EventRecorder:
-    def __init__(self, admin_url: str, token: str | None = None):
+    def __init__(self, admin_url: str, token: str | None = None, tag: str | None = None):
         parts = urlsplit(admin_url)
+        self.tag = tag  # several balancers: each event gets "proxy": tag
         self.host, self.port = parts.hostname, parts.port or 80
         self.token = token
         self.events: list[dict] = []
@@ -76,6 +77,8 @@ class EventRecorder:
                 if event.get("type") == "stream_gap":
                     self.gaps += int(event.get("dropped") or 0)
                     continue
+                if self.tag is not None:
+                    event["proxy"] = self.tag
                 with self._lock:
                     self.events.append(event)
                     if event.get("type") in ("request", "connection"):
@@ -129,4 +132,94 @@ class EventRecorder:
             conn.close()
         if self._thread is not None:
             self._thread.join(timeout=3)
+        return self.snapshot()
+
+
+class MultiRecorder:
+    """The event streams of several balancers as one recording, each event tagged with
+    ``proxy`` (its balancer's name). Same interface as EventRecorder for the runner.
+
+    A balancer the lab crashes on purpose ends its stream: ``expect_end(name)`` first, so
+    that end is not an error; ``reopen(name)`` records it again once it is back."""
+
+    def __init__(self, admin_urls: dict[str, str], token: str | None = None):
+        self.urls = dict(admin_urls)
+        self.token = token
+        self.parts: list[EventRecorder] = []
+        self._listeners: list[Callable[[dict], None]] = []
+        self._ending: set[str] = set()
+
+    def _open(self, name: str) -> EventRecorder:
+        rec = EventRecorder(self.urls[name], token=self.token, tag=name)
+        for fn in self._listeners:
+            rec.add_listener(fn)
+        rec.start()
+        self.parts.append(rec)
+        return rec
+
+    def start(self, timeout: float = 5.0) -> "MultiRecorder":
+        for name in self.urls:
+            self._open(name)
+        return self
+
+    def add_listener(self, fn: Callable[[dict], None]) -> None:
+        self._listeners.append(fn)
+        for rec in self.parts:
+            rec.add_listener(fn)
+
+    def expect_end(self, name: str) -> None:
+        self._ending.add(name)
+
+    def reopen(self, name: str) -> None:
+        self._ending.discard(name)
+        self._open(name)
+
+    def _merged(self, events: list[dict]) -> list[dict]:
+        return sorted(events, key=lambda e: e.get("ts", 0))
+
+    def snapshot(self) -> list[dict]:
+        return self._merged([e for rec in self.parts for e in rec.snapshot()])
+
+    def since(self, ts: float) -> list[dict]:
+        return self._merged([e for rec in self.parts for e in rec.since(ts)])
+
+    @property
+    def requests_seen(self) -> int:
+        return sum(rec.requests_seen for rec in self.parts)
+
+    @property
+    def gaps(self) -> int:
+        return sum(rec.gaps for rec in self.parts)
+
+    def _unplanned(self) -> list[EventRecorder]:
+        return [rec for rec in self.parts if rec.error and rec.tag not in self._ending
+                and rec is self._latest(rec.tag)]
+
+    def _latest(self, name: str) -> EventRecorder:
+        return [rec for rec in self.parts if rec.tag == name][-1]
+
+    @property
+    def error(self) -> str | None:
+        bad = self._unplanned()
+        return "; ".join(f"{rec.tag}: {rec.error}" for rec in bad) if bad else None
+
+    @property
+    def ended_at(self) -> float | None:
+        ends = [rec.ended_at for rec in self._unplanned() if rec.ended_at is not None]
+        return min(ends) if ends else None
+
+    def wait_quiet(self, quiet: float = 0.3, timeout: float = 3.0) -> None:
+        deadline = time.monotonic() + timeout
+        last, still_since = self.requests_seen, time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            n = self.requests_seen
+            if n != last:
+                last, still_since = n, time.monotonic()
+            elif time.monotonic() - still_since >= quiet:
+                return
+
+    def stop(self) -> list[dict]:
+        for rec in self.parts:
+            rec.stop()
         return self.snapshot()

@@ -268,6 +268,9 @@ class Replayer:
             raise ReplayRefused(f"lab {lab.slug} runs {', '.join(lab.spec.sandbox.apps)} in "
                                 "place of a toy backend; replay needs toy backends (they apply "
                                 "the recorded fault schedule and per-request seeds)")
+        if lab.proxy_names:
+            raise ReplayRefused(f"lab {lab.slug} runs {len(lab.proxy_names)} balancers; a "
+                                "replay runs one, so it would not be the same topology")
         topology, _ = split_document(lab.topology)
         redis_url = services.redis_url(self.state_dir) if lab.spec.sandbox.redis else None
         if lab.spec.sandbox.pki:

@@ -29,6 +29,11 @@ Theory of operation
    RSS) and start time are measured; the run directory gets recording.json, result.json,
    the reports and trace.jsonl (the traffic as a replayable trace: replay_trace.py).
 
+A lab with several balancers (``sandbox.proxies``) gets one proxy per name in the same
+sandbox: the config goes to each, every event stream is recorded and tagged ``proxy``, a
+``proxy:`` fault kills or restarts one, and labs/framework/pair.py runs what sits beside
+them (a floating address, a DNS zone, a shared load report).
+
 Progress goes to ``options.progress`` (a callable) and to ``<run_dir>/status.json``, which
 the site polls while a run executes in its own process.
 """
@@ -53,7 +58,7 @@ from labs.framework import services
 from labs.framework.definition import (Lab, check_config, check_settings,
                                        settings_with_defaults, split_document)
 from labs.framework.grading import Result, ungradable
-from labs.framework.recorder import EventRecorder
+from labs.framework.recorder import EventRecorder, MultiRecorder
 from labs.framework.recording import Recording
 from labs.framework.traffic import LocustRun, TrafficFailed
 from labs.framework.watchdog import PartWatch
@@ -139,6 +144,10 @@ def check_document(lab: Lab, doc: Any) -> tuple[dict, dict]:
     errors += check_settings(lab.spec, settings)
     if isinstance(config, dict):
         errors += _sandbox_fit(lab, config)
+    if lab.proxy_names and not errors:
+        from labs.framework import pair
+
+        errors += pair.check_settings(lab, settings_with_defaults(lab.spec, settings))
     if errors:
         raise RunRefused(errors)
     return config, settings_with_defaults(lab.spec, settings)
@@ -185,17 +194,19 @@ def _files(node: Any, path: str) -> list[tuple[str, str]]:
     return errors
 
 
-def place(config: dict, sb, inner_host: str) -> dict:
-    """The config with this sandbox's addresses (listeners by name, backends by name)."""
+def place(config: dict, sb, inner_host: str, part: str = "proxy") -> dict:
+    """The config with this sandbox's addresses (listeners by name, backends by name), for
+    its proxy ``part`` ("proxy", or one of a several-balancer sandbox's others)."""
     from labs.sandbox.procs import connect_host
 
     out = copy.deepcopy(config)
     admin = dict(out.get("admin") or {})
-    admin["listen"] = f"{inner_host}:{sb.ports['admin']}"
+    admin["listen"] = f"{inner_host}:{sb.proxy_ports(part)['admin']}"
     out["admin"] = admin
     out["access_log"] = None  # the runner records the event stream itself
+    listeners = sb.listeners if part == "proxy" else sb.proxies[part]["listeners"]
     for name, listener in (out.get("listeners") or {}).items():
-        url = sb.listeners[name]
+        url = listeners[name]
         host_port = url.split("://", 1)[1]
         listener["bind"] = host_port
     for pool in (out.get("pools") or {}).values():
@@ -222,7 +233,10 @@ class _Run:
         self.sandbox_id = options.sandbox_id or f"lab-{lab.slug[:24]}-{secrets.token_hex(3)}"
         self.sb = None
         self.admin: AdminClient | None = None
-        self.recorder: EventRecorder | None = None
+        # Several balancers (sandbox.proxies): lab name -> its admin client; the first is
+        # also ``admin``. One proxy: {} (everything goes through ``admin``, as always).
+        self.admins: dict[str, AdminClient] = {}
+        self.recorder: EventRecorder | MultiRecorder | None = None
         self.traffic: LocustRun | None = None
         self.t0: float | None = None  # wall time of lab second 0
         self.timeline: list[dict] = []
@@ -277,7 +291,9 @@ class _Run:
             self.pki_dir = services.ensure_pki(self.spec.sandbox.pki)
         try:
             self.sb = self.service.create(self.sandbox_id, backends=self.lab.backend_names,
-                                          config=topology, redis_url=redis_url)
+                                          config=topology, redis_url=redis_url,
+                                          extra_proxies=self.lab.proxy_names[1:],
+                                          floating=self.spec.sandbox.floating)
         except SandboxLimit as exc:
             raise RunRefused([("", str(exc))], f"the lab host is full: {exc}",
                              status=503) from None
@@ -290,7 +306,26 @@ class _Run:
                  or ((topology.get("admin") or {}).get("token")))
         self.admin = AdminClient(self.sb.admin_url, timeout=5.0, token=token)
         self.token = token
+        self.admins = {name: AdminClient(self.sb.admin_url_of(self.part_of(name)), timeout=5.0,
+                                         token=token) for name in self.lab.proxy_names}
 
+    def part_of(self, proxy: str) -> str:
+        """The sandbox part of the lab's balancer ``proxy`` (the first is "proxy")."""
+        names = self.lab.proxy_names
+        if proxy not in names:
+            raise ValueError(f"this lab has no balancer {proxy!r}; it has {', '.join(names)}")
+        return "proxy" if proxy == names[0] else proxy
+
+    def open_recorder(self) -> None:
+        if not self.lab.proxy_names:
+            self.recorder = EventRecorder(self.sb.admin_url, token=self.token).start()
+            return
+        urls = {name: self.sb.admin_url_of(self.part_of(name)) for name in self.lab.proxy_names}
+        self.recorder = MultiRecorder(urls, token=self.token).start()
+
+    def placed_for(self, proxy: str) -> dict:
+        """The learner's config with the addresses of the lab's balancer ``proxy``."""
+        return place(self.config, self.sb, self.sb.inner_host, self.part_of(proxy))
     def apply_config(self) -> None:
         self.progress("config", "applying your config through the admin API", 0.1)
         placed = place(self.config, self.sb, self.sb.inner_host)
@@ -301,6 +336,9 @@ class _Run:
         try:
             self.admin.token = (self.config.get("admin") or {}).get("token") or self.token
             self.admin.put_config(placed)
+            for name in self.lab.proxy_names[1:]:  # the others: the same config, own ports
+                self.admins[name].token = self.admin.token
+                self.admins[name].put_config(self.placed_for(name))
         except AdminError as exc:
             errors = [(e.get("path", ""), e.get("message", "")) for e in exc.errors]
             raise RunRefused(errors, f"the proxy refused the config: {exc.message}") from None
@@ -310,12 +348,15 @@ class _Run:
         self.progress("settle", "waiting until the pool's backends are ready", 0.15)
         deadline = time.monotonic() + self.spec.settle
         waiting: list[str] = []
+        admins = list(self.admins.items()) or [("", self.admin)]
         while time.monotonic() < deadline:
-            state = self.admin.state()
-            waiting = [f"{p}/{b['name']} ({b.get('health')})"
-                       for p, pool in (state.get("pools") or {}).items()
-                       for b in pool.get("backends") or []
-                       if b.get("intent") == "active" and not b.get("eligible")]
+            waiting = []
+            for proxy, admin in admins:
+                state = admin.state()
+                waiting += [f"{proxy + ': ' if proxy else ''}{p}/{b['name']} ({b.get('health')})"
+                            for p, pool in (state.get("pools") or {}).items()
+                            for b in pool.get("backends") or []
+                            if b.get("intent") == "active" and not b.get("eligible")]
             if not waiting:
                 break
             time.sleep(0.05)
@@ -354,6 +395,7 @@ class _Run:
         env["LBLAB_SETTINGS"] = json.dumps(self.settings, default=str)
         if self.pki_dir is not None:
             env["LBLAB_PKI_DIR"] = str(self.pki_dir)
+        env.update(self.pair_env())
         self.traffic = LocustRun(self.lab.locustfile(), self.sb.proxy_url, t.users,
                                  t.spawn_rate, t.duration + 15, self.run_dir,
                                  env=env, extra_path=self.lab.folder)
@@ -382,6 +424,22 @@ class _Run:
                             f"log: {self.traffic.log_path}")
         self.mark("traffic", f"traffic starts: {t.users} users ({self.traffic.locustfile.name})",
                   label="traffic starts", chart=False)
+
+    def pair_env(self) -> dict[str, str]:
+        """What a several-balancer lab's traffic needs: each balancer's and floating
+        address's URL, where to log what clients saw, the DNS zone (the lab settings are
+        in LBLAB_SETTINGS for every lab)."""
+        if not self.lab.proxy_names:
+            return {}
+        from labs.sandbox.procs import url_host
+
+        host = url_host(self.sb.host)
+        return {"LBLAB_PROXIES": json.dumps({n: self.sb.proxy_url_of(self.part_of(n))
+                                             for n in self.lab.proxy_names}),
+                "LBLAB_FLOATING": json.dumps({n: f"http://{host}:{port}"
+                                              for n, port in self.sb.floating.items()}),
+                "LBLAB_CLIENT_LOG": str(self.run_dir / CLIENT_LOG),
+                "LBLAB_ZONE": str(self.run_dir / ZONE_FILE)}
 
     def run_faults(self) -> None:
         self._start_watchdog()
@@ -433,6 +491,12 @@ class _Run:
             return [(f.at, lambda: self._control(b, f.set, label or f"{b}: {_knobs(f.set)}"), b)]
         if f.clear:
             return [(f.at, lambda: self._clear(b, label), b)]
+        if f.proxy and f.crash:
+            return [(f.at, lambda: self._crash_proxy(f.proxy, label), f"proxy:{f.proxy}")]
+        if f.proxy and f.stop:
+            return [(f.at, lambda: self._stop_proxy(f.proxy, label), f"proxy:{f.proxy}")]
+        if f.proxy and f.restart is not None:
+            return [(f.at, lambda: self._restart_proxy(f.proxy, label), f"proxy:{f.proxy}")]
         if f.crash:
             return [(f.at, lambda: self._crash(b, label), b)]
         if f.restart is not None:
@@ -462,6 +526,48 @@ class _Run:
         BackendControl(self.sb.backends[backend], timeout=3).crash()
         self.mark("fault", f"{backend}: process crashed (POST /_control/crash)",
                   label=label or f"{backend} crashes", backend=backend)
+
+    def _crash_proxy(self, proxy: str, label: str | None) -> None:
+        """The balancer's process dies at once (SIGKILL: no draining, its sockets close)."""
+        part = self.part_of(proxy)
+        self.watch.expect(part)  # planned: stays down unless the lab restarts it
+        self.recorder.expect_end(proxy)
+        self.service.kill_part(self.sandbox_id, part)
+        self.mark("fault", f"{proxy}: balancer process killed (SIGKILL)",
+                  label=label or f"{proxy} dies", proxy=proxy)
+
+    def _stop_proxy(self, proxy: str, label: str | None) -> None:
+        """SIGTERM: the balancer stops accepting, drains what it holds and exits (SIGKILL
+        after 5 s, as the sandbox stops any part)."""
+        from labs.sandbox import procs
+
+        part = self.part_of(proxy)
+        self.watch.expect(part)
+        self.recorder.expect_end(proxy)
+        sb = self.service.get(self.sandbox_id)
+        self.mark("fault", f"{proxy}: balancer asked to stop (SIGTERM: drain, then exit)",
+                  label=label or f"{proxy} stops", proxy=proxy)
+        procs.stop_groups([(sb.pids[part], sb.pid_starts.get(part))], grace=5.0,
+                          popens=[p for k, p in self.service._popens.items()  # noqa: SLF001
+                                  if k == (sb.id, part)])
+        self.mark("fault", f"{proxy}: balancer exited", label=f"{proxy} gone", proxy=proxy,
+                  chart=False)
+
+    def _restart_proxy(self, proxy: str, label: str | None) -> None:
+        """Start the balancer again and give it the learner's config (what it had)."""
+        part = self.part_of(proxy)
+        self.watch.expect(part)
+        self.mark("fault", f"{proxy}: balancer process starts again",
+                  label=label or f"{proxy} restarts", proxy=proxy)
+        try:
+            self.service.restart_proxy(self.sandbox_id, wait=True, part=part)
+        finally:
+            current = self.service.get(self.sandbox_id)
+            self.watch.settled(part, current.pids.get(part))
+        self.admins[proxy].put_config(self.placed_for(proxy))
+        self.recorder.reopen(proxy)
+        self.mark("fault", f"{proxy}: up again with your config", label=f"{proxy} up",
+                  proxy=proxy, chart=False)
 
     def _restart(self, backend: str, faults: dict, label: str | None) -> None:
         self.mark("fault", f"{backend}: process starts again", label=label or
@@ -601,6 +707,10 @@ class _Run:
     # -- watchers ------------------------------------------------------------------------
 
     def _start_watcher(self, watcher) -> None:
+        from labs.framework import pair
+
+        if pair.start_watcher(self, watcher):
+            return
         if watcher.replace_when_unhealthy is not None:
             self._watch_replace(watcher.replace_when_unhealthy)
         elif watcher.load_coupled_health is not None:
@@ -745,7 +855,7 @@ class _Run:
         self.recorder.wait_quiet(0.3, 3.0)
 
     def build_recording(self) -> Recording:
-        events = self.recorder.stop()
+        events = self.recorder.stop() + _client_events(self.run_dir / CLIENT_LOG)
         for e in events:
             e["t"] = round(float(e.get("ts", 0)) - self.t0, 4)
         if self.recorder.gaps:
@@ -811,9 +921,13 @@ def run_lab(lab: Lab, document: dict | str, options: RunOptions | None = None) -
     try:
         try:
             run.start_sandbox()
-            run.recorder = EventRecorder(run.sb.admin_url, token=run.token).start()
+            run.open_recorder()
             run.apply_config()
             run.settle()
+            if run.lab.proxy_names:
+                from labs.framework import pair
+
+                pair.prepare(run)  # the floating address bound, the DNS zone written
             run.start_traffic()
             run.run_faults()
             run.finish_traffic()
@@ -896,6 +1010,30 @@ def regrade(lab: Lab, run_dir: Path, answers: dict | None = None) -> Outcome:
 
 
 # ---------------------------------------------------------------- helpers
+
+# Several-balancer labs: what the clients saw (a refused connection reaches no balancer,
+# so no proxy event tells it), one JSON object a line (labs/locust/lblab_common.py
+# client_log), and the DNS zone the traffic's resolver reads (labs/framework/pair.py).
+CLIENT_LOG = "client.jsonl"
+ZONE_FILE = "zone.json"
+
+
+def _client_events(path: Path) -> list[dict]:
+    """The clients' lines as events of type "client" (each with ``ts``)."""
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short when locust was stopped
+        if isinstance(e, dict) and "ts" in e:
+            out.append({**e, "type": "client"})
+    return out
+
 
 def _default_knob(name: str) -> Any:
     """A knob's resting value (what a spike returns to), from the backends' own table."""

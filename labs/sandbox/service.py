@@ -43,6 +43,7 @@ import random
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -153,10 +154,38 @@ class Sandbox:
     preload_start: int | None = None
     # Who may use it: a learner key (labs.services.sandboxes), "" for the operator's own.
     owner: str = ""
+    # A sandbox with several balancers (an HA pair, proxies that share a pool): the ones
+    # beyond the first, name -> {"proxy_url", "admin_url", "listeners", "config_path"};
+    # their ports are in ``ports`` as "NAME/proxy", "NAME/admin", "NAME/listener.L". The
+    # first proxy is always the part "proxy", so a one-proxy sandbox is unchanged.
+    proxies: dict[str, dict] = field(default_factory=dict)
+    # Ports reserved for no part at start: a floating address that one proxy at a time
+    # binds (a VIP). Name -> port, also in ``ports`` as "floating/NAME".
+    floating: dict[str, int] = field(default_factory=dict)
 
     @property
     def part_names(self) -> list[str]:
-        return ["proxy", *self.backends]
+        return ["proxy", *self.proxies, *self.backends]
+
+    def is_proxy(self, part: str) -> bool:
+        return part == "proxy" or part in self.proxies
+
+    def proxy_ports(self, part: str = "proxy") -> dict[str, int]:
+        """One proxy's ports under the plain keys (proxy, admin, listener.L)."""
+        if part == "proxy":
+            return {k: v for k, v in self.ports.items()
+                    if k in ("proxy", "admin") or k.startswith("listener.")}
+        prefix = f"{part}/"
+        return {k[len(prefix):]: v for k, v in self.ports.items() if k.startswith(prefix)}
+
+    def admin_url_of(self, part: str = "proxy") -> str:
+        return self.admin_url if part == "proxy" else self.proxies[part]["admin_url"]
+
+    def proxy_url_of(self, part: str = "proxy") -> str:
+        return self.proxy_url if part == "proxy" else self.proxies[part]["proxy_url"]
+
+    def config_path_of(self, part: str = "proxy") -> str:
+        return self.config_path if part == "proxy" else self.proxies[part]["config_path"]
 
     def log_path(self, part: str) -> Path:
         return Path(self.log_dir) / f"{part}.log"
@@ -295,18 +324,20 @@ class SandboxService:
         if not sb.alive(part):
             state = f"pid {pid} is gone" if pid else "never started"
             return False, f"not running ({state}); log: {sb.log_path(part)}"
-        if part == "proxy":
-            status, why = procs.http_status(procs.connect_host(sb.inner_host), sb.ports["admin"],
+        if sb.is_proxy(part):
+            ports, admin_url, proxy_url = (sb.proxy_ports(part), sb.admin_url_of(part),
+                                           sb.proxy_url_of(part))
+            status, why = procs.http_status(procs.connect_host(sb.inner_host), ports["admin"],
                                             "/healthz", timeout)
             if status != 200:
-                return False, (f"pid {pid} runs but the admin API at {sb.admin_url} does not "
+                return False, (f"pid {pid} runs but the admin API at {admin_url} does not "
                                f"answer /healthz ({status or why})")
             # A UDP main listener (udp://) accepts no connection to test; the admin API
             # answering is what the proxy can show.
-            if not sb.proxy_url.startswith("udp://") and \
-                    not procs.tcp_open(procs.connect_host(sb.host), sb.ports["proxy"], timeout):
-                return False, f"pid {pid} runs but its listener {sb.proxy_url} refuses connections"
-            return True, f"pid {pid}, listening on {sb.proxy_url}, admin {sb.admin_url}"
+            if not proxy_url.startswith("udp://") and \
+                    not procs.tcp_open(procs.connect_host(sb.host), ports["proxy"], timeout):
+                return False, f"pid {pid} runs but its listener {proxy_url} refuses connections"
+            return True, f"pid {pid}, listening on {proxy_url}, admin {admin_url}"
         # The backend's HTTP face: its main port, or its control port when a lab runs it in
         # a mode whose main port speaks gRPC or UDP (labs/framework/services.py).
         port = urlsplit(sb.backends[part]).port or sb.ports[part]
@@ -322,7 +353,8 @@ class SandboxService:
     def create(self, sandbox_id: str | None = None, backends: int | list[str] = 4,
                config: dict | None = None, ports: dict | None = None, wait: bool = True, *,
                pinned: bool = False, timeout: float | None = None,
-               redis_url: str | None = None, owner: str = "") -> Sandbox:
+               redis_url: str | None = None, owner: str = "",
+               extra_proxies: list[str] = (), floating: list[str] = ()) -> Sandbox:
         """Start a sandbox and (with ``wait``) return once every part answers.
 
         ``backends``: how many toy backends (named b1..bN), or their names.
@@ -331,6 +363,9 @@ class SandboxService:
         rewritten (topology.place): main listener, admin, and pool backends named like ours.
         ``ports``: any of {"proxy", "admin", "b1".., "listener.NAME"} -> port; the rest are
         allocated. Raises SandboxExists, SandboxLimit, PortInUse, SandboxStartError.
+        ``extra_proxies``: names of more proxies beside the first (part "proxy"), each with
+        the same config over the same backends and ports of its own (Sandbox.proxies).
+        ``floating``: names of ports to reserve for a floating address (Sandbox.floating).
         """
         sandbox_id = sandbox_id or f"sb-{secrets.token_hex(4)}"
         if not ID_RE.match(sandbox_id):
@@ -342,12 +377,23 @@ class SandboxService:
         for name in names:
             if name in ("proxy", "admin") or not ID_RE.match(name):
                 raise SandboxError(f"backend name {name!r} is not allowed")
+        extra_proxies, floating = list(extra_proxies), list(floating)
+        for name in [*extra_proxies, *floating]:
+            if name in ("proxy", "admin", *names) or not ID_RE.match(name) \
+                    or [*extra_proxies, *floating].count(name) > 1:
+                raise SandboxError(f"proxy or floating address name {name!r} is not allowed: "
+                                   "give each a name of its own, not a backend's")
         template = config if config is not None else topology.default_config(names)
         if not isinstance(template, dict) or not template.get("listeners"):
             raise SandboxError("config: give a proxy config mapping with listeners (see "
                                "proxy/examples/default.yaml)")
         keys = ["proxy", "admin", *names]
-        keys += [k for k in topology.listener_port_keys(template, names).values() if k != "proxy"]
+        listener_keys = [k for k in topology.listener_port_keys(template, names).values()
+                         if k != "proxy"]
+        keys += listener_keys
+        for extra in extra_proxies:
+            keys += [f"{extra}/{k}" for k in ("proxy", "admin", *listener_keys)]
+        keys += [f"floating/{name}" for name in floating]
         unknown = set(ports or {}) - set(keys)
         if unknown:
             raise SandboxError(f"ports: unknown part(s) {', '.join(sorted(unknown))}; "
@@ -389,12 +435,20 @@ class SandboxService:
                     f"(max_sandboxes={self.max_sandboxes}): stop one, let idle ones be reaped, "
                     "or raise the limit")
             chosen = self._allocate(keys, ports, {p for s in others for p in s.ports.values()})
-            placed = topology.place(template, self.host, chosen, inner_host=self.inner_host)
+            own = {k: v for k, v in chosen.items() if "/" not in k}
+            placed = topology.place(template, self.host, own, inner_host=self.inner_host)
             problems = topology.validate(placed)
             if problems:
                 raise SandboxError("the proxy refuses this config:\n  " + "\n  ".join(problems))
             sb = self._record(sandbox_id, names, chosen, placed, pinned, redis_url)
             sb.owner = owner
+            for key in keys:  # "NAME/proxy": one more proxy; "floating/NAME": a floating port
+                owner_part, _, what = key.partition("/")
+                if what == "proxy" and owner_part != "floating":
+                    sb.proxies[owner_part] = self._record_extra_proxy(sb, owner_part, names,
+                                                                      template)
+                elif owner_part == "floating":
+                    sb.floating[what] = chosen[key]
             self._write(sb)
         try:
             started = time.monotonic()
@@ -431,6 +485,25 @@ class SandboxService:
             created_at=now, last_used=now, pinned=pinned, redis_url=redis_url,
             inner_host=self.inner_host,
         )
+
+    def _record_extra_proxy(self, sb: Sandbox, part: str, names: list[str],
+                            template: dict) -> dict:
+        """Place and write the config of one more proxy (same template, its own ports)."""
+        ports = {**sb.proxy_ports(part), **{n: sb.ports[n] for n in names}}
+        placed = topology.place(template, self.host, ports, inner_host=self.inner_host)
+        config_path = Path(sb.log_dir) / f"{part}.yaml"
+        config_path.write_text(f"# sandbox {sb.id}, proxy {part}, written by labs.sandbox\n"
+                               + yaml.safe_dump(placed, sort_keys=False))
+        host = procs.url_host(self.host)
+        keys = topology.listener_port_keys(placed, names)
+        scheme = {name: "udp" if (listener or {}).get("protocol") == "udp" else "http"
+                  for name, listener in (placed.get("listeners") or {}).items()}
+        main = next((name for name, key in keys.items() if key == "proxy"), None)
+        return {"proxy_url": f"{scheme.get(main, 'http')}://{host}:{ports['proxy']}",
+                "admin_url": f"http://{procs.url_host(self.inner_host)}:{ports['admin']}",
+                "listeners": {name: f"{scheme[name]}://{host}:{ports[key]}"
+                              for name, key in keys.items()},
+                "config_path": str(config_path)}
 
     def _allocate(self, keys: list[str], given: dict[str, int], reserved: set[int]) -> dict:
         taken: set[int] = set()
@@ -469,8 +542,8 @@ class SandboxService:
         return env
 
     def _spawn(self, sb: Sandbox, part: str) -> None:
-        if part == "proxy":
-            argv = proxy_cmd(sb.config_path, python=self.python)
+        if sb.is_proxy(part):
+            argv = proxy_cmd(sb.config_path_of(part), python=self.python)
         else:
             argv = backend_cmd(part, sb.ports[part], sb.inner_host, sb.redis_url, python=self.python)
         proc = procs.spawn(argv, sb.log_path(part), cwd=REPO_ROOT, env=self._env(),
@@ -522,10 +595,11 @@ class SandboxService:
         # Backends first: the proxy's first probes find them.
         if self.preload_backends:
             preloaded = self._spawn_preloaded(sb, names)
-            self._spawn(sb, "proxy")  # starts while the backends' parent imports
+            for part in ["proxy", *sb.proxies]:
+                self._spawn(sb, part)  # starts while the backends' parent imports
             self._read_preloaded(sb, names, preloaded)
         else:
-            for part in [*names, "proxy"]:
+            for part in [*names, "proxy", *sb.proxies]:
                 self._spawn(sb, part)
         with self._lock():
             current = self._read(sb.id)
@@ -584,39 +658,56 @@ class SandboxService:
             self._wait_ready(current, [name], self.start_timeout)
         return current
 
-    def restart_proxy(self, sandbox_id: str, wait: bool = True) -> Sandbox:
-        """Start the proxy again from its config file (stopping it first if it still runs).
+    def restart_proxy(self, sandbox_id: str, wait: bool = True, part: str = "proxy") -> Sandbox:
+        """Start a proxy again from its config file (stopping it first if it still runs):
+        the first one ("proxy") or one of ``Sandbox.proxies``.
 
         Changes made through the admin API since the last start are lost: the file is
         what the sandbox was created with (``config_path``)."""
         sb = self.get(sandbox_id)
-        if sb.alive("proxy"):
-            procs.stop_groups([(sb.pids["proxy"], sb.pid_starts.get("proxy"))], grace=3.0,
-                              popens=[p for k, p in self._popens.items() if k == (sb.id, "proxy")])
+        if not sb.is_proxy(part):
+            raise SandboxError(f"sandbox {sandbox_id} has no proxy {part!r}; it has "
+                               f"{', '.join(['proxy', *sb.proxies])}")
+        if sb.alive(part):
+            procs.stop_groups([(sb.pids[part], sb.pid_starts.get(part))], grace=3.0,
+                              popens=[p for k, p in self._popens.items() if k == (sb.id, part)])
         deadline = time.monotonic() + 5.0
-        keys = [k for k in sb.ports if k == "proxy" or k == "admin" or k.startswith("listener.")]
-        while any(not procs.port_free(sb.inner_host if k == "admin" else sb.host, sb.ports[k])
-                  for k in keys):
+        ports = sb.proxy_ports(part)
+        while any(not procs.port_free(sb.inner_host if k == "admin" else sb.host, port)
+                  for k, port in ports.items()):
             if time.monotonic() > deadline:
-                raise PortInUse("proxy", sb.ports["proxy"],
-                                "the proxy's ports are still taken by another process; cannot "
-                                "start it again there")
+                raise PortInUse(part, ports["proxy"],
+                                f"the ports of {part} are still taken by another process; "
+                                "cannot start it again there")
             time.sleep(0.05)
-        self._spawn(sb, "proxy")
+        self._spawn(sb, part)
         with self._lock():
             current = self.get(sandbox_id)
-            current.pids["proxy"], current.pid_starts["proxy"] = sb.pids["proxy"], \
-                sb.pid_starts["proxy"]
+            current.pids[part], current.pid_starts[part] = sb.pids[part], sb.pid_starts[part]
             current.last_used = time.time()
             self._write(current)
         if wait:
-            self._wait_ready(current, ["proxy"], self.start_timeout)
+            self._wait_ready(current, [part], self.start_timeout)
         return current
+
+    def kill_part(self, sandbox_id: str, part: str) -> None:
+        """SIGKILL one part's process group at once (a crash: no draining, no goodbye)."""
+        sb = self.get(sandbox_id)
+        if part not in sb.part_names:
+            raise SandboxError(f"sandbox {sandbox_id} has no part {part!r}; it has "
+                               f"{', '.join(sb.part_names)}")
+        procs.signal_group(sb.pids[part], signal.SIGKILL, sb.pid_starts.get(part))
+        # Reap it now: a zombie still counts as running, and a restart would first wait
+        # out a stop's grace period for a process that is already dead.
+        for key, proc in self._popens.items():
+            if key == (sb.id, part):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(2.0)
 
     def restart_part(self, sandbox_id: str, part: str, wait: bool = True) -> Sandbox:
         """Start one part again: ``"proxy"`` or a toy backend's name."""
-        if part == "proxy":
-            return self.restart_proxy(sandbox_id, wait)
+        if part == "proxy" or part in self.get(sandbox_id).proxies:
+            return self.restart_proxy(sandbox_id, wait, part)
         return self.restart_backend(sandbox_id, part, wait)
 
     def touch(self, sandbox_id: str) -> Sandbox:

@@ -17,7 +17,7 @@ loaded backend is still chosen whenever it is drawn against a worse one.
 from __future__ import annotations
 
 from proxy.balancers.base import Balancer, Decision, register
-from proxy.balancers.scoring import effective_weights, r3
+from proxy.balancers.scoring import effective_weights, load_of, r3, report_inputs
 
 
 @register
@@ -33,12 +33,14 @@ class PowerOfTwoChoices(Balancer):
             return None
         k = min(self.settings.choices, len(candidates))
         draws = self.rng.sample(candidates, k)
-        counts = {b.name: b.outstanding for b in draws}
+        counts = {b.name: load_of(self.settings, b, "outstanding") for b in draws}
         drawn = {b.name: weights[b.name] for b in draws}
+        report = report_inputs(self.settings, draws, ctx.now)
         if len(set(drawn.values())) == 1:
-            chosen = min(draws, key=lambda b: b.outstanding)  # first draw wins a tie
-            return Decision(chosen, {"draws": [b.name for b in draws], "counts": counts})
-        scores = {b.name: (b.outstanding + 1) / drawn[b.name] for b in draws}
+            chosen = min(draws, key=lambda b: counts[b.name])  # first draw wins a tie
+            return Decision(chosen, {"draws": [b.name for b in draws], "counts": counts,
+                                     **report})
+        scores = {b.name: (counts[b.name] + 1) / drawn[b.name] for b in draws}
         chosen = min(draws, key=lambda b: scores[b.name])
         return Decision(chosen, {"draws": [b.name for b in draws], "counts": counts,
-                                 "scores": {n: r3(s) for n, s in scores.items()}})
+                                 "scores": {n: r3(s) for n, s in scores.items()}, **report})

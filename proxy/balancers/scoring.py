@@ -23,6 +23,22 @@ def effective_weights(eligible: Sequence[BackendState], now: float) -> dict[str,
     return weights
 
 
+def load_of(settings, backend: BackendState, counter: str) -> float:
+    """The count a least-* or power-of-two balancer compares: its own live ``counter``, or
+    (``balancer.load: reported``) the last load report, while the backend has one."""
+    if getattr(settings, "load", "local") == "reported" and backend.reported_load is not None:
+        return backend.reported_load
+    return getattr(backend, counter)
+
+
+def report_inputs(settings, candidates: Sequence[BackendState], now: float) -> dict:
+    """What a decision says about the report it read: {} for live local counts."""
+    if getattr(settings, "load", "local") != "reported":
+        return {}
+    ages = [now - b.reported_at for b in candidates if b.reported_at is not None]
+    return {"load": "reported", "report_age_s": r3(max(ages)) if ages else None}
+
+
 def r3(x: float) -> float | int:
     """Round for events; whole numbers print as ints."""
     x = round(x, 3)
@@ -52,7 +68,7 @@ class LeastBase(Balancer):
         candidates = [b for b in eligible if b.name in weights]
         if not candidates:
             return None
-        counts = {b.name: getattr(b, self.counter) for b in candidates}
+        counts = {b.name: load_of(self.settings, b, self.counter) for b in candidates}
         uniform = len(set(weights.values())) == 1
         if uniform:
             scores = counts
@@ -63,7 +79,7 @@ class LeastBase(Balancer):
         chosen = tied[self._tie % len(tied)] if len(tied) > 1 else tied[0]
         if len(tied) > 1:
             self._tie += 1
-        inputs: dict = {self.label: counts}
+        inputs: dict = {self.label: counts, **report_inputs(self.settings, candidates, ctx.now)}
         if not uniform:
             inputs["weights"] = {n: r3(w) for n, w in weights.items()}
             inputs["scores"] = {n: r3(s) for n, s in scores.items()}

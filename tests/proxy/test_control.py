@@ -667,3 +667,18 @@ async def test_concurrent_verbs_lose_no_change(admin):
     names = backend_names(state)
     assert sorted(names) == sorted(["b1", "b2"] + [f"n{i}" for i in range(12)])
     assert backend(state, "b1")["weight"] == 7 and backend(state, "b2")["weight"] == 9
+
+
+@pytest.mark.asyncio
+async def test_a_load_report_is_kept_on_the_backends(admin):
+    async with admin.http.put("/pools/web/load", json={"loads": {"b1": 3, "b2": 0.5,
+                                                                 "zz": 1}}) as r:
+        assert r.status == 200
+        assert await r.json() == {"pool": "web", "loads": {"b1": 3, "b2": 0.5, "zz": 1},
+                                  "unknown": ["zz"]}
+    b1 = admin.runtime.pools["web"].backends["b1"]
+    assert b1.reported_load == 3 and b1.reported_at is not None
+    async with admin.http.put("/pools/web/load", json={"loads": {"b1": -1}}) as r:
+        assert r.status == 400 and "requests in flight" in (await r.json())["error"]
+    async with admin.http.put("/pools/nope/load", json={"loads": {}}) as r:
+        assert r.status == 404
