@@ -52,6 +52,7 @@ class Driver(Protocol):
 DRIVERS = {
     "processes": "labs.sandbox.service:SandboxService",
     "containers": "labs.sandbox.containers:ContainerDriver",
+    "swarm": "labs.sandbox.swarm:SwarmDriver",
 }
 
 
