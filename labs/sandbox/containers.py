@@ -14,9 +14,10 @@ labs/sandbox/drivers.py: the same methods and ``Sandbox`` records as the process
   read-only, and the process inside runs as the unprivileged ``lblab`` user.
 * **Inside** (``python -m labs.sandbox.containers serve``, PID 1's child under docker-init):
   the toy backends (forked from one preloaded parent, as the process driver does) and the
-  proxy, on fixed loopback ports (the namespace is the sandbox's own, so every sandbox uses
-  the same ones). For each of them it serves a Unix socket in ``/sandbox/sock`` relaying to
-  that port, plus ``control.sock`` (restart a part, list the parts). ``/sandbox`` is the
+  proxy, on loopback ports numbered as the gateway's outside (the namespace is the
+  sandbox's own; the same numbers inside and out let the site place a learner's config
+  with the record's ports, as for a process sandbox). For each of them it serves a Unix
+  socket in ``/sandbox/sock`` relaying to that port, plus ``control.sock`` (restart a part, list the parts). ``/sandbox`` is the
   sandbox's directory in the state directory, mounted from the host.
 * **Outside**, the site needs plain TCP URLs (admin API, event stream, the proxy's listeners,
   the backends' fault controls): a small gateway process (``gateway``) listens on loopback
@@ -251,6 +252,8 @@ def container_body(sandbox_id: str, host_dir: Path, image: str, limits: Limits) 
 class ContainerDriver:
     """The container driver (see the module docstring); ``make_driver("containers")``."""
 
+    listen_host = "127.0.0.1"  # where the proxy's listeners bind inside the sandbox
+
     def __init__(self, state_dir: str | Path | None = None, host: str = "127.0.0.1",
                  max_sandboxes: int = 40, *, port_range: tuple[int, int] = (20000, 29999),
                  limits=None, image: str = IMAGE, docker_host: str | None = None,
@@ -351,6 +354,9 @@ class ContainerDriver:
                                    "driver allows (max_sandboxes): stop one or raise the limit")
             taken = {p for s in self.list() for p in s.ports.values()}
             outer = self._allocate(list(inner), taken)
+            # In its own namespace a sandbox's parts listen on the gateway's port numbers, so
+            # a config the site places with the record's ports is right inside it too.
+            inner, placed = outer, topology.place(template, self.listen_host, outer, "127.0.0.1")
             sb = self._record(sandbox_id, names, template, placed, inner, outer, pinned, owner)
             self._write(sb)
         try:
@@ -396,17 +402,6 @@ class ContainerDriver:
         self.engine.remove(container_name(sb.id))
         if self._gateway_alive(sb):
             procs.stop_groups([(sb.pids["gateway"], sb.pid_starts.get("gateway"))], 2.0, [])
-
-    def _control_socket(self, sb: Sandbox, timeout: float) -> socket.socket:
-        """A connection to the sandbox's ``control.sock`` (raises OSError)."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(f"{sb.log_dir}/sock/control.sock")
-        except OSError:
-            sock.close()
-            raise
-        return sock
 
     def _allocate(self, keys: list[str], taken: set[int]) -> dict[str, int]:
         lo, hi = self.port_range
@@ -519,13 +514,15 @@ class ContainerDriver:
     def control(self, sandbox_id: str, command: str, timeout: float = 15.0) -> dict:
         """One command to the sandbox's ``serve`` (restart NAME | parts)."""
         sb = self.get(sandbox_id)
-        try:
-            with self._control_socket(sb, timeout) as sock:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(f"{sb.log_dir}/sock/control.sock")
                 sock.sendall(command.encode() + b"\n")
                 reply = sock.makefile().readline()
-        except OSError as exc:
-            raise SandboxError(f"sandbox {sandbox_id}: its container does not answer "
-                               f"({exc}); stop it and start it again") from None
+            except OSError as exc:
+                raise SandboxError(f"sandbox {sandbox_id}: its container does not answer "
+                                   f"({exc}); stop it and start it again") from None
         answer = json.loads(reply or "{}")
         if "error" in answer:
             raise SandboxError(f"sandbox {sandbox_id}: {answer['error']}")

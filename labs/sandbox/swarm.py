@@ -8,14 +8,18 @@ records, ports, configs, readiness and the in-sandbox ``serve`` are the containe
 A sandbox is two services and one volume, all named after it:
 
 * ``lblab-sb-<id>``, the sandbox: one replica of the ``lblab`` image running ``serve``
-  (the toy backends and the proxy on fixed loopback ports, a Unix socket per part). It is
-  attached to the node-local network ``none``, so it has a loopback interface and nothing
-  else: whatever config a learner gives their proxy, it reaches only its own backends.
-  Memory (no swap beyond the cap), CPU and process limits are the task's resource limits;
-  its memory and CPU *reservations* are what the manager places by: a node takes a sandbox
-  only while the reservations of what runs there leave room, else the task waits
-  ("insufficient resources"), and the driver says the swarm is full. Read-only root file
-  system, no capabilities, the unprivileged ``lblab`` user, as a container sandbox.
+  (the toy backends and the proxy on fixed loopback ports, a Unix socket per part). Swarm
+  attaches a service to no node-local ``none`` network, so each sandbox gets an overlay
+  network of its own, ``Internal`` (no gateway out) and with no other member
+  (``lblab-sbnet-<id>-<random>``): its container has loopback and one interface on a /24
+  where nothing else lives, and no default route. Whatever config a learner gives their
+  proxy, it reaches only its own backends.
+  Memory, CPU and process limits are the task's resource limits; its memory and CPU
+  *reservations* are what the manager places by: a node takes a sandbox only while the
+  reservations of what runs there leave room, else the task waits ("insufficient
+  resources"), and the driver says the swarm is full. Read-only root file system, no
+  capabilities, the unprivileged ``lblab`` user, as a container sandbox (docs/deploy.md
+  lists what Swarm cannot set: no swap cap, no ``no-new-privileges``).
   Its proxy config and run spec travel in the service's environment
   (``LBLAB_SANDBOX_SEED``): the node it lands on shares no directory with the site.
 * ``lblab-sb-<id>`` the volume: a tmpfs (the local volume driver's ``type=tmpfs``) made on
@@ -40,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -50,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from labs.sandbox import containers
+from labs.sandbox import containers, procs
 from labs.sandbox.containers import (
     IMAGE,
     LABEL,
@@ -283,6 +288,31 @@ class SwarmEngine(Engine):
 
 # ---------------------------------------------------------------- the driver
 
+def ask_serve(host: str, port: int, command: str, timeout: float) -> dict:
+    """One command to a sandbox's ``serve`` through its gateway's control port."""
+    with socket.create_connection((host, port), timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(command.encode() + b"\n")
+        return json.loads(sock.makefile().readline() or "{}")
+
+
+class SwarmSandbox(Sandbox):
+    """A swarm sandbox's record. Its parts are processes on some node, so ``alive`` asks
+    the sandbox's ``serve`` (which of its children run) instead of looking at pids; the
+    toy backends are forked from one parent: alive while it is."""
+
+    def alive(self, part: str) -> bool:
+        try:
+            children = ask_serve(self.host, self.ports["control"], "parts", timeout=2.0)
+        except (OSError, ValueError, KeyError):
+            return False
+        if part in children:
+            return bool(children[part])
+        return part in self.backends and bool(children.get("backends"))
+
+    def measure(self, kind: str = "rss") -> dict[str, int]:
+        return {"total": 0}  # the engine charges the containers: SwarmDriver.measure
+
 class SwarmDriver(ContainerDriver):
     """The swarm driver (see the module docstring); ``make_driver("swarm")``."""
 
@@ -297,6 +327,12 @@ class SwarmDriver(ContainerDriver):
                        if isinstance(limits, Limits) else SwarmLimits())
         self.constraints = constraints_from_env() if constraints is None else constraints
         self.node_id = self.engine.local_node()
+        # Listeners inside a sandbox: loopback while the swarm is one node on loopback
+        # (then the node's address is the sandbox's record's host); otherwise every
+        # interface of the sandbox's namespace (its own loopback and its lone overlay), as
+        # a config placed for a sandbox on a node's address binds 0.0.0.0 (addresses.py).
+        manager = self.engine.node(self.node_id)["Status"]["Addr"]
+        self.listen_host = "127.0.0.1" if procs.is_loopback(manager) else "0.0.0.0"
 
     # -- start -----------------------------------------------------------------------------
 
@@ -384,8 +420,10 @@ class SwarmDriver(ContainerDriver):
         if text and Path(sb.log_dir).is_dir():
             (Path(sb.log_dir) / "serve.log").write_text(text)
 
-    def _container(self, sb: Sandbox) -> str:
-        task = self.engine.task(container_name(sb.id)) or {}
+    def _container(self, sb: Sandbox, service: str | None = None) -> str:
+        """The container of the sandbox's task (or of another of its services): only
+        this node's engine can enter or measure it."""
+        task = self.engine.task(service or container_name(sb.id)) or {}
         if task.get("NodeID") != self.node_id:
             raise SandboxError(f"sandbox {sb.id} runs on another node ({sb.host}); only the "
                                "sandboxes on the site's node can be entered or measured from "
@@ -395,8 +433,35 @@ class SwarmDriver(ContainerDriver):
             raise SandboxError(f"sandbox {sb.id} has no running container")
         return cid
 
-    def _control_socket(self, sb: Sandbox, timeout: float) -> socket.socket:
-        return socket.create_connection((sb.host, sb.ports["control"]), timeout)
+    def measure(self, sandbox_id: str) -> dict[str, int]:
+        """Memory of the sandbox's container and of its gateway's, and both ("total"):
+        what one learner costs a node."""
+        sb = self.get(sandbox_id)
+        own = self.engine.memory_bytes(self._container(sb))
+        gateway = self.engine.memory_bytes(self._container(sb, gateway_name(sb.id)))
+        return {"total": own + gateway, "sandbox": own, "gateway": gateway}
+
+    def control(self, sandbox_id: str, command: str, timeout: float = 15.0) -> dict:
+        """One command to the sandbox's ``serve`` (restart NAME | parts), through the
+        gateway's control port on the sandbox's node."""
+        sb = self.get(sandbox_id)
+        try:
+            answer = ask_serve(sb.host, sb.ports["control"], command, timeout)
+        except (OSError, ValueError) as exc:
+            raise SandboxError(f"sandbox {sandbox_id}: its service does not answer "
+                               f"({exc}); stop it and start it again") from None
+        if "error" in answer:
+            raise SandboxError(f"sandbox {sandbox_id}: {answer['error']}")
+        return answer
+
+    # -- records: SwarmSandbox, whose parts' liveness is asked of its serve ----------------
+
+    def _read(self, sandbox_id: str) -> Sandbox | None:
+        sb = super()._read(sandbox_id)
+        return SwarmSandbox.from_json(sb.to_json()) if sb is not None else None
+
+    def _record(self, *args, **kwargs) -> Sandbox:
+        return SwarmSandbox.from_json(super()._record(*args, **kwargs).to_json())
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -431,10 +496,12 @@ def serve_from_seed(root: Path = Path(MOUNT)) -> None:
 
 
 def measure_sandboxes(count: int, backends: int, state_dir: str | None = None,
-                      settle_s: float = 3.0) -> dict:
+                      settle_s: float = 3.0, ports: tuple[int, int] = (20000, 29999)) -> dict:
     """Start ``count`` sandboxes as services one at a time, then read each one's memory
-    once idle; stop them all (the swarm's manager must be this node)."""
-    return containers.measure_sandboxes(count, backends, state_dir, settle_s, driver=SwarmDriver)
+    (its container's and its gateway's) once idle; stop them all. Run it on the manager,
+    where the sandboxes of a single-node swarm land."""
+    return containers.measure_sandboxes(count, backends, state_dir, settle_s,
+                                        driver=functools.partial(SwarmDriver, port_range=ports))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,11 +514,14 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--count", type=int, default=3)
     measure.add_argument("--backends", type=int, default=4)
     measure.add_argument("--state-dir", default=None)
+    measure.add_argument("--ports", default="20000-29999", help="the gateways' port range")
     opts = parser.parse_args(argv)
     if opts.cmd == "serve":
         serve_from_seed()
         return 0
-    print(json.dumps(measure_sandboxes(opts.count, opts.backends, opts.state_dir)))
+    lo, _, hi = opts.ports.partition("-")
+    print(json.dumps(measure_sandboxes(opts.count, opts.backends, opts.state_dir,
+                                       ports=(int(lo), int(hi)))))
     return 0
 
 
