@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 
 from docker import stackfile
+from docker.engine import site_env
 from labs.sandbox import SandboxError, SandboxLimit
-from labs.sandbox.swarm import SwarmDriver, SwarmLimits, container_name, gateway_name
+from labs.sandbox.swarm import LABEL, SwarmDriver, SwarmLimits, container_name, gateway_name
+from tests.deploy.learner import dashboard_streams, set_up_live_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = "lblabswarm"
@@ -129,9 +131,10 @@ def test_a_sandbox_is_a_swarm_service_with_limits_reached_on_its_node(swarm, dri
                                           "/sys/fs/cgroup/pids/pids.max 2>/dev/null || "
                                           "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max"])
     assert out.split() == [str(160 * MB), "64"], out
-    mem = driver.measure("learner-1")["total"]
-    print(f"swarm sandbox memory (idle, 3 backends): {mem / 1e6:.1f} MB")
-    assert 0 < mem < 160 * MB
+    mem = driver.measure("learner-1")
+    print(f"swarm sandbox memory (idle, 3 backends): {mem['sandbox'] / 1e6:.1f} MB, its "
+          f"gateway {mem['gateway'] / 1e6:.1f} MB")
+    assert 0 < mem["sandbox"] < 160 * MB and 0 < mem["gateway"] < 64 * MB
 
     # A part restarted alone, through the gateway's control port.
     driver.restart_backend("learner-1", "b2")
@@ -164,7 +167,8 @@ def test_the_compose_file_deploys_as_a_swarm_stack(swarm, tmp_path):
     stack_file = tmp_path / "stack.yml"
     stack_file.write_text(stackfile.dump(stackfile.stack([REPO / name for name in FILES])))
     try:
-        engine.docker("stack", "deploy", "-c", str(stack_file), STACK, timeout=300)
+        engine.docker("stack", "deploy", "-c", str(stack_file), STACK, timeout=300,
+                      env=site_env(engine, tmp_path / "state"))
         services = engine.docker("stack", "services", STACK, "--format",
                                  "{{.Name}} {{.Replicas}}").stdout.split("\n")
         names = {line.split()[0].removeprefix(f"{STACK}_") for line in services if line}
@@ -188,7 +192,25 @@ def test_the_compose_file_deploys_as_a_swarm_stack(swarm, tmp_path):
         assert status("http://127.0.0.1:30700/") == 200
         health = urllib.request.urlopen("http://127.0.0.1:30702/healthz", timeout=30).read()
         assert health == b"ok\n"
+
+        # A learner's sandbox, set up through the stack's site, is a Swarm service of its
+        # own (the site runs the swarm driver); their dashboard streams it.
+        answer, cookie = set_up_live_sandbox()
+        sandbox = answer["sandbox"]
+        service = json.loads(engine.docker("service", "inspect", container_name(sandbox)).stdout)
+        assert service[0]["Spec"]["TaskTemplate"]["Resources"]["Reservations"]["MemoryBytes"] > 0
+        assert answer["proxy_url"].startswith("http://127.0.0.1:307")
+        assert dashboard_streams(sandbox, answer["proxy_url"], cookie)["sandbox"] == sandbox
     finally:
+        # Learners' sandboxes are the site's, not the stack's: `stack rm` leaves them.
+        for name in engine.ids("service", "ls", "--filter", f"label={LABEL}"):
+            engine.docker("service", "rm", name, check=False)
+        wait_until("the sandboxes' containers gone",
+                   lambda: not engine.ids("ps", "-a", "--filter", f"label={LABEL}"), timeout=120)
+        for network in engine.ids("network", "ls", "--filter", f"label={LABEL}"):
+            engine.docker("network", "rm", network, check=False)
+        for volume in engine.ids("volume", "ls", "--filter", f"label={LABEL}"):
+            engine.docker("volume", "rm", "-f", volume, check=False)
         engine.docker("stack", "rm", STACK, check=False, timeout=120)
         wait_until("the stack's containers gone",
                    lambda: not engine.ids("ps", "-a", "--filter",
