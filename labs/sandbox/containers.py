@@ -450,7 +450,9 @@ class ContainerDriver:
         return procs.pid_alive(sb.pids.get("gateway"), sb.pid_starts.get("gateway"))
 
     def _ensure_gateway(self, sb: Sandbox) -> None:
-        if self._gateway_alive(sb):
+        # Another site container (its own PID namespace, the same network one: compose)
+        # may run this sandbox's gateway: its admin port is taken then.
+        if self._gateway_alive(sb) or not procs.port_free(self.host, sb.ports["admin"]):
             return
         argv = [self.python, "-m", "labs.sandbox.containers", "gateway", "--host", self.host,
                 "--dir", f"{sb.log_dir}/sock"]
@@ -565,6 +567,8 @@ class ContainerDriver:
             current = self._read(sb.id)
             if current is not None and current.created_at == sb.created_at:
                 self._path(sb.id).unlink(missing_ok=True)
+        # Without its sockets' directory a gateway this process could not signal ends itself.
+        shutil.rmtree(self.dir / sb.id / "sock", ignore_errors=True)
         if not keep_logs:
             shutil.rmtree(self.dir / sb.id, ignore_errors=True)
 
@@ -723,13 +727,24 @@ async def gateway(host: str, sock_dir: Path, mapping: dict[int, str]) -> None:
             return
         await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
 
+    async def until_sockets_go() -> None:
+        """The sandbox was stopped by a site process that cannot signal this one (another
+        container's PID namespace): its sockets' directory, once there, is gone."""
+        seen = False
+        while not (seen and not sock_dir.is_dir()):
+            seen = seen or sock_dir.is_dir()
+            await asyncio.sleep(1.0)
+        stop.set()
+
     servers = [await asyncio.start_server(lambda r, w, n=name: relay(n, r, w), host, port)
                for port, name in mapping.items()]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(until_sockets_go())
     await stop.wait()
+    watch.cancel()
     for server in servers:
         server.close()
 
