@@ -282,7 +282,7 @@ class SwarmEngine(Engine):
         return status in (204, 404)
 
     def networks_labelled(self, sandbox_id: str) -> list[str]:
-        filters = quote(json.dumps({"label": [f"{LABEL}={sandbox_id}"], "scope": ["swarm"]}))
+        filters = quote(json.dumps({"label": [f"{LABEL}={sandbox_id}"]}))
         return [n["Id"] for n in self.json("GET", f"/networks?filters={filters}")]
 
     def remove_volume(self, name: str) -> None:
@@ -478,9 +478,11 @@ class SwarmDriver(ContainerDriver):
         for cid in self.engine.containers_labelled(sb.id):
             self.engine.remove(cid)
         self.engine.remove_volume(volume_name(sb.id))
+        # A removed overlay stays listed on the node for a moment: gone when not listed.
         deadline = time.monotonic() + (15 if wait else 0)
-        while not all([self.engine.remove_network(net)
-                       for net in self.engine.networks_labelled(sb.id)]):
+        while (networks := self.engine.networks_labelled(sb.id)):
+            for net in networks:
+                self.engine.remove_network(net)
             if time.monotonic() > deadline:
                 break
             time.sleep(0.2)
