@@ -7,8 +7,9 @@ Theory of operation
 records, ports, configs, readiness and the in-sandbox ``serve`` are the container driver's.
 A sandbox is two services and one volume, all named after it:
 
-* ``lblab-sb-<id>``, the sandbox: one replica of the ``lblab`` image running ``serve``
-  (the toy backends and the proxy on fixed loopback ports, a Unix socket per part). Swarm
+* ``lblab-sb-<id>``, the sandbox: one replica of the ``lblab`` image running what a
+  container sandbox runs (the toy backends and the proxy on loopback, a Unix socket per
+  part), after ``serve`` here wrote the files a container sandbox finds in its directory. Swarm
   attaches a service to no node-local ``none`` network, so each sandbox gets an overlay
   network of its own, ``Internal`` (no gateway out) and with no other member
   (``lblab-sbnet-<id>-<random>``): its container has loopback and one interface on a /24
@@ -20,7 +21,7 @@ A sandbox is two services and one volume, all named after it:
   resources"), and the driver says the swarm is full. Read-only root file system, no
   capabilities, the unprivileged ``lblab`` user, as a container sandbox (docs/deploy.md
   lists what Swarm cannot set: no swap cap, no ``no-new-privileges``).
-  Its proxy config and run spec travel in the service's environment
+  Those files (proxy config, run spec) travel in the service's environment
   (``LBLAB_SANDBOX_SEED``): the node it lands on shares no directory with the site.
 * ``lblab-sb-<id>`` the volume: a tmpfs (the local volume driver's ``type=tmpfs``) made on
   whichever node the task lands, holding the parts' sockets and logs; it goes with the
@@ -42,7 +43,6 @@ other drivers, and the learner starts again, wherever there is room then.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import functools
 import json
@@ -139,9 +139,11 @@ def _confined(image: str, args: list[str], sandbox_id: str) -> dict:
 
 
 def sandbox_service(sandbox_id: str, image: str, limits: SwarmLimits, seed: dict,
-                    constraints: list[str], network: str) -> dict:
-    """The engine's create-service request for one sandbox (pure: tested without I/O)."""
-    spec = _confined(image, ["python", "-m", "labs.sandbox.swarm", "serve"], sandbox_id)
+                    constraints: list[str], network: str, command: list[str]) -> dict:
+    """The engine's create-service request for one sandbox (pure: tested without I/O).
+    ``command``: what a container sandbox runs; ``serve`` seeds the files, then runs it."""
+    spec = _confined(image, ["python", "-m", "labs.sandbox.swarm", "serve", "--", *command],
+                     sandbox_id)
     spec["Env"] = [f"{SEED_ENV}={json.dumps(seed, separators=(',', ':'))}"]
     spec["Ulimits"] = [{"Name": "nofile", "Soft": limits.nofile, "Hard": limits.nofile}]
     return {
@@ -345,13 +347,15 @@ class SwarmDriver(ContainerDriver):
             taken = {p for s in self.list() for p in s.ports.values()}
             sb.ports["control"] = self._allocate(["control"], taken)["control"]
             self._write(sb)
-        here = Path(sb.log_dir)
-        seed = {"spec": json.loads((here / "spec.json").read_text()),
-                "files": {"proxy.yaml": (here / "proxy.yaml").read_text()}}
+        # What a container sandbox finds in its directory (config, run spec; no logs yet)
+        # and the command it runs, whatever the container driver makes them.
+        seed = {"files": {p.name: p.read_text() for p in Path(sb.log_dir).iterdir()
+                          if p.is_file() and p.suffix != ".log"}}
+        command = containers.container_body(sb.id, Path(MOUNT), self.image, self.limits)["Cmd"]
         network = network_name(sb.id)
         self.engine.create_network(network_request(sb.id, network))
         self.engine.create_service(sandbox_service(sb.id, self.image, self.limits, seed,
-                                                   self.constraints, network))
+                                                   self.constraints, network, command))
         task = self._placed(sb)
         address = self.engine.node(task["NodeID"])["Status"]["Addr"]
         moved = rehome(sb, address)
@@ -490,14 +494,14 @@ class SwarmDriver(ContainerDriver):
 
 # ---------------------------------------------------------------- inside: serve
 
-def serve_from_seed(root: Path = Path(MOUNT)) -> None:
-    """Write the seed's files into the sandbox's volume, then run its parts as a container
-    sandbox's ``serve`` does."""
-    seed = json.loads(os.environ[SEED_ENV])
+def serve_from_seed(command: list[str], root: Path = Path(MOUNT)) -> None:
+    """Write the seed's files into the sandbox's volume (a container sandbox finds them in
+    its mounted directory), then become the container sandbox's own command."""
+    seed = json.loads(os.environ.pop(SEED_ENV))
     (root / "sock").mkdir(exist_ok=True)
     for name, text in seed["files"].items():
         (root / name).write_text(text)
-    asyncio.run(containers.Serve(seed["spec"], root).run())
+    os.execvp(command[0], command)
 
 
 def measure_sandboxes(count: int, backends: int, state_dir: str | None = None,
@@ -512,8 +516,9 @@ def measure_sandboxes(count: int, backends: int, state_dir: str | None = None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labs.sandbox.swarm")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("serve", help=f"inside a sandbox service: write ${SEED_ENV}'s files to "
-                   f"{MOUNT}, run the parts")
+    serve = sub.add_parser("serve", help=f"inside a sandbox service: write ${SEED_ENV}'s "
+                           f"files to {MOUNT}, then exec COMMAND (a container sandbox's)")
+    serve.add_argument("command", nargs=argparse.REMAINDER)
     measure = sub.add_parser("measure", help="start sandbox services one after another, print "
                              "their start time and idle memory as JSON, stop them")
     measure.add_argument("--count", type=int, default=3)
@@ -522,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--ports", default="20000-29999", help="the gateways' port range")
     opts = parser.parse_args(argv)
     if opts.cmd == "serve":
-        serve_from_seed()
+        command = opts.command[1:] if opts.command[:1] == ["--"] else opts.command
+        serve_from_seed(command)
         return 0
     lo, _, hi = opts.ports.partition("-")
     print(json.dumps(measure_sandboxes(opts.count, opts.backends, opts.state_dir,

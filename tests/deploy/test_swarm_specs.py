@@ -20,7 +20,7 @@ def test_a_sandbox_service_carries_its_limits_reservations_and_own_network():
     spec = sandbox_service("sb-1", "lblab:latest", SwarmLimits(memory_mb=160, cpus=0.5, pids=64,
                                                                reserve_memory_mb=80,
                                                                reserve_cpus=0.1),
-                           {"spec": {}, "files": {}}, ["node.labels.x==y"], "net-1")
+                           {"files": {}}, ["node.labels.x==y"], "net-1", ["python", "run"])
     task = spec["TaskTemplate"]
     assert task["Resources"] == {
         "Limits": {"MemoryBytes": 160 * MB, "NanoCPUs": 500_000_000, "Pids": 64},
@@ -31,6 +31,7 @@ def test_a_sandbox_service_carries_its_limits_reservations_and_own_network():
     container = task["ContainerSpec"]
     assert container["User"] == "10001" and container["ReadOnly"] and container["CapabilityDrop"] == ["ALL"]
     assert container["Env"][0].startswith("LBLAB_SANDBOX_SEED={")
+    assert container["Args"][-3:] == ["--", "python", "run"]  # seeded, then the container's own
     assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
 
 
