@@ -40,6 +40,9 @@ DATA_ROOT = Path(os.environ.get("LBLAB_DOCKER_DATA", "/var/lib/lblab-docker"))
 RUN_ROOT = Path(os.environ.get("LBLAB_DOCKER_RUN", "/run/lblab-docker"))
 
 
+SITE_UID = 10001  # the lblab image's user (docker/Dockerfile)
+
+
 class EngineError(Exception):
     """The engine could not be started or used; the message says what to do."""
 
@@ -172,8 +175,9 @@ class Engine:
         return {**os.environ, "DOCKER_HOST": self.host}
 
     def docker(self, *args: str, check: bool = True, timeout: float = 300,
-               input: str | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([client_path(), *args], env=self.env(), text=True,
+               input: str | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run([client_path(), *args], env={**self.env(), **(env or {})}, text=True,
                               capture_output=True, timeout=timeout, input=input)
         if check and proc.returncode != 0:
             raise EngineError(f"docker {' '.join(args[:4])} failed ({proc.returncode}): "
@@ -209,6 +213,18 @@ class Engine:
             self.docker("network", "rm", network, check=False)
         for volume in self.ids("volume", "ls"):
             self.docker("volume", "rm", "-f", volume, check=False)
+
+
+def site_env(engine: Engine, state_dir: Path) -> dict[str, str]:
+    """What compose.yml's site needs to start learners' sandboxes on this engine: its socket,
+    the socket's group, and the host directory behind the state volume (made here, owned by
+    the image's user)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(state_dir, SITE_UID, SITE_UID)
+    return {"LBLAB_DOCKER_SOCKET": str(engine.socket),
+            "LBLAB_DOCKER_GID": str(engine.socket.stat().st_gid),
+            "LBLAB_HOST_STATE_DIR": str(state_dir)}
 
 
 def compose(engine: Engine, project: str, files: Sequence[str | Path], *args: str,

@@ -2,10 +2,10 @@
 
 Docker 20.10's ``docker stack deploy -c a.yml -c b.yml`` appends lists where compose
 replaces them (an override's ``command`` is added after the base's, giving one long
-command), and it ignores ``network_mode``. So the files are merged here the way compose
-merges them (mappings key by key, anything else replaced by the later file; YAML anchors
-resolved), ``network_mode`` is dropped (a Swarm override gives ``networks`` instead), and
-the result is one file:
+command), it ignores ``network_mode`` and refuses ``group_add``. So the files are merged
+here the way compose merges them (mappings key by key, anything else replaced by the later
+file; YAML anchors resolved), ``network_mode`` and ``group_add`` are dropped (a Swarm
+override gives ``networks``, and a ``user`` with the group), and the result is one file:
 
     python docker/stackfile.py compose.yml compose.hostnet.yml compose.swarm.yml > stack.yml
     docker stack deploy -c stack.yml lblab
@@ -34,6 +34,7 @@ def stack(paths: list[str | Path]) -> dict:
     merged = {k: v for k, v in merged.items() if not k.startswith("x-")}
     for service in (merged.get("services") or {}).values():
         service.pop("network_mode", None)
+        service.pop("group_add", None)
     return merged
 
 

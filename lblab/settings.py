@@ -32,7 +32,7 @@ Environment:
     LBLAB_DEFAULT_SANDBOX_WRITERS  who may change the shared sandbox at /: anyone | staff
                           | nobody (default anyone; staff in public mode)
     LBLAB_SANDBOX_PORTS   the ports sandboxes get (default 20000-29999)
-    LBLAB_SANDBOX_DRIVER  processes (default) | containers
+    LBLAB_SANDBOX_DRIVER  processes (default) | containers | swarm
     LBLAB_SANDBOX_MEMORY_MB, _CPU_WEIGHT, _OPEN_FILES, _PROCESSES: per-sandbox OS limits
                           (512, 100, 1024, 64); LBLAB_SANDBOX_NO_LIMITS=1 turns them off
     LBLAB_RATE_SESSIONS, LBLAB_RATE_STARTS  per client address, e.g. 30/hour, or off
@@ -249,7 +249,8 @@ LBLAB_DEFAULT_SANDBOX_WRITERS = os.environ.get(
 if LBLAB_DEFAULT_SANDBOX_WRITERS not in ("anyone", "staff", "nobody"):
     raise ImproperlyConfigured(f"LBLAB_DEFAULT_SANDBOX_WRITERS={LBLAB_DEFAULT_SANDBOX_WRITERS!r}: "
                                "use anyone, staff or nobody")
-# Which driver runs learners' sandboxes (labs/sandbox/drivers.py): processes | containers.
+# Which driver runs learners' sandboxes (labs/sandbox/drivers.py): processes | containers |
+# swarm.
 LBLAB_SANDBOX_DRIVER = os.environ.get("LBLAB_SANDBOX_DRIVER", "processes").strip()
 # The ports sandboxes are given (below Linux's ephemeral range by default).
 LBLAB_SANDBOX_PORTS = env_range("LBLAB_SANDBOX_PORTS", (20000, 29999))

@@ -14,9 +14,10 @@ labs/sandbox/drivers.py: the same methods and ``Sandbox`` records as the process
   read-only, and the process inside runs as the unprivileged ``lblab`` user.
 * **Inside** (``python -m labs.sandbox.containers serve``, PID 1's child under docker-init):
   the toy backends (forked from one preloaded parent, as the process driver does) and the
-  proxy, on fixed loopback ports (the namespace is the sandbox's own, so every sandbox uses
-  the same ones). For each of them it serves a Unix socket in ``/sandbox/sock`` relaying to
-  that port, plus ``control.sock`` (restart a part, list the parts). ``/sandbox`` is the
+  proxy, on loopback ports numbered as the gateway's outside (the namespace is the
+  sandbox's own; the same numbers inside and out let the site place a learner's config
+  with the record's ports, as for a process sandbox). For each of them it serves a Unix
+  socket in ``/sandbox/sock`` relaying to that port, plus ``control.sock`` (restart a part, list the parts). ``/sandbox`` is the
   sandbox's directory in the state directory, mounted from the host.
 * **Outside**, the site needs plain TCP URLs (admin API, event stream, the proxy's listeners,
   the backends' fault controls): a small gateway process (``gateway``) listens on loopback
@@ -183,13 +184,18 @@ class Engine:
             _, raw = self.call("POST", f"/exec/{ex['Id']}/start", {"Detach": False, "Tty": False})
         finally:
             self.timeout = old
-        out, i = [], 0
-        while i + 8 <= len(raw):  # the multiplexed stream: 8-byte header per frame
-            size = int.from_bytes(raw[i + 4:i + 8], "big")
-            out.append(raw[i + 8:i + 8 + size])
-            i += 8 + size
         code = self.json("GET", f"/exec/{ex['Id']}/json")["ExitCode"]
-        return code, b"".join(out).decode(errors="replace")
+        return code, demux(raw)
+
+
+def demux(raw: bytes) -> str:
+    """The text of the engine's multiplexed stdout/stderr stream (8-byte header per frame)."""
+    out, i = [], 0
+    while i + 8 <= len(raw):
+        size = int.from_bytes(raw[i + 4:i + 8], "big")
+        out.append(raw[i + 8:i + 8 + size])
+        i += 8 + size
+    return b"".join(out).decode(errors="replace")
 
 
 # ---------------------------------------------------------------- the driver
@@ -245,6 +251,8 @@ def container_body(sandbox_id: str, host_dir: Path, image: str, limits: Limits) 
 
 class ContainerDriver:
     """The container driver (see the module docstring); ``make_driver("containers")``."""
+
+    listen_host = "127.0.0.1"  # where the proxy's listeners bind inside the sandbox
 
     def __init__(self, state_dir: str | Path | None = None, host: str = "127.0.0.1",
                  max_sandboxes: int = 40, *, port_range: tuple[int, int] = (20000, 29999),
@@ -346,15 +354,14 @@ class ContainerDriver:
                                    "driver allows (max_sandboxes): stop one or raise the limit")
             taken = {p for s in self.list() for p in s.ports.values()}
             outer = self._allocate(list(inner), taken)
+            # In its own namespace a sandbox's parts listen on the gateway's port numbers, so
+            # a config the site places with the record's ports is right inside it too.
+            inner, placed = outer, topology.place(template, self.listen_host, outer, "127.0.0.1")
             sb = self._record(sandbox_id, names, template, placed, inner, outer, pinned, owner)
             self._write(sb)
         try:
             started = time.monotonic()
-            self.engine.remove(container_name(sandbox_id))  # a leftover of a crashed site
-            body = container_body(sandbox_id, self.host_dir / sandbox_id, self.image, self.limits)
-            self.engine.json("POST", f"/containers/create?name={container_name(sandbox_id)}",
-                             body)
-            self.engine.call("POST", f"/containers/{container_name(sandbox_id)}/start")
+            self._launch(sb)
             self._ensure_gateway(sb)
             if wait:
                 self._wait_ready(sb, timeout or self.start_timeout)
@@ -366,6 +373,35 @@ class ContainerDriver:
         except BaseException:
             self._remove(sb, keep_logs=True)
             raise
+
+    # -- the engine's side of one sandbox (the swarm driver, swarm.py, overrides these) ----
+
+    def _launch(self, sb: Sandbox) -> None:
+        """Start the sandbox's container (its files are in place, its record written)."""
+        self.engine.remove(container_name(sb.id))  # a leftover of a crashed site
+        body = container_body(sb.id, self.host_dir / sb.id, self.image, self.limits)
+        self.engine.json("POST", f"/containers/create?name={container_name(sb.id)}", body)
+        self.engine.call("POST", f"/containers/{container_name(sb.id)}/start")
+
+    def _state(self, sb: Sandbox) -> tuple[bool, str]:
+        """(running, why not) of the sandbox's container."""
+        info = self.engine.inspect(container_name(sb.id))
+        if info and info["State"]["Running"]:
+            return True, ""
+        if not info:
+            return False, f"container {container_name(sb.id)} is gone"
+        return False, (f"container {container_name(sb.id)} is not running (exit status "
+                       f"{info['State']['ExitCode']})")
+
+    def _container(self, sb: Sandbox) -> str:
+        """The container (name or id) on this engine that runs the sandbox."""
+        return container_name(sb.id)
+
+    def _discard(self, sb: Sandbox) -> None:
+        """Remove what runs the sandbox: its container and its gateway process."""
+        self.engine.remove(container_name(sb.id))
+        if self._gateway_alive(sb):
+            procs.stop_groups([(sb.pids["gateway"], sb.pid_starts.get("gateway"))], 2.0, [])
 
     def _allocate(self, keys: list[str], taken: set[int]) -> dict[str, int]:
         lo, hi = self.port_range
@@ -414,7 +450,9 @@ class ContainerDriver:
         return procs.pid_alive(sb.pids.get("gateway"), sb.pid_starts.get("gateway"))
 
     def _ensure_gateway(self, sb: Sandbox) -> None:
-        if self._gateway_alive(sb):
+        # Another site container (its own PID namespace, the same network one: compose)
+        # may run this sandbox's gateway: its admin port is taken then.
+        if self._gateway_alive(sb) or not procs.port_free(self.host, sb.ports["admin"]):
             return
         argv = [self.python, "-m", "labs.sandbox.containers", "gateway", "--host", self.host,
                 "--dir", f"{sb.log_dir}/sock"]
@@ -431,28 +469,26 @@ class ContainerDriver:
 
     def _probe(self, sb: Sandbox, part: str, timeout: float = 1.0) -> tuple[bool, str]:
         if part == "proxy":
-            status, why = procs.http_status(self.host, sb.ports["admin"], "/healthz", timeout)
+            status, why = procs.http_status(sb.host, sb.ports["admin"], "/healthz", timeout)
             if status != 200:
                 return False, f"the admin API ({sb.admin_url}) does not answer: {status or why}"
-            status, why = procs.http_status(self.host, sb.ports["proxy"], "/health/live", timeout)
+            status, why = procs.http_status(sb.host, sb.ports["proxy"], "/health/live", timeout)
             if not status:
                 return False, f"its listener {sb.proxy_url} does not answer: {why}"
-            return True, f"container {container_name(sb.id)}, listening on {sb.proxy_url}"
-        status, why = procs.http_status(self.host, sb.ports[part], "/health/live", timeout)
+            return True, f"container {self._container(sb)}, listening on {sb.proxy_url}"
+        status, why = procs.http_status(sb.host, sb.ports[part], "/health/live", timeout)
         if status != 200:
             return False, f"GET {sb.backends[part]}/health/live gave {status or why}"
-        return True, f"container {container_name(sb.id)}, answering on {sb.backends[part]}"
+        return True, f"container {self._container(sb)}, answering on {sb.backends[part]}"
 
     def _wait_ready(self, sb: Sandbox, timeout: float) -> None:
         pending = ["proxy", *sb.backends]
         deadline = time.monotonic() + timeout
         last = ""
         while pending:
-            info = self.engine.inspect(container_name(sb.id))
-            if not info or not info["State"]["Running"]:
-                code = info["State"]["ExitCode"] if info else "?"
-                raise SandboxStartError(sb.id, "container", f"it exited (status {code})",
-                                        Path(sb.log_dir) / "serve.log")
+            running, why = self._state(sb)
+            if not running:
+                raise SandboxStartError(sb.id, "container", why, Path(sb.log_dir) / "serve.log")
             for part in list(pending):
                 ok, last = self._probe(sb, part, 0.5)
                 if ok:
@@ -465,15 +501,13 @@ class ContainerDriver:
 
     def parts(self, sandbox_id: str) -> dict[str, dict]:
         sb = self.get(sandbox_id)
-        info = self.engine.inspect(container_name(sb.id))
-        running = bool(info and info["State"]["Running"])
+        running, why = self._state(sb)
         if running:
             self._ensure_gateway(sb)
         out = {}
         for part in ["proxy", *sb.backends]:
             if not running:
-                out[part] = {"alive": False, "detail": f"container {container_name(sb.id)} is "
-                             "not running"}
+                out[part] = {"alive": False, "detail": why}
                 continue
             ok, detail = self._probe(sb, part)
             out[part] = {"alive": ok, "detail": detail}
@@ -516,13 +550,11 @@ class ContainerDriver:
 
     def exec(self, sandbox_id: str, argv: list[str], timeout: float = 120.0) -> tuple[int, str]:
         """Run a program inside the sandbox (its namespace: 127.0.0.1:8080 is its proxy)."""
-        self.get(sandbox_id)
-        return self.engine.exec(container_name(sandbox_id), argv, timeout)
+        return self.engine.exec(self._container(self.get(sandbox_id)), argv, timeout)
 
     def measure(self, sandbox_id: str) -> dict[str, int]:
         """Memory charged to the sandbox's container (every process in it), in bytes."""
-        self.get(sandbox_id)
-        return {"total": self.engine.memory_bytes(container_name(sandbox_id))}
+        return {"total": self.engine.memory_bytes(self._container(self.get(sandbox_id)))}
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -530,13 +562,13 @@ class ContainerDriver:
         self._remove(self.get(sandbox_id), keep_logs=keep_logs)
 
     def _remove(self, sb: Sandbox, keep_logs: bool = False) -> None:
-        self.engine.remove(container_name(sb.id))
-        if self._gateway_alive(sb):
-            procs.stop_groups([(sb.pids["gateway"], sb.pid_starts.get("gateway"))], 2.0, [])
+        self._discard(sb)
         with self._lock():
             current = self._read(sb.id)
             if current is not None and current.created_at == sb.created_at:
                 self._path(sb.id).unlink(missing_ok=True)
+        # Without its sockets' directory a gateway this process could not signal ends itself.
+        shutil.rmtree(self.dir / sb.id / "sock", ignore_errors=True)
         if not keep_logs:
             shutil.rmtree(self.dir / sb.id, ignore_errors=True)
 
@@ -546,8 +578,7 @@ class ContainerDriver:
         for sb in self.list():
             if sb.pinned:
                 continue
-            info = self.engine.inspect(container_name(sb.id))
-            dead = not (info and info["State"]["Running"])
+            dead = not self._state(sb)[0]
             if dead or now - sb.last_used > max_idle_s:
                 self._remove(sb)
                 reaped.append(sb.id)
@@ -696,25 +727,37 @@ async def gateway(host: str, sock_dir: Path, mapping: dict[int, str]) -> None:
             return
         await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
 
+    async def until_sockets_go() -> None:
+        """The sandbox was stopped by a site process that cannot signal this one (another
+        container's PID namespace): its sockets' directory, once there, is gone."""
+        seen = False
+        while not (seen and not sock_dir.is_dir()):
+            seen = seen or sock_dir.is_dir()
+            await asyncio.sleep(1.0)
+        stop.set()
+
     servers = [await asyncio.start_server(lambda r, w, n=name: relay(n, r, w), host, port)
                for port, name in mapping.items()]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(until_sockets_go())
     await stop.wait()
+    watch.cancel()
     for server in servers:
         server.close()
 
 
 def measure_sandboxes(count: int, backends: int, state_dir: str | None = None,
-                      settle_s: float = 3.0) -> dict:
+                      settle_s: float = 3.0, driver=None) -> dict:
     """Start ``count`` sandboxes one at a time (the image warm after the first), then read
-    each one's memory once idle; stop them all."""
+    each one's memory once idle; stop them all. ``driver``: the class (this one's default)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="lblab-measure-") as tmp:
-        driver = ContainerDriver(state_dir=state_dir or tmp, max_sandboxes=count, start_timeout=90)
+        make = driver or ContainerDriver
+        driver = make(state_dir=state_dir or tmp, max_sandboxes=count, start_timeout=90)
         starts, mems = [], []
         try:
             for i in range(count):
@@ -724,7 +767,7 @@ def measure_sandboxes(count: int, backends: int, state_dir: str | None = None,
         finally:
             for sb in driver.list():
                 driver.stop(sb.id)
-    return {"driver": "containers", "backends": backends, "start_s": starts,
+    return {"driver": type(driver).__name__, "backends": backends, "start_s": starts,
             "idle_mem_mb": [round(m, 1) for m in mems],
             "limits": dataclasses.asdict(driver.limits)}
 

@@ -1,9 +1,10 @@
 """The seam between the learner-sandbox service and what runs a sandbox.
 
 The learner-sandbox service (labs/services/sandboxes.py) decides *whose* sandbox, *whether*
-(limits, rates, the cap) and *what* (backends, config); a driver decides *how*: today local
-processes (``SandboxService``, service.py), later one container per sandbox on a Docker
-engine (labs/sandbox/containers.py). A driver is any object with the methods of ``Driver``
+(limits, rates, the cap) and *what* (backends, config); a driver decides *how*: local
+processes (``SandboxService``, service.py), one container per sandbox on a Docker engine
+(labs/sandbox/containers.py), or one Swarm service per sandbox placed on any node of a
+swarm with room (labs/sandbox/swarm.py). A driver is any object with the methods of ``Driver``
 below, returning ``Sandbox`` records (service.py) whose URLs the site can reach; it raises
 the errors of service.py (SandboxNotFound, SandboxExists, SandboxLimit, PortInUse,
 SandboxStartError), which are ``Problem``s with a message that says what to change.
@@ -52,6 +53,7 @@ class Driver(Protocol):
 DRIVERS = {
     "processes": "labs.sandbox.service:SandboxService",
     "containers": "labs.sandbox.containers:ContainerDriver",
+    "swarm": "labs.sandbox.swarm:SwarmDriver",
 }
 
 

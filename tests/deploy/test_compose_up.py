@@ -2,7 +2,9 @@
 
 One test, in order (the steps build on each other and share one engine): every service
 healthy and its health endpoint answering; the dashboard over the front door in public
-mode; a WebSocket that sees a live routing decision for a request we send; a real browser
+mode; a WebSocket that sees a live routing decision for a request we send; a learner's
+sandbox, started through the site, running as a container of its own (the site is wired
+to the container driver) with the learner's dashboard streaming it; a real browser
 page whose socket's daphne worker is killed, and which reconnects through the other one;
 then everything torn down, with no container, network, volume or engine process left.
 
@@ -25,7 +27,8 @@ from pathlib import Path
 import pytest
 import websocket
 
-from docker.engine import compose
+from docker.engine import compose, site_env
+from tests.deploy.learner import dashboard_streams, set_up_live_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = [REPO / "compose.yml", REPO / "compose.hostnet.yml"]
@@ -88,8 +91,9 @@ def backend_of(client_port: int) -> str | None:
 
 
 @pytest.mark.timeout(900)
-def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine):
-    env = {"SECRET_KEY": "", "DEBUG": ""}  # public mode's own: made once, no debug
+def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine, tmp_path):
+    # Public mode's own secret (made once, no debug); the engine's socket for the site.
+    env = {"SECRET_KEY": "", "DEBUG": "", **site_env(engine, tmp_path / "state")}
     try:
         compose(engine, PROJECT, FILES, "up", "-d", env=env, timeout=300)
 
@@ -153,6 +157,16 @@ def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine):
         finally:
             sock.close()
 
+        # A learner's own sandbox, set up through the site: a container of its own with no
+        # network on the engine; their dashboard streams what goes through their proxy.
+        answer, cookie = set_up_live_sandbox()
+        sandbox = answer["sandbox"]
+        ids = engine.ids("ps", "--filter", f"label=org.lblab.sandbox={sandbox}")
+        assert len(ids) == 1, f"no container runs sandbox {sandbox}: {engine.ids('ps', '-a')}"
+        info = json.loads(engine.docker("inspect", ids[0]).stdout)[0]
+        assert info["HostConfig"]["NetworkMode"] == "none" and info["State"]["Running"]
+        assert dashboard_streams(sandbox, answer["proxy_url"], cookie)["sandbox"] == sandbox
+
         # A browser page: kill the daphne worker its socket is on; the page reconnects.
         probe = subprocess.Popen([sys.executable, str(Path(__file__).with_name("page_probe.py")),
                                   f"{FRONT}/"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -187,6 +201,9 @@ def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine):
         wait_until(f"{victim} restarted and healthy",
                    lambda: health_states(engine).get(victim) == "healthy", timeout=300)
     finally:
+        # Learners' sandboxes are the site's, not compose's: `down` leaves them (docs/deploy.md).
+        for cid in engine.ids("ps", "-a", "--filter", "label=org.lblab.sandbox"):
+            engine.docker("rm", "-f", "-v", cid, check=False)
         compose(engine, PROJECT, FILES, "down", "-v", "--remove-orphans", env=env,
                 check=False, timeout=180)
 

@@ -67,7 +67,8 @@ def test_a_sandbox_container_serves_is_confined_and_goes_away(engine, driver, tm
         "except OSError as exc:\n"
         "    print('unreachable', exc.errno)\n"
         "import urllib.request\n"
-        "print(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=5).status)\n")])
+        f"print(urllib.request.urlopen('http://127.0.0.1:{sb.ports['proxy']}/', timeout=5)"
+        ".status)\n")])  # its proxy listens inside on the gateway's port number
     assert code == 0, out
     lines = out.split("\n")
     assert lines[0] == "['lo']", out
