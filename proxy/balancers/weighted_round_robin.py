@@ -14,6 +14,10 @@ guesses; a heavy backend that becomes slow keeps receiving its share because
 WRR never looks at load (use least_outstanding_requests for that). Weights
 are effective weights, so slow start ramps a newly healthy backend in, and a
 weight change takes effect on the next pick.
+
+Scores are kept per balancer node (the listener's zone, when it has one), as each node
+runs its own cycle: two nodes picking from different lists (cross-zone off) would
+otherwise drop each other's scores on every pick and restart the cycle each time.
 """
 from __future__ import annotations
 
@@ -31,18 +35,24 @@ class WeightedRoundRobin(Balancer):
         super().rebuild(backends)
         # name -> running score; kept across rebuilds so a reload does not jolt the cycle.
         self._current: dict[str, float] = getattr(self, "_current", {})
+        self._current_by_zone: dict[str, dict[str, float]] = getattr(
+            self, "_current_by_zone", {})
 
     def pick(self, ctx, eligible):
         weights = effective_weights(eligible, ctx.now)
         if not weights:
             return None
         total = sum(weights.values())
-        old = self._current
+        zone = ctx.zone
+        old = self._current if zone is None else self._current_by_zone.get(zone, {})
         # Scores of backends no longer eligible are dropped: one coming back starts at 0.
         current = {name: old.get(name, 0.0) + w for name, w in weights.items()}
         best = max(current, key=current.__getitem__)  # first of the tied, in pool order
         compared = {n: r3(c) for n, c in current.items()}
         current[best] -= total
-        self._current = current
+        if zone is None:
+            self._current = current
+        else:
+            self._current_by_zone[zone] = current
         chosen = next(b for b in eligible if b.name == best)
         return Decision(chosen, {"current_weights": compared, "total": r3(total)})
