@@ -194,6 +194,36 @@ class Engine:
 
 # ---------------------------------------------------------------- the driver
 
+def ask_serve(sandbox_dir: str | Path, command: str, timeout: float = 15.0) -> dict:
+    """One command to a sandbox's ``serve`` over its control socket; its JSON answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(f"{sandbox_dir}/sock/control.sock")
+        sock.sendall(command.encode() + b"\n")
+        return json.loads(sock.makefile().readline() or "{}")
+
+
+class ContainerSandbox(Sandbox):
+    """A container sandbox's record. Its parts are not processes the site can see (they
+    run in the container's own PID namespace), so ``alive`` asks the container's ``serve``
+    which of its children run: every caller of ``Sandbox.alive`` (reuse, the reaper, the
+    workshop's refresh) then sees a container sandbox as it is. The toy backends are
+    forked from one parent: they are alive while it is, unless one was restarted alone."""
+
+    def alive(self, part: str) -> bool:
+        try:
+            children = ask_serve(self.log_dir, "parts", timeout=2.0)
+        except (OSError, ValueError):
+            return False  # no container answering on its socket: nothing of it runs
+        if part in children:
+            return bool(children[part])
+        return part in self.backends and bool(children.get("backends"))
+
+    def measure(self, kind: str = "rss") -> dict[str, int]:
+        return {"total": 0}  # the engine charges the container: ContainerDriver.measure
+
+
+
 def container_name(sandbox_id: str) -> str:
     return f"lblab-sb-{sandbox_id}"
 
@@ -284,7 +314,7 @@ class ContainerDriver:
 
     def _read(self, sandbox_id: str) -> Sandbox | None:
         try:
-            return Sandbox.from_json(json.loads(self._path(sandbox_id).read_text()))
+            return ContainerSandbox.from_json(json.loads(self._path(sandbox_id).read_text()))
         except FileNotFoundError:
             return None
 
@@ -406,7 +436,7 @@ class ContainerDriver:
             created_at=now, last_used=now, pinned=pinned, inner_host=self.host)
         if "owner" in Sandbox.__dataclass_fields__:
             fields["owner"] = owner
-        return Sandbox(**fields)
+        return ContainerSandbox(**fields)
 
     # -- the gateway -----------------------------------------------------------------------
 
@@ -482,16 +512,11 @@ class ContainerDriver:
     def control(self, sandbox_id: str, command: str, timeout: float = 15.0) -> dict:
         """One command to the sandbox's ``serve`` (restart NAME | parts)."""
         sb = self.get(sandbox_id)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            try:
-                sock.connect(f"{sb.log_dir}/sock/control.sock")
-                sock.sendall(command.encode() + b"\n")
-                reply = sock.makefile().readline()
-            except OSError as exc:
-                raise SandboxError(f"sandbox {sandbox_id}: its container does not answer "
-                                   f"({exc}); stop it and start it again") from None
-        answer = json.loads(reply or "{}")
+        try:
+            answer = ask_serve(sb.log_dir, command, timeout)
+        except (OSError, ValueError) as exc:
+            raise SandboxError(f"sandbox {sandbox_id}: its container does not answer "
+                               f"({exc}); stop it and start it again") from None
         if "error" in answer:
             raise SandboxError(f"sandbox {sandbox_id}: {answer['error']}")
         return answer
