@@ -308,7 +308,7 @@ class Docker:
             inventory = self.engine.inventory()
             left += [f"{kind[:-1]} {name}" for kind, names in inventory.items()
                      for name in names]
-            run_root = str(self.engine.run_root)
+            run_root = f"{self.engine.run_root}/"  # not a sibling such as ...-swarm
             self.engine.stop(clean=False)
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:

@@ -43,4 +43,4 @@ def test_a_small_cohort_on_docker_is_graded_as_expected_and_leaves_nothing():
     # The table came before the JSON line, one row per learner.
     assert sum(1 for line in lines if line.startswith("learner-")) == LEARNERS
     # Nothing of the engine or the deployment runs any more.
-    assert processes_mentioning([str(RUN_ROOT), PROJECT]) == []
+    assert processes_mentioning([f"{RUN_ROOT}/", PROJECT]) == []
