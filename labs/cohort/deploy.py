@@ -254,7 +254,7 @@ class Docker:
             compose(self.engine, PROJECT, self.files, "up", "-d", env=self.env, timeout=300)
         except EngineError as exc:
             raise DeployError(str(exc)) from None
-        wait_for("every service healthy", self._all_healthy, 300,
+        wait_for("every service healthy", self._all_healthy, 600,  # a busy machine: slow
                  why=lambda: f"states: {self._states()}")
         wait_for("the front door", lambda: http_status(f"{FRONT}/healthz") == 200, 60)
 

@@ -32,8 +32,8 @@ def test_a_small_cohort_on_docker_is_graded_as_expected_and_leaves_nothing():
     lines = proc.stdout.strip().splitlines()
     assert lines, f"no output (exit {proc.returncode}): {proc.stderr[-2000:]}"
     out = json.loads(lines[-1])
-    assert out["engine"] == "docker" and out["learners"] == LEARNERS
     assert out["error_samples"] == [] and out["errors"] == 0
+    assert out["engine"] == "docker" and out["learners"] == LEARNERS
     assert out["runs"] == 2 * LEARNERS
     assert out["graded_as_expected"] == out["runs"]
     assert out["dashboards_live"] == LEARNERS  # each saw a request of its own live
