@@ -52,10 +52,19 @@ class Serve:
                                                start_new_session=True, cwd="/app")
         log.close()
 
+    @property
+    def commands(self) -> dict:
+        if "commands" not in self.spec:
+            # A spec written without them (another driver's): made here, at the cost of
+            # the imports this script otherwise avoids.
+            from labs.sandbox.containers import spawn_commands
+
+            self.spec["commands"] = spawn_commands(self.spec["backends"], self.spec["config"])
+        return self.spec["commands"]
+
     def start_all(self) -> None:
-        commands = self.spec["commands"]
-        self._spawn("backends", commands["backends"])
-        self._spawn("proxy", commands["proxy"])
+        self._spawn("backends", self.commands["backends"])
+        self._spawn("proxy", self.commands["proxy"])
 
     def restart(self, part: str) -> None:
         port = self.spec["backends"].get(part)
@@ -63,12 +72,12 @@ class Serve:
             raise ValueError(f"no part {part!r}")
         if part == "proxy":
             self._stop(self.children.pop("proxy", None))
-            self._spawn("proxy", self.spec["commands"]["proxy"])
+            self._spawn("proxy", self.commands["proxy"])
             return
         # A backend forked by the preloaded parent: find it by the port it listens on.
         self._kill_listener(port)
         self._stop(self.children.pop(part, None))
-        self._spawn(part, self.spec["commands"]["backend"][part])
+        self._spawn(part, self.commands["backend"][part])
 
     @staticmethod
     def _kill_listener(port: int) -> None:

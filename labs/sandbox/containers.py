@@ -239,21 +239,25 @@ def inner_ports(names: list[str], template: dict) -> dict[str, int]:
     return ports
 
 
+def spawn_commands(backends: dict[str, int], config_path: str) -> dict:
+    """The commands a sandbox's ``serve`` runs: the preloaded backends, the proxy, and each
+    backend alone (to restart one), for the container's own ``python``."""
+    return {
+        "backends": preloaded_backends_cmd(
+            [(f"{MOUNT}/{n}.log", backend_args(n, port)) for n, port in backends.items()],
+            die_with_parent=True, python="python"),
+        "proxy": proxy_cmd(config_path, python="python"),
+        "backend": {n: backend_cmd(n, port, python="python") for n, port in backends.items()},
+    }
+
+
 def run_spec(names: list[str], ports: dict[str, int]) -> dict:
     """What the container runs (written to /sandbox/spec.json): every command ready-made, so
     container_inside.py needs nothing of the labs package to start them."""
     backends = {n: ports[n] for n in names}
-    return {
-        "backends": backends, "config": f"{MOUNT}/proxy.yaml",
-        "relays": {key: port for key, port in ports.items()},
-        "commands": {
-            "backends": preloaded_backends_cmd(
-                [(f"{MOUNT}/{n}.log", backend_args(n, port)) for n, port in backends.items()],
-                die_with_parent=True, python="python"),
-            "proxy": proxy_cmd(f"{MOUNT}/proxy.yaml", python="python"),
-            "backend": {n: backend_cmd(n, port, python="python") for n, port in backends.items()},
-        },
-    }
+    return {"backends": backends, "config": f"{MOUNT}/proxy.yaml",
+            "relays": {key: port for key, port in ports.items()},
+            "commands": spawn_commands(backends, f"{MOUNT}/proxy.yaml")}
 
 
 def container_body(sandbox_id: str, host_dir: Path, image: str, limits: Limits) -> dict:
@@ -487,13 +491,20 @@ class ContainerDriver:
             return False, f"GET {sb.backends[part]}/health/live gave {status or why}"
         return True, f"container {container_name(sb.id)}, answering on {sb.backends[part]}"
 
-    def _exited(self, sb: Sandbox) -> SandboxStartError | None:
+    def _state(self, sb: Sandbox) -> tuple[bool, str]:
+        """(running, why not) of the sandbox's container."""
         info = self.engine.inspect(container_name(sb.id))
         if info and info["State"]["Running"]:
-            return None
-        code = info["State"]["ExitCode"] if info else "?"
-        return SandboxStartError(sb.id, "container", f"it exited (status {code})",
-                                 Path(sb.log_dir) / "serve.log")
+            return True, ""
+        if not info:
+            return False, f"container {container_name(sb.id)} is gone"
+        return False, (f"container {container_name(sb.id)} is not running (exit status "
+                       f"{info['State']['ExitCode']})")
+
+    def _exited(self, sb: Sandbox) -> SandboxStartError | None:
+        running, why = self._state(sb)
+        return None if running else SandboxStartError(sb.id, "container", why,
+                                                      Path(sb.log_dir) / "serve.log")
 
     def _wait_ready(self, sb: Sandbox, timeout: float) -> None:
         """Ready when the container's own ``serve`` says every part listens (it watches
