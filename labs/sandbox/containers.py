@@ -12,12 +12,13 @@ labs/sandbox/drivers.py: the same methods and ``Sandbox`` records as the process
   their proxy, it can reach only the backends beside it on 127.0.0.1. Memory (no swap), CPU,
   process count and open files are capped by the engine (cgroups), the root file system is
   read-only, and the process inside runs as the unprivileged ``lblab`` user.
-* **Inside** (``python -m labs.sandbox.containers serve``, PID 1's child under docker-init):
-  the toy backends (forked from one preloaded parent, as the process driver does) and the
+* **Inside** (labs/sandbox/container_inside.py, run as a script under docker-init): the
+  toy backends (forked from one preloaded parent, as the process driver does) and the
   proxy, on fixed loopback ports (the namespace is the sandbox's own, so every sandbox uses
-  the same ones). For each of them it serves a Unix socket in ``/sandbox/sock`` relaying to
-  that port, plus ``control.sock`` (restart a part, list the parts). ``/sandbox`` is the
-  sandbox's directory in the state directory, mounted from the host.
+  the same ones), started from commands written ready-made in ``spec.json``. For each of
+  them it serves a Unix socket in ``/sandbox/sock`` relaying to that port, plus
+  ``control.sock`` (restart a part, list the parts, wait until every part accepts).
+  ``/sandbox`` is the sandbox's directory in the state directory, mounted from the host.
 * **Outside**, the site needs plain TCP URLs (admin API, event stream, the proxy's listeners,
   the backends' fault controls): a small gateway process (``gateway``) listens on loopback
   ports from the service's port range and relays each connection to its socket. It is
@@ -32,9 +33,15 @@ The engine is reached through its HTTP API on a Unix socket (``DOCKER_HOST=unix:
 /var/run/docker.sock), with the standard library only: the site's image needs no Docker
 client.
 
-Start time with a warm image is about a second (container creation, then the interpreters'
-imports, which the preloaded backends share); ``measure`` reads the container's memory from
-the engine (bench notes: docs/deploy.md).
+Start time with a warm image. What it costs is CPU inside the container, under its CPU cap:
+three interpreters start (the inside script, the preloaded backends, the proxy), about
+0.7 CPU-seconds in all, from bytecode compiled into the image (the root file system is
+read-only: without it every start compiled every module again, seconds). The container's
+``serve`` spawns them at once, needing no import of the labs package, and tells when every
+part accepts (``ready``) from inside the namespace, so the site neither polls the engine
+nor probes parts that are not up yet; one request through the gateway (started before the
+container, so its interpreter starts meanwhile) checks the site's path last. ``measure``
+reads the container's memory from the engine (bench notes: docs/deploy.md).
 """
 from __future__ import annotations
 
