@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -105,8 +106,17 @@ def run(opts: argparse.Namespace, say=lambda msg: print(f"[cohort] {msg}", file=
     return out
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a timeout, a CI job cancelled) tears down like Ctrl-C: run's finally."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse(argv)
+    _stop_on_sigterm()
     try:
         out = run(opts)
     except deploy.DeployError as exc:  # refused before anything started (e.g. swarm)

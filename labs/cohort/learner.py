@@ -292,7 +292,8 @@ def drive(base: str, code: str, count: int, slug: str, **options) -> list[Learne
     def one(i: int) -> None:
         results[i] = learners[i].run()
 
-    threads = [threading.Thread(target=one, args=(i,), name=f"learner-{i + 1}")
+    # Daemons: an interrupted cohort (Ctrl-C, SIGTERM) tears down and exits without them.
+    threads = [threading.Thread(target=one, args=(i,), name=f"learner-{i + 1}", daemon=True)
                for i in range(count)]
     for thread in threads:
         thread.start()
