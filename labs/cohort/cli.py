@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     except deploy.DeployError as exc:  # refused before anything started (e.g. swarm)
         print(f"./lab cohort: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"./lab cohort: interrupted ({exc or 'Ctrl-C'}); the deployment was torn down",
+              file=sys.stderr)
+        return 130
     print(json.dumps(out, sort_keys=False), flush=True)
     ok = (out["runs"] > 0 and out["graded_as_expected"] == out["runs"] and not out["errors"]
           and not out["left_behind"])
