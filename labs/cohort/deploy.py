@@ -245,6 +245,7 @@ class Docker:
         wait_for("the front door", lambda: http_status(f"{FRONT}/healthz") == 200, 60)
 
     def _states(self) -> dict[str, str]:
+        """service -> its health, or its status; a one-off that ended: "exited <code>"."""
         out = {}
         for cid in self.engine.ids("ps", "-a", "--filter",
                                    f"label=com.docker.compose.project={PROJECT}"):
@@ -252,12 +253,15 @@ class Docker:
             service = info["Config"]["Labels"]["com.docker.compose.service"]
             state = info["State"]
             out[service] = (state.get("Health") or {}).get("Status") or state["Status"]
+            if state["Status"] == "exited":
+                out[service] = f"exited {state['ExitCode']}"
         return out
 
     def _all_healthy(self) -> bool:
         states = self._states()
         waiting = [s for s, st in states.items() if s != "migrate" and st != "healthy"]
-        return bool(states) and not waiting and states.get("migrate") == "exited"
+        # migrate restarts on failure (PostgreSQL may answer before it serves): done is 0.
+        return bool(states) and not waiting and states.get("migrate") == "exited 0"
 
     def _site_container(self) -> str:
         ids = self.engine.ids("ps", "--filter", f"label=com.docker.compose.project={PROJECT}",
@@ -268,9 +272,12 @@ class Docker:
 
     def make_instructor(self) -> tuple[str, str]:
         password = secrets.token_urlsafe(18)
-        self.engine.docker("exec", "-i", self._site_container(), "python", "manage.py",
-                           "createinstructor", INSTRUCTOR, "--password-stdin",
-                           input=password + "\n", timeout=120)
+        argv = ["exec", "-i", self._site_container(), "python", "manage.py",
+                "createinstructor", INSTRUCTOR, "--password-stdin"]
+        done = self.engine.docker(*argv, input=password + "\n", timeout=120, check=False)
+        if done.returncode != 0:
+            raise DeployError("manage.py createinstructor in the web container failed: "
+                              f"{(done.stderr or done.stdout).strip()[-1500:]}")
         return INSTRUCTOR, password
 
     def sandbox_memory_mb(self) -> list[float]:
