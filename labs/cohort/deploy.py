@@ -274,7 +274,12 @@ class Docker:
         password = secrets.token_urlsafe(18)
         argv = ["exec", "-i", self._site_container(), "python", "manage.py",
                 "createinstructor", INSTRUCTOR, "--password-stdin"]
-        done = self.engine.docker(*argv, input=password + "\n", timeout=120, check=False)
+        deadline = time.monotonic() + 90
+        while True:  # bounded: the site may be healthy a moment before its tables exist
+            done = self.engine.docker(*argv, input=password + "\n", timeout=120, check=False)
+            if done.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         if done.returncode != 0:
             raise DeployError("manage.py createinstructor in the web container failed: "
                               f"{(done.stderr or done.stdout).strip()[-1500:]}")
