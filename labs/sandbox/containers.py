@@ -525,13 +525,22 @@ class ContainerDriver:
                     sb.id, "container", f"its control socket did not appear within "
                     f"{timeout:g}s", Path(sb.log_dir) / "serve.log")
             time.sleep(0.01)
-        left = max(0.5, deadline - time.monotonic())
-        try:
-            answer = ask_serve(sb.log_dir, f"ready {left:.2f}", timeout=left + 5)
-        except (OSError, ValueError) as exc:
-            raise self._exited(sb) or SandboxStartError(
-                sb.id, "container", f"it does not answer on {control} ({exc})",
-                Path(sb.log_dir) / "serve.log") from None
+        while True:
+            left = max(0.5, deadline - time.monotonic())
+            try:
+                answer = ask_serve(sb.log_dir, f"ready {left:.2f}", timeout=left + 5)
+                break
+            except ConnectionRefusedError:
+                # The socket's file appears at bind(), a moment before serve listens on it.
+                if time.monotonic() > deadline:
+                    raise self._exited(sb) or SandboxStartError(
+                        sb.id, "container", f"nothing listens on {control}",
+                        Path(sb.log_dir) / "serve.log") from None
+                time.sleep(0.01)
+            except (OSError, ValueError) as exc:
+                raise self._exited(sb) or SandboxStartError(
+                    sb.id, "container", f"it does not answer on {control} ({exc})",
+                    Path(sb.log_dir) / "serve.log") from None
         if not answer.get("ready"):
             waiting = answer.get("waiting") or ["container"]
             part = next((p for p in waiting if p in sb.backends or p == "proxy"), "proxy")
