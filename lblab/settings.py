@@ -194,8 +194,14 @@ if DATABASE_URL:
                                                   conn_health_checks=True)}
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # A workshop on the embedded default writes from many learners at once (sessions, joins,
+    # runs): WAL lets reads go on beside the one writer, IMMEDIATE takes the write lock as a
+    # transaction starts (two readers upgrading at once would fail "database is locked"),
+    # and a writer waits up to 20 s for its turn (`./lab cohort` found 5 joins at once failing).
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
-                             "NAME": VAR_DIR / "lblab.sqlite3"}}
+                             "NAME": VAR_DIR / "lblab.sqlite3",
+                             "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;",
+                                         "transaction_mode": "IMMEDIATE", "timeout": 20}}}
 
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 if REDIS_URL:

@@ -12,13 +12,15 @@ labs/sandbox/drivers.py: the same methods and ``Sandbox`` records as the process
   their proxy, it can reach only the backends beside it on 127.0.0.1. Memory (no swap), CPU,
   process count and open files are capped by the engine (cgroups), the root file system is
   read-only, and the process inside runs as the unprivileged ``lblab`` user.
-* **Inside** (``python -m labs.sandbox.containers serve``, PID 1's child under docker-init):
-  the toy backends (forked from one preloaded parent, as the process driver does) and the
+* **Inside** (labs/sandbox/container_inside.py, run as a script under docker-init): the
+  toy backends (forked from one preloaded parent, as the process driver does) and the
   proxy, on loopback ports numbered as the gateway's outside (the namespace is the
   sandbox's own; the same numbers inside and out let the site place a learner's config
-  with the record's ports, as for a process sandbox). For each of them it serves a Unix
-  socket in ``/sandbox/sock`` relaying to that port, plus ``control.sock`` (restart a part, list the parts). ``/sandbox`` is the
-  sandbox's directory in the state directory, mounted from the host.
+  with the record's ports, as for a process sandbox), started from commands written
+  ready-made in ``spec.json``. For each of them it serves a Unix socket in
+  ``/sandbox/sock`` relaying to that port, plus ``control.sock`` (restart a part, list the
+  parts, wait until every part accepts). ``/sandbox`` is the sandbox's directory in the
+  state directory, mounted from the host.
 * **Outside**, the site needs plain TCP URLs (admin API, event stream, the proxy's listeners,
   the backends' fault controls): a small gateway process (``gateway``) listens on loopback
   ports from the service's port range and relays each connection to its socket. It is
@@ -33,9 +35,15 @@ The engine is reached through its HTTP API on a Unix socket (``DOCKER_HOST=unix:
 /var/run/docker.sock), with the standard library only: the site's image needs no Docker
 client.
 
-Start time with a warm image is about a second (container creation, then the interpreters'
-imports, which the preloaded backends share); ``measure`` reads the container's memory from
-the engine (bench notes: docs/deploy.md).
+Start time with a warm image. What it costs is CPU inside the container, under its CPU cap:
+three interpreters start (the inside script, the preloaded backends, the proxy), about
+0.7 CPU-seconds in all, from bytecode compiled into the image (the root file system is
+read-only: without it every start compiled every module again, seconds). The container's
+``serve`` spawns them at once, needing no import of the labs package, and tells when every
+part accepts (``ready``) from inside the namespace, so the site neither polls the engine
+nor probes parts that are not up yet; one request through the gateway (started before the
+container, so its interpreter starts meanwhile) checks the site's path last. ``measure``
+reads the container's memory from the engine (bench notes: docs/deploy.md).
 """
 from __future__ import annotations
 
@@ -63,7 +71,8 @@ from urllib.parse import quote
 import yaml
 
 from labs.sandbox import procs, topology
-from labs.sandbox.commands import backend_args, preloaded_backends_cmd, proxy_cmd
+from labs.sandbox.commands import backend_args, backend_cmd, preloaded_backends_cmd, proxy_cmd
+from labs.sandbox.container_inside import Serve, pipe
 from labs.sandbox.service import (
     ID_RE,
     Sandbox,
@@ -81,6 +90,7 @@ INNER = {"proxy": 8080, "admin": 9900}  # fixed ports inside every sandbox's own
 INNER_BACKEND_BASE = 9001
 INNER_LISTENER_BASE = 8081
 MOUNT = "/sandbox"
+INSIDE = "/app/labs/sandbox/container_inside.py"  # the container's command (a script)
 SANDBOX_UID = 10001  # the image's lblab user
 
 
@@ -200,6 +210,36 @@ def demux(raw: bytes) -> str:
 
 # ---------------------------------------------------------------- the driver
 
+def ask_serve(sandbox_dir: str | Path, command: str, timeout: float = 15.0) -> dict:
+    """One command to a sandbox's ``serve`` over its control socket; its JSON answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(f"{sandbox_dir}/sock/control.sock")
+        sock.sendall(command.encode() + b"\n")
+        return json.loads(sock.makefile().readline() or "{}")
+
+
+class ContainerSandbox(Sandbox):
+    """A container sandbox's record. Its parts are not processes the site can see (they
+    run in the container's own PID namespace), so ``alive`` asks the container's ``serve``
+    which of its children run: every caller of ``Sandbox.alive`` (reuse, the reaper, the
+    workshop's refresh) then sees a container sandbox as it is. The toy backends are
+    forked from one parent: they are alive while it is, unless one was restarted alone."""
+
+    def alive(self, part: str) -> bool:
+        try:
+            children = ask_serve(self.log_dir, "parts", timeout=2.0)
+        except (OSError, ValueError):
+            return False  # no container answering on its socket: nothing of it runs
+        if part in children:
+            return bool(children[part])
+        return part in self.backends and bool(children.get("backends"))
+
+    def measure(self, kind: str = "rss") -> dict[str, int]:
+        return {"total": 0}  # the engine charges the container: ContainerDriver.measure
+
+
+
 def container_name(sandbox_id: str) -> str:
     return f"lblab-sb-{sandbox_id}"
 
@@ -213,10 +253,25 @@ def inner_ports(names: list[str], template: dict) -> dict[str, int]:
     return ports
 
 
+def spawn_commands(backends: dict[str, int], config_path: str) -> dict:
+    """The commands a sandbox's ``serve`` runs: the preloaded backends, the proxy, and each
+    backend alone (to restart one), for the container's own ``python``."""
+    return {
+        "backends": preloaded_backends_cmd(
+            [(f"{MOUNT}/{n}.log", backend_args(n, port)) for n, port in backends.items()],
+            die_with_parent=True, python="python"),
+        "proxy": proxy_cmd(config_path, python="python"),
+        "backend": {n: backend_cmd(n, port, python="python") for n, port in backends.items()},
+    }
+
+
 def run_spec(names: list[str], ports: dict[str, int]) -> dict:
-    """What ``serve`` starts inside the container (written to /sandbox/spec.json)."""
-    return {"backends": {n: ports[n] for n in names}, "config": f"{MOUNT}/proxy.yaml",
-            "relays": {key: port for key, port in ports.items()}}
+    """What the container runs (written to /sandbox/spec.json): every command ready-made, so
+    container_inside.py needs nothing of the labs package to start them."""
+    backends = {n: ports[n] for n in names}
+    return {"backends": backends, "config": f"{MOUNT}/proxy.yaml",
+            "relays": {key: port for key, port in ports.items()},
+            "commands": spawn_commands(backends, f"{MOUNT}/proxy.yaml")}
 
 
 def container_body(sandbox_id: str, host_dir: Path, image: str, limits: Limits) -> dict:
@@ -224,8 +279,8 @@ def container_body(sandbox_id: str, host_dir: Path, image: str, limits: Limits) 
     mb = 1024 * 1024
     return {
         "Image": image,
-        "Cmd": ["python", "-m", "labs.sandbox.containers", "serve", "--spec",
-                f"{MOUNT}/spec.json"],
+        # -I: the script's folder stays off sys.path and nothing of the labs package loads.
+        "Cmd": ["python", "-I", INSIDE, "--spec", f"{MOUNT}/spec.json"],
         "User": str(SANDBOX_UID),
         "WorkingDir": "/app",
         "Labels": {LABEL: sandbox_id},
@@ -292,7 +347,7 @@ class ContainerDriver:
 
     def _read(self, sandbox_id: str) -> Sandbox | None:
         try:
-            return Sandbox.from_json(json.loads(self._path(sandbox_id).read_text()))
+            return ContainerSandbox.from_json(json.loads(self._path(sandbox_id).read_text()))
         except FileNotFoundError:
             return None
 
@@ -362,7 +417,7 @@ class ContainerDriver:
         try:
             started = time.monotonic()
             self._launch(sb)
-            self._ensure_gateway(sb)
+            self._ensure_gateway(sb)  # the container driver's _launch started it already
             if wait:
                 self._wait_ready(sb, timeout or self.start_timeout)
             sb.start_seconds = round(time.monotonic() - started, 3)
@@ -380,6 +435,8 @@ class ContainerDriver:
         """Start the sandbox's container (its files are in place, its record written)."""
         self.engine.remove(container_name(sb.id))  # a leftover of a crashed site
         body = container_body(sb.id, self.host_dir / sb.id, self.image, self.limits)
+        # The gateway first: its interpreter starts while the engine starts the container.
+        self._ensure_gateway(sb)
         self.engine.json("POST", f"/containers/create?name={container_name(sb.id)}", body)
         self.engine.call("POST", f"/containers/{container_name(sb.id)}/start")
 
@@ -442,7 +499,7 @@ class ContainerDriver:
             created_at=now, last_used=now, pinned=pinned, inner_host=self.host)
         if "owner" in Sandbox.__dataclass_fields__:
             fields["owner"] = owner
-        return Sandbox(**fields)
+        return ContainerSandbox(**fields)
 
     # -- the gateway -----------------------------------------------------------------------
 
@@ -481,23 +538,55 @@ class ContainerDriver:
             return False, f"GET {sb.backends[part]}/health/live gave {status or why}"
         return True, f"container {self._container(sb)}, answering on {sb.backends[part]}"
 
+    def _exited(self, sb: Sandbox) -> SandboxStartError | None:
+        running, why = self._state(sb)
+        return None if running else SandboxStartError(sb.id, "container", why,
+                                                      Path(sb.log_dir) / "serve.log")
+
     def _wait_ready(self, sb: Sandbox, timeout: float) -> None:
-        pending = ["proxy", *sb.backends]
+        """Ready when the container's own ``serve`` says every part listens (it watches
+        from inside, without a connection), then once more through the gateway: the
+        site's path. Nothing here polls the engine or the parts."""
         deadline = time.monotonic() + timeout
+        control = Path(sb.log_dir) / "sock" / "control.sock"
+        while not control.exists():  # a stat every 10 ms until serve made its socket
+            if time.monotonic() > deadline:
+                raise self._exited(sb) or SandboxStartError(
+                    sb.id, "container", f"its control socket did not appear within "
+                    f"{timeout:g}s", Path(sb.log_dir) / "serve.log")
+            time.sleep(0.01)
+        while True:
+            left = max(0.5, deadline - time.monotonic())
+            try:
+                answer = ask_serve(sb.log_dir, f"ready {left:.2f}", timeout=left + 5)
+                break
+            except ConnectionRefusedError:
+                # The socket's file appears at bind(), a moment before serve listens on it.
+                if time.monotonic() > deadline:
+                    raise self._exited(sb) or SandboxStartError(
+                        sb.id, "container", f"nothing listens on {control}",
+                        Path(sb.log_dir) / "serve.log") from None
+                time.sleep(0.01)
+            except (OSError, ValueError) as exc:
+                raise self._exited(sb) or SandboxStartError(
+                    sb.id, "container", f"it does not answer on {control} ({exc})",
+                    Path(sb.log_dir) / "serve.log") from None
+        if not answer.get("ready"):
+            waiting = answer.get("waiting") or ["container"]
+            part = next((p for p in waiting if p in sb.backends or p == "proxy"), "proxy")
+            raise SandboxStartError(sb.id, waiting[0], f"not listening after {timeout:g}s "
+                                    f"(waiting for {', '.join(waiting)}; exited: "
+                                    f"{answer.get('exited') or 'none'})",
+                                    Path(sb.log_dir) / f"{part}.log")
         last = ""
-        while pending:
-            running, why = self._state(sb)
-            if not running:
-                raise SandboxStartError(sb.id, "container", why, Path(sb.log_dir) / "serve.log")
-            for part in list(pending):
-                ok, last = self._probe(sb, part, 0.5)
-                if ok:
-                    pending.remove(part)
-            if pending and time.monotonic() > deadline:
-                raise SandboxStartError(sb.id, pending[0], f"not answering after {timeout:g}s: "
-                                        f"{last}", Path(sb.log_dir) / f"{pending[0]}.log")
-            if pending:
-                time.sleep(0.03)
+        while True:  # the gateway: its own interpreter may still be starting
+            ok, last = self._probe(sb, "proxy", 1.0)
+            if ok:
+                return
+            if time.monotonic() > deadline:
+                raise SandboxStartError(sb.id, "gateway", f"not answering after {timeout:g}s: "
+                                        f"{last}", Path(sb.log_dir) / "gateway.log")
+            time.sleep(0.02)
 
     def parts(self, sandbox_id: str) -> dict[str, dict]:
         sb = self.get(sandbox_id)
@@ -516,16 +605,11 @@ class ContainerDriver:
     def control(self, sandbox_id: str, command: str, timeout: float = 15.0) -> dict:
         """One command to the sandbox's ``serve`` (restart NAME | parts)."""
         sb = self.get(sandbox_id)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            try:
-                sock.connect(f"{sb.log_dir}/sock/control.sock")
-                sock.sendall(command.encode() + b"\n")
-                reply = sock.makefile().readline()
-            except OSError as exc:
-                raise SandboxError(f"sandbox {sandbox_id}: its container does not answer "
-                                   f"({exc}); stop it and start it again") from None
-        answer = json.loads(reply or "{}")
+        try:
+            answer = ask_serve(sb.log_dir, command, timeout)
+        except (OSError, ValueError) as exc:
+            raise SandboxError(f"sandbox {sandbox_id}: its container does not answer "
+                               f"({exc}); stop it and start it again") from None
         if "error" in answer:
             raise SandboxError(f"sandbox {sandbox_id}: {answer['error']}")
         return answer
@@ -585,136 +669,6 @@ class ContainerDriver:
         return reaped
 
 
-# ---------------------------------------------------------------- inside: serve
-
-class Serve:
-    """PID 1's child in a sandbox container: runs the parts, relays their sockets, obeys
-    ``control.sock``. Stops everything on SIGTERM (the engine's stop)."""
-
-    def __init__(self, spec: dict, root: Path):
-        self.spec = spec
-        self.root = root
-        self.sock_dir = root / "sock"
-        self.children: dict[str, subprocess.Popen] = {}
-
-    def _spawn(self, part: str, argv: list[str]) -> None:
-        log = open(self.root / f"{part}.log", "ab")
-        self.children[part] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True, cwd="/app")
-        log.close()
-
-    def start_all(self) -> None:
-        backends = self.spec["backends"]
-        self._spawn("backends", preloaded_backends_cmd(
-            [(self.root / f"{n}.log", backend_args(n, port)) for n, port in backends.items()],
-            die_with_parent=True, python=sys.executable))
-        self._spawn("proxy", proxy_cmd(self.spec["config"], python=sys.executable))
-
-    def restart(self, part: str) -> None:
-        port = self.spec["backends"].get(part)
-        if part != "proxy" and port is None:
-            raise ValueError(f"no part {part!r}")
-        if part == "proxy":
-            self._stop(self.children.pop("proxy", None))
-            self._spawn("proxy", proxy_cmd(self.spec["config"], python=sys.executable))
-            return
-        # A backend forked by the preloaded parent: find it by the port it listens on.
-        self._kill_listener(port)
-        self._stop(self.children.pop(part, None))
-        self._spawn(part, [sys.executable, "-m", "labs.backend", *backend_args(part, port)])
-
-    @staticmethod
-    def _kill_listener(port: int) -> None:
-        inode = None
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
-                    inode = fields[9]
-        if not inode:
-            return
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                for fd in (proc / "fd").iterdir():
-                    if os.readlink(fd) == f"socket:[{inode}]":
-                        os.kill(int(proc.name), signal.SIGKILL)
-                        return
-
-    @staticmethod
-    def _stop(proc: subprocess.Popen | None) -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    async def _relay(self, port: int, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
-        try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
-
-    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        line = (await reader.readline()).decode().split()
-        try:
-            if line[:1] == ["restart"] and len(line) == 2:
-                await asyncio.get_running_loop().run_in_executor(None, self.restart, line[1])
-                answer = {"ok": True}
-            elif line == ["parts"]:
-                answer = {p: c.poll() is None for p, c in self.children.items()}
-            else:
-                answer = {"error": f"unknown command {' '.join(line)!r} (restart PART | parts)"}
-        except ValueError as exc:
-            answer = {"error": str(exc)}
-        writer.write(json.dumps(answer).encode() + b"\n")
-        await writer.drain()
-        writer.close()
-
-    async def run(self) -> None:
-        os.umask(0)  # the sockets: the site (another user) connects to them
-        self.start_all()
-        servers = []
-        for key, port in self.spec["relays"].items():
-            path = self.sock_dir / f"{key}.sock"
-            path.unlink(missing_ok=True)
-            servers.append(await asyncio.start_unix_server(
-                lambda r, w, port=port: self._relay(port, r, w), path=str(path)))
-        control = self.sock_dir / "control.sock"
-        control.unlink(missing_ok=True)
-        servers.append(await asyncio.start_unix_server(self._control, path=str(control)))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        for server in servers:
-            server.close()
-        for proc in self.children.values():
-            self._stop(proc)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):  # the other side may be gone already: fine
-            writer.close()
-
-
 # ---------------------------------------------------------------- outside: the gateway
 
 async def gateway(host: str, sock_dir: Path, mapping: dict[int, str]) -> None:
@@ -725,7 +679,7 @@ async def gateway(host: str, sock_dir: Path, mapping: dict[int, str]) -> None:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
 
     async def until_sockets_go() -> None:
         """The sandbox was stopped by a site process that cannot signal this one (another

@@ -394,6 +394,26 @@ class SwarmDriver(ContainerDriver):
                                         Path(sb.log_dir) / "serve.log")
             time.sleep(0.1)
 
+    def _wait_ready(self, sb: Sandbox, timeout: float) -> None:
+        """Ready when every part answers through the gateway on the sandbox's node (its
+        control socket is in a volume on that node, out of the site's reach)."""
+        pending = ["proxy", *sb.backends]
+        deadline = time.monotonic() + timeout
+        last = ""
+        while pending:
+            running, why = self._state(sb)
+            if not running:
+                raise SandboxStartError(sb.id, "container", why, Path(sb.log_dir) / "serve.log")
+            for part in list(pending):
+                ok, last = self._probe(sb, part, 0.5)
+                if ok:
+                    pending.remove(part)
+            if pending and time.monotonic() > deadline:
+                raise SandboxStartError(sb.id, pending[0], f"not answering after {timeout:g}s: "
+                                        f"{last}", Path(sb.log_dir) / f"{pending[0]}.log")
+            if pending:
+                time.sleep(0.03)
+
     def _gateway_alive(self, sb: Sandbox) -> bool:
         return self.engine.service(gateway_name(sb.id)) is not None
 

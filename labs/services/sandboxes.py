@@ -38,6 +38,7 @@ from labs.sandbox.service import (DEFAULT_PORT_RANGE, Sandbox, SandboxError, San
                                   default_state_dir)
 
 PREFIX = "lab-"
+STARTING_GRACE_S = 120.0  # a sandbox "starting" for longer than this is stuck: reapable
 
 
 def state_dir(override: str | None = None) -> Path:
@@ -172,6 +173,10 @@ def reap(idle: float | None = None, everything: bool = False,
     stopped = []
     for sb in svc.list():
         if not sb.id.startswith(PREFIX) or sb.pinned:
+            continue
+        if not everything and sb.status == "starting" and now - sb.created_at < STARTING_GRACE_S:
+            # Another request is starting it right now: its parts have no pids yet, which
+            # is not dead (./lab cohort saw learners' starts killed by a neighbour's reap).
             continue
         dead = not any(sb.alive(p) for p in sb.part_names)
         if everything or dead or now - sb.last_used > limit:

@@ -1,0 +1,5 @@
+import sys
+
+from labs.cohort.cli import main
+
+sys.exit(main())
