@@ -722,6 +722,11 @@ class HealthCheckConfig(Strict):
     # Off by default (as HAProxy and Envoy): a new connection per probe also
     # proves the backend still accepts connections. See proxy.health.active.
     reuse_connection: bool = False
+    # http and grpc: speak TLS to the backend with the pool's backend TLS settings
+    # (CA, server name, verify; ALPN http/1.1 or h2). Unset: TLS when the pool
+    # speaks TLS to the backend and the check uses the traffic port (no health.port);
+    # a health.port is cleartext unless tls: true. See proxy.health.active.
+    tls: bool | None = None
 
     @model_validator(mode="after")
     def _timeout_within_interval(self):
@@ -738,6 +743,9 @@ class HealthCheckConfig(Strict):
             problems.append("health.timeout must be above 0")
         if problems:
             raise ValueError("; ".join(problems))
+        if self.tls and self.type not in ("http", "grpc"):
+            raise ValueError(f"health.tls only applies to type: http or grpc (a {self.type} "
+                             "check does not speak TLS); remove it")
         if self.reuse_connection and self.type != "http":
             raise ValueError("health.reuse_connection only applies to type: http "
                              "(a tcp check is the connection itself); remove it or "
@@ -1095,16 +1103,13 @@ def cross_check(config: Config, known_routes: set | None = None,
                            f"backend itself: remove pools.{pname}.tls (with tls mode "
                            "passthrough the client's own TLS session reaches the backend), "
                            "or put the pool behind an http listener to re-encrypt"))
-        if pool.uses_tls() and pool.health is not None and pool.health.type == "http":
-            errors.append((f"pools.{pname}.health.type",
-                           "active http checks speak plain HTTP, which a TLS backend refuses; "
-                           "use type: tcp for TLS pools"))
-        if (pool.uses_tls() and pool.health is not None and pool.health.type == "grpc"
-                and pool.health.port is None):
-            errors.append((f"pools.{pname}.health.type",
-                           "active grpc checks speak cleartext HTTP/2, which a TLS backend "
-                           "refuses: use type: tcp for TLS pools, or give health.port a "
-                           "cleartext port that serves the health service"))
+        if pool.health is not None and pool.health.tls:
+            plain = [b.name for b in pool.backends if pool.backend_tls(b) is None]
+            if plain:
+                errors.append((f"pools.{pname}.health.tls",
+                               "health.tls: true speaks TLS with the pool's backend TLS "
+                               f"settings, and {', '.join(plain)} has none: add "
+                               f"pools.{pname}.tls, or remove health.tls"))
     return errors
 
 

@@ -39,6 +39,19 @@ retried on a new one within the same timeout; only that fresh attempt's
 verdict counts), but blind to a backend that stops accepting *new*
 connections while it keeps serving old ones. See `SocketProbe`.
 
+TLS: the http and grpc checks of a backend the pool speaks TLS to
+(`pools.NAME.tls` or the backend's own `tls`) speak TLS too, with the
+pool's settings for that backend (the same `proxy.tls.ClientTLS`: CA,
+server name sent as SNI and checked, verify, minimum version), offering
+ALPN http/1.1 (http) or h2 (grpc), when the check targets the traffic
+port; a check on another `health.port` is cleartext unless `health.tls:
+true` (and `health.tls: false` keeps a traffic-port check cleartext). See
+`check_speaks_tls`. A TLS check connects in two steps, TCP then the
+handshake, so a handshake that fails is a failed probe whose detail says
+so ("TLS handshake failed: certificate verify failed: ..."). TLS checks
+run as coroutine probes (`probe_http` / the grpc prober with `tls=`), not
+on `SocketProbe`, which speaks only cleartext.
+
 Events: every probe is a HealthProbe, but a healthy backend probed every
 100 ms would flood the stream with identical lines, so `Coalescer` publishes
 every failing probe and every probe that changes state at once, and folds the
@@ -54,6 +67,7 @@ import os
 import random
 import re
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -193,20 +207,28 @@ def http_request(host: str, port: int, path: str, keep_alive: bool = False) -> b
 
 
 async def await_answer(open_transport: Callable[[], Awaitable], done, timeout: float,
-                       clock: Clock, started: float, silent: str = "timeout after"):
+                       clock: Clock, started: float, silent: str = "timeout after",
+                       opener: "Opener | None" = None):
     """Open a transport (``await open_transport()``) and wait for the future ``done``, all
     within ``timeout``; the transport is closed whatever happens.
 
     The one place that turns a silent or refusing peer into a failed probe, for every probe
     kind: returns ``(answer, None)``, or ``(None, ProbeResult)`` on a timeout (``silent``
-    words it) or a socket error. ``done`` may be None: opening is then the whole answer."""
+    words it) or a socket error. ``done`` may be None: opening is then the whole answer.
+    ``opener``: the `Opener` behind ``open_transport`` when the probe may speak TLS, so that
+    a failed or silent handshake is worded as one."""
     transport = None
     try:
         async with asyncio.timeout(timeout):
             transport = await open_transport()
             return (await done if done is not None else None), None
     except TimeoutError:
+        if opener is not None and opener.handshaking:
+            silent = "TLS handshake timeout after"
         return None, ProbeResult(False, f"{silent} {_ms(timeout)}", (clock() - started) * 1000)
+    except TLSCheckFailed as exc:
+        return None, ProbeResult(False, f"TLS handshake failed: {exc}",
+                                 (clock() - started) * 1000)
     except OSError as exc:
         return None, ProbeResult(False, _os_error(exc), (clock() - started) * 1000)
     finally:
@@ -214,20 +236,112 @@ async def await_answer(open_transport: Callable[[], Awaitable], done, timeout: f
             transport.close()
 
 
-async def probe_http(host: str, port: int, config: HealthCheckConfig, clock: Clock) -> ProbeResult:
-    """GET config.path; pass when the status is expected (and the body contains the text)."""
+# ---------------------------------------------------------------- TLS for checks
+
+@dataclass(frozen=True, slots=True)
+class CheckTLS:
+    """How one check speaks TLS: the pool's context for its backend (ALPN already set
+    to what the check speaks) and the name sent as SNI and checked."""
+
+    context: ssl.SSLContext
+    server_name: str
+    alpn: str  # "http/1.1" (http checks) or "h2" (grpc): what the backend must choose
+
+
+class TLSCheckFailed(Exception):
+    """The handshake of a check failed; the message is the reason."""
+
+
+def check_speaks_tls(config: HealthCheckConfig, backend_port: int, backend_tls: bool) -> bool:
+    """Whether a check of this backend speaks TLS (pure).
+
+    `health.tls` decides when given; by default a check speaks TLS when the pool speaks
+    TLS to this backend (`backend_tls`) and the check targets the traffic port (no
+    `health.port`, or the same port): a separate health port is usually a cleartext
+    admin port. tcp and udp checks never do (a tcp check only connects)."""
+    if config.type not in ("http", "grpc"):
+        return False
+    if config.tls is not None:
+        return config.tls
+    return backend_tls and (config.port is None or config.port == backend_port)
+
+
+def check_tls(config: HealthCheckConfig, client) -> CheckTLS:
+    """The CheckTLS of a `proxy.tls.ClientTLS` for this check's type."""
+    if config.type == "grpc":
+        return CheckTLS(client.h2_context, client.server_name, "h2")
+    return CheckTLS(client.context, client.server_name, "http/1.1")
+
+
+class Opener:
+    """Opens a probe's connection: plain TCP, or TCP then a TLS handshake (two steps, so
+    that a refused connect and a failed handshake are told apart)."""
+
+    def __init__(self, host: str, port: int, tls: CheckTLS | None):
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.handshaking = False
+
+    async def open(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Transport:
+        loop = asyncio.get_running_loop()
+        if self.tls is None:
+            transport, _ = await loop.create_connection(factory, self.host, self.port)
+            return transport
+        sock = await self._connect_tcp(loop)
+        self.handshaking = True
+        try:
+            # Handshake first, then connection_made (nothing is sent in cleartext, and
+            # the backend's first bytes, e.g. its HTTP/2 SETTINGS, reach a ready protocol).
+            transport, _ = await loop.create_connection(
+                factory, sock=sock, ssl=self.tls.context, server_hostname=self.tls.server_name)
+        except asyncio.CancelledError:
+            sock.close()
+            raise
+        except (OSError, ConnectionError, EOFError) as exc:  # ssl.SSLError is an OSError
+            sock.close()
+            from proxy.tls import ssl_reason
+
+            raise TLSCheckFailed(ssl_reason(exc)) from None
+        self.handshaking = False
+        sslobj = transport.get_extra_info("ssl_object")
+        chosen = sslobj.selected_alpn_protocol() if sslobj is not None else None
+        if self.tls.alpn == "h2" and chosen != "h2":
+            transport.abort()
+            raise TLSCheckFailed(f"the backend chose {chosen or 'no protocol'} by ALPN, "
+                                 "a gRPC check needs h2")
+        return transport
+
+    async def _connect_tcp(self, loop) -> socket.socket:
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+async def probe_http(host: str, port: int, config: HealthCheckConfig, clock: Clock,
+                     tls: CheckTLS | None = None) -> ProbeResult:
+    """GET config.path (over TLS with `tls`); pass when the status is expected (and the
+    body contains the text)."""
     loop = asyncio.get_running_loop()
     started = clock()
     done = loop.create_future()
     want_body = config.body_contains is not None
+    opener = Opener(host, port, tls)
+    request_host = tls.server_name if tls is not None else host
 
     async def connect():
-        transport, _ = await loop.create_connection(
-            lambda: _HttpProbe(http_request(host, port, config.path), want_body, done),
-            host, port)
-        return transport
+        return await opener.open(
+            lambda: _HttpProbe(http_request(request_host, port, config.path), want_body, done))
 
-    answer, failed = await await_answer(connect, done, config.timeout, clock, started)
+    answer, failed = await await_answer(connect, done, config.timeout, clock, started,
+                                        opener=opener)
     if failed is not None:
         return failed
     status, body, error = answer
@@ -670,7 +784,8 @@ class BackendChecker:
     def __init__(self, pool_name: str, backend: BackendState, config: HealthCheckConfig,
                  pool_getter: PoolGetter, bus: EventBus, clock: Clock, rng: random.Random,
                  counters: Counters | None = None, new: bool = True,
-                 prober: Prober | None = None, scheduler=None):
+                 prober: Prober | None = None, scheduler=None,
+                 tls_getter: Callable[[], object] | None = None):
         self.pool_name = pool_name
         self.backend = backend
         self.config = config
@@ -682,6 +797,9 @@ class BackendChecker:
         self.new = new
         self.prober = prober  # None: the built-in probe of config.type
         self.scheduler = scheduler
+        # Returns the backend's proxy.tls.ClientTLS (looked up at each probe: a config
+        # apply replaces it after the checkers are synced); None: the check is cleartext.
+        self.tls_getter = tls_getter
         self.coalescer = Coalescer()
         self.last: ProbeResult | None = None
         self.last_at: float | None = None
@@ -714,6 +832,8 @@ class BackendChecker:
             self.scheduler, self._own_scheduler = Scheduler(loop), True
         if self.prober is None and self.config.type in EXTRA_PROBERS:
             self.prober = extra_prober(self.config.type)  # grpc, udp: coroutine probes
+        if self.prober is None and self.tls_getter is not None:
+            self.prober = PROBERS[self.config.type]  # TLS: SocketProbe is cleartext only
         if self.prober is None:
             family = numeric_family(self.backend.host)
             if family is not None:
@@ -782,8 +902,11 @@ class BackendChecker:
 
     async def _run_prober(self) -> None:
         try:
-            result = await self.prober(self.backend.host, self.probe_port,
-                                       self.config, self.clock)
+            if self.tls_getter is None:
+                result = await self.prober(self.backend.host, self.probe_port,
+                                           self.config, self.clock)
+            else:
+                result = await self._probe_tls()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in a prober must not stop checking silently
@@ -791,6 +914,13 @@ class BackendChecker:
             result = ProbeResult(False, f"probe error: {type(exc).__name__}: {exc}", 0.0)
         self._task = None
         self._finished(result)
+
+    async def _probe_tls(self) -> ProbeResult:
+        client = self.tls_getter()
+        if client is None:  # health.tls: true on a backend without TLS settings (config refuses it)
+            return ProbeResult(False, "TLS check but no TLS settings for this backend", 0.0)
+        return await self.prober(self.backend.host, self.probe_port, self.config, self.clock,
+                                 tls=check_tls(self.config, client))
 
     def _finished(self, result: ProbeResult) -> None:
         if not self.running:
@@ -839,8 +969,14 @@ class BackendChecker:
             last = {"ok": self.last.ok, "detail": self.last.detail,
                     "latency_ms": round(self.last.latency_ms, 3),
                     "ago_s": round(now - self.last_at, 3)}
+        tls = None
+        if self.tls_getter is not None:
+            client = self.tls_getter()
+            tls = {"server_name": getattr(client, "server_name", None),
+                   "verify": getattr(client, "verify", None)}
         return {
             "type": self.config.type,
+            "tls": tls,  # None: the check is cleartext
             "target": (f"{self.config.path}" if self.config.type == "http"
                        else f"{self.backend.host}:{self.probe_port}"),
             "health": self.backend.health.value,

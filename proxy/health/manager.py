@@ -45,7 +45,7 @@ import logging
 import random
 
 from proxy.events import Event, RequestEvent
-from proxy.health.active import BackendChecker, Prober
+from proxy.health.active import BackendChecker, Prober, check_speaks_tls
 from proxy.health.passive import OutlierDetector
 from proxy.health.scheduler import Scheduler
 from proxy.health.table import HEALTH, cause as table_cause
@@ -125,7 +125,8 @@ class HealthManager:
                 else:
                     if is_new or startup:
                         backend.requires_check = True
-                    self._checked(pname, backend, key, health)
+                    self._checked(pname, backend, key, health,
+                                  self._speaks_tls(pool.config, backend, health))
             self._sync_outlier(pname, pool)
         for key in [k for k in self.checkers if k not in seen_keys]:
             self.checkers.pop(key).cancel()
@@ -150,9 +151,21 @@ class HealthManager:
             # No check will ever mark it healthy: it ramps from the moment it joins.
             backend.healthy_since = self.clock()
 
-    def _checked(self, pname: str, backend: BackendState, key, health) -> None:
+    @staticmethod
+    def _speaks_tls(pool_config, backend: BackendState, health) -> bool:
+        """Whether this backend's check speaks TLS (see active.check_speaks_tls)."""
+        settings = next((pool_config.backend_tls(b) for b in pool_config.backends
+                         if b.name == backend.name), None)
+        return check_speaks_tls(health, backend.port, settings is not None)
+
+    def _tls_getter(self, pname: str, name: str):
+        """The backend's ClientTLS as the server holds it now (proxy.tls.build_upstream_tls)."""
+        return lambda: getattr(self.server, "upstream_tls", {}).get((pname, name))
+
+    def _checked(self, pname: str, backend: BackendState, key, health, tls: bool) -> None:
         old = self.checkers.get(key)
-        if old is not None and old.backend is backend and old.config == health:
+        if (old is not None and old.backend is backend and old.config == health
+                and (old.tls_getter is not None) == tls):
             return  # unchanged: keep running
         counters, new = None, True
         if old is not None:
@@ -162,7 +175,8 @@ class HealthManager:
         checker = BackendChecker(
             pname, backend, health, pool_getter=lambda p=pname: self.runtime.pools.get(p),
             bus=self.bus, clock=self.clock, rng=self.rng, counters=counters, new=new,
-            prober=self.probers.get(health.type))
+            prober=self.probers.get(health.type),
+            tls_getter=self._tls_getter(pname, backend.name) if tls else None)
         if old is not None and not new:
             checker.last, checker.last_at, checker.probes = old.last, old.last_at, old.probes
         self.checkers[key] = checker

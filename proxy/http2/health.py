@@ -1,4 +1,6 @@
-"""The gRPC health check: grpc.health.v1.Health/Check over cleartext HTTP/2.
+"""The gRPC health check: grpc.health.v1.Health/Check over HTTP/2 (cleartext, or
+over TLS with ALPN h2 when the pool speaks TLS to the backend: see
+proxy.health.active `check_speaks_tls`).
 
 One connection per probe (like the HTTP check: it also proves the backend
 accepts connections): preface and SETTINGS, one POST with the request
@@ -51,8 +53,10 @@ def serving_status(body: bytes) -> int | None:
 
 
 class _Check(asyncio.Protocol):
-    def __init__(self, authority: bytes, service: str, done: asyncio.Future):
+    def __init__(self, authority: bytes, service: str, done: asyncio.Future,
+                 scheme: bytes = b"http"):
         self.done = done
+        self.scheme = scheme
         self.authority = authority
         self.service = service
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
@@ -67,7 +71,7 @@ class _Check(asyncio.Protocol):
         conn.initiate_connection()
         sid = conn.get_next_available_stream_id()
         conn.send_headers(sid, [
-            (b":method", b"POST"), (b":scheme", b"http"), (b":authority", self.authority),
+            (b":method", b"POST"), (b":scheme", self.scheme), (b":authority", self.authority),
             (b":path", PATH), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
             (b"user-agent", b"LBLab-HealthCheck/1")])
         conn.send_data(sid, check_request(self.service), end_stream=True)
@@ -104,20 +108,22 @@ class _Check(asyncio.Protocol):
             self.done.set_result((self.fields, self.body, error))
 
 
-async def probe_grpc(host: str, port: int, config, clock):
-    from proxy.health.active import ProbeResult, _ms, await_answer
+async def probe_grpc(host: str, port: int, config, clock, tls=None):
+    """One Health/Check call; `tls`: a proxy.health.active.CheckTLS (ALPN h2)."""
+    from proxy.health.active import Opener, ProbeResult, _ms, await_answer
 
     loop = asyncio.get_running_loop()
     started = clock()
     done = loop.create_future()
-    authority = f"{host}:{port}".encode("ascii")
+    opener = Opener(host, port, tls)
+    authority = f"{tls.server_name if tls is not None else host}:{port}".encode("ascii")
+    scheme = b"https" if tls is not None else b"http"
 
     async def connect():
-        transport, _ = await loop.create_connection(
-            lambda: _Check(authority, config.service, done), host, port)
-        return transport
+        return await opener.open(lambda: _Check(authority, config.service, done, scheme))
 
-    answer, failed = await await_answer(connect, done, config.timeout, clock, started)
+    answer, failed = await await_answer(connect, done, config.timeout, clock, started,
+                                        opener=opener)
     if failed is not None:
         return failed
     fields, body, error = answer
