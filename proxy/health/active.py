@@ -273,6 +273,21 @@ def check_tls(config: HealthCheckConfig, client) -> CheckTLS:
     return CheckTLS(client.context, client.server_name, "http/1.1")
 
 
+_OPENSSL_NOISE = re.compile(r"^\[[^\]]*\]\s*|\s*\(_?\s*ssl\.c:\d+\)$", re.IGNORECASE)
+
+
+def handshake_reason(exc: BaseException, alpn: str) -> str:
+    """The words after "TLS handshake failed: " (proxy.tls.ssl_reason, without OpenSSL's
+    "[SSL: ...]" prefix and "(_ssl.c:NNN)" suffix), saying what a refused ALPN means."""
+    from proxy.tls import ssl_reason
+
+    reason = _OPENSSL_NOISE.sub("", ssl_reason(exc)).strip() or type(exc).__name__
+    if "no application protocol" in reason:
+        reason += (f": the backend refused ALPN {alpn}"
+                   + (" (a gRPC check needs HTTP/2 over TLS)" if alpn == "h2" else ""))
+    return reason
+
+
 class Opener:
     """Opens a probe's connection: plain TCP, or TCP then a TLS handshake (two steps, so
     that a refused connect and a failed handshake are told apart)."""
@@ -300,9 +315,7 @@ class Opener:
             raise
         except (OSError, ConnectionError, EOFError) as exc:  # ssl.SSLError is an OSError
             sock.close()
-            from proxy.tls import ssl_reason
-
-            raise TLSCheckFailed(ssl_reason(exc)) from None
+            raise TLSCheckFailed(handshake_reason(exc, self.tls.alpn)) from None
         self.handshaking = False
         sslobj = transport.get_extra_info("ssl_object")
         chosen = sslobj.selected_alpn_protocol() if sslobj is not None else None

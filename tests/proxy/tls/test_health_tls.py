@@ -152,4 +152,5 @@ async def test_a_grpc_check_speaks_h2_over_tls_through_nginx(lab_pki, nginx):  #
         await wait_until(lambda: h1.health is Health.UNHEALTHY, "no h2 by ALPN: down")
         failed = [p for p in checks.recorder.of(HealthProbe, pool="h1only") if not p.ok]
         assert failed[0].detail.startswith("TLS handshake failed: "), failed[0].detail
+        assert "the backend refused ALPN h2" in failed[0].detail
         print(f"\ngrpc check, backend without h2: {failed[0].detail}")
