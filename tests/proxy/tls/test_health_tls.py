@@ -154,3 +154,35 @@ async def test_a_grpc_check_speaks_h2_over_tls_through_nginx(lab_pki, nginx):  #
         assert failed[0].detail.startswith("TLS handshake failed: "), failed[0].detail
         assert "the backend refused ALPN h2" in failed[0].detail
         print(f"\ngrpc check, backend without h2: {failed[0].detail}")
+
+
+def test_the_proxy_checks_tls_backends_over_tls_and_routes_around_a_bad_certificate(
+        tls_proxy, lab_pki, origins):
+    """The real proxy process: what GET /state, the event stream and a client see."""
+    from tests.proxy.e2e.support import request
+    from tests.proxy.l4.support import wait_for
+
+    health = {**FAST, "type": "http", "path": "/health"}
+    proxy = tls_proxy({
+        "admin": {"listen": "127.0.0.1:0"},
+        "listeners": {"web": {"bind": "127.0.0.1:0", "routes": ["all"]}},
+        "routes": {"all": {"match": {}, "forward": "web"}},
+        "pools": {"web": {"tls": {}, "health": health, "retries": 0, "backends": [
+            {"name": "b1", "address": f"127.0.0.1:{origins['t1'].port}"},
+            {"name": "b3", "address": f"127.0.0.1:{origins['tw'].port}"}]}}})
+
+    def observed(name: str) -> str:
+        return proxy.backend_state("web", name)["health"]
+
+    wait_for(lambda: observed("b1") == "healthy" and observed("b3") == "unhealthy",
+             timeout=30, what="b1 healthy and b3 down")
+    status, state = proxy.admin("GET", "/state")
+    checks = state["health"]["pools"]["web"]["backends"]
+    assert checks["b1"]["tls"] == {"server_name": "b1", "verify": True}
+    assert checks["b3"]["last_probe"]["detail"].startswith(
+        "TLS handshake failed: certificate verify failed: Hostname mismatch")
+    reason = proxy.backend_state("web", "b3")["health_reason"]
+    assert "TLS handshake failed: certificate verify failed" in reason, reason
+    answers = [request(proxy.port(), path="/x") for _ in range(6)]
+    assert {a.status for a in answers} == {200}
+    assert {a.json()["backend"] for a in answers} == {"t1"}
