@@ -51,3 +51,23 @@ def test_tls_true_needs_tls_settings_for_every_backend():
 def test_tls_only_for_http_and_grpc_checks():
     found = errors(config({"tls": {}, "health": {"type": "tcp", "tls": True}}))
     assert any("health.tls only applies to type: http or grpc" in msg for _, msg in found)
+
+
+def test_a_checker_follows_its_pool_into_and_out_of_tls():
+    """Adding or removing the pool's tls (health unchanged) restarts the check in the
+    other mode; no loop needed: the manager syncs on apply."""
+    from proxy.health.manager import HealthManager
+    from tests.proxy.health.helpers import fake_server, make_runtime, pool_data
+
+    plain = {"web": pool_data([("b1", 9001)], health={"type": "http"})}
+    runtime = make_runtime(plain)
+    manager = HealthManager(fake_server(runtime, upstream_tls={}))
+    assert manager.checkers[("web", "b1")].tls_getter is None
+
+    with_tls = {"web": pool_data([("b1", 9001)], health={"type": "http"},
+                                 tls={"verify": False})}
+    runtime.apply_data({"listeners": {}, "pools": with_tls}, "put_config", "config")
+    assert manager.checkers[("web", "b1")].tls_getter is not None
+
+    runtime.apply_data({"listeners": {}, "pools": plain}, "put_config", "config")
+    assert manager.checkers[("web", "b1")].tls_getter is None
