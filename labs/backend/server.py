@@ -234,6 +234,8 @@ class Connection(asyncio.Protocol):
     echo_extra: dict[str, Any] | None = None
     proxy_header = None
     tls = False
+    websocket = None            # a WebSocketSession once GET /ws was upgraded
+    _ws_key: str | None = None  # Sec-WebSocket-Key of a /ws handshake being read
 
     def __init__(self, app: App, keepalive_timeout: float | None, proxy_header=None,
                  tls: bool = False):
@@ -301,6 +303,9 @@ class Connection(asyncio.Protocol):
         self.echo_extra = extra
 
     def data_received(self, data):
+        if self.websocket is not None:
+            self.websocket.feed(data)
+            return
         if self.ignore_input or self.closing:
             return
         if self._idle is not None:
@@ -308,8 +313,11 @@ class Connection(asyncio.Protocol):
             self._idle = None
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # We do not switch protocols: the request that asked is answered as plain
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._ws_key is not None and not self.pipeline:
+                self._switch_to_websocket(data[upgrade.args[0]:])
+                return
+            # Other upgrades: we do not switch protocols: the request that asked is answered as plain
             # HTTP and the connection closes after it.
             self.ignore_input = True
             for req in self.pipeline:
@@ -320,8 +328,19 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._bad_request(str(exc))
 
+    def _switch_to_websocket(self, tail: bytes) -> None:
+        """Answer the /ws handshake with 101; from now on the bytes are WebSocket frames."""
+        from .websocket import WebSocketSession, handshake_response
+
+        self.transport.write(handshake_response(self._ws_key))
+        self.websocket = WebSocketSession(self.transport, getattr(self.app, "name", "backend"))
+        if tail:
+            self.websocket.feed(tail)
+
     def connection_lost(self, exc):
         self.closed = True
+        if self.websocket is not None:
+            self.websocket.closed = True
         self.closing = True
         if self._idle is not None:
             self._idle.cancel()
@@ -372,6 +391,12 @@ class Connection(asyncio.Protocol):
         length = headers.get("content-length")
         has_body = chunked or (length is not None and length.strip() not in ("", "0"))
         expect = version == "1.1" and headers.get("expect", "").lower() == "100-continue"
+        if "upgrade" in headers:
+            from .websocket import is_websocket_upgrade
+            if is_websocket_upgrade(parser.get_method(), path, headers):
+                # Not a request for the app: answered when the parser stops at the upgrade.
+                self._ws_key = headers["sec-websocket-key"]
+                return
         self.requests += 1
         req = Request(self, parser.get_method().decode("latin-1"), path.decode("latin-1"),
                       query.decode("latin-1"), version, headers, raw, parser.should_keep_alive(),
