@@ -207,6 +207,24 @@ def test_upgrade_requests_are_answered_as_plain_http_then_closed(backend):
         assert f.read() == b""
 
 
+def test_websocket_on_ws_greets_echoes_pongs_and_closes(backend):
+    import websocket
+
+    ws = websocket.create_connection(f"ws://127.0.0.1:{backend.port}/ws?user=u1", timeout=5)
+    try:
+        assert json.loads(ws.recv()) == {"backend": backend.name}
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        ws.send_binary(b"\x00\x01")
+        assert ws.recv() == b"\x00\x01"
+        ws.ping(b"p")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"p"
+    finally:
+        ws.close()  # sends a close frame and waits for the backend's close
+    assert backend.get("/").status == 200  # other connections still speak HTTP
+
+
 def test_upload_needs_post(backend):
     r = backend.get("/upload")
     assert r.status == 405 and r.headers["Allow"] == "POST, PUT"
