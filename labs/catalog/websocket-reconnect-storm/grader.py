@@ -73,7 +73,7 @@ def tunnels_chart(run, tunnels_: list[dict], backends: list[str],
 
 
 def grade(run):
-    max_burst = int(run.targets.get("max_burst", 5))
+    max_burst = int(run.targets.get("max_burst", 6))
     window = float(run.targets.get("burst_window_s", 0.1))
     max_back = float(run.targets.get("max_back_s", 3))
     max_imbalance = float(run.targets.get("max_imbalance", 1.5))

@@ -1,6 +1,6 @@
 """Chat users: each holds one WebSocket to /ws open and reconnects when it is cut.
 
-    LBLAB_SETTINGS='{"reconnect": {"delay_ms": 0, "jitter": "none", "max_ms": 10000}}' \
+    LBLAB_SETTINGS='{"reconnect": {"delay_ms": 0, "jitter": false, "max_ms": 10000}}' \
     locust -f labs/catalog/websocket-reconnect-storm/traffic.py --headless -u 48 -t 7s \
         --host URL
 
@@ -11,7 +11,7 @@ again, as the lab's ``reconnect`` setting says:
 
 - ``delay_ms`` x 2^(n-1) before the n-th attempt after a cut, capped at ``max_ms``
   (0: at once, what a naive chat client does);
-- ``jitter: full``: a uniform wait in [0, that] instead (the AWS Architecture Blog's
+- ``jitter: true``: a uniform wait in [0, that] instead (the AWS Architecture Blog's
   "full jitter"), so users cut at the same instant do not come back at the same instant.
 
 Locust counts "connect" (the handshake and the greeting), "heartbeat" (the echo's round
@@ -33,14 +33,14 @@ HEARTBEAT_S = env_float("LBLAB_HEARTBEAT_S", 0.25)
 _SETTINGS = json.loads(os.environ.get("LBLAB_SETTINGS") or "{}").get("reconnect") or {}
 DELAY_MS = max(0.0, min(60_000.0, float(_SETTINGS.get("delay_ms", 0))))
 MAX_MS = max(0.0, min(60_000.0, float(_SETTINGS.get("max_ms", 10_000))))
-JITTER = str(_SETTINGS.get("jitter", "none"))
+JITTER = bool(_SETTINGS.get("jitter", False))
 _users = itertools.count(1)
 
 
 def reconnect_delay(attempt: int) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` (1 is the first after a cut)."""
     ceiling = min(MAX_MS, DELAY_MS * 2 ** (attempt - 1)) / 1000.0
-    return random.uniform(0, ceiling) if JITTER == "full" else ceiling
+    return random.uniform(0, ceiling) if JITTER else ceiling
 
 
 def fire(name: str, started: float, exc: Exception | None = None) -> None:
