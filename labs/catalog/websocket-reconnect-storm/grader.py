@@ -8,6 +8,7 @@ moment, the cut (the first tunnel on the drained backend to close), the burst of
 tunnels after it, when the number of live tunnels was whole again, and the spread
 over the pool at the end.
 """
+from labs.diagrams import escape
 from labs.framework.grading import Result, chart, verdict
 
 
@@ -55,6 +56,13 @@ def back_at(tunnels_: list[dict], cut: float, until: float) -> float | None:
     return None
 
 
+def algorithm_of(config: dict) -> str:
+    """The algorithm of the document's (only) pool, as the learner wrote it."""
+    pools = [p for p in (config.get("pools") or {}).values() if isinstance(p, dict)]
+    balancer = (pools[0].get("balancer") if pools else None) or {}
+    return str(balancer.get("algorithm", "round_robin")) if pools else "?"
+
+
 def tunnels_chart(run, tunnels_: list[dict], backends: list[str],
                   bucket: float = 0.1) -> dict:
     """Per 100 ms: new tunnels, and each backend's live tunnels."""
@@ -69,7 +77,22 @@ def tunnels_chart(run, tunnels_: list[dict], backends: list[str],
     series += [(f"tunnels on {b}", [float(live_at(tunnels_, t, b)) for t in xs])
                for b in backends]
     return chart("New tunnels per 100 ms, and the tunnels each server holds", xs, series,
-                 "tunnels", run, ["fault"])
+                 "tunnels", run, ["admin", "fault"])
+
+
+def comeback_diagram(drained: str, cut_users: int, burst: int, window_s: str,
+                     placed: dict[str, int], algorithm: str) -> dict:
+    """The cut and where the users went, as a sequence diagram."""
+    servers = sorted(placed)
+    lines = ["sequenceDiagram", f"  participant C as {cut_users} chat apps",
+             "  participant P as proxy", f"  participant {escape(drained, 20)}"]
+    lines += [f"  participant {escape(b, 20)}" for b in servers]
+    lines += [f"  Note over P,{escape(drained, 20)}: deregistration delay over",
+              f"  P--x C: {cut_users} tunnels cut at once",
+              f"  C->>P: reconnects (up to {burst} in {escape(window_s, 30)})"]
+    lines += [f"  P->>{escape(b, 20)}: {placed[b]} new tunnels ({escape(algorithm, 40)})"
+              for b in servers]
+    return {"title": "The cut and the comeback", "mermaid": "\n".join(lines)}
 
 
 def grade(run):
@@ -125,11 +148,18 @@ def grade(run):
          + f" the least busy (target at most {max_imbalance:g}x)"),
     ]
     passed, evidence = verdict(checks)
+    placed = {b: sum(1 for x in all_tunnels if x["backend"] == b and cut <= x["opened"] < end)
+              for b in pool_after}
+    algorithm = algorithm_of(run.config)
+    evidence.append("INFO  the tunnels opened after the cut went to: "
+                    + ", ".join(f"{b} {n}" for b, n in placed.items()) + f" ({algorithm})")
     if held:
         evidence.append(f"INFO  {drained} still held {held} tunnels at the end")
     return Result(
         passed=passed,
         headline=(f"{cut_users} users cut: up to {burst} reconnects in {sc.short(window)}, "
                   f"tunnels at the end {spread}"),
-        evidence=evidence, metrics=metrics,
-        chart=tunnels_chart(run, all_tunnels, backends))
+        evidence=evidence, metrics={**metrics, "placed_after_cut": placed},
+        chart=tunnels_chart(run, all_tunnels, backends),
+        diagrams=[comeback_diagram(drained, cut_users, burst, sc.short(window), placed,
+                                   algorithm)])
