@@ -225,6 +225,27 @@ def test_websocket_on_ws_greets_echoes_pongs_and_closes(backend):
     assert backend.get("/").status == 200  # other connections still speak HTTP
 
 
+def test_websocket_handshakes_are_app_requests_with_their_faults(backend):
+    """A handshake holds a worker for latency_ms (loading the user's session); one beyond
+    max_in_flight is shed like any request, and the connection closes."""
+    import websocket
+
+    backend.control({"latency_ms": 400, "max_in_flight": 1, "shed": "503"})
+    url = f"ws://127.0.0.1:{backend.port}/ws"
+    second = websocket.WebSocket()
+    second.settimeout(5)
+    with connect(backend.port) as sock, sock.makefile("rb") as f:
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                     b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        eventually(lambda: backend.stats()["in_flight"] >= 1)  # its session is loading
+        with pytest.raises(websocket.WebSocketBadStatusException) as shed:
+            second.connect(url)
+        assert shed.value.status_code == 503
+        assert f.readline().startswith(b"HTTP/1.1 101 ")  # the first one, once loaded
+    backend.clear_faults()
+
+
 def test_upload_needs_post(backend):
     r = backend.get("/upload")
     assert r.status == 405 and r.headers["Allow"] == "POST, PUT"
