@@ -63,6 +63,17 @@ def algorithm_of(config: dict) -> str:
     return str(balancer.get("algorithm", "round_robin")) if pools else "?"
 
 
+def refused_handshakes(run, since: float, until: float) -> dict[str, int]:
+    """Handshakes begun in [since, until) answered with something other than 101 (a
+    server over its four session loads sheds with 503), by status."""
+    out: dict[str, int] = {}
+    for e in run.requests(since, until):
+        status = int(e.get("status") or 0)
+        if status != 101:
+            out[str(status)] = out.get(str(status), 0) + 1
+    return out
+
+
 def tunnels_chart(run, tunnels_: list[dict], backends: list[str],
                   bucket: float = 0.1) -> dict:
     """Per 100 ms: new tunnels, and each backend's live tunnels."""
@@ -153,13 +164,19 @@ def grade(run):
     algorithm = algorithm_of(run.config)
     evidence.append("INFO  the tunnels opened after the cut went to: "
                     + ", ".join(f"{b} {n}" for b, n in placed.items()) + f" ({algorithm})")
+    refused = refused_handshakes(run, cut, end)
+    if refused:
+        evidence.append(f"INFO  {sum(refused.values())} handshakes after the cut were refused ("
+                        + ", ".join(f"{n} x {s}" for s, n in sorted(refused.items()))
+                        + "): each was a user trying again")
     if held:
         evidence.append(f"INFO  {drained} still held {held} tunnels at the end")
     return Result(
         passed=passed,
         headline=(f"{cut_users} users cut: up to {burst} reconnects in {sc.short(window)}, "
                   f"tunnels at the end {spread}"),
-        evidence=evidence, metrics={**metrics, "placed_after_cut": placed},
+        evidence=evidence, metrics={**metrics, "placed_after_cut": placed,
+                                     "refused_after_cut": refused},
         chart=tunnels_chart(run, all_tunnels, backends),
         diagrams=[comeback_diagram(drained, cut_users, burst, sc.short(window), placed,
                                    algorithm)])
