@@ -323,8 +323,8 @@ class Connection(asyncio.Protocol):
                 # A /ws handshake: the app answers it (101, or an error and a close).
                 self._ws_tail = data[upgrade.args[0]:]
                 return
-            # Other upgrades: we do not switch protocols: the request that asked is answered as plain
-            # HTTP and the connection closes after it.
+            # Other upgrades: we do not switch protocols; the request that asked is
+            # answered as plain HTTP and the connection closes after it.
             self.ignore_input = True
             for req in self.pipeline:
                 req.keep_alive = False

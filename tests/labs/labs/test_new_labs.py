@@ -78,7 +78,7 @@ def test_a_lab_declares_known_concepts_only(tmp_path):
 
 def test_every_new_lab_declares_its_concepts():
     for slug in ("grpc-l4-pinning", "mixed-durations", "outlier-black-hole", "udp-game-flows",
-                 "cross-zone", "canary-rollback", "retry-storm"):
+                 "cross-zone", "canary-rollback", "retry-storm", "websocket-reconnect-storm"):
         lab = registry.get(slug)
         assert lab.spec.concepts and lab.summary()["concepts"] == lab.spec.concepts
 
