@@ -171,6 +171,7 @@ class BackendApp:
             "/logout": self._logout,
             "/profile": self._profile,
             "/me": self._profile,
+            "/ws": self._websocket,
         }
 
     # -- server hooks --------------------------------------------------------------------
@@ -288,7 +289,10 @@ class BackendApp:
             injected["error"] += 1
             return self._error(req, decision.error_status, "injected error", rid,
                                status=decision.error_status)
-        status, body, extra = await handler(req)
+        answer = await handler(req)
+        if answer is None:
+            return  # the handler answered itself (a WebSocket's 101)
+        status, body, extra = answer
         extra += rid
         if decision.crash:
             injected["crash_mid_response"] += 1
@@ -353,6 +357,15 @@ class BackendApp:
     async def _echo(self, req: Request):
         size = await req.body.drain()
         return 200, self._echo_body(req, size), b""
+
+    async def _websocket(self, req: Request):
+        """GET /ws: a WebSocket handshake becomes a WebSocket (labs/backend/websocket.py)
+        once the faults let it through (latency_ms is its cost: loading the user's
+        session; max_in_flight sheds handshakes beyond it); anything else is echoed."""
+        if req.websocket_key is None:
+            return await self._echo(req)
+        req.conn.accept_websocket(req)
+        return None
 
     async def _work(self, req: Request):
         await req.body.drain()

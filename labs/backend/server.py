@@ -205,7 +205,8 @@ class Body:
 
 class Request:
     __slots__ = ("conn", "method", "path", "query", "version", "headers", "raw_headers",
-                 "keep_alive", "body", "has_body", "started", "done", "number", "kind")
+                 "keep_alive", "body", "has_body", "started", "done", "number", "kind",
+                 "websocket_key")
 
     def __init__(self, conn, method, path, query, version, headers, raw_headers, keep_alive,
                  body, has_body, number):
@@ -223,6 +224,7 @@ class Request:
         self.done = False
         self.number: int = number    # 1 for the first request on its connection
         self.kind = ""               # set by the app (for its statistics)
+        self.websocket_key: str | None = None  # a WebSocket handshake's Sec-WebSocket-Key
 
 
 _conn_ids = itertools.count(1)
@@ -234,6 +236,8 @@ class Connection(asyncio.Protocol):
     echo_extra: dict[str, Any] | None = None
     proxy_header = None
     tls = False
+    websocket = None            # a WebSocketSession once GET /ws was upgraded
+    _ws_tail: bytes | None = None  # bytes after a /ws handshake, kept for the WebSocket
 
     def __init__(self, app: App, keepalive_timeout: float | None, proxy_header=None,
                  tls: bool = False):
@@ -301,6 +305,12 @@ class Connection(asyncio.Protocol):
         self.echo_extra = extra
 
     def data_received(self, data):
+        if self.websocket is not None:
+            self.websocket.feed(data)
+            return
+        if self._ws_tail is not None:
+            self._ws_tail += data  # frames sent before our 101: the WebSocket's, later
+            return
         if self.ignore_input or self.closing:
             return
         if self._idle is not None:
@@ -308,9 +318,13 @@ class Connection(asyncio.Protocol):
             self._idle = None
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # We do not switch protocols: the request that asked is answered as plain
-            # HTTP and the connection closes after it.
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.pipeline and self.pipeline[-1].websocket_key is not None:
+                # A /ws handshake: the app answers it (101, or an error and a close).
+                self._ws_tail = data[upgrade.args[0]:]
+                return
+            # Other upgrades: we do not switch protocols; the request that asked is
+            # answered as plain HTTP and the connection closes after it.
             self.ignore_input = True
             for req in self.pipeline:
                 req.keep_alive = False
@@ -320,8 +334,25 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._bad_request(str(exc))
 
+    def accept_websocket(self, req: Request) -> None:
+        """Answer the /ws handshake ``req`` with 101; from now on the bytes are frames."""
+        from .websocket import WebSocketSession, handshake_response
+
+        req.done = True
+        if self.closing:
+            return
+        if self.pipeline and self.pipeline[0] is req:
+            self.pipeline.popleft()
+        self.transport.write(handshake_response(req.websocket_key))
+        self.websocket = WebSocketSession(self.transport, getattr(self.app, "name", "backend"))
+        tail, self._ws_tail = self._ws_tail, None
+        if tail:
+            self.websocket.feed(tail)
+
     def connection_lost(self, exc):
         self.closed = True
+        if self.websocket is not None:
+            self.websocket.closed = True
         self.closing = True
         if self._idle is not None:
             self._idle.cancel()
@@ -372,10 +403,19 @@ class Connection(asyncio.Protocol):
         length = headers.get("content-length")
         has_body = chunked or (length is not None and length.strip() not in ("", "0"))
         expect = version == "1.1" and headers.get("expect", "").lower() == "100-continue"
+        websocket_key = None
+        if "upgrade" in headers:
+            from .websocket import is_websocket_upgrade
+            if is_websocket_upgrade(parser.get_method(), path, headers):
+                websocket_key = headers["sec-websocket-key"]
         self.requests += 1
         req = Request(self, parser.get_method().decode("latin-1"), path.decode("latin-1"),
                       query.decode("latin-1"), version, headers, raw, parser.should_keep_alive(),
                       Body(self, expect and has_body, chunked), has_body, self.requests)
+        if websocket_key is not None:
+            # The app answers it like any request (faults included): accept_websocket
+            # (101), or an error after which the connection closes.
+            req.websocket_key, req.keep_alive = websocket_key, False
         self.receiving = req
         self.pipeline.append(req)
         if has_body:

@@ -207,6 +207,45 @@ def test_upgrade_requests_are_answered_as_plain_http_then_closed(backend):
         assert f.read() == b""
 
 
+def test_websocket_on_ws_greets_echoes_pongs_and_closes(backend):
+    import websocket
+
+    ws = websocket.create_connection(f"ws://127.0.0.1:{backend.port}/ws?user=u1", timeout=5)
+    try:
+        assert json.loads(ws.recv()) == {"backend": backend.name}
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        ws.send_binary(b"\x00\x01")
+        assert ws.recv() == b"\x00\x01"
+        ws.ping(b"p")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"p"
+    finally:
+        ws.close()  # sends a close frame and waits for the backend's close
+    assert backend.get("/").status == 200  # other connections still speak HTTP
+
+
+def test_websocket_handshakes_are_app_requests_with_their_faults(backend):
+    """A handshake holds a worker for latency_ms (loading the user's session); one beyond
+    max_in_flight is shed like any request, and the connection closes."""
+    import websocket
+
+    backend.control({"latency_ms": 400, "max_in_flight": 1, "shed": "503"})
+    url = f"ws://127.0.0.1:{backend.port}/ws"
+    second = websocket.WebSocket()
+    second.settimeout(5)
+    with connect(backend.port) as sock, sock.makefile("rb") as f:
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                     b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        eventually(lambda: backend.stats()["in_flight"] >= 1)  # its session is loading
+        with pytest.raises(websocket.WebSocketBadStatusException) as shed:
+            second.connect(url)
+        assert shed.value.status_code == 503
+        assert f.readline().startswith(b"HTTP/1.1 101 ")  # the first one, once loaded
+    backend.clear_faults()
+
+
 def test_upload_needs_post(backend):
     r = backend.get("/upload")
     assert r.status == 405 and r.headers["Allow"] == "POST, PUT"

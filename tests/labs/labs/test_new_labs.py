@@ -6,7 +6,8 @@ lab with passive health but no ejection cap (outlier-nocap.yaml), recorded the s
 (retry-budget-only.yaml: ``labs run retry-storm --config``, its recording.json), and
 ``cross-zone--rebalanced`` the cross-zone lab with the zones evened out instead
 (cross-zone-rebalanced.yaml), ``retry-storm--noretry`` with every retry off
-(retry-none.yaml).
+(retry-none.yaml). ``websocket-reconnect-storm--leastconn`` and ``--jitter`` are the
+reconnect storm with one of its two fixes each (ws-leastconn-only.yaml, ws-jitter-only.yaml).
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def test_a_lab_declares_known_concepts_only(tmp_path):
 
 def test_every_new_lab_declares_its_concepts():
     for slug in ("grpc-l4-pinning", "mixed-durations", "outlier-black-hole", "udp-game-flows",
-                 "cross-zone", "canary-rollback", "retry-storm"):
+                 "cross-zone", "canary-rollback", "retry-storm", "websocket-reconnect-storm"):
         lab = registry.get(slug)
         assert lab.spec.concepts and lab.summary()["concepts"] == lab.spec.concepts
 
@@ -205,3 +206,44 @@ def test_retry_storm_layers_from_the_query_alone():
     assert n["user_requests"] == 3 and n["client_attempts"] == 4
     assert n["server_attempts"] == 4 + 1 + 1 + 0  # a 503 no-backend reached no server
     assert n["succeeded"] == 1 and round(n["amplification"], 2) == 2.0
+
+
+def test_reconnect_storm_needs_both_fixes():
+    lab = registry.get("websocket-reconnect-storm")
+    start, fix = lab.grade(load(lab.slug, "start")), lab.grade(load(lab.slug, "solution"))
+    leastconn = lab.grade(load(lab.slug, "leastconn"))
+    jitter = lab.grade(load(lab.slug, "jitter"))
+    # Immediate reconnects: the cut users come back in one 100 ms, whatever the balancer.
+    for r in (start, leastconn):
+        assert not r.passed and r.metrics["peak_burst"] > 6
+        assert r.evidence[0].startswith("FAIL")
+        # More at once than the servers load (four each): refused, and tried again.
+        assert r.metrics["refused_after_cut"].get("503", 0) > 0
+        assert any("handshakes after the cut were refused" in e for e in r.evidence)
+    # Round robin gives the new b4 a third of the comeback, and nothing moves afterwards.
+    for r in (start, jitter):
+        assert r.metrics["at_end"]["b4"] < r.metrics["at_end"]["b2"] / 2
+        assert r.evidence[2].startswith("FAIL")
+    assert not jitter.passed and jitter.metrics["peak_burst"] <= 6
+    # Least connections fills b4 first; full jitter spreads the comeback.
+    assert leastconn.evidence[2].startswith("PASS") and fix.passed
+    assert fix.metrics["peak_burst"] <= 6 and fix.metrics["imbalance"] <= 1.5
+    assert fix.metrics["cut_users"] >= 10 and 0 < fix.metrics["back_s"] <= 3
+    assert fix.metrics["refused_after_cut"] == {}
+    assert [s["label"] for s in fix.chart["series"]][:2] == ["new tunnels per 100 ms",
+                                                             "tunnels on b1"]
+
+
+def test_reconnect_storm_helpers_read_tunnels_alone():
+    grader = registry.get("websocket-reconnect-storm").grader
+    t = [{"id": "a", "backend": "b1", "opened": 0.0, "closed": 2.0},
+         {"id": "b", "backend": "b1", "opened": 0.1, "closed": 2.01},
+         {"id": "c", "backend": "b2", "opened": 0.2, "closed": None},
+         {"id": "d", "backend": "b2", "opened": 2.05, "closed": None},
+         {"id": "e", "backend": "b3", "opened": 2.5, "closed": None}]
+    assert grader.live_at(t, 1.0) == 3 and grader.live_at(t, 2.005, "b1") == 1
+    assert grader.cut_at(t, "b1", before=5.0) == 2.0
+    assert grader.cut_at(t, "b1", before=1.0) is None  # closed only when the traffic ended
+    assert grader.peak_burst([2.05, 2.5, 2.52, 2.59, 2.7], 0.1) == (3, 2.5)
+    assert grader.back_at(t, 2.0, until=5.0) == 2.5  # three live again
+    assert grader.back_at(t[:4], 2.0, until=5.0) is None
