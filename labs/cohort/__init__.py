@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-``cli.run`` brings a deployment up (deploy.py: the local lab on processes, or compose.yml on
-a Docker engine with learners' sandboxes as containers), makes an instructor with
+``cli.run`` brings a deployment up (deploy.py: the local lab on processes; compose.yml on
+a Docker engine with learners' sandboxes as containers; or the same files as a stack on a
+single-node Docker swarm with learners' sandboxes as Swarm services), makes an instructor with
 ``manage.py createinstructor`` and opens a workshop through the instructor's pages, then
 starts N learners at once (learner.py), each one a real HTTP client with its own session
 and loopback address plus a real WebSocket: join the workshop, start their sandbox, open

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_sigterm()
     try:
         out = run(opts)
-    except deploy.DeployError as exc:  # refused before anything started (e.g. swarm)
+    except deploy.DeployError as exc:  # refused before anything started
         print(f"./lab cohort: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

@@ -14,8 +14,12 @@ One class per engine, each with the same few methods (``up``, ``make_instructor`
   into each sandbox container, and one PID namespace for the site's containers (a sandbox's
   gateway process, started by whichever site process started the sandbox, is then seen
   alive by the others). Learners' sandboxes are containers.
-* ``swarm``: placed by the ``swarm`` sandbox driver when labs/sandbox/drivers.py has one;
-  until then ``make`` refuses it with a message saying so.
+* ``Swarm``: the ``Docker`` deployment on a single-node swarm of that engine
+  (``docker swarm init --advertise-addr 127.0.0.1``): the same files plus compose.swarm.yml,
+  merged into one stack file by docker/stackfile.py and deployed with ``docker stack deploy``;
+  the site runs the swarm driver (labs/sandbox/swarm.py), so each learner's sandbox is a
+  Swarm service with its gateway service, reached on the node's address (loopback here).
+  Down: the stack, the sandboxes' services, networks and volumes, then the swarm is left.
 
 ``down`` returns what it found left behind (containers, networks, volumes, processes):
 an empty list is the promise kept.
@@ -169,10 +173,20 @@ class Processes:
 
 # ---------------------------------------------------------------- docker
 
-PROJECT = "lblab-cohort"
+PROJECT = "lblab-cohort"  # the compose project, and the Swarm stack's name
 FRONT = "http://127.0.0.1:30700"
 SOCKET_IN_SITE = "/run/lblab-engine.sock"
 SITE_SERVICES = ("web", "ws1", "ws2")
+
+
+def cohort_environment(sandbox_ports: str) -> dict:
+    """What the site needs for a cohort on either engine (pure)."""
+    return {
+        "LBLAB_SANDBOX_PORTS": sandbox_ports,
+        # Each simulated learner comes from its own loopback address; the front door
+        # says which in X-Forwarded-For, so the per-address rates count them apart.
+        "LBLAB_TRUST_FORWARDED": "1",
+    }
 
 
 def site_override(host_state: str, engine_socket: str, socket_gid: int,
@@ -185,10 +199,7 @@ def site_override(host_state: str, engine_socket: str, socket_gid: int,
             "LBLAB_SANDBOX_DRIVER": "containers",
             "DOCKER_HOST": f"unix://{SOCKET_IN_SITE}",
             "LBLAB_SANDBOX_HOST_STATE_DIR": host_state,
-            "LBLAB_SANDBOX_PORTS": sandbox_ports,
-            # Each simulated learner comes from its own loopback address; the front door
-            # says which in X-Forwarded-For, so the per-address rates count them apart.
-            "LBLAB_TRUST_FORWARDED": "1",
+            **cohort_environment(sandbox_ports),
         },
         "volumes": [f"{host_state}:/var/lib/lblab", f"{engine_socket}:{SOCKET_IN_SITE}"],
     }
@@ -198,8 +209,25 @@ def site_override(host_state: str, engine_socket: str, socket_gid: int,
     }}
 
 
+def swarm_override(sandbox_ports: str) -> dict:
+    """The override read after compose.swarm.yml for a cohort's stack (pure): the swarm
+    driver (compose.swarm.yml's choice, said again so this file alone shows it) and the
+    cohort's sandbox ports. The socket, its group and the state directory come from
+    compose.yml's variables (docker/engine.py: site_env) as in any stack."""
+    site = {"environment": {"LBLAB_SANDBOX_DRIVER": "swarm",
+                            **cohort_environment(sandbox_ports)}}
+    return {"version": "3.9", "services": {name: site for name in SITE_SERVICES}}
+
+
 class Docker:
+    """compose.yml on our own engine, learners' sandboxes as containers (module docstring).
+    ``Swarm`` below is this with the deploying and the taking down replaced."""
+
     name = "docker"
+    # How the engine labels the deployment's containers, and the service each belongs to.
+    owner_label = f"com.docker.compose.project={PROJECT}"
+    service_label = "com.docker.compose.service"
+    service_prefix = ""  # a service's label value is its name in compose.yml
 
     def __init__(self, sandbox_ports: str = "31100-31999", say=print):
         self.sandbox_ports = sandbox_ports
@@ -213,7 +241,7 @@ class Docker:
 
     def up(self) -> None:
         from docker import images
-        from docker.engine import Engine, EngineError, compose
+        from docker.engine import Engine, EngineError, site_env
 
         self.engine = Engine()
         try:
@@ -227,30 +255,34 @@ class Docker:
         self.say("building the images (cached after the first time: docker/images.py)")
         try:
             images.build_all(quiet=True, docker_host=self.engine.host)
-        except images.BuildError as exc:
-            raise DeployError(str(exc)) from None
-        state = self.root / "state"
-        state.mkdir()
-        os.chown(state, 10001, 10001)  # the image's lblab user
-        override = site_override(str(state), str(self.engine.socket),
-                                 self.engine.socket.stat().st_gid, self.sandbox_ports)
-        self.files[-1].write_text(json.dumps(override, indent=2))  # JSON is YAML
-        self.say("compose up (compose.yml + compose.hostnet.yml + the container driver)")
-        try:
-            compose(self.engine, PROJECT, self.files, "up", "-d", env=self.env, timeout=300)
-        except EngineError as exc:
+            # The state directory, owned by the image's user; the engine's socket, its group.
+            self._deploy(site_env(self.engine, self.root / "state"))
+        except (images.BuildError, EngineError) as exc:
             raise DeployError(str(exc)) from None
         wait_for("every service healthy", self._all_healthy, 600,  # a busy machine: slow
                  why=lambda: f"states: {self._states()}")
         wait_for("the front door", lambda: http_status(f"{FRONT}/healthz") == 200, 60)
 
+    def _deploy(self, site: dict[str, str]) -> None:
+        from docker.engine import compose
+
+        override = site_override(site["LBLAB_HOST_STATE_DIR"], site["LBLAB_DOCKER_SOCKET"],
+                                 int(site["LBLAB_DOCKER_GID"]), self.sandbox_ports)
+        self.files[-1].write_text(json.dumps(override, indent=2))  # JSON is YAML
+        self.say("compose up (compose.yml + compose.hostnet.yml + the container driver)")
+        compose(self.engine, PROJECT, self.files, "up", "-d", env=self.env, timeout=300)
+
     def _states(self) -> dict[str, str]:
-        """service -> its health, or its status; a one-off that ended: "exited <code>"."""
+        """service -> its health, or its status; a one-off that ended: "exited <code>".
+        The newest container of each service counts (a swarm keeps replaced tasks')."""
+        ids = self.engine.ids("ps", "-a", "--filter", f"label={self.owner_label}")
+        # check=False: one removed meanwhile is left out; the others are still printed.
+        infos = json.loads(self.engine.docker("inspect", *ids, check=False).stdout or "[]"
+                           ) if ids else []
         out = {}
-        for cid in self.engine.ids("ps", "-a", "--filter",
-                                   f"label=com.docker.compose.project={PROJECT}"):
-            info = json.loads(self.engine.docker("inspect", cid).stdout)[0]
-            service = info["Config"]["Labels"]["com.docker.compose.service"]
+        for info in sorted(infos, key=lambda i: i["Created"]):
+            label = info["Config"]["Labels"].get(self.service_label, "")
+            service = label.removeprefix(self.service_prefix)
             state = info["State"]
             out[service] = (state.get("Health") or {}).get("Status") or state["Status"]
             if state["Status"] == "exited":
@@ -264,8 +296,8 @@ class Docker:
         return bool(states) and not waiting and states.get("migrate") == "exited 0"
 
     def _site_container(self) -> str:
-        ids = self.engine.ids("ps", "--filter", f"label=com.docker.compose.project={PROJECT}",
-                              "--filter", "label=com.docker.compose.service=web")
+        ids = self.engine.ids("ps", "--filter", f"label={self.owner_label}", "--filter",
+                              f"label={self.service_label}={self.service_prefix}web")
         if not ids:
             raise DeployError("no running web container")
         return ids[0]
@@ -286,21 +318,31 @@ class Docker:
         return INSTRUCTOR, password
 
     def sandbox_memory_mb(self) -> list[float]:
-        """Each learner's sandbox container's memory now, as the engine charges it."""
+        """Each learner's sandbox's memory now, as the engine charges it: the containers
+        labelled with its id together (a container sandbox is one; a swarm sandbox is its
+        own and its gateway's, what one learner costs a node)."""
         from labs.sandbox.containers import LABEL, Engine as Api
 
         api = Api(self.engine.host)
-        names = self.engine.docker("ps", "--filter", f"label={LABEL}", "--format",
-                                   "{{.Names}}", check=False).stdout.split()
-        return [api.memory_bytes(name) / 1e6 for name in names]
+        rows = self.engine.docker("ps", "--filter", f"label={LABEL}", "--format",
+                                  '{{.Names}} {{.Label "%s"}}' % LABEL, check=False).stdout
+        per_sandbox: dict[str, float] = {}
+        for name, _, sandbox in (row.partition(" ") for row in rows.splitlines() if row):
+            per_sandbox[sandbox] = per_sandbox.get(sandbox, 0.0) + api.memory_bytes(name) / 1e6
+        return list(per_sandbox.values())
 
-    def down(self) -> list[str]:
+    def _take_down(self) -> list[str]:
+        """Stop the deployment; what could not be (the engine is cleaned after it)."""
         from docker.engine import compose
 
+        compose(self.engine, PROJECT, self.files, "down", "-v", "--remove-orphans",
+                env=self.env, check=False, timeout=180)
+        return []
+
+    def down(self) -> list[str]:
         left: list[str] = []
         if self.engine is not None and self.engine.pid:
-            compose(self.engine, PROJECT, self.files, "down", "-v", "--remove-orphans",
-                    env=self.env, check=False, timeout=180)
+            left += self._take_down()
             # Sandbox containers are the site's, not compose's: clean() removes them too.
             self.engine.clean()
             inventory = self.engine.inventory()
@@ -319,6 +361,79 @@ class Docker:
         return left
 
 
+# ---------------------------------------------------------------- swarm
+
+STACK_LABEL = "com.docker.stack.namespace"
+
+
+class Swarm(Docker):
+    """The Docker deployment as a Swarm stack on a single-node swarm of our own engine,
+    learners' sandboxes as Swarm services (module docstring)."""
+
+    name = "swarm"
+    owner_label = f"{STACK_LABEL}={PROJECT}"
+    service_label = "com.docker.swarm.service.name"
+    service_prefix = f"{PROJECT}_"  # a stack's services are named <stack>_<service>
+
+    def __init__(self, sandbox_ports: str = "31100-31999", say=print):
+        super().__init__(sandbox_ports, say)
+        self.files = [REPO / "compose.yml", REPO / "compose.hostnet.yml",
+                      REPO / "compose.swarm.yml", self.root / "compose.cohort.yml"]
+        self.stack_file = self.root / "stack.yml"
+
+    def write_stack(self) -> dict:
+        """The cohort's override, then the one stack file merged from all four files (what
+        ``docker stack deploy`` gets; no engine needed)."""
+        from docker import stackfile
+
+        self.files[-1].write_text(json.dumps(swarm_override(self.sandbox_ports), indent=2))
+        stack = stackfile.stack(self.files)
+        self.stack_file.write_text(stackfile.dump(stack))
+        return stack
+
+    def _deploy(self, site: dict[str, str]) -> None:
+        if self.engine.swarm_state() == "active":  # an empty swarm a dead run left (locked)
+            self.engine.docker("swarm", "leave", "--force", timeout=120)
+        self.say("swarm init --advertise-addr 127.0.0.1 (a single-node swarm)")
+        self.engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1", timeout=120)
+        self.write_stack()
+        self.say("stack deploy (compose.yml + compose.hostnet.yml + compose.swarm.yml, "
+                 "merged by docker/stackfile.py; the swarm driver)")
+        # The images are this engine's own: no registry to ask for their digests.
+        self.engine.docker("stack", "deploy", "--resolve-image", "never", "-c",
+                           str(self.stack_file), PROJECT, env={**self.env, **site}, timeout=300)
+
+    def _take_down(self) -> list[str]:
+        from labs.sandbox.containers import LABEL
+
+        eng = self.engine
+        if eng.swarm_state() != "active":
+            return []  # it never got as far as the swarm
+        # The site first (it starts no more sandboxes), then the sandboxes: they are the
+        # site's services, not the stack's, so `stack rm` leaves them.
+        eng.docker("stack", "rm", PROJECT, check=False, timeout=120)
+        for service in eng.ids("service", "ls", "--filter", f"label={LABEL}"):
+            eng.docker("service", "rm", service, check=False, timeout=60)
+
+        def containers_gone() -> bool:
+            return not (eng.ids("ps", "-a", "--filter", f"label={self.owner_label}")
+                        or eng.ids("ps", "-a", "--filter", f"label={LABEL}"))
+
+        # The node's agent removes a removed service's containers a moment later; whatever
+        # is still there after this, clean() removes and the inventory then counts.
+        with contextlib.suppress(DeployError):
+            wait_for("the stack's and the sandboxes' containers gone", containers_gone, 120)
+        for label in (LABEL, f"{STACK_LABEL}={PROJECT}"):
+            for network in eng.ids("network", "ls", "--filter", f"label={label}"):
+                eng.docker("network", "rm", network, check=False)
+            for volume in eng.ids("volume", "ls", "--filter", f"label={label}"):
+                eng.docker("volume", "rm", "-f", volume, check=False)
+        eng.docker("swarm", "leave", "--force", check=False, timeout=120)
+        if eng.swarm_state() == "active":
+            return ["swarm: the engine is still a swarm manager (`swarm leave --force` failed)"]
+        return []
+
+
 # ---------------------------------------------------------------- choose
 
 def make(engine: str, **options):
@@ -335,7 +450,6 @@ def make(engine: str, **options):
                 "--engine swarm needs the swarm sandbox driver (labs/sandbox/drivers.py "
                 "registers none named 'swarm' yet: it comes from the swarm lane of issue 13). "
                 "Use --engine processes or --engine docker meanwhile.")
-        raise DeployError("--engine swarm: the swarm sandbox driver is registered, but the "
-                          "cohort's swarm deployment is not wired yet (labs/cohort/deploy.py: "
-                          "make); use --engine docker meanwhile")
+        options.pop("port_base", None)
+        return Swarm(**options)
     raise DeployError(f"--engine {engine!r}: choose processes, docker or swarm")

@@ -1,6 +1,7 @@
 """``./lab cohort`` on the Docker engine at a small N, as a user runs it: compose.yml up with
-learners' sandboxes as containers, learners through the real site over HTTP and WebSocket,
-every lab run graded as expected, then nothing left behind.
+learners' sandboxes as containers (and as a Swarm stack, sandboxes as Swarm services),
+learners through the real site over HTTP and WebSocket, every lab run graded as expected,
+then nothing left behind.
 
 The cohort starts and stops its own engine (docker/engine.py, the same data root and image
 cache as the other deployment tests, which its lock serialises). Figures (lab p95, memory)
@@ -22,18 +23,17 @@ REPO = Path(__file__).resolve().parents[2]
 LEARNERS = 2
 
 
-@pytest.mark.timeout(900)
-def test_a_small_cohort_on_docker_is_graded_as_expected_and_leaves_nothing():
+def run_cohort(engine: str, timeout: float) -> None:
     proc = subprocess.run([sys.executable, "-m", "labs.cohort", "--learners", str(LEARNERS),
-                           "--engine", "docker"], cwd=REPO, text=True, capture_output=True,
-                          timeout=880)
+                           "--engine", engine], cwd=REPO, text=True, capture_output=True,
+                          timeout=timeout)
     print(proc.stdout)
     print(proc.stderr[-3000:], file=sys.stderr)
     lines = proc.stdout.strip().splitlines()
     assert lines, f"no output (exit {proc.returncode}): {proc.stderr[-2000:]}"
     out = json.loads(lines[-1])
     assert out["error_samples"] == [] and out["errors"] == 0
-    assert out["engine"] == "docker" and out["learners"] == LEARNERS
+    assert out["engine"] == engine and out["learners"] == LEARNERS
     assert out["runs"] == 2 * LEARNERS
     assert out["graded_as_expected"] == out["runs"]
     assert out["dashboards_live"] == LEARNERS  # each saw a request of its own live
@@ -44,3 +44,16 @@ def test_a_small_cohort_on_docker_is_graded_as_expected_and_leaves_nothing():
     assert sum(1 for line in lines if line.startswith("learner-")) == LEARNERS
     # Nothing of the engine or the deployment runs any more.
     assert processes_mentioning([f"{RUN_ROOT}/", PROJECT]) == []
+
+
+@pytest.mark.timeout(900)
+def test_a_small_cohort_on_docker_is_graded_as_expected_and_leaves_nothing():
+    run_cohort("docker", timeout=880)
+
+
+@pytest.mark.timeout(900)
+def test_a_small_cohort_on_a_swarm_is_graded_as_expected_and_leaves_nothing():
+    """The same on a single-node swarm of the same engine: compose.yml as a stack, each
+    learner's sandbox a Swarm service with its gateway; then no stack, no sandbox service,
+    no swarm."""
+    run_cohort("swarm", timeout=880)
