@@ -1260,7 +1260,7 @@ def parse_config(data: object) -> Config:
     try:
         check_shape(data)
     except TextError as exc:
-        raise ConfigError([("", str(exc))]) from None
+        raise ConfigError([(exc.path, exc.detail)]) from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

@@ -46,7 +46,13 @@ EXCERPT = 40
 
 
 class TextError(ValueError):
-    """The text cannot become config data; the message says why and what to change."""
+    """The text cannot become config data; the message says why and what to change.
+    ``path`` names the setting when the problem is in one (``listeners.web.bind``)."""
+
+    def __init__(self, detail: str, path: str = ""):
+        super().__init__(f"{path}: {detail}" if path else detail)
+        self.detail = detail
+        self.path = path
 
 
 def excerpt(value: object, limit: int = EXCERPT) -> str:
@@ -255,12 +261,11 @@ def check_shape(data: object) -> None:
     while stack:
         value, depth, path = stack.pop()
         count += 1
-        where = f"{path}: " if path else ""
         if count > MAX_NODES:
             raise TextError(f"more than {MAX_NODES} values; a real config has far fewer")
         if depth > MAX_DEPTH:
-            raise TextError(f"{where}nested more than {MAX_DEPTH} levels deep; a config is "
-                            "a few levels deep")
+            raise TextError(f"nested more than {MAX_DEPTH} levels deep; a config is "
+                            "a few levels deep", path)
         if isinstance(value, dict):
             for k, v in value.items():
                 name = str(k) if len(str(k)) <= 40 else str(k)[:40] + "..."
@@ -269,11 +274,11 @@ def check_shape(data: object) -> None:
         elif isinstance(value, (list, tuple)):
             stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value))
         elif isinstance(value, str) and len(value) > MAX_SCALAR:
-            raise TextError(f"{where}a value of {len(value)} characters; the limit is "
-                            f"{MAX_SCALAR}")
+            raise TextError(f"a value of {len(value)} characters; the limit is "
+                            f"{MAX_SCALAR}", path)
         elif isinstance(value, int) and not isinstance(value, bool):
             if value.bit_length() > MAX_INT_DIGITS * 4:
-                raise TextError(f"{where}an integer of more than {MAX_INT_DIGITS} digits")
+                raise TextError(f"an integer of more than {MAX_INT_DIGITS} digits", path)
 
 
 def parse_text(text: str, as_json: bool = False) -> object:

@@ -522,3 +522,13 @@ def test_the_total_probe_rate_is_bounded(backends, interval_ms, pools):
         assert "probes per second" in messages(refused(data))
     else:
         parse_config(data)
+
+
+@pytest.mark.parametrize("place", [("listeners", "web", "bind"),
+                                   ("pools", "web", "backends", 0, "address")])
+def test_a_too_long_integer_is_refused_at_its_setting(place):
+    """Hypothesis once drew a 37-digit address: the size bound named the setting only
+    inside its message, with an empty path, so a form could not point at the field."""
+    exc = refused(put(base(), place, 1329227995784915872903807060280344576))
+    assert [p for p, _ in exc.errors] == [".".join(map(str, place)).replace(".0.", "[0].")]
+    assert "more than 30 digits" in exc.lines()[0]
