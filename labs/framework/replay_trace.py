@@ -92,6 +92,19 @@ class Trace:
 
 # ---------------------------------------------------------------- building
 
+def request_row(i: int, event: dict, t: float, schedule) -> dict:
+    """One request of a trace: what to send at lab second ``t`` and what was recorded."""
+    return {
+        "kind": "request", "i": i, "t": t, "method": event.get("method") or "GET",
+        "path": event["path"], "bytes_in": int(event.get("bytes_in") or 0),
+        "bytes_out": int(event.get("bytes_out") or 0), "seed": i,
+        "recorded": {"backend": event.get("backend"), "status": int(event.get("status") or 0),
+                     "latency_ms": event.get("latency_ms"), "backend_ms": backend_ms(event),
+                     "termination": event.get("termination") or "--",
+                     "faults": faults_at(schedule, event.get("backend") or "", t)},
+    }
+
+
 def parse_knobs(text: str) -> dict:
     """The knobs of a runner mark's "b3: cpu_ms=40, hang=True" (runner._knobs)."""
     out = {}
@@ -176,15 +189,7 @@ def from_recording(recording: Recording, run_id: str, backends: list[str]) -> Tr
     requests = []
     for i, e in enumerate(events):
         t = max(0.0, round(started_at(e), 4))
-        requests.append({
-            "kind": "request", "i": i, "t": t, "method": e.get("method") or "GET",
-            "path": e["path"], "bytes_in": int(e.get("bytes_in") or 0),
-            "bytes_out": int(e.get("bytes_out") or 0), "seed": i,
-            "recorded": {"backend": e.get("backend"), "status": int(e.get("status") or 0),
-                         "latency_ms": e.get("latency_ms"), "backend_ms": backend_ms(e),
-                         "termination": e.get("termination") or "--",
-                         "faults": faults_at(schedule, e.get("backend") or "", t)},
-        })
+        requests.append(request_row(i, e, t, schedule))
     return Trace(slug=recording.slug, run_id=run_id, algorithm=pool_algorithm(recording.config),
                  duration=recording.duration, backends=list(backends),
                  config=recording.config, faults=schedule, requests=requests)

@@ -38,7 +38,7 @@ import secrets
 import time
 from pathlib import Path
 
-from labs.framework.replay_trace import Trace, TraceError, backend_ms, dump, faults_at
+from labs.framework.replay_trace import Trace, TraceError, dump, request_row
 
 SOURCE = "dashboard"
 MIN_WINDOW_S, MAX_WINDOW_S = 5, 120
@@ -159,15 +159,7 @@ def window_trace(events: list[dict], *, now: float, seconds: int, config: dict,
     requests = []
     for i, e in enumerate(picked):
         t = round(started(e) - t0, 4)
-        requests.append({
-            "kind": "request", "i": i, "t": t, "method": e.get("method") or "GET",
-            "path": e["path"], "bytes_in": int(e.get("bytes_in") or 0),
-            "bytes_out": int(e.get("bytes_out") or 0), "seed": i,
-            "recorded": {"backend": e.get("backend"), "status": int(e.get("status") or 0),
-                         "latency_ms": e.get("latency_ms"), "backend_ms": backend_ms(e),
-                         "termination": e.get("termination") or "--",
-                         "faults": faults_at(schedule, e.get("backend") or "", t)},
-        })
+        requests.append(request_row(i, e, t, schedule))
     if short_history:
         notes.append(f"your proxy keeps its newest {history_limit} requests "
                      "(admin.request_history): the replay starts "
