@@ -110,16 +110,7 @@ class EventRecorder:
     def wait_quiet(self, quiet: float = 0.3, timeout: float = 3.0) -> None:
         """Wait until no request event arrived for ``quiet`` seconds (the last requests
         are in; health probes go on forever and do not count)."""
-        deadline = time.monotonic() + timeout
-        last = self.requests_seen
-        still_since = time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            n = self.requests_seen
-            if n != last:
-                last, still_since = n, time.monotonic()
-            elif time.monotonic() - still_since >= quiet:
-                return
+        wait_until_quiet(lambda: self.requests_seen, quiet, timeout)
 
     def stop(self) -> list[dict]:
         self._stopping = True
@@ -209,17 +200,23 @@ class MultiRecorder:
         return min(ends) if ends else None
 
     def wait_quiet(self, quiet: float = 0.3, timeout: float = 3.0) -> None:
-        deadline = time.monotonic() + timeout
-        last, still_since = self.requests_seen, time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            n = self.requests_seen
-            if n != last:
-                last, still_since = n, time.monotonic()
-            elif time.monotonic() - still_since >= quiet:
-                return
+        wait_until_quiet(lambda: self.requests_seen, quiet, timeout)
 
     def stop(self) -> list[dict]:
         for rec in self.parts:
             rec.stop()
         return self.snapshot()
+
+
+def wait_until_quiet(count, quiet: float, timeout: float) -> None:
+    """Return once ``count()`` (requests seen) has not moved for ``quiet`` seconds, or at
+    ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last, still_since = count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = count()
+        if n != last:
+            last, still_since = n, time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            return
