@@ -222,3 +222,4 @@ def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine, tmp_pat
             if run_root in cmdline:
                 stray.append(f"{proc.name}: {cmdline[:120]}")
     assert not stray, f"processes of the test engine still running: {stray}"
+    assert engine.mounts() == [], "the stopped engine left mounts behind"
