@@ -704,11 +704,12 @@ def _expire(waiter: asyncio.Future) -> None:
 class EventBus:
     def __init__(self, history: int = 10_000, access_log=None):
         self._subscribers: set[Subscription] = set()
-        # Request lookup by id: the newest `history` requests, oldest evicted. A ring
-        # (one C append per request, eviction included) with no index: a lookup
-        # scans it newest first, about a millisecond per 10,000 kept, and lookups
-        # come from people, not from every request.
+        # Request lookup by id: the newest `history` requests, oldest evicted. A ring in
+        # arrival order plus an index by id: a lookup must not scan (request_history may be
+        # a million: a scan would hold the event loop, and every request, for 100 ms).
         self._requests: collections.deque[RequestEvent] = collections.deque(maxlen=history)
+        self._by_id: dict[str, RequestEvent] = {}
+        self._history = history
         # Recent non-request events (health, admin, drain...) for the site's first paint.
         self._recent: collections.deque[Event] = collections.deque(maxlen=1000)
         self.access_log = access_log  # a text file object, or None
@@ -727,7 +728,13 @@ class EventBus:
     def publish(self, event: Event) -> None:
         self.published += 1
         if type(event) is RequestEvent:
-            self._requests.append(event)
+            ring = self._requests
+            if len(ring) == self._history:  # the oldest leaves the index with the ring
+                oldest = ring[0]
+                if self._by_id.get(oldest.request_id) is oldest:
+                    del self._by_id[oldest.request_id]
+            ring.append(event)
+            self._by_id[event.request_id] = event
         else:
             self._recent.append(event)
         for sink in self._sinks:
@@ -760,10 +767,7 @@ class EventBus:
 
     def request(self, request_id: str) -> RequestEvent | None:
         """The newest kept request with this id (a client may send the same one twice)."""
-        for event in reversed(self._requests):
-            if event.request_id == request_id:
-                return event
-        return None
+        return self._by_id.get(request_id)
 
     def recent_requests(self, limit: int = 100) -> list[RequestEvent]:
         kept = self._requests

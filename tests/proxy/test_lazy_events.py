@@ -112,6 +112,13 @@ def test_the_request_store_keeps_the_newest_and_finds_them_by_id():
     bus.publish(dataclasses.replace(lazy(), request_id="r3", status=299))
     assert bus.request("r3").status == 299
     assert bus.request("r2") is None
+    # The older r3 leaving the ring does not take the newer one out of the index...
+    bus.publish(dataclasses.replace(lazy(), request_id="r5", status=205))
+    assert bus.request("r3").status == 299 and bus.request("r4").status == 204
+    # ...and the newer one leaving does.
+    bus.publish(dataclasses.replace(lazy(), request_id="r6", status=206))
+    bus.publish(dataclasses.replace(lazy(), request_id="r7", status=207))
+    assert bus.request("r3") is None and bus.request("r7").status == 207
 
 
 def test_a_lazy_event_stays_frozen():
