@@ -307,6 +307,8 @@ def container_body(sandbox_id: str, host_dir: Path, image: str, limits: Limits) 
 class ContainerDriver:
     """The container driver (see the module docstring); ``make_driver("containers")``."""
 
+    name = "containers"
+
     listen_host = "127.0.0.1"  # where the proxy's listeners bind inside the sandbox
 
     def __init__(self, state_dir: str | Path | None = None, host: str = "127.0.0.1",
@@ -632,12 +634,46 @@ class ContainerDriver:
     def restart_backend(self, sandbox_id: str, name: str, wait: bool = True) -> Sandbox:
         return self.restart_part(sandbox_id, name, wait)
 
+    def restart_proxy(self, sandbox_id: str, wait: bool = True, part: str = "proxy") -> Sandbox:
+        """Start the proxy again from its config file, as the process driver does (what
+        the admin API changed since is lost). A container sandbox has one proxy."""
+        if part != "proxy":
+            raise SandboxError(f"sandbox {sandbox_id} has one proxy, \"proxy\"; a container "
+                               f"sandbox runs no balancer {part!r} (several balancers run on "
+                               "the process driver)")
+        return self.restart_part(sandbox_id, "proxy", wait)
+
+    def kill_part(self, sandbox_id: str, part: str) -> None:
+        """SIGKILL one part inside the container (a crash: no draining, no goodbye); it
+        stays down until restarted. Returns once ``serve`` sees it gone."""
+        sb = self.get(sandbox_id)
+        if part not in sb.part_names:
+            raise SandboxError(f"sandbox {sandbox_id} has no part {part!r}; it has "
+                               f"{', '.join(sb.part_names)}")
+        self.control(sandbox_id, f"kill {part}")
+
+    def part_states(self, sandbox_id: str) -> dict[str, tuple[int | None, bool]]:
+        """{part: (pid, running)} in one question to the container's ``serve``: the pid is
+        the part's in the container's PID namespace (it changes when the part is started
+        again), running is False for a part that died. A container that does not answer
+        runs nothing: every part (None, False)."""
+        sb = self.get(sandbox_id)
+        try:
+            answer = self.control(sandbox_id, "states", timeout=5.0)
+        except SandboxError:
+            return {part: (None, False) for part in sb.part_names}
+        return {part: ((answer.get(part) or {}).get("pid"),
+                       bool((answer.get(part) or {}).get("running")))
+                for part in sb.part_names}
+
     def exec(self, sandbox_id: str, argv: list[str], timeout: float = 120.0) -> tuple[int, str]:
         """Run a program inside the sandbox (its namespace: 127.0.0.1:8080 is its proxy)."""
         return self.engine.exec(self._container(self.get(sandbox_id)), argv, timeout)
 
-    def measure(self, sandbox_id: str) -> dict[str, int]:
-        """Memory charged to the sandbox's container (every process in it), in bytes."""
+    def measure(self, sandbox_id: str, kind: str = "rss") -> dict[str, int]:
+        """Memory charged to the sandbox's container (every process in it), in bytes.
+        ``kind`` is the process driver's (pss or rss): the engine counts each page once,
+        as PSS does, so both get the same figure."""
         return {"total": self.engine.memory_bytes(self._container(self.get(sandbox_id)))}
 
     # -- stop ------------------------------------------------------------------------------
