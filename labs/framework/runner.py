@@ -205,9 +205,13 @@ def _files(node: Any, path: str) -> list[tuple[str, str]]:
     return errors
 
 
-def place(config: dict, sb, inner_host: str, part: str = "proxy") -> dict:
+def place(config: dict, sb, inner_host: str, part: str = "proxy",
+          listen_host: str | None = None) -> dict:
     """The config with this sandbox's addresses (listeners by name, backends by name), for
-    its proxy ``part`` ("proxy", or one of a several-balancer sandbox's others)."""
+    its proxy ``part`` ("proxy", or one of a several-balancer sandbox's others).
+    ``listen_host``: where the listeners bind when that is not the host of the record's
+    URLs (a container driver's ``listen_host``: a swarm sandbox on another node is
+    reached on that node's address, which its own namespace does not have)."""
     from labs.sandbox.procs import connect_host
 
     out = copy.deepcopy(config)
@@ -219,6 +223,8 @@ def place(config: dict, sb, inner_host: str, part: str = "proxy") -> dict:
     for name, listener in (out.get("listeners") or {}).items():
         url = listeners[name]
         host_port = url.split("://", 1)[1]
+        if listen_host:
+            host_port = f"{listen_host}:{host_port.rpartition(':')[2]}"
         listener["bind"] = host_port
     for pool in (out.get("pools") or {}).values():
         for backend in (pool or {}).get("backends") or []:
@@ -363,10 +369,12 @@ class _Run:
 
     def placed_for(self, proxy: str) -> dict:
         """The learner's config with the addresses of the lab's balancer ``proxy``."""
-        return place(self.config, self.sb, self.sb.inner_host, self.part_of(proxy))
+        return place(self.config, self.sb, self.sb.inner_host, self.part_of(proxy),
+                     getattr(self.service, "listen_host", None))
     def apply_config(self) -> None:
         self.progress("config", "applying your config through the admin API", 0.1)
-        placed = place(self.config, self.sb, self.sb.inner_host)
+        placed = place(self.config, self.sb, self.sb.inner_host,
+                       listen_host=getattr(self.service, "listen_host", None))
         outside = addresses.check_config(placed, self.sb)  # the address rule (issue 12)
         if outside:
             raise RunRefused([(e["path"], e["message"]) for e in outside],
@@ -923,7 +931,9 @@ class _Run:
         sb = self.service.get(self.sandbox_id)
         try:
             pss = self.service.measure(self.sandbox_id, "pss")
-            rss = self.service.measure(self.sandbox_id, "rss")
+            # A container's engine gives one figure for both (and takes a second to).
+            rss = (self.service.measure(self.sandbox_id, "rss")
+                   if self.placement.driver == placements.PROCESSES else pss)
         except Exception:  # measuring is best effort (a part may have just died)
             pss = rss = {}
         return {"id": sb.id, "start_seconds": sb.start_seconds, "pss_bytes": pss,
