@@ -258,6 +258,7 @@ class Learner:
         run.sandbox_start_s = sandbox.get("start_seconds")
         pss = (sandbox.get("pss_bytes") or {}).get("total")
         run.sandbox_mem_mb = pss / 1e6 if pss else None
+        run.driver = (sandbox.get("placement") or {}).get("driver")
         if not run.as_expected:
             self.result.errors.append(
                 f"the {label} run: {run.state}, passed={run.passed} (wanted "
