@@ -34,7 +34,7 @@ DEFAULT_LABS = "l4-path-routing,lying-health-check,502-503-504,slow-start-grace"
 def crash_variant(lab):
     from labs.framework.definition import Fault
 
-    fault = Fault(at=1, backend="b2", crash=True, label="b2 crashes")
+    fault = Fault(at="1s", backend="b2", crash=True, label="b2 crashes")
     spec = lab.spec.model_copy(update={"faults": [fault]})
     return dataclasses.replace(lab, slug=f"{lab.slug}", spec=spec)
 

@@ -513,16 +513,29 @@ class ContainerDriver:
         # may run this sandbox's gateway: its admin port is taken then.
         if self._gateway_alive(sb) or not procs.port_free(self.host, sb.ports["admin"]):
             return
-        argv = [self.python, "-m", "labs.sandbox.containers", "gateway", "--host", self.host,
-                "--dir", f"{sb.log_dir}/sock"]
-        for key, port in sb.ports.items():
-            argv += ["--map", f"{port}={key}"]
-        proc = procs.spawn(argv, Path(sb.log_dir) / "gateway.log",
-                           cwd=Path(__file__).resolve().parents[2], env=dict(os.environ))
-        sb.pids["gateway"], sb.pid_starts["gateway"] = proc.pid, procs.start_ticks(proc.pid)
         with self._lock():
-            if self._read(sb.id) is not None:
-                self._write(sb)
+            # Only for the sandbox the record holds now: ``sb`` may be a record read before
+            # that sandbox was stopped and another started under its id (a graded run starts
+            # the learner's sandbox afresh while their dashboard looks at it). Serving the
+            # old ports, and writing the old record back over the new one, would send the
+            # new sandbox's traffic and config to ports nothing listens on.
+            current = self._read(sb.id)
+            if current is None or current.created_at != sb.created_at:
+                return
+            if self._gateway_alive(current):  # another process started it meanwhile
+                sb.pids["gateway"] = current.pids["gateway"]
+                sb.pid_starts["gateway"] = current.pid_starts.get("gateway")
+                return
+            argv = [self.python, "-m", "labs.sandbox.containers", "gateway", "--host",
+                    self.host, "--dir", f"{sb.log_dir}/sock"]
+            for key, port in sb.ports.items():
+                argv += ["--map", f"{port}={key}"]
+            proc = procs.spawn(argv, Path(sb.log_dir) / "gateway.log",
+                               cwd=Path(__file__).resolve().parents[2], env=dict(os.environ))
+            ticks = procs.start_ticks(proc.pid)
+            sb.pids["gateway"], sb.pid_starts["gateway"] = proc.pid, ticks
+            current.pids["gateway"], current.pid_starts["gateway"] = proc.pid, ticks
+            self._write(current)
 
     # -- ready, parts ----------------------------------------------------------------------
 
