@@ -399,6 +399,13 @@ class ContainerDriver:
         problems = topology.validate(placed)
         if problems:
             raise SandboxError("the proxy refuses this config:\n  " + "\n  ".join(problems))
+        longest = max([*inner, "control"], key=len)
+        sock = self.dir / sandbox_id / "sock" / f"{longest}.sock"
+        if len(os.fsencode(sock)) > 107:  # sun_path: 108 bytes with its NUL
+            raise SandboxError(f"the state directory {self.state_dir} is too deep for a "
+                               f"container sandbox's Unix sockets ({sock} is "
+                               f"{len(os.fsencode(sock))} bytes, 107 at most): give a "
+                               "shorter one (LBLAB_STATE_DIR)")
         if not self.engine.image_exists(self.image):
             raise SandboxError(f"the sandbox image {self.image} is not on the engine: build it "
                                "with ./lab images")

@@ -7,8 +7,11 @@ watchdog, a crash (kill_part) seen as a death, a backend and the proxy started a
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +21,7 @@ from labs.framework.watchdog import PartWatch
 from labs.sandbox.containers import LABEL, ContainerDriver
 
 PORTS = (31900, 31999)  # the gateways' loopback ports (tests pick within their own block)
-SANDBOX = "lab-l4-containers"
+SANDBOX = "lab-l4c"
 
 
 def healthz(url: str) -> int | None:
@@ -32,8 +35,17 @@ def healthz(url: str) -> int | None:
 
 
 @pytest.fixture
-def driver(engine, tmp_path):
-    drv = ContainerDriver(state_dir=tmp_path, port_range=PORTS, docker_host=engine.host,
+def state(engine):
+    # Short: a sandbox's control socket lives under it, and a Unix socket's path may be
+    # 107 bytes at most (pytest's tmp_path grows with every session's number).
+    path = Path(tempfile.mkdtemp(prefix="lblab-lr-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def driver(engine, state):
+    drv = ContainerDriver(state_dir=state, port_range=PORTS, docker_host=engine.host,
                           start_timeout=60)
     yield drv
     for sb in drv.list():
@@ -45,11 +57,11 @@ def sandbox_containers(engine) -> list[str]:
 
 
 @pytest.mark.timeout(600)
-def test_a_lab_run_on_containers_is_graded_as_on_processes(engine, driver, tmp_path):
+def test_a_lab_run_on_containers_is_graded_as_on_processes(engine, driver, state):
     lab = registry.get("l4-path-routing")
 
     start = run_lab(lab, lab.topology_text(), RunOptions(
-        state_dir=tmp_path, sandbox_id=SANDBOX, driver=driver, label="start"))
+        state_dir=state, sandbox_id=SANDBOX, driver=driver, label="start"))
     assert start.result.graded and not start.result.passed, start.result.headline
     assert start.sandbox["placement"]["driver"] == "containers"
     assert start.recording.stats.get("requests", 0) > 0  # the traffic went through
@@ -57,7 +69,7 @@ def test_a_lab_run_on_containers_is_graded_as_on_processes(engine, driver, tmp_p
     assert sandbox_containers(engine) == [] and driver.list() == []  # a throwaway's run: gone
 
     fix = run_lab(lab, lab.solution_text(), RunOptions(
-        state_dir=tmp_path, sandbox_id=SANDBOX, driver=driver, label="solution",
+        state_dir=state, sandbox_id=SANDBOX, driver=driver, label="solution",
         keep_sandbox=True))
     assert fix.result.passed, fix.result.headline + "\n" + "\n".join(fix.result.evidence)
     assert fix.sandbox["pss_bytes"]["total"] > 0  # the container's memory, from the engine

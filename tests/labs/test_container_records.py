@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labs.sandbox import procs
+from labs.sandbox import SandboxError, procs
 from labs.sandbox.containers import ContainerDriver, ContainerSandbox
 
 
@@ -76,3 +76,11 @@ def test_the_current_record_gets_one_gateway_whoever_asks_first(driver):
         current = driver.get("lab-same")
         procs.stop_groups([(current.pids["gateway"], current.pid_starts.get("gateway"))],
                           2.0, [])
+
+
+def test_a_state_directory_too_deep_for_unix_sockets_is_refused_saying_so(tmp_path):
+    deep = tmp_path / ("d" * 90)
+    driver = ContainerDriver(state_dir=deep, port_range=(31800, 31899))
+    with pytest.raises(SandboxError, match=r"too deep for a container sandbox's Unix sockets "
+                                           r"\(.*control\.sock is \d+ bytes, 107 at most\)"):
+        driver.create("lab-deep", backends=1)
