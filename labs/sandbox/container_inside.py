@@ -14,7 +14,9 @@ soon as every relayed port accepts a connection in the container's own namespace
 every 10 ms on loopback, where a refusal costs microseconds), or says which do not and
 which children exited. The site then makes one request through its gateway to check the whole path.
 
-What a graded run asks besides (labs/framework/runner.py through the driver): ``states``,
+What the site asks besides: ``listening``, the ports something listens on (read from the
+kernel, never by connecting: a learner's listener records every connection). What a graded
+run asks (labs/framework/runner.py through the driver): ``states``,
 each part's pid in the container's PID namespace and whether it runs (the run's watchdog
 tells a planned restart from a death with them), and ``kill PART``, SIGKILL to one part (a
 crash fault). The toy backends are forked by one preloaded parent, which prints their pids
@@ -213,6 +215,8 @@ class Serve:
                 answer = {p: c.poll() is None for p, c in self.children.items()}
             elif line == ["states"]:
                 answer = self.states()
+            elif line == ["listening"]:
+                answer = {"ports": sorted(listening())}
             elif line[:1] == ["kill"] and len(line) == 2:
                 await asyncio.get_running_loop().run_in_executor(None, self.kill, line[1])
                 answer = {"ok": True}
@@ -220,7 +224,7 @@ class Serve:
                 answer = await self.ready(float(line[1]))
             else:
                 answer = {"error": f"unknown command {' '.join(line)!r} "
-                                   "(restart PART | kill PART | parts | states | ready SECONDS)"}
+                                   "(restart PART | kill PART | parts | states | listening | ready SECONDS)"}
         except ValueError as exc:
             answer = {"error": str(exc)}
         writer.write(json.dumps(answer).encode() + b"\n")
@@ -249,6 +253,20 @@ class Serve:
             server.close()
         for proc in self.children.values():
             self._stop(proc)
+
+
+def listening() -> set[int]:
+    """The TCP ports something listens on in this namespace, read from the kernel's table
+    without connecting: a connection to a learner's listener would be traffic their proxy
+    records (and a graded run would take it for its own)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == LISTEN:
+                    ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
 
 
 def _running(pid: int) -> bool:

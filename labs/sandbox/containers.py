@@ -551,9 +551,15 @@ class ContainerDriver:
             status, why = procs.http_status(sb.host, sb.ports["admin"], "/healthz", timeout)
             if status != 200:
                 return False, f"the admin API ({sb.admin_url}) does not answer: {status or why}"
-            status, why = procs.http_status(sb.host, sb.ports["proxy"], "/health/live", timeout)
-            if not status:
-                return False, f"its listener {sb.proxy_url} does not answer: {why}"
+            # Its listener, asked of the container's serve, not connected to: the proxy
+            # records every connection, and the site asks often (a dashboard's part status)
+            # while a graded run takes the first connection it sees for its traffic's start.
+            try:
+                bound = self.control(sb.id, "listening", timeout)["ports"]
+            except (SandboxError, KeyError) as exc:
+                return False, f"its container does not say what listens ({exc})"
+            if sb.ports["proxy"] not in bound:
+                return False, f"nothing listens on its listener {sb.proxy_url}"
             return True, f"container {self._container(sb)}, listening on {sb.proxy_url}"
         status, why = procs.http_status(sb.host, sb.ports[part], "/health/live", timeout)
         if status != 200:
