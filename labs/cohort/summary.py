@@ -23,10 +23,13 @@ class RunResult:
     sandbox_start_s: float | None = None  # the run's sandbox, as its driver measured it
     sandbox_mem_mb: float | None = None  # the run's sandbox (PSS of its processes)
     driver: str | None = None  # where its sandbox ran (labs/framework/placement.py)
+    requests: int | None = None  # what its traffic got answered (None: not known)
 
     @property
     def as_expected(self) -> bool:
-        return self.state == "done" and self.passed is self.expected_pass
+        # A verdict on no traffic at all is no verdict (a starting config "fails" then too).
+        return (self.state == "done" and self.passed is self.expected_pass
+                and self.requests != 0)
 
 
 @dataclass

@@ -42,6 +42,9 @@ def test_a_run_is_as_expected_only_when_it_finished_with_the_wanted_verdict():
     assert not RunResult("fix", True, passed=None, state="done").as_expected  # not graded
     assert not RunResult("fix", True, passed=True, state="failed").as_expected
     assert not RunResult("fix", True).as_expected  # never started
+    # A verdict on no traffic is no verdict, even the starting config's expected fail.
+    assert not RunResult("start", False, passed=False, state="done", requests=0).as_expected
+    assert RunResult("start", False, passed=False, state="done", requests=120).as_expected
 
 
 def test_summary_counts_runs_verdicts_errors_and_times():
