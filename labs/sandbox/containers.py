@@ -568,8 +568,23 @@ class ContainerDriver:
 
     def _exited(self, sb: Sandbox) -> SandboxStartError | None:
         running, why = self._state(sb)
-        return None if running else SandboxStartError(sb.id, "container", why,
-                                                      Path(sb.log_dir) / "serve.log")
+        if running:
+            return None
+        self._save_logs(sb)
+        return SandboxStartError(sb.id, "container", why, Path(sb.log_dir) / "serve.log")
+
+    def _save_logs(self, sb: Sandbox) -> None:
+        """What the container printed before it ended (a traceback of ``serve``), into
+        serve.log, where a start error points: the container is removed right after."""
+        try:
+            _, raw = self.engine.call(
+                "GET", f"/containers/{quote(container_name(sb.id))}/logs?stdout=1&stderr=1"
+                "&tail=40")
+        except EngineError:
+            return
+        text = demux(raw)
+        if text and Path(sb.log_dir).is_dir():
+            (Path(sb.log_dir) / "serve.log").write_text(text)
 
     def _wait_ready(self, sb: Sandbox, timeout: float) -> None:
         """Ready when the container's own ``serve`` says every part listens (it watches
