@@ -33,6 +33,7 @@ Environment:
                           | nobody (default anyone; staff in public mode)
     LBLAB_SANDBOX_PORTS   the ports sandboxes get (default 20000-29999)
     LBLAB_SANDBOX_DRIVER  processes (default) | containers | swarm
+    LBLAB_LABS_FALLBACK   a graded lab that driver cannot serve: processes (default) | refuse
     LBLAB_SANDBOX_MEMORY_MB, _CPU_WEIGHT, _OPEN_FILES, _PROCESSES: per-sandbox OS limits
                           (512, 100, 1024, 64); LBLAB_SANDBOX_NO_LIMITS=1 turns them off
     LBLAB_RATE_SESSIONS, LBLAB_RATE_STARTS  per client address, e.g. 30/hour, or off
@@ -258,6 +259,11 @@ if LBLAB_DEFAULT_SANDBOX_WRITERS not in ("anyone", "staff", "nobody"):
 # Which driver runs learners' sandboxes (labs/sandbox/drivers.py): processes | containers |
 # swarm.
 LBLAB_SANDBOX_DRIVER = os.environ.get("LBLAB_SANDBOX_DRIVER", "processes").strip()
+# A graded lab the driver cannot serve (labs/framework/placement.py): processes | refuse.
+LBLAB_LABS_FALLBACK = os.environ.get("LBLAB_LABS_FALLBACK", "processes").strip()
+if LBLAB_LABS_FALLBACK not in ("processes", "refuse"):
+    raise ImproperlyConfigured(f"LBLAB_LABS_FALLBACK={LBLAB_LABS_FALLBACK!r}: use processes "
+                               "or refuse")
 # The ports sandboxes are given (below Linux's ephemeral range by default).
 LBLAB_SANDBOX_PORTS = env_range("LBLAB_SANDBOX_PORTS", (20000, 29999))
 # Per-sandbox OS limits (labs/sandbox/limits.py): cgroups when possible, rlimits otherwise.

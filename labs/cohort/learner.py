@@ -258,10 +258,14 @@ class Learner:
         run.sandbox_start_s = sandbox.get("start_seconds")
         pss = (sandbox.get("pss_bytes") or {}).get("total")
         run.sandbox_mem_mb = pss / 1e6 if pss else None
+        run.driver = (sandbox.get("placement") or {}).get("driver")
+        if run.state == "done":
+            run.requests = int((result.get("stats") or {}).get("requests") or 0)
         if not run.as_expected:
+            traffic = " (its traffic got no answer at all)" if run.requests == 0 else ""
             self.result.errors.append(
                 f"the {label} run: {run.state}, passed={run.passed} (wanted "
-                f"{'a pass' if expected_pass else 'a fail'}): {status.get('message')}")
+                f"{'a pass' if expected_pass else 'a fail'}){traffic}: {status.get('message')}")
         return run
 
     # -- the whole path -----------------------------------------------------------------

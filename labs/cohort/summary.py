@@ -7,6 +7,7 @@ into the one JSON object ``./lab cohort`` prints last, and ``table`` into the li
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -21,10 +22,14 @@ class RunResult:
     seconds: float | None = None  # from the POST that started it to the poll that saw it end
     sandbox_start_s: float | None = None  # the run's sandbox, as its driver measured it
     sandbox_mem_mb: float | None = None  # the run's sandbox (PSS of its processes)
+    driver: str | None = None  # where its sandbox ran (labs/framework/placement.py)
+    requests: int | None = None  # what its traffic got answered (None: not known)
 
     @property
     def as_expected(self) -> bool:
-        return self.state == "done" and self.passed is self.expected_pass
+        # A verdict on no traffic at all is no verdict (a starting config "fails" then too).
+        return (self.state == "done" and self.passed is self.expected_pass
+                and self.requests != 0)
 
 
 @dataclass
@@ -89,6 +94,9 @@ def summarize(engine: str, learners: list[LearnerResult], *, sandbox_mem_mb: lis
         "lab_sandbox_start_p95_s": _r(percentile(lab_starts, 95)),
         "sandbox_mem_mb": _r(_median(list(sandbox_mem_mb)), 1),
         "lab_sandbox_mem_mb": _r(_median(lab_mems), 1),
+        # Where the graded runs' sandboxes ran: {driver: runs} (a container deployment's
+        # runs are containers unless the lab needs processes).
+        "lab_runs_on": dict(Counter(run.driver for run in runs if run.driver)),
         "join_p95_s": _r(percentile([x.join_s for x in learners if x.join_s is not None], 95)),
         "dashboard_live_p95_s": _r(percentile(
             [x.dashboard_live_s for x in learners if x.dashboard_live_s is not None], 95)),

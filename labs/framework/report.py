@@ -110,7 +110,7 @@ who ended the request (C client, S server, P proxy; -- is a clean finish), its s
 phase (R reading the request, Q picking a backend, C connecting, H waiting for the response
 head, D sending the body). Every code is in the error contract, docs/errors.md.</p>
 <h2>Measured</h2><table>{metrics}</table>
-<p>Traffic: {_e(locust)}. Sandbox {_e(sandbox.get('id', ''))}: started in
+<p>Traffic: {_e(locust)}. Sandbox {_e(sandbox.get('id', ''))}{_e(_where(sandbox))}: started in
 {_e(fmt_seconds(sandbox.get('start_seconds') or 0))}, memory (PSS) {_e(_mb(pss))}.</p>
 <h2>Timeline</h2><table><tr><th>when</th><th>kind</th><th>what</th></tr>{timeline}</table>
 <h2>Config tried</h2><pre>{_e(doc_text)}</pre>
@@ -122,6 +122,16 @@ head, D sending the body). Every code is in the error contract, docs/errors.md.<
 
 def _mb(n) -> str:
     return f"{n / 1e6:.0f} MB" if n else "?"
+
+
+def _where(sandbox: dict) -> str:
+    """Where the run's sandbox ran, as " (containers)" or " (processes: why)"."""
+    placed = sandbox.get("placement")
+    if not placed:
+        return ""
+    if placed.get("driver") != placed.get("site_driver"):
+        return f" ({placed.get('driver')}: {placed.get('message')})"
+    return f" ({placed.get('driver')})"
 
 
 def svg_chart(chart: dict, scale: TimeScale, width: int = 900, height: int = 300) -> str:

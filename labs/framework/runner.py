@@ -9,11 +9,15 @@ Theory of operation
    the names the sandbox can serve (listeners and backends of this lab). Problems raise
    `RunRefused` before anything starts.
 2. **Sandbox**: the learner's own (``options.sandbox_id``) or a throwaway one, always
-   started afresh from the lab's *starting topology* (SandboxService.create: one proxy and
+   started afresh from the lab's *starting topology* (the driver's create: one proxy and
    its toy backends on their own ports; ~1 s), so no health state, sticky table or
    ejection of an earlier run leaks into this measurement. The service's cap
    (``max_sandboxes``) refuses a run when the machine is full. A lab may swap a toy
    backend for another app (gunicorn, lab 14) or put sessions in Redis.
+   Where: ``options.driver``, the site's driver (labs/services/sandboxes.py builds it from
+   the settings: processes, containers, swarm), or local processes of this run's own
+   (``SandboxService``) when none is given. A lab that driver cannot serve falls back to
+   processes or is refused (placement.py); the run record says where it ran and why.
 3. **Record**: the proxy's event stream is opened before anything changes.
 4. **Apply** the learner's config through the admin API (``PUT /config``), with this
    sandbox's addresses put in; then wait until the pool is ready (every active backend
@@ -54,6 +58,7 @@ import yaml
 from labs.sandbox import addresses
 from labs.sandbox.limits import Limits
 from labs.sandbox.admin_client import AdminClient, AdminError, BackendControl
+from labs.framework import placement as placements
 from labs.framework import services
 from labs.framework.definition import (Lab, check_config, check_settings,
                                        settings_with_defaults, split_document)
@@ -96,6 +101,12 @@ class RunOptions:
     run_id: str | None = None
     progress: Callable[[dict], None] | None = None
     label: str = "config"  # "start", "solution", "config": for reports
+    # The site's sandbox driver (labs/sandbox/drivers.py, as labs/services/sandboxes.py
+    # builds it); None: local processes, a SandboxService of this run's own.
+    driver: Any = None
+    # A lab that driver cannot serve (placement.py): "processes" (run it there, saying so)
+    # or "refuse".
+    fallback: str = "processes"
 
 
 @dataclass
@@ -194,9 +205,13 @@ def _files(node: Any, path: str) -> list[tuple[str, str]]:
     return errors
 
 
-def place(config: dict, sb, inner_host: str, part: str = "proxy") -> dict:
+def place(config: dict, sb, inner_host: str, part: str = "proxy",
+          listen_host: str | None = None) -> dict:
     """The config with this sandbox's addresses (listeners by name, backends by name), for
-    its proxy ``part`` ("proxy", or one of a several-balancer sandbox's others)."""
+    its proxy ``part`` ("proxy", or one of a several-balancer sandbox's others).
+    ``listen_host``: where the listeners bind when that is not the host of the record's
+    URLs (a container driver's ``listen_host``: a swarm sandbox on another node is
+    reached on that node's address, which its own namespace does not have)."""
     from labs.sandbox.procs import connect_host
 
     out = copy.deepcopy(config)
@@ -208,6 +223,8 @@ def place(config: dict, sb, inner_host: str, part: str = "proxy") -> dict:
     for name, listener in (out.get("listeners") or {}).items():
         url = listeners[name]
         host_port = url.split("://", 1)[1]
+        if listen_host:
+            host_port = f"{listen_host}:{host_port.rpartition(':')[2]}"
         listener["bind"] = host_port
     for pool in (out.get("pools") or {}).values():
         for backend in (pool or {}).get("backends") or []:
@@ -228,8 +245,8 @@ class _Run:
         self.run_id = options.run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         self.run_dir = Path(options.run_dir or self.state_dir / "labruns" / self.run_id)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.service = SandboxService(self.state_dir, max_sandboxes=options.max_sandboxes,
-                                      start_timeout=30.0, limits=Limits.from_env())
+        self.service = None  # the driver, once placed (place_sandbox)
+        self.placement: placements.Placement | None = None
         self.sandbox_id = options.sandbox_id or f"lab-{lab.slug[:24]}-{secrets.token_hex(3)}"
         self.sb = None
         self.admin: AdminClient | None = None
@@ -276,8 +293,30 @@ class _Run:
 
     # -- steps -------------------------------------------------------------------------
 
+    def place_sandbox(self) -> None:
+        """Choose the driver (placement.py): the site's, unless the lab needs processes."""
+        site = self.options.driver.name if self.options.driver is not None \
+            else placements.PROCESSES
+        self.placement = placements.decide(self.spec, self.settings, self.config, site,
+                                           self.options.fallback)
+        if self.placement.refused:
+            raise RunRefused([("", self.placement.message())], self.placement.message(),
+                             status=409)
+        if self.placement.driver == placements.PROCESSES:
+            self.service = SandboxService(self.state_dir, max_sandboxes=self.options.max_sandboxes,
+                                          start_timeout=30.0, limits=Limits.from_env())
+        else:
+            self.service = self.options.driver
+        if self.placement.fell_back:
+            # The site's pages and reaper see the site's driver's sandboxes only: a process
+            # sandbox left running would be nobody's to watch or stop.
+            self.options.keep_sandbox = False
+            self.notes.append(self.placement.message())
+
     def start_sandbox(self) -> None:
-        self.progress("sandbox", f"starting sandbox {self.sandbox_id}", 0.02)
+        self.place_sandbox()
+        self.progress("sandbox", f"starting sandbox {self.sandbox_id} "
+                      f"({self.placement.driver})", 0.02)
         try:
             self.service.stop(self.sandbox_id, grace=2.0)
         except SandboxNotFound:
@@ -289,11 +328,16 @@ class _Run:
         topology, _ = split_document(self.lab.topology)
         if self.spec.sandbox.pki:
             self.pki_dir = services.ensure_pki(self.spec.sandbox.pki)
+        # Only what a lab uses: a container driver takes no extra proxies or floating ports
+        # (placement.py keeps such labs on processes).
+        extra = {k: v for k, v in (("extra_proxies", self.lab.proxy_names[1:]),
+                                   ("floating", self.spec.sandbox.floating),
+                                   ("redis_url", redis_url)) if v}
+        if self.placement.driver != placements.PROCESSES:
+            extra["timeout"] = 60.0  # a container's start is CPU under its cap: a busy host
         try:
             self.sb = self.service.create(self.sandbox_id, backends=self.lab.backend_names,
-                                          config=topology, redis_url=redis_url,
-                                          extra_proxies=self.lab.proxy_names[1:],
-                                          floating=self.spec.sandbox.floating)
+                                          config=topology, **extra)
         except SandboxLimit as exc:
             raise RunRefused([("", str(exc))], f"the lab host is full: {exc}",
                              status=503) from None
@@ -325,10 +369,12 @@ class _Run:
 
     def placed_for(self, proxy: str) -> dict:
         """The learner's config with the addresses of the lab's balancer ``proxy``."""
-        return place(self.config, self.sb, self.sb.inner_host, self.part_of(proxy))
+        return place(self.config, self.sb, self.sb.inner_host, self.part_of(proxy),
+                     getattr(self.service, "listen_host", None))
     def apply_config(self) -> None:
         self.progress("config", "applying your config through the admin API", 0.1)
-        placed = place(self.config, self.sb, self.sb.inner_host)
+        placed = place(self.config, self.sb, self.sb.inner_host,
+                       listen_host=getattr(self.service, "listen_host", None))
         outside = addresses.check_config(placed, self.sb)  # the address rule (issue 12)
         if outside:
             raise RunRefused([(e["path"], e["message"]) for e in outside],
@@ -562,8 +608,7 @@ class _Run:
         try:
             self.service.restart_proxy(self.sandbox_id, wait=True, part=part)
         finally:
-            current = self.service.get(self.sandbox_id)
-            self.watch.settled(part, current.pids.get(part))
+            self.watch.settled(part, self._part_id(part))
         self.admins[proxy].put_config(self.placed_for(proxy))
         self.recorder.reopen(proxy)
         self.mark("fault", f"{proxy}: up again with your config", label=f"{proxy} up",
@@ -667,16 +712,20 @@ class _Run:
         try:
             self.service.restart_backend(self.sandbox_id, name, wait=True)
         finally:
-            try:
-                current = self.service.get(self.sandbox_id)
-            except SandboxError:
-                current = None
-            self.watch.settled(name, current.pids.get(name) if current else None)
+            self.watch.settled(name, self._part_id(name))
 
     # -- the watchdog ----------------------------------------------------------------------
 
+    def _part_id(self, part: str) -> int | None:
+        """The part's process id now (None: not known, or the sandbox is gone)."""
+        try:
+            return self.service.part_states(self.sandbox_id).get(part, (None, False))[0]
+        except SandboxError:
+            return None
+
     def _start_watchdog(self) -> None:
-        self.watch = PartWatch(dict(self.service.get(self.sandbox_id).pids))
+        states = self.service.part_states(self.sandbox_id)
+        self.watch = PartWatch({part: pid for part, (pid, _) in states.items()})
         th = threading.Thread(target=self._watchdog, name="lab-watchdog", daemon=True)
         th.start()
         self._threads.append(th)
@@ -687,11 +736,10 @@ class _Run:
 
     def _check_parts(self) -> None:
         try:
-            sb = self.service.get(self.sandbox_id)
+            parts = self.service.part_states(self.sandbox_id)
         except SandboxError as exc:
             self._broke("sandbox", f"the sandbox's record is gone ({exc})")
             return
-        parts = {p: (sb.pids.get(p), sb.alive(p)) for p in sb.part_names}
         for death in self.watch.check(self.lab_t(), parts):
             self._broke(death["part"], death["what"], death["t"])
 
@@ -882,11 +930,15 @@ class _Run:
     def sandbox_figures(self) -> dict:
         sb = self.service.get(self.sandbox_id)
         try:
-            pss, rss = sb.measure("pss"), sb.measure("rss")
+            pss = self.service.measure(self.sandbox_id, "pss")
+            # A container's engine gives one figure for both (and takes a second to).
+            rss = (self.service.measure(self.sandbox_id, "rss")
+                   if self.placement.driver == placements.PROCESSES else pss)
         except Exception:  # measuring is best effort (a part may have just died)
             pss = rss = {}
         return {"id": sb.id, "start_seconds": sb.start_seconds, "pss_bytes": pss,
-                "rss_bytes": rss, "parts": len(sb.part_names)}
+                "rss_bytes": rss, "parts": len(sb.part_names),
+                "placement": self.placement.to_json()}
 
     def cleanup(self) -> None:
         self._stop.set()
@@ -896,6 +948,8 @@ class _Run:
             self.recorder.stop()
         for th in self._threads:
             th.join(timeout=8)
+        if self.service is None:  # refused before anything was started
+            return
         if not self.options.keep_sandbox:
             try:
                 self.service.stop(self.sandbox_id, grace=2.0)

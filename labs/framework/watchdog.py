@@ -5,7 +5,9 @@ Theory of operation
 A grader reads the proxy's events. If the proxy dies mid-run the events simply stop, and
 "0 requests failed" would look like a pass; if a toy backend dies for a reason the lab did
 not plan, the failures it causes are not the ones the lab is about. So while the traffic
-runs, the runner polls the sandbox's record (each part's pid and whether it still runs)
+runs, the runner polls the sandbox's driver (``part_states``: each part's pid and whether
+it still runs; a host pid for the process driver, a pid in the container's own namespace
+asked of its ``serve`` for the container and swarm drivers, labs/sandbox/drivers.py)
 and feeds it to a `PartWatch`, which turns what changed into deaths: a part whose process
 is gone, or whose pid changed (a supervisor started it again), is a death at that lab
 second, unless the lab itself is stopping or starting that part right then (a planned

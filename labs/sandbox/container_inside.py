@@ -13,6 +13,14 @@ Readiness without probing from outside: ``ready SECONDS`` on ``control.sock`` an
 soon as every relayed port accepts a connection in the container's own namespace (tried
 every 10 ms on loopback, where a refusal costs microseconds), or says which do not and
 which children exited. The site then makes one request through its gateway to check the whole path.
+
+What the site asks besides: ``listening``, the ports something listens on (read from the
+kernel, never by connecting: a learner's listener records every connection). What a graded
+run asks (labs/framework/runner.py through the driver): ``states``,
+each part's pid in the container's PID namespace and whether it runs (the run's watchdog
+tells a planned restart from a death with them), and ``kill PART``, SIGKILL to one part (a
+crash fault). The toy backends are forked by one preloaded parent, which prints their pids
+on its stdout once (labs/backend/preload.py): read here, so each backend is its own part.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,12 +54,27 @@ class Serve:
         self.root = root
         self.sock_dir = root / "sock"
         self.children: dict[str, subprocess.Popen] = {}
+        self.forked: dict[str, int] = {}  # backend -> pid, as the preloaded parent forked it
 
-    def _spawn(self, part: str, argv: list[str]) -> None:
+    def _spawn(self, part: str, argv: list[str], pids_on_stdout: bool = False) -> None:
         log = open(self.root / f"{part}.log", "ab")
-        self.children[part] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True, cwd="/app")
+        self.children[part] = subprocess.Popen(
+            argv, stdout=subprocess.PIPE if pids_on_stdout else log, stderr=log,
+            start_new_session=True, cwd="/app")
         log.close()
+        if pids_on_stdout:
+            threading.Thread(target=self._read_forked, args=(self.children[part],),
+                             daemon=True).start()
+
+    def _read_forked(self, proc: subprocess.Popen) -> None:
+        """The preloaded parent's one line {"pids": [...]}, in the order of the backends."""
+        with proc.stdout:
+            line = proc.stdout.readline()
+        try:
+            pids = json.loads(line)["pids"]
+        except (ValueError, KeyError, TypeError):
+            return  # it failed before forking: its log says why; the backends are down
+        self.forked = dict(zip(self.spec["backends"], pids))
 
     @property
     def commands(self) -> dict:
@@ -63,7 +87,7 @@ class Serve:
         return self.spec["commands"]
 
     def start_all(self) -> None:
-        self._spawn("backends", self.commands["backends"])
+        self._spawn("backends", self.commands["backends"], pids_on_stdout=True)
         self._spawn("proxy", self.commands["proxy"])
 
     def restart(self, part: str) -> None:
@@ -74,10 +98,51 @@ class Serve:
             self._stop(self.children.pop("proxy", None))
             self._spawn("proxy", self.commands["proxy"])
             return
-        # A backend forked by the preloaded parent: find it by the port it listens on.
-        self._kill_listener(port)
+        # A backend forked by the preloaded parent: by its pid, or by the port it listens on.
+        pid, running = self.state(part)
+        if running and part not in self.children:
+            self._kill_group(pid)
+        else:
+            self._kill_listener(port)
         self._stop(self.children.pop(part, None))
         self._spawn(part, self.commands["backend"][part])
+
+    def state(self, part: str) -> tuple[int | None, bool]:
+        """(pid, running) of a part: the proxy, or a backend (restarted alone: our child;
+        else the process the preloaded parent forked for it)."""
+        if part in self.children:
+            child = self.children[part]
+            return child.pid, child.poll() is None
+        if part not in self.spec["backends"]:
+            raise ValueError(f"no part {part!r}")
+        pid = self.forked.get(part)
+        if pid is None:  # its pids not read yet: the parent stands for its children
+            parent = self.children.get("backends")
+            return None, parent is not None and parent.poll() is None
+        return pid, _running(pid)
+
+    def states(self) -> dict:
+        return {part: dict(zip(("pid", "running"), self.state(part)))
+                for part in ["proxy", *self.spec["backends"]]}
+
+    def kill(self, part: str) -> None:
+        """SIGKILL the part's process group (a crash: no goodbye), and wait until it is
+        gone, so that ``states`` says so at once."""
+        pid, running = self.state(part)
+        if not running or pid is None:
+            return
+        self._kill_group(pid)
+        child = self.children.get(part)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            if (child.poll() is not None) if child is not None else not _running(pid):
+                return
+            time.sleep(0.01)
+
+    @staticmethod
+    def _kill_group(pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
     @staticmethod
     def _kill_listener(port: int) -> None:
@@ -148,11 +213,18 @@ class Serve:
                 answer = {"ok": True}
             elif line == ["parts"]:
                 answer = {p: c.poll() is None for p, c in self.children.items()}
+            elif line == ["states"]:
+                answer = self.states()
+            elif line == ["listening"]:
+                answer = {"ports": sorted(listening())}
+            elif line[:1] == ["kill"] and len(line) == 2:
+                await asyncio.get_running_loop().run_in_executor(None, self.kill, line[1])
+                answer = {"ok": True}
             elif line[:1] == ["ready"] and len(line) == 2:
                 answer = await self.ready(float(line[1]))
             else:
                 answer = {"error": f"unknown command {' '.join(line)!r} "
-                                   "(restart PART | parts | ready SECONDS)"}
+                                   "(restart PART | kill PART | parts | states | listening | ready SECONDS)"}
         except ValueError as exc:
             answer = {"error": str(exc)}
         writer.write(json.dumps(answer).encode() + b"\n")
@@ -181,6 +253,29 @@ class Serve:
             server.close()
         for proc in self.children.values():
             self._stop(proc)
+
+
+def listening() -> set[int]:
+    """The TCP ports something listens on in this namespace, read from the kernel's table
+    without connecting: a connection to a learner's listener would be traffic their proxy
+    records (and a graded run would take it for its own)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == LISTEN:
+                    ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
+
+
+def _running(pid: int) -> bool:
+    """The process runs (a zombie, dead but not reaped yet by its parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -8,6 +8,9 @@ swarm with room (labs/sandbox/swarm.py). A driver is any object with the methods
 below, returning ``Sandbox`` records (service.py) whose URLs the site can reach; it raises
 the errors of service.py (SandboxNotFound, SandboxExists, SandboxLimit, PortInUse,
 SandboxStartError), which are ``Problem``s with a message that says what to change.
+A graded lab run uses the same driver as the site (labs/framework/runner.py,
+``RunOptions.driver``), so the protocol also has what a run does to a sandbox: kill a
+part, start its proxy again, each part's state for the run's watchdog, its memory.
 
 ``make_driver(name, **options)`` builds one by name; options every driver accepts:
 ``state_dir``, ``host``, ``max_sandboxes``, ``port_range``, ``limits`` (sandbox OS limits,
@@ -26,6 +29,7 @@ from labs.sandbox.service import Sandbox, SandboxError
 class Driver(Protocol):
     """What the learner-sandbox service needs from whatever runs sandboxes."""
 
+    name: str  # its key in DRIVERS: what a run record says it ran on
     max_sandboxes: int
 
     def create(self, sandbox_id: str | None = None, backends: int | list[str] = 4,
@@ -48,6 +52,22 @@ class Driver(Protocol):
     def stop(self, sandbox_id: str, grace: float = 5.0, keep_logs: bool = False) -> None: ...
 
     def reap_idle(self, max_idle_s: float) -> list[str]: ...
+
+    # What a graded lab run (labs/framework/runner.py) needs beyond the site's calls.
+
+    def restart_proxy(self, sandbox_id: str, wait: bool = True,
+                      part: str = "proxy") -> Sandbox: ...
+
+    def kill_part(self, sandbox_id: str, part: str) -> None:
+        """SIGKILL one part (a crash fault); it stays down until restarted."""
+
+    def part_states(self, sandbox_id: str) -> dict[str, "tuple[int | None, bool]"]:
+        """{part: (id, running)} for every part, in one look: the id (a pid, in whatever
+        PID namespace the part runs) changes when the part is started again, so the run's
+        watchdog (labs/framework/watchdog.py) tells a death from a planned restart."""
+
+    def measure(self, sandbox_id: str, kind: str = "rss") -> dict[str, int]:
+        """Memory in bytes: per part where the driver can tell, and "total"."""
 
 
 DRIVERS = {

@@ -226,6 +226,8 @@ class Sandbox:
 # ---------------------------------------------------------------- the service
 
 class SandboxService:
+    name = "processes"  # its name among the drivers (drivers.py)
+
     def __init__(self, state_dir: str | Path | None = None, host: str = "127.0.0.1",
                  max_sandboxes: int = 40, *, port_range: tuple[int, int] | None = None,
                  start_timeout: float = 20.0, die_with_parent: bool = False,
@@ -703,6 +705,15 @@ class SandboxService:
             if key == (sb.id, part):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(2.0)
+
+    def part_states(self, sandbox_id: str) -> dict[str, tuple[int | None, bool]]:
+        """{part: (pid, running)}: what a graded run's watchdog compares (watchdog.py)."""
+        sb = self.get(sandbox_id)
+        return {part: (sb.pids.get(part), sb.alive(part)) for part in sb.part_names}
+
+    def measure(self, sandbox_id: str, kind: str = "rss") -> dict[str, int]:
+        """Memory per part and "total", in bytes (``Sandbox.measure``)."""
+        return self.get(sandbox_id).measure(kind)
 
     def restart_part(self, sandbox_id: str, part: str, wait: bool = True) -> Sandbox:
         """Start one part again: ``"proxy"`` or a toy backend's name."""

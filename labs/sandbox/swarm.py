@@ -321,6 +321,8 @@ class SwarmSandbox(Sandbox):
 class SwarmDriver(ContainerDriver):
     """The swarm driver (see the module docstring); ``make_driver("swarm")``."""
 
+    name = "swarm"
+
     def __init__(self, *args, constraints: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.dir = self.state_dir / "swarm"
@@ -460,9 +462,9 @@ class SwarmDriver(ContainerDriver):
             raise SandboxError(f"sandbox {sb.id} has no running container")
         return cid
 
-    def measure(self, sandbox_id: str) -> dict[str, int]:
+    def measure(self, sandbox_id: str, kind: str = "rss") -> dict[str, int]:
         """Memory of the sandbox's container and of its gateway's, and both ("total"):
-        what one learner costs a node."""
+        what one learner costs a node (``kind``: as ContainerDriver.measure)."""
         sb = self.get(sandbox_id)
         own = self.engine.memory_bytes(self._container(sb))
         gateway = self.engine.memory_bytes(self._container(sb, gateway_name(sb.id)))

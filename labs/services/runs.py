@@ -64,6 +64,14 @@ def validate(slug: str, text: str) -> list[dict]:
     return []
 
 
+def placement_of(lab, text: str):
+    """Where a run of this (valid) document would run (labs/framework/placement.py)."""
+    from labs.framework.placement import decide
+
+    config, settings = check_document(lab, parse_document(text))
+    return decide(lab.spec, settings, config, sandboxes.driver_name(), sandboxes.lab_fallback())
+
+
 def _alive(run: LabRun) -> bool:
     return procs.pid_alive(run.pid, run.pid_start)
 
@@ -73,6 +81,9 @@ def start(learner: str, slug: str, text: str) -> LabRun:
     errors = validate(slug, text)
     if errors:
         raise RunError("the config has problems: nothing was started", errors)
+    where = placement_of(lab, text)
+    if where.refused:
+        raise RunError(where.message(), status=409)
     for other in LabRun.objects.filter(learner=learner, state__in=[LabRun.QUEUED,
                                                                    LabRun.RUNNING]):
         if _alive(other):
@@ -91,10 +102,13 @@ def start(learner: str, slug: str, text: str) -> LabRun:
     run_dir = runs_dir() / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "input.yaml").write_text(text, encoding="utf-8")
+    # The run's sandbox goes where the site's go (labs/framework/placement.py: unless the
+    # lab needs what that driver lacks).
     argv = [sys.executable, str(REPO_ROOT / "manage.py"), "labs", "run", slug,
             "--config", str(run_dir / "input.yaml"), "--json", "--run-dir", str(run_dir),
             "--run-id", run_id, "--sandbox", sandbox_id, "--keep",
-            "--state-dir", str(sandboxes.state_dir())]
+            "--state-dir", str(sandboxes.state_dir()),
+            "--driver", sandboxes.driver_name(), "--fallback", sandboxes.lab_fallback()]
     with open(run_dir / "cli.json", "wb") as out, open(run_dir / "cli.log", "ab") as err:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True,

@@ -75,14 +75,26 @@ def owns(learner_key: str | None, sandbox_id: str) -> bool:
     return bool(learner_key) and sandbox_id == sandbox_id_for(learner_key)
 
 
-def service(override: str | None = None) -> Driver:
-    """The driver, set up from the settings (every caller gets the same placement)."""
+def driver_name() -> str:
+    """The driver the site places sandboxes with (LBLAB_SANDBOX_DRIVER)."""
+    return getattr(settings, "LBLAB_SANDBOX_DRIVER", "processes")
+
+
+def lab_fallback() -> str:
+    """A graded lab the site's driver cannot serve (labs/framework/placement.py): run it
+    on processes ("processes", the default) or refuse it ("refuse"): LBLAB_LABS_FALLBACK."""
+    return getattr(settings, "LBLAB_LABS_FALLBACK", "processes")
+
+
+def service(override: str | None = None, driver: str | None = None) -> Driver:
+    """The driver, set up from the settings (every caller gets the same placement);
+    ``driver``: another one by name, with the same settings."""
     options = {"state_dir": state_dir(override), "max_sandboxes": max_sandboxes(),
                "port_range": port_range()}
     limits = os_limits()
     if limits is not None:
         options["limits"] = limits
-    return make_driver(getattr(settings, "LBLAB_SANDBOX_DRIVER", "processes"), **options)
+    return make_driver(driver or driver_name(), **options)
 
 
 # ---------------------------------------------------------------- the cap

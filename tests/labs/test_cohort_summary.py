@@ -11,13 +11,13 @@ from labs.cohort.summary import LearnerResult, RunResult, holds, percentile, sum
 
 
 def learner(name: str, start_s: float, fix_s: float, *, fix_passed: bool = True,
-            errors: list[str] | None = None) -> LearnerResult:
+            errors: list[str] | None = None, fix_driver: str = "containers") -> LearnerResult:
     return LearnerResult(
         name=name, join_s=0.1, sandbox_start_s=1.0, dashboard_live_s=0.5, ticks=40,
         runs=[RunResult("start", False, passed=False, state="done", seconds=start_s,
-                        sandbox_start_s=1.5, sandbox_mem_mb=80.0),
+                        sandbox_start_s=1.5, sandbox_mem_mb=80.0, driver="containers"),
               RunResult("fix", True, passed=fix_passed, state="done", seconds=fix_s,
-                        sandbox_start_s=2.5, sandbox_mem_mb=82.0)],
+                        sandbox_start_s=2.5, sandbox_mem_mb=82.0, driver=fix_driver)],
         errors=errors or [])
 
 
@@ -42,11 +42,15 @@ def test_a_run_is_as_expected_only_when_it_finished_with_the_wanted_verdict():
     assert not RunResult("fix", True, passed=None, state="done").as_expected  # not graded
     assert not RunResult("fix", True, passed=True, state="failed").as_expected
     assert not RunResult("fix", True).as_expected  # never started
+    # A verdict on no traffic is no verdict, even the starting config's expected fail.
+    assert not RunResult("start", False, passed=False, state="done", requests=0).as_expected
+    assert RunResult("start", False, passed=False, state="done", requests=120).as_expected
 
 
 def test_summary_counts_runs_verdicts_errors_and_times():
     learners = [learner("a", 10.0, 9.0), learner("b", 12.0, 30.0, fix_passed=False,
-                                                 errors=["the fix run: done, passed=False"])]
+                                                 errors=["the fix run: done, passed=False"],
+                                                 fix_driver="processes")]
     out = summarize("docker", learners, sandbox_mem_mb=[90.0, 88.0, 95.0], host=HOST,
                     errors=["deployment: slow"])
     assert out["engine"] == "docker" and out["learners"] == 2 and out["runs"] == 4
@@ -57,6 +61,7 @@ def test_summary_counts_runs_verdicts_errors_and_times():
     assert out["sandbox_start_p95_s"] == 1.0 and out["lab_sandbox_start_p95_s"] == 2.5
     assert out["sandbox_mem_mb"] == 90.0 and out["lab_sandbox_mem_mb"] == 80.0
     assert out["peak_host_mem_mb"] == 3000 and out["dashboards_live"] == 2
+    assert out["lab_runs_on"] == {"containers": 3, "processes": 1}  # where runs' sandboxes ran
     json.dumps(out)  # the last line of ./lab cohort: it must serialise as it is
     for key in ("engine", "learners", "runs", "graded_as_expected", "errors", "lab_p50_s",
                 "lab_p95_s", "sandbox_start_p95_s", "sandbox_mem_mb", "peak_host_mem_mb"):

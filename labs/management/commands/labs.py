@@ -38,6 +38,13 @@ class Command(BaseCommand):
         run.add_argument("--run-id", help="the run's id (default: time + random)")
         run.add_argument("--state-dir", help="sandboxes' state dir (default LBLAB_STATE_DIR)")
         run.add_argument("--report", help="also copy report.html and report.json here")
+        run.add_argument("--driver", choices=["processes", "containers", "swarm"],
+                         default="processes",
+                         help="where the sandbox runs (default processes; the site passes "
+                         "its own, LBLAB_SANDBOX_DRIVER)")
+        run.add_argument("--fallback", choices=["processes", "refuse"], default="processes",
+                         help="a lab that driver cannot serve: run it on processes (default) "
+                         "or refuse it")
         regrade = sub.add_parser("regrade", help="grade a recorded run again (with answers)")
         regrade.add_argument("run_dir")
         regrade.add_argument("--answers", help="YAML file: the answers (tracing labs)")
@@ -125,7 +132,8 @@ class Command(BaseCommand):
         options = RunOptions(state_dir=opts.get("state_dir"), sandbox_id=opts.get("sandbox"),
                              keep_sandbox=opts["keep"], run_dir=opts.get("run_dir"),
                              run_id=opts.get("run_id"), progress=progress, label=label,
-                             max_sandboxes=getattr(settings, "LBLAB_LABS_MAX_SANDBOXES", 30))
+                             max_sandboxes=getattr(settings, "LBLAB_LABS_MAX_SANDBOXES", 30),
+                             driver=_driver(opts), fallback=opts["fallback"])
         if not quiet:
             self.stderr.write(f"{lab.slug}: {lab.title} ({label}, time scale {lab.scale.label})")
         try:
@@ -168,9 +176,10 @@ class Command(BaseCommand):
             self.stdout.write(f"  {line}")
         sb = outcome.sandbox
         pss = (sb.get("pss_bytes") or {}).get("total")
-        self.stdout.write(f"  sandbox {sb.get('id')}: started in {sb.get('start_seconds')} s, "
-                          f"memory {pss / 1e6 if pss else 0:.0f} MB (PSS); run took "
-                          f"{outcome.seconds:.1f} s")
+        driver = (sb.get("placement") or {}).get("driver", "processes")
+        self.stdout.write(f"  sandbox {sb.get('id')} ({driver}): started in "
+                          f"{sb.get('start_seconds')} s, memory {pss / 1e6 if pss else 0:.0f} "
+                          f"MB (PSS); run took {outcome.seconds:.1f} s")
         self.stdout.write(f"  report: {outcome.run_dir / 'report.html'}")
 
     def do_regrade(self, opts):
@@ -243,6 +252,16 @@ class Command(BaseCommand):
 
         stopped = reap(opts.get("idle"), opts["all"], opts.get("state_dir"))
         self.stdout.write(f"stopped: {', '.join(stopped) or 'nothing'}")
+
+
+def _driver(opts):
+    """The sandbox driver ``--driver`` names, set up as the site sets it up; None for
+    processes (the runner's own SandboxService, as always)."""
+    if opts["driver"] == "processes":
+        return None
+    from labs.services.sandboxes import service
+
+    return service(opts.get("state_dir"), driver=opts["driver"])
 
 
 def _exit(result) -> int:

@@ -174,7 +174,10 @@
     const sb = res.sandbox || {};
     const pss = ((sb.pss_bytes || {}).total || 0) / 1e6;
     const figures = $('.figures', box);
-    figures.replaceChildren(`Your sandbox ${sb.id || ''} started in ${sb.start_seconds} s and uses ${pss.toFixed(0)} MB (PSS); locust saw ${(res.stats || {}).requests || 0} requests, p99 ${(res.stats || {}).p99} ms. `);
+    // Where it ran (labs/framework/placement.py): the site's driver, or processes and why.
+    const where = sb.placement ? ` (${sb.placement.driver === 'processes' ? 'local processes' : `a ${sb.placement.driver} sandbox`})` : '';
+    figures.replaceChildren(`Your sandbox ${sb.id || ''}${where} started in ${sb.start_seconds} s and uses ${pss.toFixed(0)} MB (PSS); locust saw ${(res.stats || {}).requests || 0} requests, p99 ${(res.stats || {}).p99} ms. `);
+    if (sb.placement && sb.placement.driver !== sb.placement.site_driver) figures.append(el('span', {class: 'placement'}, `${sb.placement.message}. `));
     if (sb.id) figures.append(el('a', {href: `/lab/${sb.id}/`, target: '_blank'}, 'Watch your sandbox live'), ' (it stays up for a while after the run).');
     const rep = $('.reports', box);
     rep.replaceChildren('Report: ', el('a', {href: `${base}/runs/${runId}/report.html`, target: '_blank'}, 'HTML'), ' · ',
