@@ -334,11 +334,13 @@ class SandboxService:
             if status != 200:
                 return False, (f"pid {pid} runs but the admin API at {admin_url} does not "
                                f"answer /healthz ({status or why})")
-            # A UDP main listener (udp://) accepts no connection to test; the admin API
-            # answering is what the proxy can show.
-            if not proxy_url.startswith("udp://") and \
-                    not procs.tcp_open(procs.connect_host(sb.host), ports["proxy"], timeout):
-                return False, f"pid {pid} runs but its listener {proxy_url} refuses connections"
+            # The listener is looked at, never connected to: a connection would be traffic
+            # the learner's proxy records (an L4 connection on their dashboard, every few
+            # seconds, and a graded run would take it for its traffic's start). Its port
+            # cannot be bound while it listens. A UDP main listener (udp://) has no listen
+            # state; the admin API answering is what the proxy can show.
+            if not proxy_url.startswith("udp://") and procs.port_free(sb.host, ports["proxy"]):
+                return False, f"pid {pid} runs but nothing listens on {proxy_url}"
             return True, f"pid {pid}, listening on {proxy_url}, admin {admin_url}"
         # The backend's HTTP face: its main port, or its control port when a lab runs it in
         # a mode whose main port speaks gRPC or UDP (labs/framework/services.py).

@@ -103,6 +103,25 @@ def test_create_get_parts_measure_stop(service, tmp_path):
         service.get("t1")
 
 
+def test_looking_at_the_parts_sends_nothing_through_the_learners_proxy(service):
+    """A dashboard asks for the parts' state every few seconds: an L4 listener must not see
+    those looks as connections (its learner would watch phantom clients; a graded run would
+    take one for its traffic's start)."""
+    config = {"admin": {"listen": "127.0.0.1:1"},
+              "listeners": {"game": {"bind": "127.0.0.1:1", "protocol": "tcp", "pool": "game"}},
+              "pools": {"game": {"backends": [{"name": "b1", "address": "127.0.0.1:1"}]}}}
+    service.create("l4", backends=["b1"], config=config)
+    for _ in range(3):
+        parts = service.parts("l4")
+        assert parts["proxy"]["alive"] and "listening on" in parts["proxy"]["detail"], parts
+    admin_url = service.get("l4").admin_url
+    assert json.loads(get(admin_url, "/state")[2])["listeners"]["game"]["protocol"] == "tcp"
+    metrics = get(admin_url, "/metrics")[2].decode()
+    closed = [line for line in metrics.splitlines()
+              if line.startswith("lblab_connections_total{") and not line.endswith(" 0.0")]
+    assert closed == [], closed
+
+
 def test_restart_backend_and_parts_report_a_dead_one(service):
     sb = service.create("t2", backends=2)
     old_pid, port = sb.pids["b1"], sb.ports["b1"]
