@@ -72,6 +72,23 @@ from labs.sandbox.service import default_state_dir
 from labs.problems import Problem
 
 
+FIRST_REQUEST_S = 20.0  # from locust spawning its users to the first request the proxy sees
+LOCUST_START_MAX_S = 120.0  # from locust's launch to its users spawning
+
+
+def first_request_overdue(now: float, started: float, spawned_at: float | None) -> str | None:
+    """Why the traffic's first request is overdue (monotonic seconds: locust launched at
+    ``started``, spawned its users at ``spawned_at``), or None while it may still come."""
+    if spawned_at is None:
+        if now > started + LOCUST_START_MAX_S:
+            return f"locust did not start its users within {LOCUST_START_MAX_S:g} s"
+        return None
+    if now > spawned_at + FIRST_REQUEST_S:
+        return (f"no request reached the proxy within {FIRST_REQUEST_S:g} s of locust "
+                "spawning its users")
+    return None
+
+
 class RunRefused(Problem):
     """The document cannot be run (HTTP 400, 503 when the lab host is full).
 
@@ -447,8 +464,13 @@ class _Run:
                                  env=env, extra_path=self.lab.folder)
         launched = time.time()
         self.traffic.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        # The first request is due within FIRST_REQUEST_S of locust spawning its users, not
+        # of its launch: on a busy machine (a cohort) locust's own start takes longer.
+        started, spawned_at = time.monotonic(), None
+        while True:
+            now = time.monotonic()
+            if spawned_at is None and self.traffic.spawning():
+                spawned_at = now
             # At L7 the first request; at L4 (no requests, only connections) the first
             # connection the traffic opens.
             first = next((e for e in self.recorder.since(launched)
@@ -463,11 +485,11 @@ class _Run:
                 self.traffic.check()
                 raise RunFailed(f"locust ended before sending a request; log: "
                                 f"{self.traffic.log_path}")
+            late = first_request_overdue(now, started, spawned_at)
+            if late:
+                self.traffic.stop()
+                raise RunFailed(f"{late}; log: {self.traffic.log_path}")
             time.sleep(0.02)
-        else:
-            self.traffic.stop()
-            raise RunFailed(f"no request reached the proxy within 20 s of starting locust; "
-                            f"log: {self.traffic.log_path}")
         self.mark("traffic", f"traffic starts: {t.users} users ({self.traffic.locustfile.name})",
                   label="traffic starts", chart=False)
 

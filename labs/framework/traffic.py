@@ -66,6 +66,15 @@ class LocustRun:
         self.proc = procs.spawn(argv, self.log_path, cwd=REPO_ROOT, env=env)
         return self
 
+    def spawning(self) -> bool:
+        """Locust has started its users (its log says "Ramping to"): from here on a request
+        is due at once. Before it, locust is still starting (imports, gevent), which takes
+        seconds of CPU and far longer on a machine a whole cohort shares."""
+        try:
+            return "Ramping to" in self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
