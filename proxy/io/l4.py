@@ -56,9 +56,10 @@ import asyncio
 import ipaddress
 import logging
 import struct
+import time
 
 from proxy.balancers.base import PickContext
-from proxy.events import ConnectionEvent, ConnectionOpen
+from proxy.events import ConnectionEvent, lazy_connection, lazy_connection_open
 from proxy.io import Deadline
 from proxy.sni import MAX_HELLO, NotTLS, match_name, parse_client_hello
 
@@ -163,8 +164,7 @@ class L4Connection(asyncio.Protocol):
     upstream: L4Upstream | None = None
     kind = "tcp"
     phase = HELLO
-    client = "?"
-    client_addr: tuple[str, int] = ("0.0.0.0", 0)
+    client_addr: tuple[str, int] | None = None  # the peer; None when the OS gave none
     opened = 0.0  # loop time of accept
     pool = None
     pool_name = None
@@ -210,8 +210,6 @@ class L4Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_addr = (peer[0], peer[1])
-            ip, port = peer[0], peer[1]
-            self.client = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         self.server.connections.add(self)
         self.bound.active += 1
         self.counted = True
@@ -388,8 +386,9 @@ class L4Connection(asyncio.Protocol):
             return
         self.pool = pool
         self.pool_name = pool_name
-        self.ctx = PickContext(client_ip=self.client_addr[0], now=self.server.clock(), sni=sni,
-                               zone=self.bound.config.zone)
+        addr = self.client_addr
+        self.ctx = PickContext(client_ip=addr[0] if addr else "0.0.0.0",
+                               now=self.server.clock(), sni=sni, zone=self.bound.config.zone)
         self._choose()
 
     def _choose(self) -> None:
@@ -516,10 +515,11 @@ class L4Connection(asyncio.Protocol):
         """The PROXY header naming the client and the address it connected to."""
         local = self.transport.get_extra_info("sockname")
         local_addr = (local[0], local[1]) if local else ("0.0.0.0", 0)
+        client_addr = self.client_addr or ("0.0.0.0", 0)
         if version == "v1":
-            return proxy_header_v1(self.client_addr, local_addr)
+            return proxy_header_v1(client_addr, local_addr)
         sni = self.hello.sni if self.hello is not None else None
-        return proxy_header_v2(self.client_addr, local_addr, sni)
+        return proxy_header_v2(client_addr, local_addr, sni)
 
     # ------------------------------------------------------------ timers, drain, stop
 
@@ -595,35 +595,35 @@ class L4Connection(asyncio.Protocol):
                 # A peer that never reads must not keep the socket forever.
                 self.loop.call_later(LINGER, _abort, transport)
 
+    # The events are lazy (proxy/events.py): what metrics, drains and sampled
+    # subscriptions count is set now; the rest (client, candidates, inputs, TLS...)
+    # is built only if something reads it, from the values passed here, which no
+    # longer change (the Choice and its raw candidate snapshot are decision-time).
+
     def _event(self, closed_by: str, error: str | None, phase: str) -> ConnectionEvent:
-        choice = self.choice
-        return ConnectionEvent(
-            connection_id=self.connection_id, listener=self.bound.name, client=self.client,
-            kind=self.kind, pool=self.pool_name,
-            algorithm=choice.algorithm if choice is not None else None,
-            candidates=choice.candidates if choice is not None else [],
-            inputs=choice.inputs if choice is not None else {},
-            sticky=choice.sticky if choice is not None else None,
-            backend=self.backend.name if self.backend is not None else None,
-            bytes_in=self.bytes_in, bytes_out=self.bytes_out,
-            duration_ms=round((self.server.clock() - self.opened) * 1000, 3),
-            connect_ms=self.connect_ms, closed_by=closed_by, error=error,
-            retries=list(self.retries), tls=self.tls, proxy_protocol=self.proxy_protocol)
+        return lazy_connection(
+            _closed_fields, (self.client_addr, self.kind, self.choice, self.retries, self.tls,
+                             self.proxy_protocol),
+            time.time(), self.connection_id, self.bound.name, self.pool_name,
+            self.backend.name if self.backend is not None else None,
+            self.bytes_in, self.bytes_out, round((self.server.clock() - self.opened) * 1000, 3),
+            self.connect_ms, closed_by, error)
 
     def _publish_open(self) -> None:
-        choice = self.choice
+        backend = self.backend
         try:
-            self.server.bus.publish(ConnectionOpen(
-                connection_id=self.connection_id, listener=self.bound.name,
-                client=self.client, kind=self.kind, pool=self.pool_name,
-                algorithm=choice.algorithm, candidates=choice.candidates,
-                inputs=choice.inputs, sticky=choice.sticky, backend=self.backend.name,
-                tls=self.tls, proxy_protocol=self.proxy_protocol, backup=choice.backup,
-                zone=dict(choice.zone, backend_zone=self.backend.zone) if choice.zone else None))
+            self.server.bus.publish(lazy_connection_open(
+                _open_fields, (self.client_addr, self.kind, self.choice, self.tls,
+                               self.proxy_protocol, backend.zone),
+                time.time(), self.connection_id, self.bound.name, self.pool_name, backend.name))
         except Exception:
             log.exception("publishing connection_open %s failed", self.connection_id)
 
     # ------------------------------------------------------------ views
+
+    @property
+    def client(self) -> str:
+        return format_client(self.client_addr)
 
     def live(self, now: float | None = None) -> dict:
         """This connection for GET /connections (`now` on the server's clock)."""
@@ -645,6 +645,32 @@ class L4Connection(asyncio.Protocol):
     def __repr__(self) -> str:
         return (f"<L4Connection {self.connection_id} {self.client} -> "
                 f"{self.backend.name if self.backend else None} {self.phase}>")
+
+
+def format_client(addr: tuple[str, int] | None) -> str:
+    """`ip:port`, `[v6]:port`, or `?` when the OS gave no peer address."""
+    if not addr:
+        return "?"
+    ip, port = addr
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _open_fields(client_addr, kind, choice, tls, proxy_protocol, backend_zone) -> dict:
+    """The rich part of a connection_open event (built on its first read)."""
+    return {"client": format_client(client_addr), "kind": kind, "algorithm": choice.algorithm,
+            "candidates": choice.candidates, "inputs": choice.inputs, "sticky": choice.sticky,
+            "tls": tls, "proxy_protocol": proxy_protocol, "backup": choice.backup,
+            "zone": dict(choice.zone, backend_zone=backend_zone) if choice.zone else None}
+
+
+def _closed_fields(client_addr, kind, choice, retries, tls, proxy_protocol) -> dict:
+    """The rich part of a connection event (built on its first read)."""
+    fields = {"client": format_client(client_addr), "kind": kind, "retries": list(retries),
+              "tls": tls, "proxy_protocol": proxy_protocol}
+    if choice is not None:
+        fields.update(algorithm=choice.algorithm, candidates=choice.candidates,
+                      inputs=choice.inputs, sticky=choice.sticky)
+    return fields
 
 
 def _shut_write(transport) -> None:
