@@ -55,8 +55,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import dataclasses
 import struct
 import time
+from types import MappingProxyType
 
 from proxy.balancers.base import PickContext
 from proxy.events import ConnectionEvent, lazy_connection, lazy_connection_open
@@ -71,6 +73,16 @@ LINGER = 5.0  # a graceful close that cannot flush in this long is aborted
 HELLO, CONNECTING, RELAY, DONE = "hello", "connecting", "relay", "done"
 PAUSE_BUFFER = 1  # bytes buffered while connecting
 PAUSE_UPSTREAM = 2  # the backend's socket buffer is full
+
+# An L4 pick has no headers or cookies: one read-only empty mapping for every one.
+_NO_FIELDS = MappingProxyType({})
+# _route builds its PickContext with positional arguments (keywords cost about as
+# much as the rest of the pick's setup); they follow this order.
+_CONTEXT_FIELDS = ("client_ip", "now", "method", "path", "headers", "cookies", "sni", "tls",
+                   "zone")
+if tuple(f.name for f in dataclasses.fields(PickContext)) != _CONTEXT_FIELDS:
+    raise ImportError("proxy.balancers.base.PickContext's fields changed: update "
+                      "_CONTEXT_FIELDS and L4Connection._route in proxy/io/l4.py")
 
 
 # ====================================================================== PROXY protocol
@@ -387,8 +399,9 @@ class L4Connection(asyncio.Protocol):
         self.pool = pool
         self.pool_name = pool_name
         addr = self.client_addr
-        self.ctx = PickContext(client_ip=addr[0] if addr else "0.0.0.0",
-                               now=self.server.clock(), sni=sni, zone=self.bound.config.zone)
+        # (_choose sets `now`.)
+        self.ctx = PickContext(addr[0] if addr else "0.0.0.0", 0.0, None, None, _NO_FIELDS,
+                               _NO_FIELDS, sni, False, self.bound.config.zone)
         self._choose()
 
     def _choose(self) -> None:
