@@ -62,7 +62,7 @@ from types import MappingProxyType
 
 from proxy.balancers.base import PickContext
 from proxy.events import ConnectionEvent, lazy_connection, lazy_connection_open
-from proxy.io import Deadline
+from proxy.io import Deadline, deadline_queue
 from proxy.sni import MAX_HELLO, NotTLS, match_name, parse_client_hello
 
 log = logging.getLogger("proxy.l4")
@@ -434,10 +434,11 @@ class L4Connection(asyncio.Protocol):
         self.acquired = True
         self.server.track(self, backend)
         # The connect timeout is this connection's Deadline (see _on_timer): one
-        # Task per attempt, and no wait_for with a Task and a timer of its own.
+        # Task per attempt, and no wait_for with a Task and a timer of its own;
+        # and the Deadline waits on the loop's queue for this duration, not a timer.
         timeout = self.pool.config.timeouts.connect
         if timeout > 0:
-            self.deadline.after(timeout)
+            self.deadline.after_in(deadline_queue(self.loop, timeout))
         self.connect_started = self.server.clock()
         # Not server.spawn: the connection itself is in server.connections, and
         # stopping aborts it, which cancels this task (end()).
