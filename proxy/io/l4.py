@@ -37,13 +37,17 @@ balancer's inputs, the server name), one `ConnectionEvent` when it ends
 (bytes each way, duration, who closed, why, retries).
 
 Per-connection cost (a new client connection per request is the L4 proxy's
-hardest load, bench/l4.py --workloads churn): one Task per connection, for the
-connect (no `wait_for`: its second Task and timer are replaced by the
-connection's own Deadline, which also keeps the idle timeout); nothing is asked
-of the kernel that the transport already did (TCP_NODELAY is set by asyncio's
-and uvloop's transports; the local address is read only for a PROXY header);
-rarely used state (retries, failed backends, buffered bytes) starts as shared
-empty class defaults and is made per connection only when used.
+hardest load, bench/l4.py --workloads churn): no Task for the connect (a
+ConnectAttempt steps `create_connection` itself) and no timer of its own (the
+connect timeout is the connection's Deadline, waiting on the loop's
+DeadlineQueue for that duration, and the same Deadline keeps the idle timeout);
+both events are lazy (proxy/events.py: what metrics, drains and sampled
+subscriptions count is set at once, the client text, candidates, inputs and
+TLS are built from decision-time values if something reads them); nothing is
+asked of the kernel that the transport already did (TCP_NODELAY is set by
+asyncio's and uvloop's transports; the local address is read only for a PROXY
+header); rarely used state (retries, failed backends, buffered bytes) starts as
+shared empty class defaults and is made per connection only when used.
 
 PROXY protocol (`proxy_protocol: v1|v2` on the pool or backend): the backend
 connection starts with a header naming the real client and the address it
@@ -202,7 +206,7 @@ class L4Connection(asyncio.Protocol):
     client_write_paused = False
     done = False
     counted = False
-    connect_task: asyncio.Task | None = None
+    attempt: "ConnectAttempt | None" = None  # the connect in progress
 
     def __init__(self, server, bound):
         self.server = server
@@ -440,45 +444,41 @@ class L4Connection(asyncio.Protocol):
         if timeout > 0:
             self.deadline.after_in(deadline_queue(self.loop, timeout))
         self.connect_started = self.server.clock()
-        # Not server.spawn: the connection itself is in server.connections, and
-        # stopping aborts it, which cancels this task (end()).
-        self.connect_task = self.loop.create_task(self._connect(backend))
+        # Not a Task (see ConnectAttempt); stopping the server aborts the
+        # connection, which cancels the attempt (end()).
+        attempt = self.attempt = ConnectAttempt(self, backend)
+        attempt.step()
 
     # ------------------------------------------------------------ connect
 
-    async def _connect(self, backend) -> None:
-        try:
-            transport, upstream = await self.loop.create_connection(
-                lambda: L4Upstream(self), backend.host, backend.port)
-        except asyncio.CancelledError:
-            raise
-        except OSError as exc:
-            if self.done or self.backend is not backend:
-                return
-            self._connect_failed(backend, _why(exc))
-            return
-        except Exception as exc:  # a bug: this connection only
-            log.exception("L4 connect failed unexpectedly")
-            if not self.done:
-                self.end("proxy", f"internal proxy error: {type(exc).__name__}: {exc}",
-                         abort=True)
-            return
-        if self.done or self.backend is not backend:
+    def connected(self, attempt: "ConnectAttempt", transport, upstream: L4Upstream) -> None:
+        if self.done or self.attempt is not attempt:  # given up meanwhile
             transport.abort()
             return
-        self.connect_task = None
+        self.attempt = None
         if transport.is_closing():  # the backend closed at once
-            self._connect_failed(backend, "the backend closed the connection at once")
+            self._connect_failed(attempt.backend, "the backend closed the connection at once")
             return
         self._attach(upstream, (self.server.clock() - self.connect_started))
 
+    def connect_failed(self, attempt: "ConnectAttempt", exc: Exception) -> None:
+        if self.done or self.attempt is not attempt:
+            return
+        self.attempt = None
+        if isinstance(exc, OSError):
+            self._connect_failed(attempt.backend, _why(exc))
+            return
+        # A bug: this connection only.
+        log.error("L4 connect failed unexpectedly", exc_info=exc)
+        self.end("proxy", f"internal proxy error: {type(exc).__name__}: {exc}", abort=True)
+
     def _connect_timed_out(self) -> None:
-        """timeouts.connect passed: give up this attempt (the task's cancellation
-        closes its half-open socket) and retry elsewhere, as a refused connect."""
-        task = self.connect_task
-        self.connect_task = None
-        if task is not None:
-            task.cancel()
+        """timeouts.connect passed: give up this attempt (its cancellation closes
+        its half-open socket) and retry elsewhere, as a refused connect."""
+        attempt = self.attempt
+        self.attempt = None
+        if attempt is not None:
+            attempt.cancel()
         self._connect_failed(self.backend, f"timed out after "
                                            f"{self.pool.config.timeouts.connect:g}s "
                                            "(timeouts.connect)")
@@ -547,7 +547,7 @@ class L4Connection(asyncio.Protocol):
         elif self.phase == RELAY:
             self.end("proxy", f"idle for {self.idle:g}s: no byte either way "
                               "(timeouts.tunnel_idle)")
-        elif self.phase == CONNECTING and self.connect_task is not None:
+        elif self.phase == CONNECTING and self.attempt is not None:
             self._connect_timed_out()
 
     def cut(self, reason: str = "drain deadline") -> None:
@@ -584,9 +584,10 @@ class L4Connection(asyncio.Protocol):
         was = self.phase
         self.phase = DONE
         self.deadline.cancel()
-        task = self.connect_task
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
+        attempt = self.attempt
+        if attempt is not None:
+            self.attempt = None
+            attempt.cancel()
         self._release(failed=False)
         self.server.connections.discard(self)
         if self.counted:
@@ -659,6 +660,65 @@ class L4Connection(asyncio.Protocol):
     def __repr__(self) -> str:
         return (f"<L4Connection {self.connection_id} {self.client} -> "
                 f"{self.backend.name if self.backend else None} {self.phase}>")
+
+
+class ConnectAttempt:
+    """One connect to a backend: `loop.create_connection`, stepped by hand.
+
+    What a Task does for a coroutine (send; wait on the future it yields; send
+    again when that is done), for this one coroutine, without what a Task adds
+    per connection: registration in the loop's set of tasks, a first step
+    scheduled for the next loop iteration, a context copy. The connection hears
+    the outcome: `connected` or `connect_failed`. `cancel()` is Task.cancel's
+    way: the awaited future is cancelled, and the coroutine, resumed, closes
+    its half-open socket and raises CancelledError, which ends the attempt.
+    """
+
+    __slots__ = ("conn", "backend", "coro", "waiting", "finished")
+
+    def __init__(self, conn: L4Connection, backend):
+        self.conn = conn
+        self.backend = backend
+        self.waiting: asyncio.Future | None = None
+        self.finished = False
+        self.coro = conn.loop.create_connection(self._protocol, backend.host, backend.port)
+
+    def _protocol(self) -> L4Upstream:
+        return L4Upstream(self.conn)
+
+    def step(self, _done: asyncio.Future | None = None) -> None:
+        if self.finished:  # closed by cancel() while a step was scheduled
+            return
+        self.waiting = None
+        try:
+            future = self.coro.send(None)
+        except StopIteration as done:
+            self.finished = True
+            transport, upstream = done.value
+            self.conn.connected(self, transport, upstream)
+            return
+        except asyncio.CancelledError:
+            self.finished = True
+            return
+        except Exception as exc:  # OSError: refused, unreachable...; anything else: a bug
+            self.finished = True
+            self.conn.connect_failed(self, exc)
+            return
+        if future is None:  # a bare yield (asyncio.sleep(0)): again on the next iteration
+            self.conn.loop.call_soon(self.step)
+        else:
+            self.waiting = future
+            future.add_done_callback(self.step)
+
+    def cancel(self) -> None:
+        if self.finished:
+            return
+        future = self.waiting
+        if future is not None:
+            future.cancel()  # step() runs once more, and the coroutine ends
+        else:
+            self.finished = True
+            self.coro.close()
 
 
 def format_client(addr: tuple[str, int] | None) -> str:
