@@ -161,11 +161,6 @@ async def serve(config, grace: float | None, path: str | None = None) -> int:
     # the process: out of the cyclic GC's sight, so its full collections walk
     # only what requests made (about half the time, and half the pause).
     gc.freeze()
-    # A young-generation collection walks what is alive at that moment, so fewer
-    # of them cost less: a connection or request allocates dozens of objects that
-    # are gone before the next one (700, the default, is a collection every few
-    # dozen L4 connections; 10,000 took 4 % of an L4 connection's CPU off).
-    gc.set_threshold(10_000, 10, 10)
     print(server.listening_line(), flush=True)
     try:
         await stop.wait()
