@@ -20,6 +20,18 @@ import uvloop
 READY = "bare relay listening"
 
 
+def shut_write(transport) -> None:
+    # Only on an open transport: uvloop aborts the process ("double free") on a
+    # write_eof after the transport closed.
+    if not transport.is_closing() and transport.can_write_eof():
+        transport.write_eof()
+
+
+def close(transport) -> None:
+    if not transport.is_closing():
+        transport.close()
+
+
 class Upstream(asyncio.Protocol):
     def __init__(self, client: "Client"):
         self.client = client
@@ -32,12 +44,11 @@ class Upstream(asyncio.Protocol):
         self.client.transport.write(data)
 
     def eof_received(self) -> bool:
-        if self.client.transport.can_write_eof():
-            self.client.transport.write_eof()
+        shut_write(self.client.transport)
         return True
 
     def connection_lost(self, exc) -> None:
-        self.client.transport.close()
+        close(self.client.transport)
 
 
 class Client(asyncio.Protocol):
@@ -65,7 +76,7 @@ class Client(asyncio.Protocol):
             transport.write(data)
         self.buf = []
         if self.eof:
-            transport.write_eof()
+            shut_write(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.upstream is None:
@@ -76,13 +87,13 @@ class Client(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.upstream is None:
             self.eof = True
-        elif self.upstream.transport.can_write_eof():
-            self.upstream.transport.write_eof()
+        else:
+            shut_write(self.upstream.transport)
         return True
 
     def connection_lost(self, exc) -> None:
         if self.upstream is not None:
-            self.upstream.transport.close()
+            close(self.upstream.transport)
 
 
 async def main(port: int, backends: list[tuple[str, int]]) -> None:
