@@ -20,18 +20,6 @@ import uvloop
 READY = "bare relay listening"
 
 
-def shut_write(transport) -> None:
-    # Only on an open transport: uvloop aborts the process ("double free") on a
-    # write_eof after the transport closed.
-    if not transport.is_closing() and transport.can_write_eof():
-        transport.write_eof()
-
-
-def close(transport) -> None:
-    if not transport.is_closing():
-        transport.close()
-
-
 class Upstream(asyncio.Protocol):
     def __init__(self, client: "Client"):
         self.client = client
@@ -44,11 +32,12 @@ class Upstream(asyncio.Protocol):
         self.client.transport.write(data)
 
     def eof_received(self) -> bool:
-        shut_write(self.client.transport)
+        if self.client.transport.can_write_eof():
+            self.client.transport.write_eof()
         return True
 
     def connection_lost(self, exc) -> None:
-        close(self.client.transport)
+        self.client.transport.close()
 
 
 class Client(asyncio.Protocol):
@@ -76,7 +65,7 @@ class Client(asyncio.Protocol):
             transport.write(data)
         self.buf = []
         if self.eof:
-            shut_write(transport)
+            transport.write_eof()
 
     def data_received(self, data: bytes) -> None:
         if self.upstream is None:
@@ -87,13 +76,13 @@ class Client(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.upstream is None:
             self.eof = True
-        else:
-            shut_write(self.upstream.transport)
+        elif self.upstream.transport.can_write_eof():
+            self.upstream.transport.write_eof()
         return True
 
     def connection_lost(self, exc) -> None:
         if self.upstream is not None:
-            close(self.upstream.transport)
+            self.upstream.transport.close()
 
 
 async def main(port: int, backends: list[tuple[str, int]]) -> None:
