@@ -16,10 +16,6 @@ event; what an L4 proxy pays per connection). An L4 proxy never parses HTTP: wrk
 keep-alive connections are each one pick, and every request on them is relayed as
 bytes; under churn every request is a connection.
 
---targets bare-relay (not in the default list) adds the floor: bench/bare_l4_relay.py,
-a bare uvloop relay (round robin, no events, metrics or timeouts), what a connection
-costs in Python on uvloop before any LBLab feature.
-
 --baseline REV adds the target "lblab-base": the proxy package as it is at git
 revision REV (`git archive`, run from a temp dir), measured in the same rounds,
 interleaved with the working tree's: a before/after comparison that other load on
@@ -58,10 +54,9 @@ from bench import common as c  # noqa: E402
 
 TARGETS = ("origin", "lblab", "haproxy", "nginx-stream")
 BASE = "lblab-base"  # the proxy at --baseline REV (a target only with that option)
-FLOOR = "bare-relay"  # bench/bare_l4_relay.py, only when asked for
 WORKLOADS = ("small", "bulk", "churn")
 GOAL_RATIO = 0.9
-PROC_NAME = {"lblab": "lblab", BASE: BASE, FLOOR: FLOOR, "haproxy": "haproxy",
+PROC_NAME = {"lblab": "lblab", BASE: BASE, "haproxy": "haproxy",
              "nginx-stream": "nginx-stream", "origin": "origin"}
 # What wrk sends per workload: the path, and extra request headers.
 CLOSE = "Connection: close"
@@ -75,8 +70,7 @@ def parse_args(argv=None):
     c.add_common_args(parser)
     parser.add_argument("--backends", type=int, default=4, help="origin ports (default 4)")
     parser.add_argument("--targets", default=",".join(TARGETS),
-                        help=f"comma-separated subset of {','.join(TARGETS)} (default: "
-                             f"all of them), and {FLOOR} (the floor: a bare uvloop relay)")
+                        help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
                         help="small (tiny responses), bulk (large responses), churn (a new "
                              "connection per request)")
@@ -97,7 +91,7 @@ def parse_args(argv=None):
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     if BASE in args.targets and not args.baseline:
         parser.error(f"target {BASE} needs --baseline REV (the git revision to compare with)")
-    for given, known, what in ((args.targets, TARGETS + (BASE, FLOOR), "target"),
+    for given, known, what in ((args.targets, TARGETS + (BASE,), "target"),
                                (args.workloads, WORKLOADS, "workload")):
         unknown = sorted(set(given) - set(known))
         if unknown:
@@ -205,13 +199,6 @@ def run_target(target: str, workload: str, procs: c.Processes, args, backends, o
             proc = start_lblab_at(procs, BASE, config, port, proxy_cpu, base_tree, profile)
             record["config"] = config
             record["revision"] = args.baseline
-        elif target == FLOOR:
-            from bench.bare_l4_relay import READY
-
-            argv = [c.PYTHON, str(c.BENCH / "bare_l4_relay.py"), str(port),
-                    *(f"{host}:{p}" for host, p in backends)]
-            proc = procs.start(FLOOR, argv, cpu=proxy_cpu, ready_line=READY, ready_port=port)
-            record["config"] = " ".join(argv)
         elif target == "haproxy":
             text = c.haproxy_config(procs.path("haproxy"), port, backends, mode="tcp")
             proc = c.start_haproxy(procs, "haproxy", text, port, proxy_cpu)

@@ -118,41 +118,6 @@ def test_l4_base_target_needs_a_revision(capsys):
     assert "needs --baseline REV" in capsys.readouterr().err
 
 
-def test_l4_the_floor_is_a_target_only_when_asked_for_and_relays_both_ways(tmp_path):
-    import socket
-    import threading
-
-    from bench import l4
-    from bench.bare_l4_relay import READY
-
-    assert l4.FLOOR not in l4.parse_args([]).targets
-    assert l4.parse_args(["--targets", f"{l4.FLOOR},haproxy"]).targets == [l4.FLOOR, "haproxy"]
-
-    echo = socket.create_server(("127.0.0.1", 0))
-    echo.settimeout(10)
-
-    def serve():  # one connection: echo everything back, then close on the client's EOF
-        conn, _ = echo.accept()
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    threading.Thread(target=serve, daemon=True).start()
-    port = c.free_port()
-    with c.Processes() as procs:
-        procs.start(l4.FLOOR, [c.PYTHON, str(c.BENCH / "bare_l4_relay.py"), str(port),
-                               f"127.0.0.1:{echo.getsockname()[1]}"],
-                    ready_line=READY)  # (a port probe would be the echo's one connection)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(b"x" * 100_000)
-            client.shutdown(socket.SHUT_WR)  # half-close: the reply still comes back
-            got = b""
-            while data := client.recv(65536):
-                got += data
-    echo.close()
-    assert got == b"x" * 100_000
-
-
 def _round(target, rps, cpu_pct):
     name = "lblab-base" if target == "lblab-base" else target
     result = c.WrkResult(url="", command="", requests=int(rps), seconds=1.0, rps=rps,
