@@ -93,6 +93,8 @@ def main(argv=None) -> int:
             if time.monotonic() > deadline:
                 raise c.BenchError(f"the profiler wrote nothing\n{lblab.tail()}")
             time.sleep(0.1)
+        gc_line = next((line for line in lblab.output().splitlines()
+                        if line.startswith("gc pauses:")), "gc pauses: not reported")
         c.RESULTS.mkdir(parents=True, exist_ok=True)
         kept = c.RESULTS / f"profile-{stamp}.pstats"
         shutil.copy(pstats_tmp, kept)
@@ -110,11 +112,13 @@ def main(argv=None) -> int:
           f"request count for a per-request cost. The event loop itself (uvloop, C) shows "
           f"only through the Python callbacks it runs and the builtins they call "
           f"(transport.write is the send() system call).")
+    print(f"{gc_line} (the cyclic GC, charged by cProfile to whichever function allocated)")
     print(f"\n== top {args.top} by own time (tottime) ==\n{by_own}")
     print(f"== top {args.top} by cumulative time ==\n{by_cum}")
     if not args.no_save:
         path = c.write_results("profile", {
             "args": vars(args), "wrk": result.as_dict(), "python_seconds": total_tt,
+            "gc": gc_line,
             "pstats": str(kept.relative_to(c.REPO)),
             "by_tottime": by_own.splitlines(), "by_cumulative": by_cum.splitlines()})
         print(f"results: {path.relative_to(c.REPO)} and {kept.relative_to(c.REPO)}")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import runpy
 import signal
 import sys
+import time
 from pathlib import Path
 
 # Run as a script from bench/: make the repo root importable, as `python -m` would.
@@ -31,10 +33,29 @@ def main() -> None:
 
     profiler = cProfile.Profile()
     state = {"on": False}
+    # The cyclic GC's pauses while profiling: cProfile charges them to whatever
+    # function allocated last, so they are counted apart (per generation).
+    gc_time = [0.0, 0.0, 0.0]
+    gc_runs = [0, 0, 0]
+    gc_began = [0.0]
+
+    def on_gc(phase, info):
+        if not state["on"]:
+            return
+        if phase == "start":
+            gc_began[0] = time.perf_counter()
+        else:
+            gen = info["generation"]
+            gc_time[gen] += time.perf_counter() - gc_began[0]
+            gc_runs[gen] += 1
+
+    gc.callbacks.append(on_gc)
 
     def start(signum, frame):
         if not state["on"]:
             state["on"] = True
+            gc_time[:] = [0.0, 0.0, 0.0]
+            gc_runs[:] = [0, 0, 0]
             profiler.enable()
             print("profiler on", flush=True)
 
@@ -43,6 +64,8 @@ def main() -> None:
             profiler.disable()
             state["on"] = False
             profiler.dump_stats(args.out)
+            print(f"gc pauses: {gc_runs[0]}/{gc_runs[1]}/{gc_runs[2]} collections of generation "
+                  f"0/1/2, {gc_time[0]:.3f}/{gc_time[1]:.3f}/{gc_time[2]:.3f} s", flush=True)
             print(f"profile written to {args.out}", flush=True)
 
     signal.signal(signal.SIGUSR1, start)

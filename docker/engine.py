@@ -140,10 +140,25 @@ class Engine:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         self._proc.wait(5)
                 self.pid = None
+                self._unmount_leftovers()
             if self._lock_fh is not None:
                 fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
                 self._lock_fh.close()
                 self._lock_fh = None
+
+    def mounts(self) -> list[str]:
+        """Mount points under this engine's run root (dockerd's netns/default, a container's
+        leftovers): none should outlive the engine."""
+        prefix = f"{self.run_root}/"
+        with open("/proc/self/mounts") as fh:
+            points = [line.split()[1] for line in fh]
+        return [p for p in points if p.startswith(prefix)]
+
+    def _unmount_leftovers(self) -> None:
+        # dockerd mounts exec/netns/default and does not unmount it when it stops, so every
+        # start and stop would leave one more nsfs mount behind.
+        for point in reversed(self.mounts()):
+            subprocess.run(["umount", point], capture_output=True, check=False, timeout=10)
 
     def _alive(self) -> bool:
         return bool(self.pid) and _start_ticks(self.pid) == self._ticks

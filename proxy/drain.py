@@ -150,7 +150,10 @@ class DrainManager:
         return self.drain(pool, backend_name, remove=remove)
 
     async def _startup(self) -> None:
-        self._add_sink()
+        # The sink (which wakes a drain's watcher when a request or connection of
+        # its backend ends) is added by the first drain and removed after the
+        # last: every request is published through it otherwise.
+        return None
 
     async def stop(self) -> None:
         if self._sink_added:
@@ -263,6 +266,9 @@ class DrainManager:
         finally:
             if self.running.get(key) is run:
                 del self.running[key]
+            if not self.running and self._sink_added:
+                self.bus.remove_sink(self._sink)
+                self._sink_added = False
 
     async def _cut(self, run: _Running) -> int:
         inflight = getattr(self.server, "inflight", None)

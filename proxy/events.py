@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import itertools
 import json
 import math
 import operator
@@ -169,6 +170,21 @@ _setattr = object.__setattr__
 _new = object.__new__
 
 
+class _Filling(RequestEvent):
+    """A RequestEvent while lazy_request fills its slots, then made a RequestEvent.
+
+    Frozen dataclasses route every attribute store through a Python-level
+    `__setattr__` (object.__setattr__ from outside costs about as much): 16 of
+    them cost more than the rest of the event. This twin has the same slots and
+    plain stores (both hooks reset, as they share one type slot), and adds none,
+    so the object can be given its real class the moment it is filled: no one
+    ever sees a _Filling, and a RequestEvent stays frozen."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
+
+
 def lazy_request(build, args: tuple, ts: float, request_id: str, pool: str | None,
                  backend: str | None, status: int, latency_ms: float, bytes_in: int,
                  bytes_out: int, termination: str, proxy_error: bool, error: str | None,
@@ -181,23 +197,24 @@ def lazy_request(build, args: tuple, ts: float, request_id: str, pool: str | Non
     access log, never looked up). The values in `args` are the decision-time
     ones, so the event reads the same whenever it is built. Its type is
     RequestEvent, so every reader is unchanged."""
-    ev = _new(RequestEvent)
-    _setattr(ev, "ts", ts)
-    _setattr(ev, "request_id", request_id)
-    _setattr(ev, "pool", pool)
-    _setattr(ev, "backend", backend)
-    _setattr(ev, "status", status)
-    _setattr(ev, "latency_ms", latency_ms)
-    _setattr(ev, "bytes_in", bytes_in)
-    _setattr(ev, "bytes_out", bytes_out)
-    _setattr(ev, "termination", termination)
-    _setattr(ev, "proxy_error", proxy_error)
-    _setattr(ev, "error", error)
-    _setattr(ev, "retries", retries)
-    _setattr(ev, "retry_budget", retry_budget)
-    _setattr(ev, "zone", zone)
-    _setattr(ev, "queue", queue)
-    _setattr(ev, "_lazy", (build, args))
+    ev = _new(_Filling)
+    ev.ts = ts
+    ev.request_id = request_id
+    ev.pool = pool
+    ev.backend = backend
+    ev.status = status
+    ev.latency_ms = latency_ms
+    ev.bytes_in = bytes_in
+    ev.bytes_out = bytes_out
+    ev.termination = termination
+    ev.proxy_error = proxy_error
+    ev.error = error
+    ev.retries = retries
+    ev.retry_budget = retry_budget
+    ev.zone = zone
+    ev.queue = queue
+    ev._lazy = (build, args)
+    ev.__class__ = RequestEvent
     return ev
 
 
@@ -205,6 +222,7 @@ def lazy_request(build, args: tuple, ts: float, request_id: str, pool: str | Non
 # use) the others with their defaults.
 _LAZY_EAGER: dict[type, tuple[str, ...]] = {RequestEvent: _EAGER}
 _LAZY_DEFAULTS: dict[type, list] = {}
+_FILLING: dict[type, type] = {RequestEvent: _Filling}  # each lazy class's twin
 
 
 def _materialise(ev: Event, lazy: tuple) -> None:
@@ -218,14 +236,18 @@ def _materialise(ev: Event, lazy: tuple) -> None:
     _setattr(ev, "_lazy", None)
     build, args = lazy
     values = build(*args)
-    for name, default, factory in defaults:
-        if name in values:
-            value = values[name]
-        elif factory is not dataclasses.MISSING:
-            value = factory()
-        else:
-            value = default
-        _setattr(ev, name, value)
+    _setattr(ev, "__class__", _FILLING[cls])  # plain stores while filling (see _Filling)
+    try:
+        for name, default, factory in defaults:
+            if name in values:
+                value = values[name]
+            elif factory is not dataclasses.MISSING:
+                value = factory()
+            else:
+                value = default
+            setattr(ev, name, value)
+    finally:
+        ev.__class__ = cls
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -305,17 +327,38 @@ _LAZY_EAGER[ConnectionEvent] = ("ts", "connection_id", "listener", "pool", "back
                                 "closed_by", "error")
 
 
+class _FillingOpen(ConnectionOpen):
+    """ConnectionOpen's twin while being filled (as _Filling is RequestEvent's)."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
+
+
+class _FillingConnection(ConnectionEvent):
+    """ConnectionEvent's twin while being filled (as _Filling is RequestEvent's)."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
+
+
+_FILLING[ConnectionOpen] = _FillingOpen
+_FILLING[ConnectionEvent] = _FillingConnection
+
+
 def lazy_connection_open(build, args: tuple, ts: float, connection_id: str, listener: str,
                          pool: str | None, backend: str | None) -> ConnectionOpen:
     """A ConnectionOpen whose other fields are `build(*args)` (a dict), made on first
     read; as lazy_request, `args` are decision-time values."""
-    ev = _new(ConnectionOpen)
-    _setattr(ev, "ts", ts)
-    _setattr(ev, "connection_id", connection_id)
-    _setattr(ev, "listener", listener)
-    _setattr(ev, "pool", pool)
-    _setattr(ev, "backend", backend)
-    _setattr(ev, "_lazy", (build, args))
+    ev = _new(_FillingOpen)
+    ev.ts = ts
+    ev.connection_id = connection_id
+    ev.listener = listener
+    ev.pool = pool
+    ev.backend = backend
+    ev._lazy = (build, args)
+    ev.__class__ = ConnectionOpen
     return ev
 
 
@@ -325,19 +368,20 @@ def lazy_connection(build, args: tuple, ts: float, connection_id: str, listener:
                     error: str | None) -> ConnectionEvent:
     """A ConnectionEvent whose other fields are `build(*args)` (a dict), made on first
     read; as lazy_request, `args` are the values at the close."""
-    ev = _new(ConnectionEvent)
-    _setattr(ev, "ts", ts)
-    _setattr(ev, "connection_id", connection_id)
-    _setattr(ev, "listener", listener)
-    _setattr(ev, "pool", pool)
-    _setattr(ev, "backend", backend)
-    _setattr(ev, "bytes_in", bytes_in)
-    _setattr(ev, "bytes_out", bytes_out)
-    _setattr(ev, "duration_ms", duration_ms)
-    _setattr(ev, "connect_ms", connect_ms)
-    _setattr(ev, "closed_by", closed_by)
-    _setattr(ev, "error", error)
-    _setattr(ev, "_lazy", (build, args))
+    ev = _new(_FillingConnection)
+    ev.ts = ts
+    ev.connection_id = connection_id
+    ev.listener = listener
+    ev.pool = pool
+    ev.backend = backend
+    ev.bytes_in = bytes_in
+    ev.bytes_out = bytes_out
+    ev.duration_ms = duration_ms
+    ev.connect_ms = connect_ms
+    ev.closed_by = closed_by
+    ev.error = error
+    ev._lazy = (build, args)
+    ev.__class__ = ConnectionEvent
     return ev
 
 
@@ -498,7 +542,12 @@ class RequestStats:
     def count(self, event) -> None:
         kind = event.type
         if kind == "request":
-            row = self._row(("request", event.pool, event.backend))
+            # The most frequent line of the proxy's subscriptions: _row and
+            # _Row.latency are inlined here.
+            key = ("request", event.pool, event.backend)
+            row = self.rows.get(key)
+            if row is None:
+                row = self.rows[key] = _Row()
             row.count += 1
             status = event.status
             proxy_error = event.proxy_error
@@ -513,7 +562,19 @@ class RequestStats:
             classes[term] = classes.get(term, 0) + 1
             row.bytes_in += event.bytes_in
             row.bytes_out += event.bytes_out
-            row.latency(event.latency_ms or 0.0)
+            ms = event.latency_ms or 0.0
+            row.n += 1
+            row.total += ms
+            if ms < row.low:
+                row.low = ms
+            if ms > row.high:
+                row.high = ms
+            i = 0 if ms <= LATENCY_MIN_MS else int(
+                math.log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
+            if i > LATENCY_MAX_BUCKET:
+                i = LATENCY_MAX_BUCKET
+            buckets = row.buckets
+            buckets[i] = buckets.get(i, 0) + 1
         elif kind == "connection":
             row = self._row(("connection", event.pool, event.backend))
             row.count += 1
@@ -584,7 +645,8 @@ class Subscription:
         self._bus = bus
         self.types = types
         self._lines: collections.deque[str] = collections.deque(maxlen=maxlen)
-        self._wakeup = asyncio.Event()
+        # The stream's reader waiting for a line (next_batch), woken by _append.
+        self._waiter: asyncio.Future | None = None
         self.dropped = 0
         self.requests = requests
         self.stats: RequestStats | None = None
@@ -616,7 +678,10 @@ class Subscription:
             stats.count(event)
             if self.types is not None and kind not in self.types:
                 return False
-            send = self._admit(event, kind)
+            if kind == "request" and not self._open_sent:
+                send = self._take(event.ts)  # _admit's common case
+            else:
+                send = self._admit(event, kind)
             table = stats.sent if send else stats.not_sent
             table[kind] = table.get(kind, 0) + 1
             return send
@@ -662,7 +727,11 @@ class Subscription:
         if len(self._lines) == self._lines.maxlen:
             self.dropped += 1
         self._lines.append(line)
-        self._wakeup.set()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(True)
 
     def stats_line(self, now: float | None = None) -> str | None:
         """The request_stats line since the last one (None when not sampling)."""
@@ -683,11 +752,25 @@ class Subscription:
         self.flush_stats()
         self._timer = loop.call_later(self.stats.interval, self._tick, loop)
 
-    async def next_batch(self) -> list[str]:
-        """Wait for at least one line; return all buffered lines."""
-        while not self._lines:
-            self._wakeup.clear()
-            await self._wakeup.wait()
+    async def next_batch(self, timeout: float | None = None) -> list[str] | None:
+        """Wait for at least one line; return all buffered lines (None when `timeout`
+        seconds pass first).
+
+        One future and one timer per wait, no task: a stream waits once per batch,
+        up to a few hundred times a second while the proxy is busy."""
+        if not self._lines:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not self._lines:
+                return None
         batch = list(self._lines)
         self._lines.clear()
         if self.dropped:
@@ -703,11 +786,19 @@ class Subscription:
         self._bus._subscribers.discard(self)
 
 
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 class EventBus:
     def __init__(self, history: int = 10_000, access_log=None):
         self._subscribers: set[Subscription] = set()
-        # Request lookup by id: the newest `history` requests, oldest evicted.
-        self._requests: collections.OrderedDict[str, RequestEvent] = collections.OrderedDict()
+        # Request lookup by id: the newest `history` requests, oldest evicted. A ring in
+        # arrival order plus an index by id: a lookup must not scan (request_history may be
+        # a million: a scan would hold the event loop, and every request, for 100 ms).
+        self._requests: collections.deque[RequestEvent] = collections.deque(maxlen=history)
+        self._by_id: dict[str, RequestEvent] = {}
         self._history = history
         # Recent non-request events (health, admin, drain...) for the site's first paint.
         self._recent: collections.deque[Event] = collections.deque(maxlen=1000)
@@ -726,10 +817,14 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         self.published += 1
-        if isinstance(event, RequestEvent):
-            self._requests[event.request_id] = event
-            if len(self._requests) > self._history:
-                self._requests.popitem(last=False)
+        if type(event) is RequestEvent:
+            ring = self._requests
+            if len(ring) == self._history:  # the oldest leaves the index with the ring
+                oldest = ring[0]
+                if self._by_id.get(oldest.request_id) is oldest:
+                    del self._by_id[oldest.request_id]
+            ring.append(event)
+            self._by_id[event.request_id] = event
         else:
             self._recent.append(event)
         for sink in self._sinks:
@@ -761,11 +856,14 @@ class EventBus:
         return len(self._subscribers)
 
     def request(self, request_id: str) -> RequestEvent | None:
-        return self._requests.get(request_id)
+        """The newest kept request with this id (a client may send the same one twice)."""
+        return self._by_id.get(request_id)
 
     def recent_requests(self, limit: int = 100) -> list[RequestEvent]:
-        items = list(self._requests.values())
-        return items[-limit:]
+        kept = self._requests
+        if limit <= 0 or limit >= len(kept):
+            return list(kept)
+        return list(itertools.islice(kept, len(kept) - limit, None))
 
     def recent(self, limit: int = 200) -> list[Event]:
         return list(self._recent)[-limit:]

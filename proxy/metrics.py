@@ -137,11 +137,10 @@ class Metrics:
         self._termination_children: dict[tuple, object] = {}
         self._connection_children: dict[tuple, object] = {}
         self._conn_pb_children: dict[tuple, tuple] = {}
-        # Requests counted since the last collect: (pool, backend, status, proxy_made,
-        # termination) -> [count]; (pool, backend) -> [sum_s, bytes_in, bytes_out,
-        # count per latency bucket...].
+        # Requests counted since the last collect, one row per (pool, backend, status,
+        # proxy_made, termination): [count, sum_s, bytes_in, bytes_out, count per
+        # latency bucket...] (one lookup per request, split per metric at flush).
         self._pending: dict[tuple, list] = {}
-        self._pending_pb: dict[tuple, list] = {}
         self._bounds = LATENCY_BUCKETS + (float("inf"),)
         # Connections closed since the last collect, the same way: (listener, pool,
         # backend, closed_by) -> [count]; (pool, backend) -> [sum_s, bytes_in,
@@ -150,7 +149,6 @@ class Metrics:
         self._pending_conn_pb: dict[tuple, list] = {}
         self._duration_bounds = DURATION_BUCKETS + (float("inf"),)
         self._dispatch: dict[type, Callable[[Event], None]] = {
-            RequestEvent: self._on_request,
             ConnectionEvent: self._on_connection,
             StateChange: self._on_state_change,
             HealthProbe: self._on_probe,
@@ -161,30 +159,35 @@ class Metrics:
     # ------------------------------------------------------------ events
 
     def sink(self, event: Event) -> None:
-        """EventBus sink: count one event. Must be quick and must not raise."""
-        handler = self._dispatch.get(type(event))
-        if handler is not None:
-            handler(event)
+        """EventBus sink: count one event. Must be quick and must not raise.
 
-    def _on_request(self, ev: RequestEvent) -> None:
-        pool = ev.pool or NONE
-        backend = ev.backend or NONE
-        pb = (pool, backend)
-        acc = self._pending_pb.get(pb)
-        if acc is None:
-            acc = self._pending_pb[pb] = [0.0, 0, 0] + [0] * len(self._bounds)
-        seconds = ev.latency_ms / 1000.0
-        acc[0] += seconds
-        acc[1] += ev.bytes_in
-        acc[2] += ev.bytes_out
-        acc[3 + bisect_left(self._bounds, seconds)] += 1
+        A request (every request) is counted right here, with no dispatch and no
+        second call; the other kinds go to their handler."""
+        if type(event) is not RequestEvent:
+            handler = self._dispatch.get(type(event))
+            if handler is not None:
+                handler(event)
+            return
+        ev = event
+        backend = ev.backend
         # The proxy made the response when it says so, or when no backend was involved.
-        key = (pool, backend, ev.status, ev.proxy_error or ev.backend is None, ev.termination)
-        count = self._pending.get(key)
-        if count is None:
-            self._pending[key] = [1]
-        else:
-            count[0] += 1
+        key = (ev.pool or NONE, backend or NONE, ev.status, ev.proxy_error or backend is None,
+               ev.termination)
+        acc = self._pending.get(key)
+        if acc is None:
+            acc = self._pending[key] = [0, 0.0, 0, 0] + [0] * len(self._bounds)
+        seconds = ev.latency_ms / 1000.0
+        acc[0] += 1
+        acc[1] += seconds
+        acc[2] += ev.bytes_in
+        acc[3] += ev.bytes_out
+        acc[4 + bisect_left(self._bounds, seconds)] += 1
+        if ev.retries or ev.retry_budget is not None or ev.zone is not None or (
+                ev.queue is not None):
+            self._on_request_extras(ev, key[0])
+
+    def _on_request_extras(self, ev: RequestEvent, pool: str) -> None:
+        """Retries, budgets, zones and queues: rarer, counted straight into children."""
         if ev.retries:
             self.retries.labels(pool, "retried").inc(len(ev.retries))
         budget = ev.retry_budget
@@ -205,7 +208,8 @@ class Metrics:
         the children."""
         self._flush_connections()
         pending, self._pending = self._pending, {}
-        for (pool, backend, status, proxy_made, termination), (count,) in pending.items():
+        for (pool, backend, status, proxy_made, termination), acc in pending.items():
+            count = acc[0]
             skey = (pool, backend, status, proxy_made)
             child = self._status_children.get(skey)
             if child is None:
@@ -218,22 +222,20 @@ class Metrics:
                 child = self._termination_children[tkey] = self.terminations.labels(
                     pool, backend, termination)
             child.inc(count)
-        pending_pb, self._pending_pb = self._pending_pb, {}
-        for pb, acc in pending_pb.items():
+            pb = (pool, backend)
             children = self._request_children.get(pb)
             if children is None:
-                pool, backend = pb
                 children = self._request_children[pb] = (
                     self.latency.labels(pool, backend),
                     self.bytes.labels(pool, backend, "in", "http"),
                     self.bytes.labels(pool, backend, "out", "http"),
                 )
             latency, bytes_in, bytes_out = children
-            _add_observations(latency, acc[0], acc[3:])
-            if acc[1]:
-                bytes_in.inc(acc[1])
+            _add_observations(latency, acc[1], acc[4:])
             if acc[2]:
-                bytes_out.inc(acc[2])
+                bytes_in.inc(acc[2])
+            if acc[3]:
+                bytes_out.inc(acc[3])
 
     def _on_connection(self, ev: ConnectionEvent) -> None:
         pool = ev.pool or NONE

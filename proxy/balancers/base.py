@@ -79,10 +79,19 @@ class Balancer:
         raise NotImplementedError
 
     def acquire(self, backend: BackendState) -> None:
-        pass
+        """A request (or connection) to `backend` begins: for balancers that count."""
 
     def release(self, backend: BackendState) -> None:
-        pass
+        """...and ends."""
+
+    # True when a subclass overrides acquire or release: the data plane calls
+    # them only then (two calls per request saved for all the others).
+    counts: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.counts = (cls.acquire is not Balancer.acquire
+                      or cls.release is not Balancer.release)
 
 
 REGISTRY: dict[str, type[Balancer]] = {}

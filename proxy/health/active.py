@@ -74,7 +74,7 @@ from typing import Awaitable, Callable
 import httptools
 
 from proxy.config import HealthCheckConfig
-from proxy.events import EventBus, HealthProbe
+from proxy.events import EventBus, HealthProbe, Warning  # noqa: A004
 from proxy.health.scheduler import ERROR, READ, WRITE, Scheduler
 from proxy.health.table import Counters, Step, apply_probe, fmt_seconds
 from proxy.model import BackendState, Health
@@ -824,6 +824,7 @@ class BackendChecker:
         self._due_at = 0.0  # loop time the probe in flight was due
         self._socket_probe: SocketProbe | None = None
         self._task: asyncio.Task | None = None  # a coroutine prober in flight
+        self._warned_tls = None  # the unverified TLS settings already warned about
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -932,8 +933,22 @@ class BackendChecker:
         client = self.tls_getter()
         if client is None:  # health.tls: true on a backend without TLS settings (config refuses it)
             return ProbeResult(False, "TLS check but no TLS settings for this backend", 0.0)
+        self._warn_unverified(client)
         return await self.prober(self.backend.host, self.probe_port, self.config, self.clock,
                                  tls=check_tls(self.config, client))
+
+    def _warn_unverified(self, client) -> None:
+        """A check that verifies nothing says so, as the data plane's connections do: once per
+        TLS settings (a config apply brings new ones), not once per probe."""
+        if getattr(client, "verify", True) or self._warned_tls is client:
+            return
+        self._warned_tls = client
+        self.bus.publish(Warning(
+            source="tls", pool=self.pool_name, backend=self.backend.name,
+            message=(f"the {self.config.type} health check of backend {self.backend.name} "
+                     f"({self.backend.host}:{self.probe_port}) of pool {self.pool_name} does "
+                     "NOT verify the certificate (tls.verify: false): an impostor there "
+                     "would pass it; set verify: true with the lab CA")))
 
     def _finished(self, result: ProbeResult) -> None:
         if not self.running:

@@ -73,6 +73,7 @@ class HealthManager:
         self._timers: set[asyncio.TimerHandle] = set()
         self.scheduler: Scheduler | None = None  # every checker's timers (made at start)
         self.started = False
+        self._sink_on = False  # _sink is on the bus (see _follow_detectors)
         self.runtime.on_apply.append(self._on_apply)
         self._sync(startup=True)
 
@@ -83,7 +84,7 @@ class HealthManager:
             return
         self.started = True
         self.scheduler = Scheduler(asyncio.get_running_loop())
-        self.bus.add_sink(self._sink)
+        self._follow_detectors()
         if self._on_apply not in self.runtime.on_apply:  # started again after stop()
             self.runtime.on_apply.append(self._on_apply)
             self._sync(startup=False)
@@ -93,7 +94,7 @@ class HealthManager:
 
     async def stop(self) -> None:
         self.started = False
-        self.bus.remove_sink(self._sink)
+        self._follow_detectors()
         if self._on_apply in self.runtime.on_apply:
             self.runtime.on_apply.remove(self._on_apply)
         for handle in self._timers:
@@ -133,6 +134,7 @@ class HealthManager:
         for pname in [p for p in self.detectors if p not in runtime.pools]:
             del self.detectors[pname]
         self._known = known_now
+        self._follow_detectors()
         # requires_check may have changed who is eligible: panic follows now.
         refresh = getattr(runtime, "refresh_panic", None)
         if refresh is not None:
@@ -211,6 +213,18 @@ class HealthManager:
 
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
+
+    def _follow_detectors(self) -> None:
+        """Passive health reads request events only for pools with outlier detection:
+        the sink is on the bus while the manager runs and some pool has it, and
+        off otherwise (every request is published through each sink)."""
+        want = self.started and bool(self.detectors)
+        if want and not self._sink_on:
+            self.bus.add_sink(self._sink)
+            self._sink_on = True
+        elif not want and self._sink_on:
+            self.bus.remove_sink(self._sink)
+            self._sink_on = False
 
     def _sink(self, event: Event) -> None:
         if type(event) is not RequestEvent:

@@ -106,6 +106,21 @@ def check_host(value: bytes, where: str = "Host") -> None:
                            "characters no host can have (spaces, quotes, slashes...)")
 
 
+_NO_NAMES: frozenset[bytes] = frozenset()  # shared: a head names nothing in Connection
+_CONNECTION_NAMES: dict[bytes, frozenset[bytes]] = {}  # Connection value -> its names
+
+
+def connection_names(value: bytes, named: frozenset[bytes]) -> frozenset[bytes]:
+    """`named` plus the names a Connection header value lists, worked out once per
+    value (almost every response says `keep-alive`, many requests `close`)."""
+    names = _CONNECTION_NAMES.get(value)
+    if names is None:
+        if len(_CONNECTION_NAMES) >= 1024:  # bounded: random values cannot grow it
+            _CONNECTION_NAMES.clear()
+        names = _CONNECTION_NAMES[value] = frozenset(connection_tokens(value))
+    return names if not named else named | names
+
+
 class RequestError(Exception):
     """A request the proxy refuses; `code` is a key of proxy.errors.ERRORS."""
 
@@ -124,7 +139,8 @@ class RequestHead:
 
     __slots__ = ("method", "target", "path", "query", "version", "headers", "host",
                  "keep_alive", "content_length", "chunked", "upgrade", "expect_continue",
-                 "request_id", "cookies", "connection_named", "head_bytes", "_target_str")
+                 "request_id", "cookies", "connection_named", "head_bytes", "_target_str",
+                 "http11")
 
     def __init__(self, method: str, target: bytes, version: str,
                  headers: list[tuple[bytes, bytes]]):
@@ -133,6 +149,7 @@ class RequestHead:
         self.path = "/"
         self.query = ""
         self.version = version
+        self.http11 = version == "1.1"
         self.headers = headers
         self.host: str | None = None
         self.keep_alive = False
@@ -142,7 +159,7 @@ class RequestHead:
         self.expect_continue = False
         self.request_id: bytes | None = None
         self.cookies: list[str] = []
-        self.connection_named: set[bytes] = set()
+        self.connection_named: frozenset[bytes] = _NO_NAMES
         self.head_bytes = 0
         self._target_str: str | None = None
 
@@ -153,10 +170,6 @@ class RequestHead:
         if text is None:
             text = self._target_str = self.target.decode("latin-1")
         return text
-
-    @property
-    def http11(self) -> bool:
-        return self.version == "1.1"
 
     @property
     def has_body(self) -> bool:
@@ -387,7 +400,7 @@ class RequestReader:
             elif n == 17 and name.lower() == b"transfer-encoding":
                 te = value if te is None else te + b"," + value
             elif n == 10 and name.lower() == b"connection":
-                head.connection_named |= connection_tokens(value)
+                head.connection_named = connection_names(value, head.connection_named)
             elif n == 12 and name.lower() == b"x-request-id":
                 head.request_id = value
             elif n == 7 and name.lower() == b"upgrade":
@@ -480,7 +493,7 @@ class ResponseHead:
         self.set_cookies: list[bytes] = []
         self.no_body = False  # HEAD, 204, 304, 1xx
         self.until_close = False  # body ends when the backend closes
-        self.connection_named: set[bytes] = set()
+        self.connection_named: frozenset[bytes] = _NO_NAMES
 
     def __repr__(self) -> str:
         return f"<ResponseHead {self.status} HTTP/{self.version}>"
@@ -591,7 +604,7 @@ class ResponseReader:
                 if lname == b"set-cookie":
                     head.set_cookies.append(value)
                 elif lname == b"connection":
-                    head.connection_named |= connection_tokens(value)
+                    head.connection_named = connection_names(value, head.connection_named)
         if te is not None and te.rsplit(b",", 1)[-1].strip().lower() == b"chunked":
             head.chunked = True
         if 100 <= status < 200 and status != 101:

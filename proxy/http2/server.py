@@ -172,11 +172,7 @@ def request_head(headers: list[tuple[bytes, bytes]], end_stream: bool,
 class H2Exchange(UpstreamH2Mixin, Exchange):
     """One stream's request: the HTTP/1.1 pipeline with HTTP/2 output."""
 
-    __slots__ = ("grpc",)
-
-    def __init__(self, conn, head, t0):
-        super().__init__(conn, head, t0)
-        self.grpc = None  # {status, message} from a gRPC backend's trailers
+    __slots__ = ()
 
     # Exchange writes HTTP/1.1 bytes into self.out; here out holds
     # ResponseHeaders, body bytes, Trailers and END, sent by flush().

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
 import socket
 
@@ -609,11 +608,8 @@ class UpstreamH2Mixin:
 
     __slots__ = ()
 
-    def _h2_pool(self) -> bool:
-        return self.pool.config.protocol == "h2"
-
     def _connect(self) -> None:
-        if not self._h2_pool():
+        if self.pool.config.protocol != "h2":
             super()._connect()
             return
         backend = self.backend
@@ -768,19 +764,12 @@ class UpstreamH2Mixin:
             return
         super()._release_upstream()
 
-    def _event(self, now, termination, error, proxy_error):
-        event = super()._event(now, termination, error, proxy_error)
-        grpc = self.grpc
-        if grpc is not None:
-            event = dataclasses.replace(event, grpc=grpc)
-        return event
 
 
 class H1Exchange(UpstreamH2Mixin, Exchange):
-    """An HTTP/1.1 client's request, able to reach `protocol: h2` pools."""
+    """An HTTP/1.1 client's request, able to reach `protocol: h2` pools.
 
-    __slots__ = ("grpc",)
+    (`grpc`, set from a gRPC backend's trailers, is an Exchange slot: the request
+    event takes it from there.)"""
 
-    def __init__(self, conn, head, t0):
-        super().__init__(conn, head, t0)
-        self.grpc = None
+    __slots__ = ()

@@ -99,6 +99,8 @@ PREBUFFER = 64 * 1024  # a body up to this size is read whole before picking a b
 BUFFER_HIGH = 256 * 1024  # request body buffered before a backend is attached
 LINGER = 2.0  # seconds to read and discard after refusing a request mid-body
 EMPTY: dict = {}
+# An enum member read through its class costs ~30x a global (EnumType lookup).
+_ACTIVE = Intent.ACTIVE
 
 # Why reading from the client is paused (bits; reading resumes when all clear).
 PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
@@ -176,7 +178,7 @@ class Exchange:
         "t_route", "t_pick", "t_connect", "t_first", "keep_alive", "split", "ctx",
         "read_timeout", "sticky_learned", "tunnel", "headers_view", "cookies_view",
         "upstream_tls", "turn", "started", "refusal", "continued", "queue_info",
-        "queued_at", "queue_timer", "budget", "counted", "client_view",
+        "queued_at", "queue_timer", "budget", "counted", "client_view", "grpc",
     )
 
     def __init__(self, conn: "L7Connection", head: RequestHead, t0: float):
@@ -242,6 +244,8 @@ class Exchange:
         # The client address believed for this request and why (proxy/trust.py);
         # None when it is simply the connection's peer and nothing was dropped.
         self.client_view: dict | None = None
+        # {status, message} from a gRPC backend's trailers (proxy/http2/upstream.py).
+        self.grpc: dict | None = None
 
     # ------------------------------------------------------------ step 0: wait for the body
 
@@ -403,7 +407,9 @@ class Exchange:
                 self.queue_timer = None
         self.backend = backend
         backend.request_started()
-        pool.balancer.acquire(backend)
+        balancer = pool.balancer
+        if balancer.counts:
+            balancer.acquire(backend)
         self.acquired = True
         self.attempt_started = now
         self.server.track(self, backend)
@@ -1014,7 +1020,7 @@ class Exchange:
             return
         reusable = (self.response_complete and self.request_done and self.request_sent
                     and self.resp_keep_alive and not upstream.closed and self.tunnel is None
-                    and self.backend.intent is Intent.ACTIVE)
+                    and self.backend.intent is _ACTIVE)
         self._detach_upstream(close=not reusable)
         if reusable:
             upstream.responses += 1
@@ -1028,7 +1034,9 @@ class Exchange:
         backend = self.backend
         backend.request_finished(now - self.attempt_started, failed, now)
         pool = self.pool
-        pool.balancer.release(backend)
+        balancer = pool.balancer
+        if balancer.counts:
+            balancer.release(backend)
         self.server.untrack(self, backend)
         if pool.queue.waiters:
             # A slot is free: the oldest waiting request picks again, soon (not
@@ -1073,14 +1081,15 @@ class Exchange:
         backend = self.backend
         conn = self.conn
         head = self.head
-        zone = _zone_view(choice, backend) if choice is not None else None
+        zone = (_zone_view(choice, backend)
+                if choice is not None and choice.zone is not None else None)
         return lazy_request(
             _request_fields,
             (conn.bound.name, conn.client, head.method, head.target, head.host,
              self.route_name, choice, self.split,
              self.sticky_learned, self.t0, self.t_route, self.t_pick, self.t_connect,
              self.t_first, now, conn.tls, self.upstream_tls, self.client_view,
-             getattr(conn, "proxied", None), conn.client_ip),
+             getattr(conn, "proxied", None), conn.client_ip, self.grpc),
             _time(), self.request_id, self.pool_name,
             backend.name if backend is not None else None, self.status,
             int((now - self.t0) * 1e6 + 0.5) / 1000, self.bytes_in, self.bytes_out,
@@ -1104,7 +1113,7 @@ def _ms(t: float, t0: float) -> float:
 def _request_fields(listener, client, method, target, host, route, choice, split,
                     sticky_learned, t0,
                     t_route, t_pick, t_connect, t_first, now, tls, backend_tls,
-                    client_view, proxied, client_ip) -> dict:
+                    client_view, proxied, client_ip, grpc=None) -> dict:
     """The rest of a request's event (proxy.events.lazy_request), from values kept
     at its end: built only when someone reads the event."""
     timings = {"accepted": 0.0}
@@ -1130,6 +1139,7 @@ def _request_fields(listener, client, method, target, host, route, choice, split
         "backend_tls": backend_tls,
         "backup": choice.backup if choice is not None else None,
         "client_address": _client_address(client_view, proxied, client_ip),
+        "grpc": grpc,
     }
 
 
@@ -1449,7 +1459,7 @@ class L7Connection(asyncio.Protocol):
         t0 = self.accepted_at if reader.messages == 1 else self.head_started
         ex = self.exchange_class(self, head, t0)
         self.parsing = ex
-        if head.has_body:
+        if not ex.request_done:  # the head announces a body (head.has_body)
             self.body_started = self.paused_at = self.loop.time()
             self.body_received = 0
             self._set_phase(BODY)

@@ -203,7 +203,9 @@ class UpstreamPool:
         conn.reader.sink = DISCARD
         conn.idle_since = self.loop.time()
         conn.idle_limit = idle_limit
-        stack = self.idle.setdefault(conn.key, [])
+        stack = self.idle.get(conn.key)
+        if stack is None:  # (not setdefault: that makes a list on every call)
+            stack = self.idle[conn.key] = []
         if len(stack) >= self.max_idle:
             stack.pop(0).close()
         stack.append(conn)

@@ -185,3 +185,16 @@ def test_l7_variants_and_their_checked_pool_are_accepted():
         BACKENDS, health=health_check)}))
     with pytest.raises(SystemExit):
         l7.parse_args(["--targets", "lblab-fast"])
+
+
+def test_l7_inproc_drives_real_requests_through_every_variant():
+    """bench/l7_inproc.py's rig answers real requests (200s checked by the script)."""
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "bench/l7_inproc.py", "-n", "300", "--rounds", "1",
+         "--variants", "zero,lblab,dash,full"],
+        capture_output=True, text=True, timeout=120, cwd=c.REPO)
+    assert out.returncode == 0, out.stderr
+    for variant in ("zero", "lblab", "dash", "full"):
+        assert f"round 1/1: {variant} " in out.stdout

@@ -209,7 +209,8 @@ def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine, tmp_pat
 
     left = engine.inventory()
     assert left == {"containers": [], "services": [], "networks": [], "volumes": []}, left
-    run_root = str(engine.run_root)
+    # With the slash: another engine's root may start with this one's name (/run/lblab-docker-x).
+    run_root = f"{engine.run_root}/"
     engine.stop()
     stray = []
     for proc in Path("/proc").iterdir():
@@ -221,3 +222,4 @@ def test_compose_up_serves_streams_fails_over_and_leaves_nothing(engine, tmp_pat
             if run_root in cmdline:
                 stray.append(f"{proc.name}: {cmdline[:120]}")
     assert not stray, f"processes of the test engine still running: {stray}"
+    assert engine.mounts() == [], "the stopped engine left mounts behind"

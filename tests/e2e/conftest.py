@@ -6,14 +6,16 @@ a Redis channel layer, as a workshop runs them.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.explainer.parts import REPO, free_port, spawn, stop, wait_http
+from tests.explainer.parts import REPO, free_port, spawn, stop, wait_http, wait_until
 
 # Django's live_server + Playwright's sync API share a thread with an event loop.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -21,7 +23,21 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-E2E_REDIS = "redis://127.0.0.1:6379/12"
+
+
+def e2e_redis(slot: int) -> str:
+    """A Redis database of this test process's own for the channel layer.
+
+    `./lab test` runs the browser tests on two xdist workers: two stacks in one database would
+    see each other's groups (both call their sandbox "e2e"). Databases 12-15 are the browser
+    tests': slot 0 the shared stack below, slot 1 the workshop site (test_workshop.py)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    assert index < 2 and slot < 2, "the browser tests have Redis databases 12-15: two workers"
+    return f"redis://127.0.0.1:6379/{12 + 2 * index + slot}"
+
+
+E2E_REDIS = e2e_redis(0)
 FAST_HEALTH = {"type": "http", "path": "/health", "interval": "200ms", "timeout": "150ms",
                "unhealthy_threshold": 2, "healthy_threshold": 2}
 
@@ -50,6 +66,11 @@ def redis_up() -> bool:
             return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def _subscribers(admin_url: str) -> int:
+    with urllib.request.urlopen(f"{admin_url}/state", timeout=3) as resp:
+        return json.load(resp).get("subscribers", 0)
 
 
 class Stack:
@@ -86,6 +107,9 @@ def stack(tmp_path_factory):
                         str(port), "lblab.asgi:application"], logs / "daphne.log", env=env)
         procs.append(daphne)
         wait_http(f"http://127.0.0.1:{port}/", proc=daphne, log=logs / "daphne.log")
+        # Until the bridge reads the event stream, a request sent now would reach no page.
+        wait_until(lambda: _subscribers(sandbox.admin_url) >= 1, timeout=60,
+                   what="the bridge subscribed to the proxy's events")
         yield Stack(sandbox, f"http://127.0.0.1:{port}", state_dir, logs)
     finally:
         for proc in reversed(procs):

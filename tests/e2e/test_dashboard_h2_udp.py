@@ -17,6 +17,7 @@ from playwright.sync_api import Page, expect
 from labs.backend.testing import start_backend, start_backends
 from tests.e2e.test_accessibility import axe_violations
 from tests.e2e.test_dashboard_l4 import admin
+from tests.explainer.parts import wait_until
 from tests.proxy.http2.h2client import H2Client
 
 IDENTITY = {"request_serializer": lambda m: m, "response_deserializer": lambda m: m}
@@ -162,9 +163,10 @@ def test_http2_streams_grpc_and_udp_flows_are_drawn(page: Page, stack, artifacts
             expect(flow.locator(".dgrams")).to_have_text("3 / 3 datagrams", timeout=5_000)
             expect(flow).to_contain_text("11 B / 20 B")
             first = seconds(flow.locator("td.idle").inner_text())
-            page.wait_for_timeout(1500)
-            # The idle timer runs (a poll may pull it back by the bridge's delay, < 1 s).
-            assert seconds(flow.locator("td.idle").inner_text()) >= first + 0.5
+            # The idle timer runs (a poll may pull it back by the bridge's delay, < 1 s; polled,
+            # as a busy machine's timers lag).
+            assert wait_until(lambda: seconds(flow.locator("td.idle").inner_text()) >= first + 0.5,
+                              timeout=5, what=f"the flow's idle time to pass {first + 0.5} s")
             page.locator("#open-connections").screenshot(path=artifacts / "udp-flow-open.png")
             assert axe_violations(page) == []
             expect(page.locator("#conn-rows tr", has_text=me)).to_have_count(0, timeout=12_000)

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import FAST_HEALTH, redis_up
+from tests.e2e.conftest import FAST_HEALTH, e2e_redis, redis_up
 from tests.explainer.parts import free_port, spawn, stop, wait_http
 
-E2E_REDIS = "redis://127.0.0.1:6379/13"
+E2E_REDIS = e2e_redis(1)
 PASSWORD = "Instructor-pass-2931"
 
 

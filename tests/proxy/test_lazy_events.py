@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+
 from proxy.balancers.base import PickContext
 from proxy.config import load_config
 from proxy.events import EventBus, RequestEvent, lazy_request
@@ -96,3 +98,34 @@ def test_candidates_show_the_state_at_the_decision_not_at_the_read():
         "name": "b2", "health": "initial", "intent": "active", "eligible": True,
         "weight": 1, "outstanding": 3, "connections": 2, "backup": False, "zone": None}
     assert choice.candidates is choice.candidates  # built once
+
+
+def test_the_request_store_keeps_the_newest_and_finds_them_by_id():
+    bus = EventBus(history=3)
+    for n in range(5):
+        bus.publish(dataclasses.replace(lazy(), request_id=f"r{n}", status=200 + n))
+    assert bus.request("r0") is None and bus.request("r1") is None  # evicted, oldest first
+    assert bus.request("r4").status == 204
+    assert [e.request_id for e in bus.recent_requests(2)] == ["r3", "r4"]
+    assert [e.request_id for e in bus.recent_requests(100)] == ["r2", "r3", "r4"]
+    # A client may send an X-Request-Id twice: the lookup answers with the newest.
+    bus.publish(dataclasses.replace(lazy(), request_id="r3", status=299))
+    assert bus.request("r3").status == 299
+    assert bus.request("r2") is None
+    # The older r3 leaving the ring does not take the newer one out of the index...
+    bus.publish(dataclasses.replace(lazy(), request_id="r5", status=205))
+    assert bus.request("r3").status == 299 and bus.request("r4").status == 204
+    # ...and the newer one leaving does.
+    bus.publish(dataclasses.replace(lazy(), request_id="r6", status=206))
+    bus.publish(dataclasses.replace(lazy(), request_id="r7", status=207))
+    assert bus.request("r3") is None and bus.request("r7").status == 207
+
+
+def test_a_lazy_event_stays_frozen():
+    ev = lazy()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.status = 500  # type: ignore[misc]
+    assert ev.candidates == [{"name": "b1"}]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.candidates = []  # type: ignore[misc]
+    assert type(ev) is RequestEvent

@@ -44,3 +44,21 @@ def test_picks_only_eligible_with_json_inputs(algorithm):
         assert any(decision.backend is b for b in eligible)
         json.dumps(decision.inputs)
     assert bal.pick(ctx(), []) is None
+
+
+def test_acquire_and_release_reach_a_balancer_that_counts():
+    """The data plane skips the two hooks for balancers that keep them as no-ops
+    (`counts` False), and calls both for one that overrides either."""
+    from proxy.balancers.base import Balancer, Decision
+
+    class Counting(Balancer):
+        name = "counting-test"
+
+        def pick(self, ctx, eligible):
+            return Decision(eligible[0]) if eligible else None
+
+        def acquire(self, backend):
+            self.in_flight = getattr(self, "in_flight", 0) + 1
+
+    assert Counting.counts
+    assert not any(cls.counts for cls in REGISTRY.values())

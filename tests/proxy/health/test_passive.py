@@ -1,6 +1,7 @@
 """Outlier detection (passive health) with a fake clock and a real Runtime/EventBus."""
 import itertools
 
+import pytest
 
 from proxy.events import PoolEvent, RequestEvent
 from proxy.health.manager import HealthManager
@@ -225,3 +226,24 @@ def test_stats_survive_a_reload_that_keeps_the_backend():
     rt.set_weight("web", "b2", 3)  # a reload
     rt.bus.publish(req("b1", 500))
     assert [c.backend for c in rec.changes(kind="ejection")] == ["b1"]
+
+
+@pytest.mark.asyncio
+async def test_a_started_manager_reads_requests_while_some_pool_detects_outliers():
+    """Without outlier detection no request event passes through passive health;
+    once a pool gets it at run time, 5xx responses eject again."""
+    clock = FakeClock()
+    rt = make_runtime({"web": pool_data([("b1", 9001), ("b2", 9002)])}, clock=clock)
+    manager = HealthManager(fake_server(rt))
+    await manager.start()
+    try:
+        assert manager._sink not in rt.bus._sinks
+        rt.set_pool_settings("web", {"outlier": {"consecutive_5xx": 1}})
+        assert manager._sink in rt.bus._sinks
+        rt.bus.publish(req("b1", 500))
+        assert not rt.pools["web"].backends["b1"].is_eligible(clock.now)
+        rt.set_pool_settings("web", {"outlier": None})
+        assert manager._sink not in rt.bus._sinks
+    finally:
+        await manager.stop()
+    assert manager._sink not in rt.bus._sinks

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from labs.backend.testing import free_port
-from proxy.events import HealthProbe
+from proxy.events import HealthProbe, Warning  # noqa: A004
 from proxy.health.manager import HealthManager
 from proxy.model import Health
 from proxy.tls import build_upstream_tls
@@ -110,6 +110,24 @@ async def test_a_wrong_certificate_fails_the_check_with_the_tls_reason(lab_pki, 
         assert not b3.is_eligible(checks.runtime.clock())
         change = checks.recorder.changes(backend="b3", new="unhealthy")[0]
         assert "TLS handshake failed: certificate verify failed" in change.cause
+
+
+@pytest.mark.asyncio
+async def test_an_unverified_check_passes_an_impostor_and_warns_once(lab_pki, origins):
+    # verify: false: the certificate for another name is accepted, and that is said aloud,
+    # once for these settings rather than once per probe.
+    pools = {"web": tls_pool("b3", origins["tw"].port, lab_pki, {"type": "http"})}
+    pools["web"]["tls"]["verify"] = False
+    async with Checks(pools) as checks:
+        b3 = checks.backend("web", "b3")
+        await wait_until(lambda: b3.health is Health.HEALTHY
+                         and checks.state("web", "b3")["probes"] >= 4, "b3 healthy, 4 probes")
+        assert checks.state("web", "b3")["tls"] == {"server_name": "b3", "verify": False}
+        warnings = checks.recorder.of(Warning, backend="b3")
+        assert len(warnings) == 1, warnings
+        assert warnings[0].source == "tls" and warnings[0].pool == "web"
+        assert "does NOT verify the certificate (tls.verify: false)" in warnings[0].message
+        assert "set verify: true" in warnings[0].message
 
 
 @pytest.mark.asyncio
