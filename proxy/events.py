@@ -145,15 +145,19 @@ class RequestEvent(Event):
                                             compare=False)
 
     def __getattr__(self, name: str):
-        # Only reached for a slot not set yet: the rich part of a lazy event,
-        # built now, on its first read (see lazy_request).
-        if name == "_lazy" or name.startswith("__"):
-            raise AttributeError(name)
-        lazy = self._lazy
-        if lazy is None:
-            raise AttributeError(name)
-        _materialise(self, lazy)
-        return object.__getattribute__(self, name)
+        return _read_lazy(self, name)
+
+
+def _read_lazy(ev: Event, name: str):
+    """`__getattr__` of the events that can be lazy: only reached for a slot not set
+    yet, the rich part of a lazy event, built now, on its first read."""
+    if name == "_lazy" or name.startswith("__"):
+        raise AttributeError(name)
+    lazy = ev._lazy
+    if lazy is None:
+        raise AttributeError(name)
+    _materialise(ev, lazy)
+    return object.__getattribute__(ev, name)
 
 
 # The fields a lazy RequestEvent has from the start: what the data plane's own
@@ -214,21 +218,27 @@ def lazy_request(build, args: tuple, ts: float, request_id: str, pool: str | Non
     return ev
 
 
-_LAZY_DEFAULTS: list | None = None
+# Per lazy event class: the fields its lazy constructor sets, and (built on first
+# use) the others with their defaults.
+_LAZY_EAGER: dict[type, tuple[str, ...]] = {RequestEvent: _EAGER}
+_LAZY_DEFAULTS: dict[type, list] = {}
+_FILLING: dict[type, type] = {RequestEvent: _Filling}  # each lazy class's twin
 
 
-def _materialise(ev: RequestEvent, lazy: tuple) -> None:
-    global _LAZY_DEFAULTS
-    if _LAZY_DEFAULTS is None:
-        _LAZY_DEFAULTS = [
-            (f.name, f.default, f.default_factory) for f in dataclasses.fields(RequestEvent)
-            if f.name not in _EAGER and not f.name.startswith("_")]
+def _materialise(ev: Event, lazy: tuple) -> None:
+    cls = type(ev)
+    defaults = _LAZY_DEFAULTS.get(cls)
+    if defaults is None:
+        eager = _LAZY_EAGER[cls]
+        defaults = _LAZY_DEFAULTS[cls] = [
+            (f.name, f.default, f.default_factory) for f in dataclasses.fields(cls)
+            if f.name not in eager and not f.name.startswith("_")]
     _setattr(ev, "_lazy", None)
     build, args = lazy
     values = build(*args)
-    _setattr(ev, "__class__", _Filling)  # plain stores while filling (see _Filling)
+    _setattr(ev, "__class__", _FILLING[cls])  # plain stores while filling (see _Filling)
     try:
-        for name, default, factory in _LAZY_DEFAULTS:
+        for name, default, factory in defaults:
             if name in values:
                 value = values[name]
             elif factory is not dataclasses.MISSING:
@@ -237,7 +247,7 @@ def _materialise(ev: RequestEvent, lazy: tuple) -> None:
                 value = default
             setattr(ev, name, value)
     finally:
-        ev.__class__ = RequestEvent
+        ev.__class__ = cls
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,6 +274,12 @@ class ConnectionOpen(Event):
     proxy_protocol: str | None = None  # v1 | v2 when the backend gets a PROXY header
     backup: dict | None = None  # as RequestEvent.backup
     zone: dict | None = None  # as RequestEvent.zone
+    # Not part of the event: a lazy one's fields not set yet (see lazy_connection_open).
+    _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
+                                            compare=False)
+
+    def __getattr__(self, name: str):
+        return _read_lazy(self, name)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -293,6 +309,80 @@ class ConnectionEvent(Event):
     tls: dict | None = None
     proxy_protocol: str | None = None
     streams: int | None = None  # kind h2: how many streams (requests) it carried
+    # Not part of the event: a lazy one's fields not set yet (see lazy_connection).
+    _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
+                                            compare=False)
+
+    def __getattr__(self, name: str):
+        return _read_lazy(self, name)
+
+
+# What the data plane's own readers use of an L4 connection's events (metrics,
+# drains, sampled subscriptions' counters, the admin stream's pairing of an open
+# with its close): set at once by the lazy constructors below; the rest (client,
+# candidates, inputs, TLS...) is built from decision-time values on first read.
+_LAZY_EAGER[ConnectionOpen] = ("ts", "connection_id", "listener", "pool", "backend")
+_LAZY_EAGER[ConnectionEvent] = ("ts", "connection_id", "listener", "pool", "backend",
+                                "bytes_in", "bytes_out", "duration_ms", "connect_ms",
+                                "closed_by", "error")
+
+
+class _FillingOpen(ConnectionOpen):
+    """ConnectionOpen's twin while being filled (as _Filling is RequestEvent's)."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
+
+
+class _FillingConnection(ConnectionEvent):
+    """ConnectionEvent's twin while being filled (as _Filling is RequestEvent's)."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
+
+
+_FILLING[ConnectionOpen] = _FillingOpen
+_FILLING[ConnectionEvent] = _FillingConnection
+
+
+def lazy_connection_open(build, args: tuple, ts: float, connection_id: str, listener: str,
+                         pool: str | None, backend: str | None) -> ConnectionOpen:
+    """A ConnectionOpen whose other fields are `build(*args)` (a dict), made on first
+    read; as lazy_request, `args` are decision-time values."""
+    ev = _new(_FillingOpen)
+    ev.ts = ts
+    ev.connection_id = connection_id
+    ev.listener = listener
+    ev.pool = pool
+    ev.backend = backend
+    ev._lazy = (build, args)
+    ev.__class__ = ConnectionOpen
+    return ev
+
+
+def lazy_connection(build, args: tuple, ts: float, connection_id: str, listener: str,
+                    pool: str | None, backend: str | None, bytes_in: int, bytes_out: int,
+                    duration_ms: float, connect_ms: float | None, closed_by: str,
+                    error: str | None) -> ConnectionEvent:
+    """A ConnectionEvent whose other fields are `build(*args)` (a dict), made on first
+    read; as lazy_request, `args` are the values at the close."""
+    ev = _new(_FillingConnection)
+    ev.ts = ts
+    ev.connection_id = connection_id
+    ev.listener = listener
+    ev.pool = pool
+    ev.backend = backend
+    ev.bytes_in = bytes_in
+    ev.bytes_out = bytes_out
+    ev.duration_ms = duration_ms
+    ev.connect_ms = connect_ms
+    ev.closed_by = closed_by
+    ev.error = error
+    ev._lazy = (build, args)
+    ev.__class__ = ConnectionEvent
+    return ev
 
 
 # ---------------------------------------------------------------- lifecycle

@@ -8,8 +8,8 @@ Theory of operation. Two kinds of numbers, fed two ways:
   the proxy's hot path. So it does almost nothing per event: one dict lookup
   by event class, one by label tuple, then `inc`/`observe` on a cached child
   (prometheus_client's `labels()` is the slow part, and runs once per tuple).
-  Requests, the most frequent, are not even that: they add to plain integers
-  per label tuple (`_pending`), moved into prometheus_client's children
+  Requests and L4 connections, the most frequent, are not even that: they add
+  to plain integers per label tuple (`_pending`...), moved into prometheus_client's children
   whenever the registry is collected (a scrape, `get_sample_value`), so the
   numbers read are always exact while a request costs no lock and no
   histogram walk.
@@ -142,6 +142,12 @@ class Metrics:
         # latency bucket...] (one lookup per request, split per metric at flush).
         self._pending: dict[tuple, list] = {}
         self._bounds = LATENCY_BUCKETS + (float("inf"),)
+        # Connections closed since the last collect, the same way: (listener, pool,
+        # backend, closed_by) -> [count]; (pool, backend) -> [sum_s, bytes_in,
+        # bytes_out, count per duration bucket...].
+        self._pending_conn: dict[tuple, list] = {}
+        self._pending_conn_pb: dict[tuple, list] = {}
+        self._duration_bounds = DURATION_BUCKETS + (float("inf"),)
         self._dispatch: dict[type, Callable[[Event], None]] = {
             ConnectionEvent: self._on_connection,
             StateChange: self._on_state_change,
@@ -198,7 +204,9 @@ class Metrics:
                 self.queue_wait.labels(pool).observe(queue["waited_ms"] / 1000.0)
 
     def flush(self) -> None:
-        """Move the request counts gathered since the last call into the children."""
+        """Move the request and connection counts gathered since the last call into
+        the children."""
+        self._flush_connections()
         pending, self._pending = self._pending, {}
         for (pool, backend, status, proxy_made, termination), acc in pending.items():
             count = acc[0]
@@ -233,25 +241,46 @@ class Metrics:
         pool = ev.pool or NONE
         backend = ev.backend or NONE
         key = (ev.listener, pool, backend, ev.closed_by)
-        child = self._connection_children.get(key)
-        if child is None:
-            child = self._connection_children[key] = self.connections.labels(
-                ev.listener, pool, backend, ev.closed_by or "unknown")
-        child.inc()
+        count = self._pending_conn.get(key)
+        if count is None:
+            self._pending_conn[key] = [1]
+        else:
+            count[0] += 1
         pb = (pool, backend)
-        children = self._conn_pb_children.get(pb)
-        if children is None:
-            children = self._conn_pb_children[pb] = (
-                self.connection_duration.labels(pool, backend),
-                self.bytes.labels(pool, backend, "in", "tcp"),
-                self.bytes.labels(pool, backend, "out", "tcp"),
-            )
-        duration, bytes_in, bytes_out = children
-        duration.observe(ev.duration_ms / 1000.0)
-        if ev.bytes_in:
-            bytes_in.inc(ev.bytes_in)
-        if ev.bytes_out:
-            bytes_out.inc(ev.bytes_out)
+        acc = self._pending_conn_pb.get(pb)
+        if acc is None:
+            acc = self._pending_conn_pb[pb] = [0.0, 0, 0] + [0] * len(self._duration_bounds)
+        seconds = ev.duration_ms / 1000.0
+        acc[0] += seconds
+        acc[1] += ev.bytes_in
+        acc[2] += ev.bytes_out
+        acc[3 + bisect_left(self._duration_bounds, seconds)] += 1
+
+    def _flush_connections(self) -> None:
+        pending, self._pending_conn = self._pending_conn, {}
+        for key, (count,) in pending.items():
+            child = self._connection_children.get(key)
+            if child is None:
+                listener, pool, backend, closed_by = key
+                child = self._connection_children[key] = self.connections.labels(
+                    listener, pool, backend, closed_by or "unknown")
+            child.inc(count)
+        pending_pb, self._pending_conn_pb = self._pending_conn_pb, {}
+        for pb, acc in pending_pb.items():
+            children = self._conn_pb_children.get(pb)
+            if children is None:
+                pool, backend = pb
+                children = self._conn_pb_children[pb] = (
+                    self.connection_duration.labels(pool, backend),
+                    self.bytes.labels(pool, backend, "in", "tcp"),
+                    self.bytes.labels(pool, backend, "out", "tcp"),
+                )
+            duration, bytes_in, bytes_out = children
+            _add_observations(duration, acc[0], acc[3:])
+            if acc[1]:
+                bytes_in.inc(acc[1])
+            if acc[2]:
+                bytes_out.inc(acc[2])
 
     # Rare events: labels() directly is fine.
     def _on_state_change(self, ev: StateChange) -> None:

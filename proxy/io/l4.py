@@ -37,13 +37,17 @@ balancer's inputs, the server name), one `ConnectionEvent` when it ends
 (bytes each way, duration, who closed, why, retries).
 
 Per-connection cost (a new client connection per request is the L4 proxy's
-hardest load, bench/l4.py --workloads churn): one Task per connection, for the
-connect (no `wait_for`: its second Task and timer are replaced by the
-connection's own Deadline, which also keeps the idle timeout); nothing is asked
-of the kernel that the transport already did (TCP_NODELAY is set by asyncio's
-and uvloop's transports; the local address is read only for a PROXY header);
-rarely used state (retries, failed backends, buffered bytes) starts as shared
-empty class defaults and is made per connection only when used.
+hardest load, bench/l4.py --workloads churn): no Task for the connect (a
+ConnectAttempt steps `create_connection` itself) and no timer of its own (the
+connect timeout is the connection's Deadline, waiting on the loop's
+DeadlineQueue for that duration, and the same Deadline keeps the idle timeout);
+both events are lazy (proxy/events.py: what metrics, drains and sampled
+subscriptions count is set at once, the client text, candidates, inputs and
+TLS are built from decision-time values if something reads them); nothing is
+asked of the kernel that the transport already did (TCP_NODELAY is set by
+asyncio's and uvloop's transports; the local address is read only for a PROXY
+header); rarely used state (retries, failed backends, buffered bytes) starts as
+shared empty class defaults and is made per connection only when used.
 
 PROXY protocol (`proxy_protocol: v1|v2` on the pool or backend): the backend
 connection starts with a header naming the real client and the address it
@@ -55,11 +59,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import dataclasses
 import struct
+import time
+from types import MappingProxyType
 
 from proxy.balancers.base import PickContext
-from proxy.events import ConnectionEvent, ConnectionOpen
-from proxy.io import Deadline
+from proxy.events import ConnectionEvent, lazy_connection, lazy_connection_open
+from proxy.io import Deadline, deadline_queue
 from proxy.sni import MAX_HELLO, NotTLS, match_name, parse_client_hello
 
 log = logging.getLogger("proxy.l4")
@@ -70,6 +77,16 @@ LINGER = 5.0  # a graceful close that cannot flush in this long is aborted
 HELLO, CONNECTING, RELAY, DONE = "hello", "connecting", "relay", "done"
 PAUSE_BUFFER = 1  # bytes buffered while connecting
 PAUSE_UPSTREAM = 2  # the backend's socket buffer is full
+
+# An L4 pick has no headers or cookies: one read-only empty mapping for every one.
+_NO_FIELDS = MappingProxyType({})
+# _route builds its PickContext with positional arguments (keywords cost about as
+# much as the rest of the pick's setup); they follow this order.
+_CONTEXT_FIELDS = ("client_ip", "now", "method", "path", "headers", "cookies", "sni", "tls",
+                   "zone")
+if tuple(f.name for f in dataclasses.fields(PickContext)) != _CONTEXT_FIELDS:
+    raise ImportError("proxy.balancers.base.PickContext's fields changed: update "
+                      "_CONTEXT_FIELDS and L4Connection._route in proxy/io/l4.py")
 
 
 # ====================================================================== PROXY protocol
@@ -163,8 +180,7 @@ class L4Connection(asyncio.Protocol):
     upstream: L4Upstream | None = None
     kind = "tcp"
     phase = HELLO
-    client = "?"
-    client_addr: tuple[str, int] = ("0.0.0.0", 0)
+    client_addr: tuple[str, int] | None = None  # the peer; None when the OS gave none
     opened = 0.0  # loop time of accept
     pool = None
     pool_name = None
@@ -190,7 +206,7 @@ class L4Connection(asyncio.Protocol):
     client_write_paused = False
     done = False
     counted = False
-    connect_task: asyncio.Task | None = None
+    attempt: "ConnectAttempt | None" = None  # the connect in progress
 
     def __init__(self, server, bound):
         self.server = server
@@ -210,8 +226,6 @@ class L4Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_addr = (peer[0], peer[1])
-            ip, port = peer[0], peer[1]
-            self.client = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         self.server.connections.add(self)
         self.bound.active += 1
         self.counted = True
@@ -388,8 +402,10 @@ class L4Connection(asyncio.Protocol):
             return
         self.pool = pool
         self.pool_name = pool_name
-        self.ctx = PickContext(client_ip=self.client_addr[0], now=self.server.clock(), sni=sni,
-                               zone=self.bound.config.zone)
+        addr = self.client_addr
+        # (_choose sets `now`.)
+        self.ctx = PickContext(addr[0] if addr else "0.0.0.0", 0.0, None, None, _NO_FIELDS,
+                               _NO_FIELDS, sni, False, self.bound.config.zone)
         self._choose()
 
     def _choose(self) -> None:
@@ -422,50 +438,47 @@ class L4Connection(asyncio.Protocol):
         self.acquired = True
         self.server.track(self, backend)
         # The connect timeout is this connection's Deadline (see _on_timer): one
-        # Task per attempt, and no wait_for with a Task and a timer of its own.
+        # Task per attempt, and no wait_for with a Task and a timer of its own;
+        # and the Deadline waits on the loop's queue for this duration, not a timer.
         timeout = self.pool.config.timeouts.connect
         if timeout > 0:
-            self.deadline.after(timeout)
+            self.deadline.after_in(deadline_queue(self.loop, timeout))
         self.connect_started = self.server.clock()
-        # Not server.spawn: the connection itself is in server.connections, and
-        # stopping aborts it, which cancels this task (end()).
-        self.connect_task = self.loop.create_task(self._connect(backend))
+        # Not a Task (see ConnectAttempt); stopping the server aborts the
+        # connection, which cancels the attempt (end()).
+        attempt = self.attempt = ConnectAttempt(self, backend)
+        attempt.step()
 
     # ------------------------------------------------------------ connect
 
-    async def _connect(self, backend) -> None:
-        try:
-            transport, upstream = await self.loop.create_connection(
-                lambda: L4Upstream(self), backend.host, backend.port)
-        except asyncio.CancelledError:
-            raise
-        except OSError as exc:
-            if self.done or self.backend is not backend:
-                return
-            self._connect_failed(backend, _why(exc))
-            return
-        except Exception as exc:  # a bug: this connection only
-            log.exception("L4 connect failed unexpectedly")
-            if not self.done:
-                self.end("proxy", f"internal proxy error: {type(exc).__name__}: {exc}",
-                         abort=True)
-            return
-        if self.done or self.backend is not backend:
+    def connected(self, attempt: "ConnectAttempt", transport, upstream: L4Upstream) -> None:
+        if self.done or self.attempt is not attempt:  # given up meanwhile
             transport.abort()
             return
-        self.connect_task = None
+        self.attempt = None
         if transport.is_closing():  # the backend closed at once
-            self._connect_failed(backend, "the backend closed the connection at once")
+            self._connect_failed(attempt.backend, "the backend closed the connection at once")
             return
         self._attach(upstream, (self.server.clock() - self.connect_started))
 
+    def connect_failed(self, attempt: "ConnectAttempt", exc: Exception) -> None:
+        if self.done or self.attempt is not attempt:
+            return
+        self.attempt = None
+        if isinstance(exc, OSError):
+            self._connect_failed(attempt.backend, _why(exc))
+            return
+        # A bug: this connection only.
+        log.error("L4 connect failed unexpectedly", exc_info=exc)
+        self.end("proxy", f"internal proxy error: {type(exc).__name__}: {exc}", abort=True)
+
     def _connect_timed_out(self) -> None:
-        """timeouts.connect passed: give up this attempt (the task's cancellation
-        closes its half-open socket) and retry elsewhere, as a refused connect."""
-        task = self.connect_task
-        self.connect_task = None
-        if task is not None:
-            task.cancel()
+        """timeouts.connect passed: give up this attempt (its cancellation closes
+        its half-open socket) and retry elsewhere, as a refused connect."""
+        attempt = self.attempt
+        self.attempt = None
+        if attempt is not None:
+            attempt.cancel()
         self._connect_failed(self.backend, f"timed out after "
                                            f"{self.pool.config.timeouts.connect:g}s "
                                            "(timeouts.connect)")
@@ -516,10 +529,11 @@ class L4Connection(asyncio.Protocol):
         """The PROXY header naming the client and the address it connected to."""
         local = self.transport.get_extra_info("sockname")
         local_addr = (local[0], local[1]) if local else ("0.0.0.0", 0)
+        client_addr = self.client_addr or ("0.0.0.0", 0)
         if version == "v1":
-            return proxy_header_v1(self.client_addr, local_addr)
+            return proxy_header_v1(client_addr, local_addr)
         sni = self.hello.sni if self.hello is not None else None
-        return proxy_header_v2(self.client_addr, local_addr, sni)
+        return proxy_header_v2(client_addr, local_addr, sni)
 
     # ------------------------------------------------------------ timers, drain, stop
 
@@ -533,7 +547,7 @@ class L4Connection(asyncio.Protocol):
         elif self.phase == RELAY:
             self.end("proxy", f"idle for {self.idle:g}s: no byte either way "
                               "(timeouts.tunnel_idle)")
-        elif self.phase == CONNECTING and self.connect_task is not None:
+        elif self.phase == CONNECTING and self.attempt is not None:
             self._connect_timed_out()
 
     def cut(self, reason: str = "drain deadline") -> None:
@@ -570,9 +584,10 @@ class L4Connection(asyncio.Protocol):
         was = self.phase
         self.phase = DONE
         self.deadline.cancel()
-        task = self.connect_task
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
+        attempt = self.attempt
+        if attempt is not None:
+            self.attempt = None
+            attempt.cancel()
         self._release(failed=False)
         self.server.connections.discard(self)
         if self.counted:
@@ -595,35 +610,35 @@ class L4Connection(asyncio.Protocol):
                 # A peer that never reads must not keep the socket forever.
                 self.loop.call_later(LINGER, _abort, transport)
 
+    # The events are lazy (proxy/events.py): what metrics, drains and sampled
+    # subscriptions count is set now; the rest (client, candidates, inputs, TLS...)
+    # is built only if something reads it, from the values passed here, which no
+    # longer change (the Choice and its raw candidate snapshot are decision-time).
+
     def _event(self, closed_by: str, error: str | None, phase: str) -> ConnectionEvent:
-        choice = self.choice
-        return ConnectionEvent(
-            connection_id=self.connection_id, listener=self.bound.name, client=self.client,
-            kind=self.kind, pool=self.pool_name,
-            algorithm=choice.algorithm if choice is not None else None,
-            candidates=choice.candidates if choice is not None else [],
-            inputs=choice.inputs if choice is not None else {},
-            sticky=choice.sticky if choice is not None else None,
-            backend=self.backend.name if self.backend is not None else None,
-            bytes_in=self.bytes_in, bytes_out=self.bytes_out,
-            duration_ms=round((self.server.clock() - self.opened) * 1000, 3),
-            connect_ms=self.connect_ms, closed_by=closed_by, error=error,
-            retries=list(self.retries), tls=self.tls, proxy_protocol=self.proxy_protocol)
+        return lazy_connection(
+            _closed_fields, (self.client_addr, self.kind, self.choice, self.retries, self.tls,
+                             self.proxy_protocol),
+            time.time(), self.connection_id, self.bound.name, self.pool_name,
+            self.backend.name if self.backend is not None else None,
+            self.bytes_in, self.bytes_out, round((self.server.clock() - self.opened) * 1000, 3),
+            self.connect_ms, closed_by, error)
 
     def _publish_open(self) -> None:
-        choice = self.choice
+        backend = self.backend
         try:
-            self.server.bus.publish(ConnectionOpen(
-                connection_id=self.connection_id, listener=self.bound.name,
-                client=self.client, kind=self.kind, pool=self.pool_name,
-                algorithm=choice.algorithm, candidates=choice.candidates,
-                inputs=choice.inputs, sticky=choice.sticky, backend=self.backend.name,
-                tls=self.tls, proxy_protocol=self.proxy_protocol, backup=choice.backup,
-                zone=dict(choice.zone, backend_zone=self.backend.zone) if choice.zone else None))
+            self.server.bus.publish(lazy_connection_open(
+                _open_fields, (self.client_addr, self.kind, self.choice, self.tls,
+                               self.proxy_protocol, backend.zone),
+                time.time(), self.connection_id, self.bound.name, self.pool_name, backend.name))
         except Exception:
             log.exception("publishing connection_open %s failed", self.connection_id)
 
     # ------------------------------------------------------------ views
+
+    @property
+    def client(self) -> str:
+        return format_client(self.client_addr)
 
     def live(self, now: float | None = None) -> dict:
         """This connection for GET /connections (`now` on the server's clock)."""
@@ -645,6 +660,91 @@ class L4Connection(asyncio.Protocol):
     def __repr__(self) -> str:
         return (f"<L4Connection {self.connection_id} {self.client} -> "
                 f"{self.backend.name if self.backend else None} {self.phase}>")
+
+
+class ConnectAttempt:
+    """One connect to a backend: `loop.create_connection`, stepped by hand.
+
+    What a Task does for a coroutine (send; wait on the future it yields; send
+    again when that is done), for this one coroutine, without what a Task adds
+    per connection: registration in the loop's set of tasks, a first step
+    scheduled for the next loop iteration, a context copy. The connection hears
+    the outcome: `connected` or `connect_failed`. `cancel()` is Task.cancel's
+    way: the awaited future is cancelled, and the coroutine, resumed, closes
+    its half-open socket and raises CancelledError, which ends the attempt.
+    """
+
+    __slots__ = ("conn", "backend", "coro", "waiting", "finished")
+
+    def __init__(self, conn: L4Connection, backend):
+        self.conn = conn
+        self.backend = backend
+        self.waiting: asyncio.Future | None = None
+        self.finished = False
+        self.coro = conn.loop.create_connection(self._protocol, backend.host, backend.port)
+
+    def _protocol(self) -> L4Upstream:
+        return L4Upstream(self.conn)
+
+    def step(self, _done: asyncio.Future | None = None) -> None:
+        if self.finished:  # closed by cancel() while a step was scheduled
+            return
+        self.waiting = None
+        try:
+            future = self.coro.send(None)
+        except StopIteration as done:
+            self.finished = True
+            transport, upstream = done.value
+            self.conn.connected(self, transport, upstream)
+            return
+        except asyncio.CancelledError:
+            self.finished = True
+            return
+        except Exception as exc:  # OSError: refused, unreachable...; anything else: a bug
+            self.finished = True
+            self.conn.connect_failed(self, exc)
+            return
+        if future is None:  # a bare yield (asyncio.sleep(0)): again on the next iteration
+            self.conn.loop.call_soon(self.step)
+        else:
+            self.waiting = future
+            future.add_done_callback(self.step)
+
+    def cancel(self) -> None:
+        if self.finished:
+            return
+        future = self.waiting
+        if future is not None:
+            future.cancel()  # step() runs once more, and the coroutine ends
+        else:
+            self.finished = True
+            self.coro.close()
+
+
+def format_client(addr: tuple[str, int] | None) -> str:
+    """`ip:port`, `[v6]:port`, or `?` when the OS gave no peer address."""
+    if not addr:
+        return "?"
+    ip, port = addr
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _open_fields(client_addr, kind, choice, tls, proxy_protocol, backend_zone) -> dict:
+    """The rich part of a connection_open event (built on its first read)."""
+    return {"client": format_client(client_addr), "kind": kind, "algorithm": choice.algorithm,
+            "candidates": choice.candidates, "inputs": choice.inputs, "sticky": choice.sticky,
+            "tls": tls, "proxy_protocol": proxy_protocol, "backup": choice.backup,
+            "zone": dict(choice.zone, backend_zone=backend_zone) if choice.zone else None}
+
+
+def _closed_fields(client_addr, kind, choice, retries, tls, proxy_protocol) -> dict:
+    """The rich part of a connection event (built on its first read)."""
+    fields = {"client": format_client(client_addr), "kind": kind, "retries": list(retries),
+              "tls": tls, "proxy_protocol": proxy_protocol}
+    if choice is not None:
+        fields.update(algorithm=choice.algorithm, candidates=choice.candidates,
+                      inputs=choice.inputs, sticky=choice.sticky)
+    return fields
 
 
 def _shut_write(transport) -> None:

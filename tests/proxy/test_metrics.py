@@ -133,6 +133,29 @@ def test_connections(runtime, metrics):
                  layer="tcp") == 7
 
 
+def test_connection_durations_land_in_their_buckets_and_add_up_across_scrapes(runtime,
+                                                                            metrics):
+    def closed(ms: float, closed_by: str = "client") -> None:
+        runtime.bus.publish(ConnectionEvent(
+            connection_id="c", listener="tcp", client="127.0.0.1:1", pool="web",
+            backend="b1", bytes_in=1, bytes_out=2, duration_ms=ms, closed_by=closed_by))
+
+    closed(5.0)
+    closed(1500.0, "backend")
+    bucket = "lblab_connection_duration_seconds_bucket"
+    assert value(metrics, bucket, pool="web", backend="b1", le="0.01") == 1
+    assert value(metrics, bucket, pool="web", backend="b1", le="1.0") == 1
+    assert value(metrics, bucket, pool="web", backend="b1", le="10.0") == 2
+    assert value(metrics, "lblab_connection_duration_seconds_sum", pool="web",
+                 backend="b1") == pytest.approx(1.505)
+    closed(0.5)  # counted after the first scrape: added to what it showed
+    assert value(metrics, bucket, pool="web", backend="b1", le="0.001") == 1
+    assert value(metrics, "lblab_connections_total", listener="tcp", pool="web",
+                 backend="b1", closed_by="client") == 2
+    assert value(metrics, "lblab_bytes_total", pool="web", backend="b1", direction="in",
+                 layer="tcp") == 3
+
+
 def test_lifecycle_counters_from_the_runtime(runtime, metrics):
     # Real state changes, published by the real Runtime.
     runtime.set_backend_state("web", "b2", "maintenance")
