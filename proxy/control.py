@@ -300,7 +300,7 @@ def replay_lines(bus, count: int, types: set[str] | None) -> list[str]:
     """The newest `count` past events (requests and others merged by time)."""
     if count <= 0:
         return []
-    past = [*bus.recent_requests(count), *bus.recent(count)]
+    past = [*bus.recent_requests(count), *bus.recent_connections(count), *bus.recent(count)]
     if types is not None:
         past = [e for e in past if e.type in types]
     past.sort(key=lambda e: e.ts)

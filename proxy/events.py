@@ -460,6 +460,7 @@ class Warning(Event):  # noqa: A001 - the event's own name
 
 # Data-plane events a sampled subscription counts (and sends only within budget).
 SAMPLED_TYPES = frozenset({"request", "connection", "connection_open"})
+_CONNECTION_TYPES = frozenset({"connection", "connection_open"})
 # Lines only a stream makes (never published on the bus), valid in ?types=.
 STREAM_TYPES = frozenset({"request_stats", "stream_gap"})
 REQUEST_MODES = ("all", "sample", "summary")
@@ -802,6 +803,9 @@ class EventBus:
         self._history = history
         # Recent non-request events (health, admin, drain...) for the site's first paint.
         self._recent: collections.deque[Event] = collections.deque(maxlen=1000)
+        # L4 connections (and their opens) apart: at two a connection they would push the
+        # rare events (health, admin, drain) out of the ring above within seconds.
+        self._connections: collections.deque[Event] = collections.deque(maxlen=1000)
         self.access_log = access_log  # a text file object, or None
         self.published = 0
         # In-process consumers (metrics, passive health) get the event object
@@ -825,6 +829,8 @@ class EventBus:
                     del self._by_id[oldest.request_id]
             ring.append(event)
             self._by_id[event.request_id] = event
+        elif event.type in _CONNECTION_TYPES:
+            self._connections.append(event)
         else:
             self._recent.append(event)
         for sink in self._sinks:
@@ -867,6 +873,9 @@ class EventBus:
 
     def recent(self, limit: int = 200) -> list[Event]:
         return list(self._recent)[-limit:]
+
+    def recent_connections(self, limit: int = 200) -> list[Event]:
+        return list(self._connections)[-limit:]
 
 
 def open_access_log(target: str | None):

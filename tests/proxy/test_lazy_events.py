@@ -129,3 +129,20 @@ def test_a_lazy_event_stays_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         ev.candidates = []  # type: ignore[misc]
     assert type(ev) is RequestEvent
+
+
+def test_many_l4_connections_leave_the_rare_events_in_the_replay():
+    from proxy.control import replay_lines
+    from proxy.events import ConnectionEvent, StateChange
+
+    bus = EventBus()
+    bus.publish(StateChange(pool="game", backend="b1", kind="health", old="healthy",
+                            new="unhealthy", cause="3 consecutive failures"))
+    for n in range(1500):  # seconds of connection churn: two events each at most
+        bus.publish(ConnectionEvent(connection_id=f"c{n}", listener="game",
+                                    client=f"127.0.0.1:{20000 + n}"))
+    assert [e.type for e in bus.recent(10)] == ["state_change"]
+    lines = replay_lines(bus, 50, {"state_change"})
+    assert len(lines) == 1 and '"new":"unhealthy"' in lines[0]
+    newest = replay_lines(bus, 3, None)
+    assert [line.count('"connection_id":"c149') for line in newest] == [1, 1, 1]
