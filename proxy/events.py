@@ -461,6 +461,10 @@ class Warning(Event):  # noqa: A001 - the event's own name
 # Data-plane events a sampled subscription counts (and sends only within budget).
 SAMPLED_TYPES = frozenset({"request", "connection", "connection_open"})
 _CONNECTION_TYPES = frozenset({"connection", "connection_open"})
+# The access log: every request and connection, and every warning (an unverified TLS
+# backend, an untrusted PROXY header, refused HTTP/2 streams): an operator reading the log
+# must see what the proxy warned about beside the traffic it concerns.
+_ACCESS_LOGGED = (RequestEvent, ConnectionEvent, Warning)
 # Lines only a stream makes (never published on the bus), valid in ?types=.
 STREAM_TYPES = frozenset({"request_stats", "stream_gap"})
 REQUEST_MODES = ("all", "sample", "summary")
@@ -840,7 +844,7 @@ class EventBus:
             return
         # Serialised once, and only if someone is sent it.
         line = None
-        if log is not None and isinstance(event, (RequestEvent, ConnectionEvent)):
+        if log is not None and isinstance(event, _ACCESS_LOGGED):
             line = event.to_json()
             log.write(line + "\n")
         for sub in self._subscribers:

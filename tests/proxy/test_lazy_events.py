@@ -146,3 +146,22 @@ def test_many_l4_connections_leave_the_rare_events_in_the_replay():
     assert len(lines) == 1 and '"new":"unhealthy"' in lines[0]
     newest = replay_lines(bus, 3, None)
     assert [line.count('"connection_id":"c149') for line in newest] == [1, 1, 1]
+
+
+def test_the_access_log_has_the_traffic_and_the_warnings_but_not_the_rest():
+    import io
+    import json
+
+    from proxy.events import ConnectionEvent, StateChange, Warning  # noqa: A004
+
+    log = io.StringIO()
+    bus = EventBus(access_log=log)
+    bus.publish(dataclasses.replace(lazy(), request_id="r1", status=200))
+    bus.publish(ConnectionEvent(connection_id="c1", listener="game", client="127.0.0.1:1"))
+    bus.publish(Warning(source="tls", pool="web", backend="b1",
+                        message="TLS to backend b1 is NOT verified"))
+    bus.publish(StateChange(pool="web", backend="b1", kind="health", old="healthy",
+                            new="unhealthy", cause="timeout"))
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [line["type"] for line in lines] == ["request", "connection", "warning"]
+    assert lines[2]["message"] == "TLS to backend b1 is NOT verified"
