@@ -547,12 +547,7 @@ class RequestStats:
     def count(self, event) -> None:
         kind = event.type
         if kind == "request":
-            # The most frequent line of the proxy's subscriptions: _row and
-            # _Row.latency are inlined here.
-            key = ("request", event.pool, event.backend)
-            row = self.rows.get(key)
-            if row is None:
-                row = self.rows[key] = _Row()
+            row = self._row(("request", event.pool, event.backend))
             row.count += 1
             status = event.status
             proxy_error = event.proxy_error
@@ -567,19 +562,7 @@ class RequestStats:
             classes[term] = classes.get(term, 0) + 1
             row.bytes_in += event.bytes_in
             row.bytes_out += event.bytes_out
-            ms = event.latency_ms or 0.0
-            row.n += 1
-            row.total += ms
-            if ms < row.low:
-                row.low = ms
-            if ms > row.high:
-                row.high = ms
-            i = 0 if ms <= LATENCY_MIN_MS else int(
-                math.log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
-            if i > LATENCY_MAX_BUCKET:
-                i = LATENCY_MAX_BUCKET
-            buckets = row.buckets
-            buckets[i] = buckets.get(i, 0) + 1
+            row.latency(event.latency_ms or 0.0)
         elif kind == "connection":
             row = self._row(("connection", event.pool, event.backend))
             row.count += 1

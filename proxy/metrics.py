@@ -222,20 +222,8 @@ class Metrics:
                 child = self._termination_children[tkey] = self.terminations.labels(
                     pool, backend, termination)
             child.inc(count)
-            pb = (pool, backend)
-            children = self._request_children.get(pb)
-            if children is None:
-                children = self._request_children[pb] = (
-                    self.latency.labels(pool, backend),
-                    self.bytes.labels(pool, backend, "in", "http"),
-                    self.bytes.labels(pool, backend, "out", "http"),
-                )
-            latency, bytes_in, bytes_out = children
-            _add_observations(latency, acc[1], acc[4:])
-            if acc[2]:
-                bytes_in.inc(acc[2])
-            if acc[3]:
-                bytes_out.inc(acc[3])
+            self._add_sizes(self._request_children, self.latency, "http", pool, backend,
+                            acc[1], acc[4:], acc[2], acc[3])
 
     def _on_connection(self, ev: ConnectionEvent) -> None:
         pool = ev.pool or NONE
@@ -266,21 +254,28 @@ class Metrics:
                     listener, pool, backend, closed_by or "unknown")
             child.inc(count)
         pending_pb, self._pending_conn_pb = self._pending_conn_pb, {}
-        for pb, acc in pending_pb.items():
-            children = self._conn_pb_children.get(pb)
-            if children is None:
-                pool, backend = pb
-                children = self._conn_pb_children[pb] = (
-                    self.connection_duration.labels(pool, backend),
-                    self.bytes.labels(pool, backend, "in", "tcp"),
-                    self.bytes.labels(pool, backend, "out", "tcp"),
-                )
-            duration, bytes_in, bytes_out = children
-            _add_observations(duration, acc[0], acc[3:])
-            if acc[1]:
-                bytes_in.inc(acc[1])
-            if acc[2]:
-                bytes_out.inc(acc[2])
+        for (pool, backend), acc in pending_pb.items():
+            self._add_sizes(self._conn_pb_children, self.connection_duration, "tcp", pool,
+                            backend, acc[0], acc[3:], acc[1], acc[2])
+
+    def _add_sizes(self, cache: dict, histogram, layer: str, pool: str, backend: str,
+                   seconds: float, buckets: list, bytes_in: int, bytes_out: int) -> None:
+        """One pool and backend's gathered latencies (or durations: ``seconds`` summed,
+        ``buckets`` counted per bound) and bytes into their children, which are looked up
+        once and kept in ``cache``."""
+        children = cache.get((pool, backend))
+        if children is None:
+            children = cache[(pool, backend)] = (
+                histogram.labels(pool, backend),
+                self.bytes.labels(pool, backend, "in", layer),
+                self.bytes.labels(pool, backend, "out", layer),
+            )
+        observed, counter_in, counter_out = children
+        _add_observations(observed, seconds, buckets)
+        if bytes_in:
+            counter_in.inc(bytes_in)
+        if bytes_out:
+            counter_out.inc(bytes_out)
 
     # Rare events: labels() directly is fine.
     def _on_state_change(self, ev: StateChange) -> None:
