@@ -23,6 +23,9 @@ import pytest
 
 from docker import stackfile
 from docker.engine import site_env
+from labs.framework import registry
+from labs.framework.runner import RunOptions, run_lab
+from labs.framework.watchdog import PartWatch
 from labs.sandbox import SandboxError, SandboxLimit
 from labs.sandbox.swarm import LABEL, SwarmDriver, SwarmLimits, container_name, gateway_name
 from tests.deploy.learner import dashboard_streams, set_up_live_sandbox
@@ -149,6 +152,44 @@ def test_a_sandbox_is_a_swarm_service_with_limits_reached_on_its_node(swarm, dri
         urllib.request.urlopen(sb.admin_url + "/healthz", timeout=2)
     left = swarm.inventory()
     assert left == {"containers": [], "services": [], "networks": [], "volumes": []}, left
+
+
+@pytest.mark.timeout(600)
+def test_a_lab_run_on_a_swarm_service_is_graded_and_its_parts_crash_and_restart(swarm, driver):
+    """A graded run with the swarm driver (its fix passes, as on processes), then what a
+    run's watchdog and fault schedule do to the sandbox it kept: each part's state read
+    through the gateway, a backend and the proxy killed and started again."""
+    lab = registry.get("l4-path-routing")
+    fix = run_lab(lab, lab.solution_text(), RunOptions(
+        state_dir=driver.state_dir, sandbox_id="lab-l4s", driver=driver, label="solution",
+        keep_sandbox=True))
+    assert fix.result.passed, fix.result.headline + "\n" + "\n".join(fix.result.evidence)
+    assert fix.sandbox["placement"]["driver"] == "swarm"
+    assert fix.recording.stats.get("requests", 0) > 0
+    print(f"l4-path-routing on swarm: fix {fix.seconds:.1f} s, sandbox start "
+          f"{fix.sandbox['start_seconds']} s")
+
+    sb = driver.get("lab-l4s")
+    before = driver.part_states("lab-l4s")
+    assert set(before) == {"proxy", "b1", "b2", "b3", "b4"}
+    assert all(running for _, running in before.values()), before
+
+    watch = PartWatch({part: pid for part, (pid, _) in before.items()})
+    driver.kill_part("lab-l4s", "b3")
+    deaths = watch.check(1.0, driver.part_states("lab-l4s"))
+    assert [(d["part"], d["what"]) for d in deaths] == [
+        ("b3", f"backend b3 (pid {before['b3'][0]}) stopped running")]
+
+    driver.kill_part("lab-l4s", "proxy")
+    assert driver.part_states("lab-l4s")["proxy"] == (before["proxy"][0], False)
+    assert status(sb.admin_url + "/healthz") is None
+    driver.restart_proxy("lab-l4s")
+    pid, running = driver.part_states("lab-l4s")["proxy"]
+    assert running and pid != before["proxy"][0]
+    assert status(sb.admin_url + "/healthz") == 200
+
+    driver.stop("lab-l4s")
+    assert swarm.ids("service", "ls") == []
 
 
 @pytest.mark.timeout(300)
