@@ -43,6 +43,7 @@ Environment:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -140,8 +141,13 @@ SILENCED_SYSTEM_CHECKS = [
 ]
 SESSION_COOKIE_HTTPONLY = True
 
+# daphne's app does one thing: `runserver` serves ASGI (HTTP + WebSocket). Loaded for every
+# other command it costs a quarter CPU-second of Twisted imports, and a graded lab run is
+# such a command (`manage.py labs run`, one per run). Daphne the server does not need it.
+RUNSERVER = sys.argv[1:2] == ["runserver"]
+
 INSTALLED_APPS = [
-    "daphne",  # runserver serves ASGI (HTTP + WebSocket)
+    *(["daphne"] if RUNSERVER else []),
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -26,6 +26,20 @@ def test_every_shipped_lab_is_complete():
         assert lab.solution != lab.topology, lab.slug
 
 
+def test_one_lab_is_loaded_alone_and_the_catalog_keeps_it():
+    """A graded run's command asks for one lab: only its folder is read, and the whole
+    catalog, read later, holds that same lab (not a second copy)."""
+    registry.reload()
+    lab = registry.get("l4-path-routing")
+    assert list(registry._single) == ["l4-path-routing"] and registry._cache is None
+    assert next(x for x in registry.all_labs() if x.slug == "l4-path-routing") is lab
+    registry.reload()
+    for name in ("no-such-lab", "../labs", "l4-path-routing/../cross-zone", "__pycache__"):
+        with pytest.raises(registry.UnknownLab, match="no lab"):
+            registry.get(name)
+    assert registry._single == {}
+
+
 def copy_lab(tmp_path: Path, slug: str = "lying-health-check") -> Path:
     dest = tmp_path / "catalog" / "my-lab"
     shutil.copytree(CATALOG / slug, dest, ignore=shutil.ignore_patterns("__pycache__"))
