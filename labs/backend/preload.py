@@ -186,8 +186,11 @@ def run(backend_main: BackendMain, backends: list[tuple[str, list[str]]],
         pid, status = os.wait()
         name = children.pop(pid, None)
         if name is not None:
-            print(f"labs.backend --preload: {name} (pid {pid}) exited with status "
-                  f"{os.waitstatus_to_exitcode(status)}", file=sys.stderr, flush=True)
+            code = os.waitstatus_to_exitcode(status)
+            how = (f"was killed by {signal.Signals(-code).name}" if code < 0
+                   else f"exited with status {code}")
+            print(f"labs.backend --preload: {name} (pid {pid}) {how}", file=sys.stderr,
+                  flush=True)
     return 1 if failed else 0
 
 

@@ -719,19 +719,32 @@ class ContainerDriver:
 
     # -- stop ------------------------------------------------------------------------------
 
-    def stop(self, sandbox_id: str, grace: float = 5.0, keep_logs: bool = False) -> None:
-        self._remove(self.get(sandbox_id), keep_logs=keep_logs)
+    def stop(self, sandbox_id: str, grace: float = 5.0, keep_logs: bool = False,
+             created_at: float | None = None) -> None:
+        """As SandboxService.stop (``created_at``: only if it is still that sandbox)."""
+        sb = self.get(sandbox_id)
+        if created_at is not None and sb.created_at != created_at:
+            return
+        self._remove(sb, keep_logs=keep_logs)
 
     def _remove(self, sb: Sandbox, keep_logs: bool = False) -> None:
-        self._discard(sb)
+        """Remove the sandbox ``sb`` describes, unless a newer one holds its id by now.
+
+        Its container (and the swarm driver's services) are named by the id alone, so the
+        check and the removal happen under the records' lock: a newer sandbox's record is
+        written under it before its container is made (a reaper that judged the old record
+        would otherwise remove a learner's new sandbox in the middle of a graded run)."""
         with self._lock():
             current = self._read(sb.id)
-            if current is not None and current.created_at == sb.created_at:
-                self._path(sb.id).unlink(missing_ok=True)
-        # Without its sockets' directory a gateway this process could not signal ends itself.
-        shutil.rmtree(self.dir / sb.id / "sock", ignore_errors=True)
-        if not keep_logs:
-            shutil.rmtree(self.dir / sb.id, ignore_errors=True)
+            if current is not None and current.created_at != sb.created_at:
+                return
+            self._discard(sb)
+            self._path(sb.id).unlink(missing_ok=True)
+            # Without its sockets' directory a gateway this process could not signal ends
+            # itself.
+            shutil.rmtree(self.dir / sb.id / "sock", ignore_errors=True)
+            if not keep_logs:
+                shutil.rmtree(self.dir / sb.id, ignore_errors=True)
 
     def reap_idle(self, max_idle_s: float) -> list[str]:
         now = time.time()

@@ -49,7 +49,10 @@ class Driver(Protocol):
 
     def touch(self, sandbox_id: str) -> Sandbox: ...
 
-    def stop(self, sandbox_id: str, grace: float = 5.0, keep_logs: bool = False) -> None: ...
+    def stop(self, sandbox_id: str, grace: float = 5.0, keep_logs: bool = False,
+             created_at: float | None = None) -> None:
+        """Stop it and forget it; with ``created_at``, only if the id still names the
+        sandbox created then (a caller that judged a record idle or dead passes its time)."""
 
     def reap_idle(self, max_idle_s: float) -> list[str]: ...
 

@@ -119,11 +119,13 @@ class PortInUse(SandboxError):
 class SandboxStartError(SandboxError):
     """A part did not come up: ``part`` names it, ``log_tail`` is the end of its log."""
 
-    def __init__(self, sandbox_id: str, part: str, reason: str, log_path: Path | None):
+    def __init__(self, sandbox_id: str, part: str, reason: str, log_path: Path | None,
+                 also: Path | None = None):
         self.sandbox_id, self.part, self.reason = sandbox_id, part, reason
         self.log_path = log_path
         self.log_tail = procs.tail(log_path) if log_path else ""
-        where = f"\n--- last lines of {log_path} ---\n{self.log_tail}" if log_path else ""
+        where = "".join(f"\n--- last lines of {path} ---\n{procs.tail(path)}"
+                        for path in (log_path, also) if path)
         super().__init__(f"sandbox {sandbox_id}: {part} did not come up: {reason}{where}")
 
 
@@ -612,6 +614,19 @@ class SandboxService:
                 current.preload_pid, current.preload_start = sb.preload_pid, sb.preload_start
                 self._write(current)
 
+    @staticmethod
+    def _forked_exit(sb: Sandbox, part: str) -> str:
+        """How a backend forked by the preloaded parent ended, as that parent logged it."""
+        pid = sb.pids.get(part)
+        try:
+            lines = Path(sb.log_path("preload")).read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        ended = next((line.split(") ", 1)[-1] for line in reversed(lines)
+                      if f"(pid {pid})" in line), None)
+        return (f"it (pid {pid}) {ended}" if ended
+                else f"it (pid {pid}) is gone; its parent logged nothing of it yet")
+
     def _wait_ready(self, sb: Sandbox, parts: list[str], timeout: float) -> None:
         pending = list(parts)
         last: dict[str, str] = {}
@@ -620,9 +635,12 @@ class SandboxService:
             for part in list(pending):
                 proc = self._popens.get((sb.id, part))
                 if proc is not None and proc.poll() is not None or not sb.alive(part):
-                    code = proc.returncode if proc is not None else "?"
-                    raise SandboxStartError(sb.id, part, f"it exited (status {code})",
-                                            sb.log_path(part))
+                    if proc is not None:
+                        raise SandboxStartError(sb.id, part, f"it exited (status "
+                                                f"{proc.returncode})", sb.log_path(part))
+                    # Forked by the preloaded parent, which logs how each child ended.
+                    raise SandboxStartError(sb.id, part, self._forked_exit(sb, part),
+                                            sb.log_path(part), sb.log_path("preload"))
                 ok, last[part] = self._probe(sb, part, timeout=0.5)
                 if ok:
                     pending.remove(part)
@@ -726,27 +744,40 @@ class SandboxService:
     def touch(self, sandbox_id: str) -> Sandbox:
         return self._update(sandbox_id, last_used=time.time())
 
-    def stop(self, sandbox_id: str, grace: float = 5.0, keep_logs: bool = False) -> None:
-        """Terminate every part (SIGTERM, SIGKILL after ``grace``) and forget the sandbox."""
-        self._remove(self.get(sandbox_id), grace=grace, keep_logs=keep_logs)
+    def stop(self, sandbox_id: str, grace: float = 5.0, keep_logs: bool = False,
+             created_at: float | None = None) -> None:
+        """Terminate every part (SIGTERM, SIGKILL after ``grace``) and forget the sandbox.
+
+        ``created_at``: stop it only if it is still the sandbox created then. A caller that
+        judged a record (idle, dead) passes its time: by now the id may name a newer sandbox
+        (a learner's graded run starts theirs afresh under the same id), which is left alone."""
+        sb = self.get(sandbox_id)
+        if created_at is not None and sb.created_at != created_at:
+            return
+        self._remove(sb, grace=grace, keep_logs=keep_logs)
 
     def _remove(self, sb: Sandbox, grace: float = 5.0, keep_logs: bool = False) -> None:
-        popens = [p for (sid, _), p in self._popens.items() if sid == sb.id]
+        """Stop the processes of ``sb`` (by pid and start time: only its own), then, unless
+        a newer sandbox holds its id by now, what the id names: record, cgroups, files."""
+        own = {*sb.pids.values(), sb.preload_pid}
+        popens = [p for (sid, _), p in self._popens.items() if sid == sb.id and p.pid in own]
         procs.stop_groups([(sb.pids[p], sb.pid_starts.get(p)) for p in sb.pids], grace, popens)
         if sb.preload_pid:
             # It exits by itself once the backends it forked are gone (having reaped them);
             # this only ends one that did not (or that never got to fork them).
             procs.stop_groups([(sb.preload_pid, sb.preload_start)], 2.0, popens)
-        for key in [k for k in self._popens if k[0] == sb.id]:
+        for key in [k for k, p in self._popens.items() if k[0] == sb.id and p.pid in own]:
             del self._popens[key]
         with self._lock():
+            # Under the lock: a newer sandbox's record is written under it too, before any
+            # of its files or processes exist, so it is either seen here or not yet made.
             current = self._read(sb.id)
-            # Only forget the record we stopped (not a newer sandbox with the same id).
-            if current is not None and current.created_at == sb.created_at:
-                self._path(sb.id).unlink(missing_ok=True)
-        os_limits.release(sb.id)  # its cgroups, if it had any (limits.py)
-        if not keep_logs:
-            shutil.rmtree(self.dir / sb.id, ignore_errors=True)
+            if current is not None and current.created_at != sb.created_at:
+                return  # the id is a newer sandbox's: its directory and cgroups are its own
+            self._path(sb.id).unlink(missing_ok=True)
+            os_limits.release(sb.id)  # its cgroups, if it had any (limits.py)
+            if not keep_logs:
+                shutil.rmtree(self.dir / sb.id, ignore_errors=True)
 
     def reap_idle(self, max_idle_s: float) -> list[str]:
         """Stop sandboxes unused for ``max_idle_s``, and those whose processes all died;

@@ -148,7 +148,10 @@ def ensure(learner_key: str, *, backends: int | list[str] = 4, config: dict | No
         return sb, False
     rates.check_start(client)
     if sb is not None:
-        svc.stop(sid, grace=2.0)
+        try:
+            svc.stop(sid, grace=2.0, created_at=sb.created_at)  # the one judged, no newer
+        except SandboxNotFound:
+            pass
     reap()
     try:
         return svc.create(sid, backends=backends, config=config, owner=learner_key), True
@@ -193,7 +196,9 @@ def reap(idle: float | None = None, everything: bool = False,
         dead = not any(sb.alive(p) for p in sb.part_names)
         if everything or dead or now - sb.last_used > limit:
             try:
-                svc.stop(sb.id, grace=2.0)
+                # The sandbox judged here, not whatever holds its id by now: a learner's
+                # graded run stops theirs and starts it afresh under the same id.
+                svc.stop(sb.id, grace=2.0, created_at=None if everything else sb.created_at)
             except SandboxNotFound:  # another process reaped it first
                 continue
             stopped.append(sb.id)

@@ -231,3 +231,25 @@ def test_touch_and_reap_idle(service):
                what="r3's processes gone")
     assert service.reap_idle(3600) == ["r3"]
     assert [s.id for s in service.list()] == ["r2"]
+
+
+def test_a_reaper_with_an_old_record_leaves_the_sandbox_started_since_under_its_id(service):
+    """A learner's graded run stops their sandbox and starts it afresh under the same id;
+    a reaper that judged the old record (dead, idle) acts on it only afterwards. It must
+    stop nothing of the new one: not its processes, its record, its logs or its cgroups
+    (./lab cohort at 20 learners lost a quarter of its runs to this)."""
+    old = service.create("same", backends=1)
+    service.stop("same", grace=2.0)  # what a graded run does before its own start
+    new = service.create("same", backends=1)
+    assert new.created_at != old.created_at
+
+    service.stop("same", grace=2.0, created_at=old.created_at)  # the site's reap, late
+    service._remove(old, grace=2.0)  # a stop that read the old record just before the restart
+
+    current = service.get("same")
+    assert current.created_at == new.created_at
+    assert all(current.alive(p) for p in ("proxy", "b1"))
+    assert Path(current.log_dir, "proxy.log").exists()
+    wait_until(lambda: get(current.proxy_url)[0] == 200, what="the new proxy serving b1")
+    service.stop("same", grace=2.0, created_at=new.created_at)  # the judged one: stopped
+    assert service.list() == [] and not Path(current.log_dir).exists()
