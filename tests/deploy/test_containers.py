@@ -92,6 +92,17 @@ def test_a_sandbox_container_serves_is_confined_and_goes_away(engine, driver, tm
     with pytest.raises(SandboxError, match="already running"):
         driver.create("learner-1")
 
+    # Started afresh under the same id (as a graded run does), while a reaper that judged
+    # the old record acts late: the new container, its record and its files stay.
+    old = driver.get("learner-1")
+    driver.stop("learner-1")
+    sb = driver.create("learner-1", backends=3)
+    driver.stop("learner-1", created_at=old.created_at)
+    driver._remove(old)  # a stop that read the old record just before the restart
+    assert driver.get("learner-1").created_at == sb.created_at
+    assert {p["alive"] for p in driver.parts("learner-1").values()} == {True}
+    assert get_json(sb.admin_url + "/state")
+
     gateway = sb.pids["gateway"]
     driver.stop("learner-1")
     assert engine.docker("ps", "-a", "-q", "--filter", f"name={container_name('learner-1')}"
