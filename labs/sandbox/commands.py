@@ -19,6 +19,11 @@ from typing import Sequence
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_WEB_WORKERS = 2
+# Threads per gunicorn worker. A learner's "start my sandbox" holds its request until the
+# sandbox answers (seconds; a container's start on a busy host, more): with one request per
+# worker, two such starts made every other learner's page wait (a 20-learner cohort on
+# containers waited 15 s at p95 to join its workshop). Threads let the waits overlap.
+DEFAULT_WEB_THREADS = 8
 
 
 def proxy_cmd(config_path: str, *, python: str = "python") -> list[str]:
@@ -66,9 +71,10 @@ def daphne_cmd(host: str, port: int, *, daphne: str = "daphne") -> list[str]:
     return [daphne, "-b", host, "-p", str(port), "lblab.asgi:application"]
 
 
-def gunicorn_cmd(host: str, port: int, workers: int = DEFAULT_WEB_WORKERS, *,
-                 gunicorn: str = "gunicorn") -> list[str]:
-    return [gunicorn, "-b", f"{host}:{port}", "-w", str(workers), "lblab.wsgi:application"]
+def gunicorn_cmd(host: str, port: int, workers: int = DEFAULT_WEB_WORKERS,
+                 threads: int = DEFAULT_WEB_THREADS, *, gunicorn: str = "gunicorn") -> list[str]:
+    return [gunicorn, "-b", f"{host}:{port}", "-w", str(workers), "--threads", str(threads),
+            "lblab.wsgi:application"]
 
 
 def locust_cmd(locustfile: str, host_url: str, users: int, spawn_rate: float, duration_s: int,

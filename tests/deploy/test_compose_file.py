@@ -57,7 +57,8 @@ def expected_command(cmd: list[str]) -> list[str]:
         return commands.daphne_cmd(arg(cmd, "-b"), int(arg(cmd, "-p")))
     if cmd[0] == "gunicorn":
         host, port = arg(cmd, "-b").rsplit(":", 1)
-        return commands.gunicorn_cmd(host, int(port), int(arg(cmd, "-w")))
+        return commands.gunicorn_cmd(host, int(port), int(arg(cmd, "-w")),
+                                     int(arg(cmd, "--threads")))
     raise AssertionError(f"no builder in labs/sandbox/commands.py makes {cmd}")
 
 
