@@ -31,10 +31,18 @@ PR_SET_PDEATHSIG = 1
 
 
 def _stat_fields(pid: int) -> list[str] | None:
+    # os.open/os.read, not pathlib: called for every process of the machine by the scans
+    # below, which a busy host (a cohort: hundreds of processes) makes a CPU cost.
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
+    try:
+        raw = os.read(fd, 4096).decode("utf-8", "replace")
+    except ProcessLookupError:  # it ended between the open and the read
+        return None
+    finally:
+        os.close(fd)
     # comm (field 2) is in parentheses and may hold spaces: split after the last ')'.
     head, _, rest = raw.rpartition(")")
     return [head.split(" (", 1)[0], "comm"] + rest.split()
@@ -61,17 +69,27 @@ def parent_of(pid: int) -> int | None:
     return int(fields[3]) if fields else None
 
 
+def children_of(pid: int) -> list[int]:
+    """The live children of ``pid``, from the kernel's list per thread (no scan of /proc)."""
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                out += [int(c) for c in fh.read().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return [c for c in out if (f := _stat_fields(c)) and f[2] not in ("Z", "X")]
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (children, grandchildren...)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields and fields[2] not in ("Z", "X"):
-                children.setdefault(int(fields[3]), []).append(int(entry))
     out, todo = [], [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
+        for child in children_of(todo.pop()):
             out.append(child)
             todo.append(child)
     return out
@@ -167,6 +185,16 @@ def signal_group(pid: int, sig: int, ticks: int | None = None) -> bool:
         return False
 
 
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def live_groups() -> set[int]:
     """Process group ids that hold at least one live (non-zombie) process."""
     groups = set()
@@ -187,7 +215,9 @@ def stop_groups(parts: Iterable[tuple[int, int | None]], grace: float = 5.0,
     deadline = time.monotonic() + grace
     while signalled and time.monotonic() < deadline:
         reap(popens)
-        if not signalled & live_groups():
+        # Signal 0 says whether a group still has any process (zombies too): only then is
+        # /proc scanned, to tell a live one from zombies its parent has yet to reap.
+        if not any(_group_exists(pgid) for pgid in signalled) or not signalled & live_groups():
             break
         time.sleep(0.05)
     reap(popens)
