@@ -190,7 +190,9 @@ async def test_the_bridge_carries_opens_live_connections_and_closes(lab):
         assert event["type"] == "connection_open" and event["kind"] == "tcp"
         live = await until(lambda t: (t["connections"] or {}).get("count") == 1)
         assert live["connections"]["connections"][0]["connection_id"] == event["connection_id"]
-        assert "L4: 1 open connection" in live["diagram"]
+        # The diagram comes with the proxy's state, which the bridge polls on its own
+        # period: a later tick than the connections' may carry it.
+        await until(lambda t: "L4: 1 open connection" in (t["diagram"] or ""))
         sock.close()
         closed = await until(lambda t: any(d.get("connection_id") == event["connection_id"]
                                            for d in t["decisions"]))
