@@ -76,6 +76,11 @@ def test_forty_body_tricklers_do_not_starve_normal_clients():
                 time.sleep(1.5)  # every trickler has sent its head and a byte or two
                 rate = normal_client_success(proxy.port(), 60)
                 state = proxy.server.runtime.pools["p"].backends["b1"]
+                # The last normal reply can reach us a moment before the proxy's thread
+                # releases its slot; a trickler's slot would stay held for 30 s.
+                deadline = time.monotonic() + 2.0
+                while state.outstanding and time.monotonic() < deadline:
+                    time.sleep(0.02)
                 held = state.outstanding
             finally:
                 attack.close()
