@@ -143,9 +143,41 @@ class RequestEvent(Event):
     # (see lazy_request). Never serialised, never compared.
     _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
                                             compare=False)
+    # Not part of the event: `candidates` already in JSON, when the pick made it
+    # (proxy.runtime.Choice.candidates_json), so to_json need not encode it again.
+    _candidates_json: str | None = dataclasses.field(default=None, init=False, repr=False,
+                                                     compare=False)
 
     def __getattr__(self, name: str):
         return _read_lazy(self, name)
+
+    def to_json(self) -> str:
+        candidates = self._candidates_json
+        if candidates is None:
+            return _encode(self.to_dict())
+        # The same text as _encode(self.to_dict()): the fields before `candidates`,
+        # its JSON as the pick made it, then the fields after.
+        head = {"type": "request"}
+        head.update(zip(_BEFORE_CANDIDATES, _before_candidates(self)))
+        tail = dict(zip(_AFTER_CANDIDATES, _after_candidates(self)))
+        return "".join((_encode(head)[:-1], ',"candidates":', candidates, ",",
+                        _encode(tail)[1:]))
+
+
+def _split_at_candidates(cls: type) -> tuple:
+    names = _field_names(cls)
+    at = names.index("candidates")
+    before, after = names[:at], names[at + 1:]
+    return before, operator.attrgetter(*before), after, operator.attrgetter(*after)
+
+
+(_BEFORE_CANDIDATES, _before_candidates,
+ _AFTER_CANDIDATES, _after_candidates) = _split_at_candidates(RequestEvent)
+
+
+def encode_json(value) -> str:
+    """`value` in JSON exactly as events are written (compact, ASCII, str() of the rest)."""
+    return _encode(value)
 
 
 def _read_lazy(ev: Event, name: str):
@@ -232,7 +264,7 @@ def _materialise(ev: Event, lazy: tuple) -> None:
         eager = _LAZY_EAGER[cls]
         defaults = _LAZY_DEFAULTS[cls] = [
             (f.name, f.default, f.default_factory) for f in dataclasses.fields(cls)
-            if f.name not in eager and not f.name.startswith("_")]
+            if f.name not in eager and f.name != "_lazy"]
     _setattr(ev, "_lazy", None)
     build, args = lazy
     values = build(*args)
@@ -476,6 +508,7 @@ LATENCY_MIN_MS = 0.01
 LATENCY_PER_OCTAVE = 16
 LATENCY_MAX_BUCKET = 26 * LATENCY_PER_OCTAVE  # 0.01 ms * 2**26 = 11 minutes
 _STATUS_CLASS = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+_log2 = math.log2
 
 
 def latency_bucket(ms: float) -> int:
@@ -487,13 +520,17 @@ def latency_bucket(ms: float) -> int:
 class _Row:
     """Counts of one (kind, pool, backend) since the last request_stats line."""
 
-    __slots__ = ("count", "errors", "proxy_errors", "opened", "classes", "bytes_in",
-                 "bytes_out", "n", "total", "low", "high", "buckets")
+    __slots__ = ("count", "errors", "proxy_errors", "opened", "classes", "outcomes",
+                 "bytes_in", "bytes_out", "n", "total", "low", "high", "buckets")
 
     def __init__(self):
         self.count = self.errors = self.proxy_errors = self.opened = 0
         self.bytes_in = self.bytes_out = 0
-        self.classes: dict[str, int] = {}  # status classes and termination / closed_by
+        self.classes: dict[str, int] = {}  # connections' closed_by (requests': see outcomes)
+        # Requests: (status, proxy_error, termination) -> count. One dict update per
+        # request; the status classes, terminations and error counts the line reports
+        # are derived from it when the line is made (see _fold_outcomes).
+        self.outcomes: dict[tuple, int] = {}
         self.n = 0  # latencies seen (a connection that never connected has none)
         self.total = 0.0
         self.low = math.inf
@@ -508,11 +545,52 @@ class _Row:
         if ms > self.high:
             self.high = ms
         i = 0 if ms <= LATENCY_MIN_MS else int(
-            math.log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
+            _log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
         if i > LATENCY_MAX_BUCKET:
             i = LATENCY_MAX_BUCKET
         buckets = self.buckets
         buckets[i] = buckets.get(i, 0) + 1
+
+    def count_request(self, event) -> None:
+        """One request event: what RequestStats.count does per request, in one call."""
+        self.count += 1
+        key = (event.status, event.proxy_error, event.termination)
+        outcomes = self.outcomes
+        outcomes[key] = outcomes.get(key, 0) + 1
+        self.bytes_in += event.bytes_in
+        self.bytes_out += event.bytes_out
+        # Row.latency inlined: this runs for every request of a sampled subscription.
+        ms = event.latency_ms or 0.0
+        self.n += 1
+        self.total += ms
+        if ms < self.low:
+            self.low = ms
+        if ms > self.high:
+            self.high = ms
+        i = 0 if ms <= LATENCY_MIN_MS else int(
+            _log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
+        if i > LATENCY_MAX_BUCKET:
+            i = LATENCY_MAX_BUCKET
+        buckets = self.buckets
+        buckets[i] = buckets.get(i, 0) + 1
+
+    def request_counts(self) -> tuple[dict, dict]:
+        """(status classes, terminations) with their counts, each in first-seen order
+        (as counted one by one), and sets errors and proxy_errors, from `outcomes`."""
+        statuses: dict[str, int] = {}
+        terminations: dict[str, int] = {}
+        errors = proxy_errors = 0
+        for (status, proxy_error, termination), n in self.outcomes.items():
+            if proxy_error or status >= 500 or status <= 0:
+                errors += n
+            if proxy_error:
+                proxy_errors += n
+            klass = _STATUS_CLASS[status // 100] if 0 < status < 600 else "none"
+            statuses[klass] = statuses.get(klass, 0) + n
+            terminations[termination] = terminations.get(termination, 0) + n
+        self.errors = errors
+        self.proxy_errors = proxy_errors
+        return statuses, terminations
 
     def latency_dict(self) -> dict:
         return {"n": self.n, "sum": round(self.total, 3),
@@ -547,22 +625,11 @@ class RequestStats:
     def count(self, event) -> None:
         kind = event.type
         if kind == "request":
-            row = self._row(("request", event.pool, event.backend))
-            row.count += 1
-            status = event.status
-            proxy_error = event.proxy_error
-            if proxy_error or status >= 500 or status <= 0:
-                row.errors += 1
-            if proxy_error:
-                row.proxy_errors += 1
-            klass = _STATUS_CLASS[status // 100] if 0 < status < 600 else "none"
-            classes = row.classes
-            classes[klass] = classes.get(klass, 0) + 1
-            term = "t:" + event.termination
-            classes[term] = classes.get(term, 0) + 1
-            row.bytes_in += event.bytes_in
-            row.bytes_out += event.bytes_out
-            row.latency(event.latency_ms or 0.0)
+            key = ("request", event.pool, event.backend)
+            row = self.rows.get(key)
+            if row is None:
+                row = self.rows[key] = _Row()
+            row.count_request(event)
         elif kind == "connection":
             row = self._row(("connection", event.pool, event.backend))
             row.count += 1
@@ -585,13 +652,14 @@ class RequestStats:
         """The request_stats line for the counts since the last one; counting restarts."""
         rows = []
         for (kind, pool, backend), row in self.rows.items():
+            if kind == "request":
+                statuses, terminations = row.request_counts()  # sets row.errors
             out = {"kind": kind, "pool": pool, "backend": backend, "count": row.count,
                    "errors": row.errors}
             if kind == "request":
                 out["proxy_errors"] = row.proxy_errors
-                out["status"] = {k: v for k, v in row.classes.items() if k[1:2] != ":"}
-                out["termination"] = {k[2:]: v for k, v in row.classes.items()
-                                      if k.startswith("t:")}
+                out["status"] = statuses
+                out["termination"] = terminations
                 out["bytes_in"], out["bytes_out"] = row.bytes_in, row.bytes_out
                 out["latency_ms"] = row.latency_dict()
             else:
@@ -663,11 +731,29 @@ class Subscription:
         kind = event.type
         stats = self.stats
         if stats is not None and kind in SAMPLED_TYPES:
-            stats.count(event)
+            if kind == "request":  # RequestStats.count's first case, one call saved
+                key = ("request", event.pool, event.backend)
+                row = stats.rows.get(key)
+                if row is None:
+                    row = stats.rows[key] = _Row()
+                row.count_request(event)
+            else:
+                stats.count(event)
             if self.types is not None and kind not in self.types:
                 return False
             if kind == "request" and not self._open_sent:
-                send = self._take(event.ts)  # _admit's common case
+                # _admit's common case, with _take inlined (this runs per request).
+                send = False
+                if self._rate > 0.0:
+                    ts = event.ts
+                    elapsed = ts - self._last
+                    if elapsed > 0.0:
+                        self._last = ts
+                        tokens = self._tokens + elapsed * self._rate
+                        self._tokens = tokens if tokens < self._capacity else self._capacity
+                    if self._tokens >= 1.0:
+                        self._tokens -= 1.0
+                        send = True
             else:
                 send = self._admit(event, kind)
             table = stats.sent if send else stats.not_sent

@@ -27,7 +27,7 @@ from proxy.config import (
     parse_config,
     to_data,
 )
-from proxy.events import AdminChange, EventBus, PoolEvent, StateChange
+from proxy.events import AdminChange, EventBus, PoolEvent, StateChange, encode_json
 from proxy.model import BackendState, Health, Intent
 from proxy.queueing import WaitQueue, backend_full
 from proxy.retrybudget import RetryBudget
@@ -56,7 +56,8 @@ class Choice:
         self.backend = backend
         self.algorithm = algorithm
         self._candidates = candidates
-        self.snapshot = snapshot  # [candidate_values(b, ok)...] when candidates is None
+        # [candidate_values(b, ok)...] when candidates is None
+        self.snapshot = snapshot if candidates is None else None
         self.inputs = {} if inputs is None else inputs
         self.sticky = sticky
         self.set_cookie = set_cookie  # header value the data plane adds to the response
@@ -77,10 +78,39 @@ class Choice:
     @candidates.setter
     def candidates(self, value: list) -> None:
         self._candidates = value
+        self.snapshot = None  # candidates_json may no longer build from it
+
+    def candidates_json(self) -> str | None:
+        """`candidates` in JSON, from the snapshot (None when set otherwise).
+
+        Each candidate's text is kept by its values: a pool's backends go
+        through a handful of states, so a full event's candidates are joined
+        from texts already made instead of encoded again (the dearest part of
+        a request event's JSON)."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return None
+        texts = _CANDIDATE_JSON
+        parts = []
+        for values in snapshot:
+            text = texts.get(values)
+            if text is None:
+                if len(texts) >= _CANDIDATE_JSON_MAX:
+                    texts.clear()
+                text = texts[values] = encode_json(_view(*values))
+            parts.append(text)
+        return "[" + ",".join(parts) + "]"
 
     def __repr__(self) -> str:
         name = self.backend.name if self.backend is not None else None
         return f"<Choice {self.algorithm} -> {name}>"
+
+
+# candidate values -> that candidate's JSON text (Choice.candidates_json). The values'
+# types are fixed by where they come from (eligible and backup are bools, weight and
+# the counts ints), so equal keys (1 == True) never stand for different texts.
+_CANDIDATE_JSON: dict[tuple, str] = {}
+_CANDIDATE_JSON_MAX = 4096
 
 
 def candidate_values(b: BackendState, eligible: bool) -> tuple:

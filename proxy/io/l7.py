@@ -1134,6 +1134,7 @@ def _request_fields(listener, client, method, target, host, route, choice, split
         "path": target.decode("latin-1"), "host": host, "route": route,
         "algorithm": choice.algorithm if choice is not None else None,
         "candidates": choice.candidates if choice is not None else [],
+        "_candidates_json": choice.candidates_json() if choice is not None else None,
         "inputs": choice.inputs if choice is not None else {},
         "sticky": sticky, "split": split, "timings": timings, "tls": tls,
         "backend_tls": backend_tls,
