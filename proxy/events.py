@@ -47,9 +47,10 @@ class Event:
     ts: float = dataclasses.field(default_factory=time.time)
 
     def to_dict(self) -> dict:
-        names, values = _getter(type(self))
+        cls = type(self)
+        names, values = _getter(cls)
         out = {"type": self.type}
-        out.update(zip(names, values(self)))
+        out.update(zip(names, values(self) if cls not in _FILLING else _read_all(self, values)))
         return out
 
     def to_json(self) -> str:
@@ -148,31 +149,30 @@ class RequestEvent(Event):
     _candidates_json: str | None = dataclasses.field(default=None, init=False, repr=False,
                                                      compare=False)
 
-    def __getattr__(self, name: str):
-        return _read_lazy(self, name)
-
     def to_json(self) -> str:
         candidates = self._candidates_json
         if candidates is None:
             return _encode(self.to_dict())
         # The same text as _encode(self.to_dict()): the fields before `candidates`,
         # its JSON as the pick made it, then the fields after.
+        before, after = _read_all(self, _around_candidates)
         head = {"type": "request"}
-        head.update(zip(_BEFORE_CANDIDATES, _before_candidates(self)))
-        tail = dict(zip(_AFTER_CANDIDATES, _after_candidates(self)))
+        head.update(zip(_BEFORE_CANDIDATES, before))
+        tail = dict(zip(_AFTER_CANDIDATES, after))
         return "".join((_encode(head)[:-1], ',"candidates":', candidates, ",",
                         _encode(tail)[1:]))
 
 
 def _split_at_candidates(cls: type) -> tuple:
+    """(names before candidates, names after, a getter of both value tuples)."""
     names = _field_names(cls)
     at = names.index("candidates")
     before, after = names[:at], names[at + 1:]
-    return before, operator.attrgetter(*before), after, operator.attrgetter(*after)
+    get_before, get_after = operator.attrgetter(*before), operator.attrgetter(*after)
+    return before, after, lambda ev: (get_before(ev), get_after(ev))
 
 
-(_BEFORE_CANDIDATES, _before_candidates,
- _AFTER_CANDIDATES, _after_candidates) = _split_at_candidates(RequestEvent)
+_BEFORE_CANDIDATES, _AFTER_CANDIDATES, _around_candidates = _split_at_candidates(RequestEvent)
 
 
 def encode_json(value) -> str:
@@ -180,16 +180,65 @@ def encode_json(value) -> str:
     return _encode(value)
 
 
-def _read_lazy(ev: Event, name: str):
-    """`__getattr__` of the events that can be lazy: only reached for a slot not set
-    yet, the rich part of a lazy event, built now, on its first read."""
-    if name == "_lazy" or name.startswith("__"):
-        raise AttributeError(name)
+class _LazySlot:
+    """A lazy event's field that is set only when first read (a class attribute in
+    place of the slot's own descriptor, which it wraps).
+
+    Reading it reads the slot; an empty slot means the event's rich part is not
+    built yet: it is built now, then read. (A `__getattr__` would do the same,
+    but a class with one reads *every* attribute through a slower path: the
+    counted fields that the metrics and the sampled subscriptions read on every
+    request too.) The class's twin (see _Filling) keeps the plain slots."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot):
+        self.slot = slot
+
+    def __get__(self, ev, owner=None):
+        if ev is None:
+            return self.slot
+        try:
+            return self.slot.__get__(ev, owner)
+        except AttributeError:
+            lazy = ev._lazy
+            if lazy is None:
+                raise
+            _materialise(ev, lazy)
+            return self.slot.__get__(ev, owner)
+
+    def __set__(self, ev, value) -> None:
+        self.slot.__set__(ev, value)
+
+    def __delete__(self, ev) -> None:
+        self.slot.__delete__(ev)
+
+
+def _wrap_lazy_fields(cls: type) -> None:
+    """Put a _LazySlot on each field of `cls` its lazy constructor leaves unset; its
+    twin (_FILLING[cls]) gets the plain slots, for filling and for reading all."""
+    twin = _FILLING[cls]
+    eager = _LAZY_EAGER[cls]
+    for f in dataclasses.fields(cls):
+        if f.name in eager or f.name == "_lazy":
+            continue
+        slot = cls.__dict__[f.name]
+        setattr(cls, f.name, _LazySlot(slot))
+        setattr(twin, f.name, slot)
+
+
+def _read_all(ev: Event, getter):
+    """getter(ev) for an event of a lazy class: built first if lazy, then read through
+    its twin's plain slots (one class switch, not a descriptor call per field)."""
+    cls = type(ev)
     lazy = ev._lazy
-    if lazy is None:
-        raise AttributeError(name)
-    _materialise(ev, lazy)
-    return object.__getattribute__(ev, name)
+    if lazy is not None:
+        _materialise(ev, lazy)
+    _setattr(ev, "__class__", _FILLING[cls])
+    try:
+        return getter(ev)
+    finally:
+        ev.__class__ = cls
 
 
 # The fields a lazy RequestEvent has from the start: what the data plane's own
@@ -310,9 +359,6 @@ class ConnectionOpen(Event):
     _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
                                             compare=False)
 
-    def __getattr__(self, name: str):
-        return _read_lazy(self, name)
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionEvent(Event):
@@ -345,9 +391,6 @@ class ConnectionEvent(Event):
     _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
                                             compare=False)
 
-    def __getattr__(self, name: str):
-        return _read_lazy(self, name)
-
 
 # What the data plane's own readers use of an L4 connection's events (metrics,
 # drains, sampled subscriptions' counters, the admin stream's pairing of an open
@@ -377,6 +420,8 @@ class _FillingConnection(ConnectionEvent):
 
 _FILLING[ConnectionOpen] = _FillingOpen
 _FILLING[ConnectionEvent] = _FillingConnection
+for _cls in _FILLING:
+    _wrap_lazy_fields(_cls)
 
 
 def lazy_connection_open(build, args: tuple, ts: float, connection_id: str, listener: str,
