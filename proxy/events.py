@@ -35,10 +35,38 @@ import sys
 import time
 from typing import ClassVar, Iterable
 
-# One encoder for every event: json.dumps() with non-default options builds a
-# new JSONEncoder per call, which costs about as much as encoding a small event.
-# Events are trees (no cycles), so the circular-reference check is skipped too.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
+
+
+def _make_encode():
+    """One encoder for every event (compact, ASCII, str() of anything else).
+
+    json.dumps() with non-default options builds a new JSONEncoder per call,
+    and JSONEncoder.encode a new C encoder per call (plus two Python frames):
+    together about a tenth of encoding a whole request event. The C encoder
+    it makes is kept and called directly; where there is none (or it takes
+    other arguments), JSONEncoder.encode does the same work. Events are trees
+    (no cycles), so the circular-reference check is skipped."""
+    encoder = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return encoder.encode
+    try:
+        c_encode = make(None, encoder.default, json.encoder.encode_basestring_ascii, None,
+                        ":", ",", False, False, True)
+        sample = {"a": [1.5, None, True, "\u00e9\n", {"b": 2}], "c": float("nan"), "d": b"x"}
+        if "".join(c_encode(sample, 0)) != encoder.encode(sample):
+            return encoder.encode
+    except (TypeError, ValueError):
+        return encoder.encode
+    join = "".join
+
+    def encode(value) -> str:
+        return join(c_encode(value, 0))
+
+    return encode
+
+
+_encode = _make_encode()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,29 +178,74 @@ class RequestEvent(Event):
                                                      compare=False)
 
     def to_json(self) -> str:
+        # The same text as _encode(self.to_dict()), character for character
+        # (tests/proxy/test_event_json.py), made with less work when the pick
+        # made the candidates' JSON (see _JsonParts).
+        lazy = self._lazy
+        if lazy is not None:
+            values = lazy[0](*lazy[1])
+            candidates = values.get("_candidates_json")
+            if candidates is not None:
+                # Not built into the event: the line needs only the values.
+                return _REQUEST_JSON.from_values(self, values, candidates)
+            _fill(self, values)
         candidates = self._candidates_json
         if candidates is None:
             return _encode(self.to_dict())
-        # The same text as _encode(self.to_dict()): the fields before `candidates`,
-        # its JSON as the pick made it, then the fields after.
-        before, after = _read_all(self, _around_candidates)
-        head = {"type": "request"}
-        head.update(zip(_BEFORE_CANDIDATES, before))
-        tail = dict(zip(_AFTER_CANDIDATES, after))
+        return _REQUEST_JSON.from_fields(self, candidates)
+
+
+class _JsonParts:
+    """A request event's JSON as the fields before `candidates`, the candidates'
+    JSON (made by the pick: proxy.runtime.Choice.candidates_json, each
+    candidate's text kept), and the fields after: two small encodings joined,
+    not one that encodes every candidate again.
+
+    `from_values` makes the line of a lazy event from its builder's values
+    without building the event (filling some 20 slots and reading them back
+    costs as much as encoding them): the fields it already has, and the
+    builder's values (else each field's default) in field order."""
+
+    def __init__(self, cls: type, eager: tuple[str, ...]):
+        names = _field_names(cls)
+        at = names.index("candidates")
+        self.before, self.after = names[:at], names[at + 1:]
+        get_before = operator.attrgetter(*self.before)
+        get_after = operator.attrgetter(*self.after)
+        self.read_all = lambda ev: (get_before(ev), get_after(ev))
+        defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                             else f.default) for f in dataclasses.fields(cls)}
+        self.head = {"type": cls.type, **{name: defaults[name] for name in self.before}}
+        self.tail = {name: defaults[name] for name in self.after}
+        self.head_eager = tuple(name for name in self.before if name in eager)
+        self.tail_eager = tuple(name for name in self.after if name in eager)
+        self.read_head_eager = operator.attrgetter(*self.head_eager)
+        self.read_tail_eager = operator.attrgetter(*self.tail_eager)
+        self.head_lazy = frozenset(self.before) - frozenset(eager)
+        self.tail_lazy = frozenset(self.after) - frozenset(eager)
+
+    def joined(self, head: dict, candidates: str, tail: dict) -> str:
         return "".join((_encode(head)[:-1], ',"candidates":', candidates, ",",
                         _encode(tail)[1:]))
 
+    def from_fields(self, ev: Event, candidates: str) -> str:
+        before, after = _read_all(ev, self.read_all)
+        head = {"type": ev.type}
+        head.update(zip(self.before, before))
+        return self.joined(head, candidates, dict(zip(self.after, after)))
 
-def _split_at_candidates(cls: type) -> tuple:
-    """(names before candidates, names after, a getter of both value tuples)."""
-    names = _field_names(cls)
-    at = names.index("candidates")
-    before, after = names[:at], names[at + 1:]
-    get_before, get_after = operator.attrgetter(*before), operator.attrgetter(*after)
-    return before, after, lambda ev: (get_before(ev), get_after(ev))
-
-
-_BEFORE_CANDIDATES, _AFTER_CANDIDATES, _around_candidates = _split_at_candidates(RequestEvent)
+    def from_values(self, ev: Event, values: dict, candidates: str) -> str:
+        head = self.head.copy()
+        head.update(zip(self.head_eager, self.read_head_eager(ev)))
+        tail = self.tail.copy()
+        tail.update(zip(self.tail_eager, self.read_tail_eager(ev)))
+        head_lazy, tail_lazy = self.head_lazy, self.tail_lazy
+        for name, value in values.items():
+            if name in head_lazy:
+                head[name] = value
+            elif name in tail_lazy:
+                tail[name] = value
+        return self.joined(head, candidates, tail)
 
 
 def encode_json(value) -> str:
@@ -306,17 +379,28 @@ _LAZY_DEFAULTS: dict[type, list] = {}
 _FILLING: dict[type, type] = {RequestEvent: _Filling}  # each lazy class's twin
 
 
-def _materialise(ev: Event, lazy: tuple) -> None:
-    cls = type(ev)
+def _lazy_defaults(cls: type) -> list:
+    """(name, default, default_factory) of each field a lazy `cls` fills when built."""
     defaults = _LAZY_DEFAULTS.get(cls)
     if defaults is None:
         eager = _LAZY_EAGER[cls]
         defaults = _LAZY_DEFAULTS[cls] = [
             (f.name, f.default, f.default_factory) for f in dataclasses.fields(cls)
             if f.name not in eager and f.name != "_lazy"]
+    return defaults
+
+
+def _materialise(ev: Event, lazy: tuple) -> None:
     _setattr(ev, "_lazy", None)
     build, args = lazy
-    values = build(*args)
+    _fill(ev, build(*args))
+
+
+def _fill(ev: Event, values: dict) -> None:
+    """Set a lazy event's unset fields from its builder's `values` (else defaults)."""
+    _setattr(ev, "_lazy", None)
+    cls = type(ev)
+    defaults = _lazy_defaults(cls)
     _setattr(ev, "__class__", _FILLING[cls])  # plain stores while filling (see _Filling)
     try:
         for name, default, factory in defaults:
@@ -422,6 +506,7 @@ _FILLING[ConnectionOpen] = _FillingOpen
 _FILLING[ConnectionEvent] = _FillingConnection
 for _cls in _FILLING:
     _wrap_lazy_fields(_cls)
+_REQUEST_JSON = _JsonParts(RequestEvent, _EAGER)
 
 
 def lazy_connection_open(build, args: tuple, ts: float, connection_id: str, listener: str,

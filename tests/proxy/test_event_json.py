@@ -2,7 +2,8 @@
 
 RequestEvent.to_json joins the candidates' JSON as the pick made it (each
 candidate's text kept by its values, proxy.runtime.Choice.candidates_json)
-with the rest of the event encoded at once. These tests pin that the line is
+with the rest of the event encoded at once, from the event's fields or, for
+an event not built yet, from its builder's values. These tests pin that the line is
 exactly `encode_json(event.to_dict())`, character for character, for picks in
 many states, and that a pick whose candidates were set by hand falls back to
 encoding them.
@@ -61,11 +62,14 @@ def test_the_line_is_the_event_encoded_whole():
     for n, choice in enumerate(picks(runtime)):
         assert choice.candidates_json() is not None
         ev = event_of(choice, n)
-        line = ev.to_json()
+        line = ev.to_json()  # from the builder's values, the event left unbuilt
         assert line == encode_json(ev.to_dict())
         assert json.loads(line)["candidates"] == choice.candidates
-        # Twice, from the kept texts: the same.
+        # Again from the kept texts, and from an event built first: the same.
         assert event_of(choice, n).to_json() == line
+        built = event_of(choice, n)
+        assert built.path == "/a?b=\xe9"  # a rich field read: the event is built
+        assert built.to_json() == line
 
 
 def test_candidates_set_by_hand_are_encoded_as_they_are():
