@@ -173,7 +173,8 @@ class RequestEvent(Event):
     _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
                                             compare=False)
     # Not part of the event: `candidates` already in JSON, when the pick made it
-    # (proxy.runtime.Choice.candidates_json), so to_json need not encode it again.
+    # (proxy.runtime.Choice.candidates_json, given as the builder's `_choice`, see
+    # _fill), so to_json need not encode it again.
     _candidates_json: str | None = dataclasses.field(default=None, init=False, repr=False,
                                                      compare=False)
 
@@ -184,7 +185,8 @@ class RequestEvent(Event):
         lazy = self._lazy
         if lazy is not None:
             values = lazy[0](*lazy[1])
-            candidates = values.get("_candidates_json")
+            choice = values.get("_choice")
+            candidates = choice.candidates_json() if choice is not None else None
             if candidates is not None:
                 # Not built into the event: the line needs only the values.
                 return _REQUEST_JSON.from_values(self, values, candidates)
@@ -397,10 +399,18 @@ def _materialise(ev: Event, lazy: tuple) -> None:
 
 
 def _fill(ev: Event, values: dict) -> None:
-    """Set a lazy event's unset fields from its builder's `values` (else defaults)."""
+    """Set a lazy event's unset fields from its builder's `values` (else defaults).
+
+    A request's builder may give, in place of `candidates`, the pick itself as
+    `_choice` (proxy.runtime.Choice): its `candidates` are then read here, only
+    when the event is built, with their JSON (`candidates_json()`)."""
     _setattr(ev, "_lazy", None)
     cls = type(ev)
     defaults = _lazy_defaults(cls)
+    choice = values.get("_choice")
+    if choice is not None:
+        values = dict(values, candidates=choice.candidates,
+                      _candidates_json=choice.candidates_json())
     _setattr(ev, "__class__", _FILLING[cls])  # plain stores while filling (see _Filling)
     try:
         for name, default, factory in defaults:

@@ -1142,8 +1142,9 @@ def _request_fields(listener, client, method, target, host, route, choice, split
         "listener": listener, "client": client, "method": method,
         "path": target.decode("latin-1"), "host": host, "route": route,
         "algorithm": choice.algorithm if choice is not None else None,
-        "candidates": choice.candidates if choice is not None else [],
-        "_candidates_json": choice.candidates_json() if choice is not None else None,
+        # The pick itself: its candidates' dicts are made only if the event is built
+        # (a line alone takes their JSON, see proxy.events.RequestEvent.to_json).
+        "_choice": choice,
         "inputs": choice.inputs if choice is not None else {},
         "sticky": sticky, "split": split, "timings": timings, "tls": tls,
         "backend_tls": backend_tls,
