@@ -35,10 +35,38 @@ import sys
 import time
 from typing import ClassVar, Iterable
 
-# One encoder for every event: json.dumps() with non-default options builds a
-# new JSONEncoder per call, which costs about as much as encoding a small event.
-# Events are trees (no cycles), so the circular-reference check is skipped too.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
+
+
+def _make_encode():
+    """One encoder for every event (compact, ASCII, str() of anything else).
+
+    json.dumps() with non-default options builds a new JSONEncoder per call,
+    and JSONEncoder.encode a new C encoder per call (plus two Python frames):
+    together about a tenth of encoding a whole request event. The C encoder
+    it makes is kept and called directly; where there is none (or it takes
+    other arguments), JSONEncoder.encode does the same work. Events are trees
+    (no cycles), so the circular-reference check is skipped."""
+    encoder = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return encoder.encode
+    try:
+        c_encode = make(None, encoder.default, json.encoder.encode_basestring_ascii, None,
+                        ":", ",", False, False, True)
+        sample = {"a": [1.5, None, True, "\u00e9\n", {"b": 2}], "c": float("nan"), "d": b"x"}
+        if "".join(c_encode(sample, 0)) != encoder.encode(sample):
+            return encoder.encode
+    except (TypeError, ValueError):
+        return encoder.encode
+    join = "".join
+
+    def encode(value) -> str:
+        return join(c_encode(value, 0))
+
+    return encode
+
+
+_encode = _make_encode()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,9 +75,10 @@ class Event:
     ts: float = dataclasses.field(default_factory=time.time)
 
     def to_dict(self) -> dict:
-        names, values = _getter(type(self))
+        cls = type(self)
+        names, values = _getter(cls)
         out = {"type": self.type}
-        out.update(zip(names, values(self)))
+        out.update(zip(names, values(self) if cls not in _FILLING else _read_all(self, values)))
         return out
 
     def to_json(self) -> str:
@@ -143,21 +172,148 @@ class RequestEvent(Event):
     # (see lazy_request). Never serialised, never compared.
     _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
                                             compare=False)
+    # Not part of the event: `candidates` already in JSON, when the pick made it
+    # (proxy.runtime.Choice.candidates_json, given as the builder's `_choice`, see
+    # _fill), so to_json need not encode it again.
+    _candidates_json: str | None = dataclasses.field(default=None, init=False, repr=False,
+                                                     compare=False)
 
-    def __getattr__(self, name: str):
-        return _read_lazy(self, name)
+    def to_json(self) -> str:
+        # The same text as _encode(self.to_dict()), character for character
+        # (tests/proxy/test_event_json.py), made with less work when the pick
+        # made the candidates' JSON (see _JsonParts).
+        lazy = self._lazy
+        if lazy is not None:
+            values = lazy[0](*lazy[1])
+            choice = values.get("_choice")
+            candidates = choice.candidates_json() if choice is not None else None
+            if candidates is not None:
+                # Not built into the event: the line needs only the values.
+                return _REQUEST_JSON.from_values(self, values, candidates)
+            _fill(self, values)
+        candidates = self._candidates_json
+        if candidates is None:
+            return _encode(self.to_dict())
+        return _REQUEST_JSON.from_fields(self, candidates)
 
 
-def _read_lazy(ev: Event, name: str):
-    """`__getattr__` of the events that can be lazy: only reached for a slot not set
-    yet, the rich part of a lazy event, built now, on its first read."""
-    if name == "_lazy" or name.startswith("__"):
-        raise AttributeError(name)
+class _JsonParts:
+    """A request event's JSON as the fields before `candidates`, the candidates'
+    JSON (made by the pick: proxy.runtime.Choice.candidates_json, each
+    candidate's text kept), and the fields after: two small encodings joined,
+    not one that encodes every candidate again.
+
+    `from_values` makes the line of a lazy event from its builder's values
+    without building the event (filling some 20 slots and reading them back
+    costs as much as encoding them): the fields it already has, and the
+    builder's values (else each field's default) in field order."""
+
+    def __init__(self, cls: type, eager: tuple[str, ...]):
+        names = _field_names(cls)
+        at = names.index("candidates")
+        self.before, self.after = names[:at], names[at + 1:]
+        get_before = operator.attrgetter(*self.before)
+        get_after = operator.attrgetter(*self.after)
+        self.read_all = lambda ev: (get_before(ev), get_after(ev))
+        defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                             else f.default) for f in dataclasses.fields(cls)}
+        self.head = {"type": cls.type, **{name: defaults[name] for name in self.before}}
+        self.tail = {name: defaults[name] for name in self.after}
+        self.head_eager = tuple(name for name in self.before if name in eager)
+        self.tail_eager = tuple(name for name in self.after if name in eager)
+        self.read_head_eager = operator.attrgetter(*self.head_eager)
+        self.read_tail_eager = operator.attrgetter(*self.tail_eager)
+        self.head_lazy = frozenset(self.before) - frozenset(eager)
+        self.tail_lazy = frozenset(self.after) - frozenset(eager)
+
+    def joined(self, head: dict, candidates: str, tail: dict) -> str:
+        return "".join((_encode(head)[:-1], ',"candidates":', candidates, ",",
+                        _encode(tail)[1:]))
+
+    def from_fields(self, ev: Event, candidates: str) -> str:
+        before, after = _read_all(ev, self.read_all)
+        head = {"type": ev.type}
+        head.update(zip(self.before, before))
+        return self.joined(head, candidates, dict(zip(self.after, after)))
+
+    def from_values(self, ev: Event, values: dict, candidates: str) -> str:
+        head = self.head.copy()
+        head.update(zip(self.head_eager, self.read_head_eager(ev)))
+        tail = self.tail.copy()
+        tail.update(zip(self.tail_eager, self.read_tail_eager(ev)))
+        head_lazy, tail_lazy = self.head_lazy, self.tail_lazy
+        for name, value in values.items():
+            if name in head_lazy:
+                head[name] = value
+            elif name in tail_lazy:
+                tail[name] = value
+        return self.joined(head, candidates, tail)
+
+
+def encode_json(value) -> str:
+    """`value` in JSON exactly as events are written (compact, ASCII, str() of the rest)."""
+    return _encode(value)
+
+
+class _LazySlot:
+    """A lazy event's field that is set only when first read (a class attribute in
+    place of the slot's own descriptor, which it wraps).
+
+    Reading it reads the slot; an empty slot means the event's rich part is not
+    built yet: it is built now, then read. (A `__getattr__` would do the same,
+    but a class with one reads *every* attribute through a slower path: the
+    counted fields that the metrics and the sampled subscriptions read on every
+    request too.) The class's twin (see _Filling) keeps the plain slots."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot):
+        self.slot = slot
+
+    def __get__(self, ev, owner=None):
+        if ev is None:
+            return self.slot
+        try:
+            return self.slot.__get__(ev, owner)
+        except AttributeError:
+            lazy = ev._lazy
+            if lazy is None:
+                raise
+            _materialise(ev, lazy)
+            return self.slot.__get__(ev, owner)
+
+    def __set__(self, ev, value) -> None:
+        self.slot.__set__(ev, value)
+
+    def __delete__(self, ev) -> None:
+        self.slot.__delete__(ev)
+
+
+def _wrap_lazy_fields(cls: type) -> None:
+    """Put a _LazySlot on each field of `cls` its lazy constructor leaves unset; its
+    twin (_FILLING[cls]) gets the plain slots, for filling and for reading all."""
+    twin = _FILLING[cls]
+    eager = _LAZY_EAGER[cls]
+    for f in dataclasses.fields(cls):
+        if f.name in eager or f.name == "_lazy":
+            continue
+        slot = cls.__dict__[f.name]
+        setattr(cls, f.name, _LazySlot(slot))
+        setattr(twin, f.name, slot)
+
+
+def _read_all(ev: Event, getter):
+    """getter(ev) for an event of a lazy class: built first if lazy, then read through
+    its twin's plain slots (one class switch, not a descriptor call per field)."""
+    cls = type(ev)
     lazy = ev._lazy
-    if lazy is None:
-        raise AttributeError(name)
-    _materialise(ev, lazy)
-    return object.__getattribute__(ev, name)
+    if lazy is not None:
+        _materialise(ev, lazy)
+    _setattr(ev, "__class__", _FILLING[cls])
+    try:
+        return getter(ev)
+    finally:
+        ev.__class__ = cls
 
 
 # The fields a lazy RequestEvent has from the start: what the data plane's own
@@ -225,17 +381,36 @@ _LAZY_DEFAULTS: dict[type, list] = {}
 _FILLING: dict[type, type] = {RequestEvent: _Filling}  # each lazy class's twin
 
 
-def _materialise(ev: Event, lazy: tuple) -> None:
-    cls = type(ev)
+def _lazy_defaults(cls: type) -> list:
+    """(name, default, default_factory) of each field a lazy `cls` fills when built."""
     defaults = _LAZY_DEFAULTS.get(cls)
     if defaults is None:
         eager = _LAZY_EAGER[cls]
         defaults = _LAZY_DEFAULTS[cls] = [
             (f.name, f.default, f.default_factory) for f in dataclasses.fields(cls)
-            if f.name not in eager and not f.name.startswith("_")]
+            if f.name not in eager and f.name != "_lazy"]
+    return defaults
+
+
+def _materialise(ev: Event, lazy: tuple) -> None:
     _setattr(ev, "_lazy", None)
     build, args = lazy
-    values = build(*args)
+    _fill(ev, build(*args))
+
+
+def _fill(ev: Event, values: dict) -> None:
+    """Set a lazy event's unset fields from its builder's `values` (else defaults).
+
+    A request's builder may give, in place of `candidates`, the pick itself as
+    `_choice` (proxy.runtime.Choice): its `candidates` are then read here, only
+    when the event is built, with their JSON (`candidates_json()`)."""
+    _setattr(ev, "_lazy", None)
+    cls = type(ev)
+    defaults = _lazy_defaults(cls)
+    choice = values.get("_choice")
+    if choice is not None:
+        values = dict(values, candidates=choice.candidates,
+                      _candidates_json=choice.candidates_json())
     _setattr(ev, "__class__", _FILLING[cls])  # plain stores while filling (see _Filling)
     try:
         for name, default, factory in defaults:
@@ -278,9 +453,6 @@ class ConnectionOpen(Event):
     _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
                                             compare=False)
 
-    def __getattr__(self, name: str):
-        return _read_lazy(self, name)
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionEvent(Event):
@@ -313,9 +485,6 @@ class ConnectionEvent(Event):
     _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
                                             compare=False)
 
-    def __getattr__(self, name: str):
-        return _read_lazy(self, name)
-
 
 # What the data plane's own readers use of an L4 connection's events (metrics,
 # drains, sampled subscriptions' counters, the admin stream's pairing of an open
@@ -345,6 +514,9 @@ class _FillingConnection(ConnectionEvent):
 
 _FILLING[ConnectionOpen] = _FillingOpen
 _FILLING[ConnectionEvent] = _FillingConnection
+for _cls in _FILLING:
+    _wrap_lazy_fields(_cls)
+_REQUEST_JSON = _JsonParts(RequestEvent, _EAGER)
 
 
 def lazy_connection_open(build, args: tuple, ts: float, connection_id: str, listener: str,
@@ -476,6 +648,7 @@ LATENCY_MIN_MS = 0.01
 LATENCY_PER_OCTAVE = 16
 LATENCY_MAX_BUCKET = 26 * LATENCY_PER_OCTAVE  # 0.01 ms * 2**26 = 11 minutes
 _STATUS_CLASS = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+_log2 = math.log2
 
 
 def latency_bucket(ms: float) -> int:
@@ -487,13 +660,17 @@ def latency_bucket(ms: float) -> int:
 class _Row:
     """Counts of one (kind, pool, backend) since the last request_stats line."""
 
-    __slots__ = ("count", "errors", "proxy_errors", "opened", "classes", "bytes_in",
-                 "bytes_out", "n", "total", "low", "high", "buckets")
+    __slots__ = ("count", "errors", "proxy_errors", "opened", "classes", "outcomes",
+                 "bytes_in", "bytes_out", "n", "total", "low", "high", "buckets")
 
     def __init__(self):
         self.count = self.errors = self.proxy_errors = self.opened = 0
         self.bytes_in = self.bytes_out = 0
-        self.classes: dict[str, int] = {}  # status classes and termination / closed_by
+        self.classes: dict[str, int] = {}  # connections' closed_by (requests': see outcomes)
+        # Requests: (status, proxy_error, termination) -> count. One dict update per
+        # request; the status classes, terminations and error counts the line reports
+        # are derived from it when the line is made (see _fold_outcomes).
+        self.outcomes: dict[tuple, int] = {}
         self.n = 0  # latencies seen (a connection that never connected has none)
         self.total = 0.0
         self.low = math.inf
@@ -508,11 +685,52 @@ class _Row:
         if ms > self.high:
             self.high = ms
         i = 0 if ms <= LATENCY_MIN_MS else int(
-            math.log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
+            _log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
         if i > LATENCY_MAX_BUCKET:
             i = LATENCY_MAX_BUCKET
         buckets = self.buckets
         buckets[i] = buckets.get(i, 0) + 1
+
+    def count_request(self, event) -> None:
+        """One request event: what RequestStats.count does per request, in one call."""
+        self.count += 1
+        key = (event.status, event.proxy_error, event.termination)
+        outcomes = self.outcomes
+        outcomes[key] = outcomes.get(key, 0) + 1
+        self.bytes_in += event.bytes_in
+        self.bytes_out += event.bytes_out
+        # Row.latency inlined: this runs for every request of a sampled subscription.
+        ms = event.latency_ms or 0.0
+        self.n += 1
+        self.total += ms
+        if ms < self.low:
+            self.low = ms
+        if ms > self.high:
+            self.high = ms
+        i = 0 if ms <= LATENCY_MIN_MS else int(
+            _log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
+        if i > LATENCY_MAX_BUCKET:
+            i = LATENCY_MAX_BUCKET
+        buckets = self.buckets
+        buckets[i] = buckets.get(i, 0) + 1
+
+    def request_counts(self) -> tuple[dict, dict]:
+        """(status classes, terminations) with their counts, each in first-seen order
+        (as counted one by one), and sets errors and proxy_errors, from `outcomes`."""
+        statuses: dict[str, int] = {}
+        terminations: dict[str, int] = {}
+        errors = proxy_errors = 0
+        for (status, proxy_error, termination), n in self.outcomes.items():
+            if proxy_error or status >= 500 or status <= 0:
+                errors += n
+            if proxy_error:
+                proxy_errors += n
+            klass = _STATUS_CLASS[status // 100] if 0 < status < 600 else "none"
+            statuses[klass] = statuses.get(klass, 0) + n
+            terminations[termination] = terminations.get(termination, 0) + n
+        self.errors = errors
+        self.proxy_errors = proxy_errors
+        return statuses, terminations
 
     def latency_dict(self) -> dict:
         return {"n": self.n, "sum": round(self.total, 3),
@@ -547,22 +765,11 @@ class RequestStats:
     def count(self, event) -> None:
         kind = event.type
         if kind == "request":
-            row = self._row(("request", event.pool, event.backend))
-            row.count += 1
-            status = event.status
-            proxy_error = event.proxy_error
-            if proxy_error or status >= 500 or status <= 0:
-                row.errors += 1
-            if proxy_error:
-                row.proxy_errors += 1
-            klass = _STATUS_CLASS[status // 100] if 0 < status < 600 else "none"
-            classes = row.classes
-            classes[klass] = classes.get(klass, 0) + 1
-            term = "t:" + event.termination
-            classes[term] = classes.get(term, 0) + 1
-            row.bytes_in += event.bytes_in
-            row.bytes_out += event.bytes_out
-            row.latency(event.latency_ms or 0.0)
+            key = ("request", event.pool, event.backend)
+            row = self.rows.get(key)
+            if row is None:
+                row = self.rows[key] = _Row()
+            row.count_request(event)
         elif kind == "connection":
             row = self._row(("connection", event.pool, event.backend))
             row.count += 1
@@ -585,13 +792,14 @@ class RequestStats:
         """The request_stats line for the counts since the last one; counting restarts."""
         rows = []
         for (kind, pool, backend), row in self.rows.items():
+            if kind == "request":
+                statuses, terminations = row.request_counts()  # sets row.errors
             out = {"kind": kind, "pool": pool, "backend": backend, "count": row.count,
                    "errors": row.errors}
             if kind == "request":
                 out["proxy_errors"] = row.proxy_errors
-                out["status"] = {k: v for k, v in row.classes.items() if k[1:2] != ":"}
-                out["termination"] = {k[2:]: v for k, v in row.classes.items()
-                                      if k.startswith("t:")}
+                out["status"] = statuses
+                out["termination"] = terminations
                 out["bytes_in"], out["bytes_out"] = row.bytes_in, row.bytes_out
                 out["latency_ms"] = row.latency_dict()
             else:
@@ -663,11 +871,29 @@ class Subscription:
         kind = event.type
         stats = self.stats
         if stats is not None and kind in SAMPLED_TYPES:
-            stats.count(event)
+            if kind == "request":  # RequestStats.count's first case, one call saved
+                key = ("request", event.pool, event.backend)
+                row = stats.rows.get(key)
+                if row is None:
+                    row = stats.rows[key] = _Row()
+                row.count_request(event)
+            else:
+                stats.count(event)
             if self.types is not None and kind not in self.types:
                 return False
             if kind == "request" and not self._open_sent:
-                send = self._take(event.ts)  # _admit's common case
+                # _admit's common case, with _take inlined (this runs per request).
+                send = False
+                if self._rate > 0.0:
+                    ts = event.ts
+                    elapsed = ts - self._last
+                    if elapsed > 0.0:
+                        self._last = ts
+                        tokens = self._tokens + elapsed * self._rate
+                        self._tokens = tokens if tokens < self._capacity else self._capacity
+                    if self._tokens >= 1.0:
+                        self._tokens -= 1.0
+                        send = True
             else:
                 send = self._admit(event, kind)
             table = stats.sent if send else stats.not_sent

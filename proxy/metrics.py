@@ -59,6 +59,7 @@ NONE = "-"
 # header timeout is 30 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0, 30.0)
+_REQUEST_BOUNDS = LATENCY_BUCKETS + (float("inf"),)  # the request sink's bucket bounds
 # TCP connections live longer: 1 ms .. 1 h.
 DURATION_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0)
 
@@ -138,10 +139,10 @@ class Metrics:
         self._connection_children: dict[tuple, object] = {}
         self._conn_pb_children: dict[tuple, tuple] = {}
         # Requests counted since the last collect, one row per (pool, backend, status,
-        # proxy_made, termination): [count, sum_s, bytes_in, bytes_out, count per
-        # latency bucket...] (one lookup per request, split per metric at flush).
+        # proxy_error, termination) as the event has them: [count, sum_s, bytes_in,
+        # bytes_out, count per latency bucket...] (one lookup per request, split per
+        # metric, and made into labels, at flush).
         self._pending: dict[tuple, list] = {}
-        self._bounds = LATENCY_BUCKETS + (float("inf"),)
         # Connections closed since the last collect, the same way: (listener, pool,
         # backend, closed_by) -> [count]; (pool, backend) -> [sum_s, bytes_in,
         # bytes_out, count per duration bucket...].
@@ -169,22 +170,20 @@ class Metrics:
                 handler(event)
             return
         ev = event
-        backend = ev.backend
-        # The proxy made the response when it says so, or when no backend was involved.
-        key = (ev.pool or NONE, backend or NONE, ev.status, ev.proxy_error or backend is None,
-               ev.termination)
+        # The fields as they are (labels are made from them at flush).
+        key = (ev.pool, ev.backend, ev.status, ev.proxy_error, ev.termination)
         acc = self._pending.get(key)
         if acc is None:
-            acc = self._pending[key] = [0, 0.0, 0, 0] + [0] * len(self._bounds)
+            acc = self._pending[key] = [0, 0.0, 0, 0] + [0] * len(_REQUEST_BOUNDS)
         seconds = ev.latency_ms / 1000.0
         acc[0] += 1
         acc[1] += seconds
         acc[2] += ev.bytes_in
         acc[3] += ev.bytes_out
-        acc[4 + bisect_left(self._bounds, seconds)] += 1
+        acc[4 + bisect_left(_REQUEST_BOUNDS, seconds)] += 1
         if ev.retries or ev.retry_budget is not None or ev.zone is not None or (
                 ev.queue is not None):
-            self._on_request_extras(ev, key[0])
+            self._on_request_extras(ev, ev.pool or NONE)
 
     def _on_request_extras(self, ev: RequestEvent, pool: str) -> None:
         """Retries, budgets, zones and queues: rarer, counted straight into children."""
@@ -208,7 +207,11 @@ class Metrics:
         the children."""
         self._flush_connections()
         pending, self._pending = self._pending, {}
-        for (pool, backend, status, proxy_made, termination), acc in pending.items():
+        for (pool, backend, status, proxy_error, termination), acc in pending.items():
+            # The proxy made the response when it says so, or when no backend was involved.
+            proxy_made = proxy_error or backend is None
+            pool = pool or NONE
+            backend = backend or NONE
             count = acc[0]
             skey = (pool, backend, status, proxy_made)
             child = self._status_children.get(skey)

@@ -27,7 +27,7 @@ from proxy.config import (
     parse_config,
     to_data,
 )
-from proxy.events import AdminChange, EventBus, PoolEvent, StateChange
+from proxy.events import AdminChange, EventBus, PoolEvent, StateChange, encode_json
 from proxy.model import BackendState, Health, Intent
 from proxy.queueing import WaitQueue, backend_full
 from proxy.retrybudget import RetryBudget
@@ -41,8 +41,9 @@ class Choice:
     """The outcome of choosing a backend, with everything an event needs to say why.
 
     `candidates` (each backend's state at decision time, as dicts) is read only
-    when an event is: the pick keeps a tuple of the raw values per backend
-    (`snapshot`) and the dicts are built from it on first read, once.
+    when an event is: the pick keeps the raw values of every backend, one
+    backend's `candidate_values` after the other in one flat tuple (`snapshot`),
+    and the dicts are built from it on first read, once.
     """
 
     __slots__ = ("backend", "algorithm", "_candidates", "snapshot", "inputs", "sticky",
@@ -52,11 +53,12 @@ class Choice:
                  candidates: list | None = None, inputs: dict | None = None,
                  sticky: dict | None = None, set_cookie: str | None = None,
                  panic: bool = False, reason: str = "", backup: dict | None = None,
-                 zone: dict | None = None, snapshot: list | None = None):
+                 zone: dict | None = None, snapshot: tuple | None = None):
         self.backend = backend
         self.algorithm = algorithm
         self._candidates = candidates
-        self.snapshot = snapshot  # [candidate_values(b, ok)...] when candidates is None
+        # candidate_values(b, ok) + ... (flat) when candidates is None
+        self.snapshot = snapshot if candidates is None else None
         self.inputs = {} if inputs is None else inputs
         self.sticky = sticky
         self.set_cookie = set_cookie  # header value the data plane adds to the response
@@ -71,16 +73,49 @@ class Choice:
     def candidates(self) -> list:
         got = self._candidates
         if got is None:
-            got = self._candidates = [_view(*values) for values in self.snapshot or ()]
+            snapshot = self.snapshot or ()
+            got = self._candidates = [_view(*snapshot[i:i + _WIDTH])
+                                      for i in range(0, len(snapshot), _WIDTH)]
         return got
 
     @candidates.setter
     def candidates(self, value: list) -> None:
         self._candidates = value
+        self.snapshot = None  # candidates_json may no longer build from it
+
+    def candidates_json(self) -> str | None:
+        """`candidates` in JSON, from the snapshot (None when set otherwise).
+
+        Each candidate's text is kept by its values: a pool's backends go
+        through a handful of states, so a full event's candidates are joined
+        from texts already made instead of encoded again (the dearest part of
+        a request event's JSON)."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return None
+        texts = _CANDIDATE_JSON
+        parts = []
+        for i in range(0, len(snapshot), _WIDTH):
+            values = snapshot[i:i + _WIDTH]
+            text = texts.get(values)
+            if text is None:
+                if len(texts) >= _CANDIDATE_JSON_MAX:
+                    texts.clear()
+                text = texts[values] = encode_json(_view(*values))
+            parts.append(text)
+        return "[" + ",".join(parts) + "]"
 
     def __repr__(self) -> str:
         name = self.backend.name if self.backend is not None else None
         return f"<Choice {self.algorithm} -> {name}>"
+
+
+# candidate values -> that candidate's JSON text (Choice.candidates_json). The values'
+# types are fixed by where they come from (eligible and backup are bools, weight and
+# the counts ints), so equal keys (1 == True) never stand for different texts.
+_CANDIDATE_JSON: dict[tuple, str] = {}
+_CANDIDATE_JSON_MAX = 4096
+_WIDTH = 9  # values per candidate (candidate_values)
 
 
 def candidate_values(b: BackendState, eligible: bool) -> tuple:
@@ -228,14 +263,23 @@ class PoolRuntime:
         # BackendState.is_eligible inlined (this runs for every request): the
         # raw candidate values are kept; their dicts are built if an event is read.
         # (`_value_` is the enum member's plain value: `.value` is a slow property,
-        # and plain strings keep these tuples out of the cyclic GC's work.)
-        snapshot = [(b.name, b.health._value_, b.intent._value_, b.intent is _ACTIVE
-                     and b.health is not _UNHEALTHY
-                     and not (b.health is _INITIAL and b.requires_check)
-                     and b.ejected_until <= now, b.weight, b.outstanding,
-                     b.active_connections, b.backup, b.zone) for b in all_backends]
-        eligible = [b for b, values in zip(all_backends, snapshot) if values[3]]
-        choice = Choice(None, self.config.balancer.algorithm, snapshot=snapshot)
+        # and plain strings keep the tuple out of the cyclic GC's work.) One flat
+        # tuple, not one per backend: a request's event keeps it for as long as the
+        # request store keeps the event, and every byte kept is a byte the next
+        # requests allocate from memory gone cold.
+        values = []
+        eligible = []
+        for b in all_backends:
+            health = b.health
+            intent = b.intent
+            ok = (intent is _ACTIVE and health is not _UNHEALTHY
+                  and not (health is _INITIAL and b.requires_check)
+                  and b.ejected_until <= now)
+            values += (b.name, health._value_, intent._value_, ok, b.weight, b.outstanding,
+                       b.active_connections, b.backup, b.zone)
+            if ok:
+                eligible.append(b)
+        choice = Choice(None, self.config.balancer.algorithm, snapshot=tuple(values))
         if len(eligible) < len(all_backends) or self.in_panic:
             eligible = self._apply_panic(eligible, all_backends, now, choice)
         if self.has_backups and not choice.panic:

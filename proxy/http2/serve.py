@@ -35,7 +35,7 @@ def http_protocol(server, bound):
 
 def l7_connection(server, bound) -> L7Connection:
     conn = L7Connection(server, bound)
-    conn.exchange_class = H1Exchange  # reaches protocol: h2 pools too
+    conn.h2_exchange_class = H1Exchange  # reaches protocol: h2 pools too
     return conn
 
 

@@ -508,6 +508,15 @@ class Exchange:
     # ------------------------------------------------------------ step 3: connect
 
     def _connect(self) -> None:
+        if self.pool.config.protocol == "h2":
+            h2_class = self.conn.h2_exchange_class
+            if h2_class is not None and type(self) is not h2_class:
+                # Becomes the exchange that speaks HTTP/2 to the backend now, not
+                # from its start: until here they behave alike, and the HTTP/1.1
+                # exchange spares every request to an HTTP/1.1 pool four calls.
+                self.__class__ = h2_class
+                self._connect()
+                return
         backend = self.backend
         key = (backend.host, backend.port)
         upstream_tls = self.server.upstream_tls
@@ -1133,7 +1142,9 @@ def _request_fields(listener, client, method, target, host, route, choice, split
         "listener": listener, "client": client, "method": method,
         "path": target.decode("latin-1"), "host": host, "route": route,
         "algorithm": choice.algorithm if choice is not None else None,
-        "candidates": choice.candidates if choice is not None else [],
+        # The pick itself: its candidates' dicts are made only if the event is built
+        # (a line alone takes their JSON, see proxy.events.RequestEvent.to_json).
+        "_choice": choice,
         "inputs": choice.inputs if choice is not None else {},
         "sticky": sticky, "split": split, "timings": timings, "tls": tls,
         "backend_tls": backend_tls,
@@ -1288,9 +1299,10 @@ class Tunnel:
 class L7Connection(asyncio.Protocol):
     """One client connection of an HTTP listener."""
 
-    # The class of its exchanges (proxy.http2.serve sets one that can also
-    # reach HTTP/2 backends).
+    # The class of its exchanges, and the one an exchange becomes when its pool
+    # speaks HTTP/2 (proxy.http2.serve sets it; None: HTTP/1.1 to every pool).
     exchange_class = Exchange
+    h2_exchange_class = None
 
     def __init__(self, server, bound):
         self.server = server
