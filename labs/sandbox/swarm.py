@@ -238,8 +238,11 @@ class SwarmEngine(Engine):
         status, raw = self.call("GET", f"/services/{quote(name)}", ok=(200, 404))
         return json.loads(raw) if status == 200 else None
 
-    def create_service(self, spec: dict) -> None:
-        self.call("POST", "/services/create", spec)
+    def create_service(self, spec: dict, exist_ok: bool = False) -> None:
+        """Create a service; with ``exist_ok``, one of that name already there is fine
+        (409: another caller made it first)."""
+        self.call("POST", "/services/create", spec, ok=(200, 201, 409) if exist_ok else
+                  (200, 201))
 
     def remove_service(self, name: str) -> None:
         self.call("DELETE", f"/services/{quote(name)}", ok=(200, 404))
@@ -426,8 +429,11 @@ class SwarmDriver(ContainerDriver):
         task = self.engine.task(container_name(sb.id))
         if not task or not task.get("NodeID"):
             return
+        # Checked, then made, without a lock: the site's look at the parts and a start can
+        # both find it missing, and the second then finds it made (./lab cohort, 20
+        # learners on swarm: "service lblab-sbgw-... already exists" failed a run's start).
         self.engine.create_service(gateway_service(sb.id, self.image, task["NodeID"], sb.host,
-                                                   sb.ports))
+                                                   sb.ports), exist_ok=True)
 
     # -- look, reach -----------------------------------------------------------------------
 
