@@ -984,3 +984,52 @@ def handle_sigterm() -> None:
     def _raise(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _raise)
+
+
+# ---------------------------------------------------------------- callgrind (instructions)
+
+def check_tree_and_valgrind(parser, tree: str) -> Path:
+    """The proxy tree an instruction count runs (refused, via ``parser``, when it has no
+    proxy package or valgrind is missing)."""
+    for tool in ("valgrind", "callgrind_control"):
+        if not shutil.which(tool):
+            parser.error(f"{tool} is not installed (Debian: apt-get install valgrind)")
+    path = Path(tree).resolve()
+    if not (path / "proxy" / "__main__.py").exists():
+        parser.error(f"{path} has no proxy package (give the repo or an exported revision)")
+    return path
+
+
+def proxy_under_callgrind(tree: Path, config_path: Path, out: Path) -> subprocess.Popen:
+    """`python -m proxy` from ``tree`` under callgrind, instrumentation off until switched."""
+    return subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         PYTHON, "-m", "proxy", "--config", str(config_path)], cwd=tree,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until something accepts on ``port`` (a proxy under valgrind starts slowly)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((LOCAL, port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("the proxy did not start under valgrind") from None
+            time.sleep(0.5)
+
+
+def callgrind_switch(proc: subprocess.Popen, on: bool) -> None:
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(proc.pid)],
+                   check=True, capture_output=True)
+
+
+def callgrind_total(out: Path) -> int:
+    """Instructions counted in a callgrind output file."""
+    total = 0
+    for line in out.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            total = max(total, int(line.split()[1]))
+    return total

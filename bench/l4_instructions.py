@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,16 +53,6 @@ async def _clients(port: int, count: int, concurrency: int) -> None:
     await asyncio.gather(*(one() for _ in range(count)))
 
 
-def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((c.LOCAL, port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise c.BenchError("the proxy did not start under valgrind") from None
-            time.sleep(0.5)
 
 
 def count(tree: Path, connections: int, concurrency: int) -> float:
@@ -76,33 +63,25 @@ def count(tree: Path, connections: int, concurrency: int) -> float:
         [(c.LOCAL, p) for p in origins])}, protocol="tcp")
     path = c.write_yaml(work / "proxy.yaml", config)
     out = work / "callgrind.out"
-    proxy = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-         c.PYTHON, "-m", "proxy", "--config", str(path)], cwd=tree,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy = c.proxy_under_callgrind(tree, path, out)
     loop = asyncio.new_event_loop()
     servers = [loop.run_until_complete(asyncio.start_server(_origin, c.LOCAL, p))
                for p in origins]
     try:
-        _wait_listening(listen, proxy)
+        c.wait_listening(listen, proxy)
         loop.run_until_complete(_clients(listen, 50, concurrency))  # warm-up, not counted
         time.sleep(1)
-        subprocess.run(["callgrind_control", "-i", "on", str(proxy.pid)], check=True,
-                       capture_output=True)
+        c.callgrind_switch(proxy, on=True)
         loop.run_until_complete(_clients(listen, connections, concurrency))
         time.sleep(1)
-        subprocess.run(["callgrind_control", "-i", "off", str(proxy.pid)], check=True,
-                       capture_output=True)
+        c.callgrind_switch(proxy, on=False)
     finally:
         proxy.send_signal(signal.SIGTERM)
         proxy.wait(120)
         for server in servers:
             server.close()
         loop.close()
-    total = 0
-    for line in out.read_text(errors="replace").splitlines():
-        if line.startswith(("summary:", "totals:")):
-            total = max(total, int(line.split()[1]))
+    total = c.callgrind_total(out)
     for f in work.iterdir():
         f.unlink()
     work.rmdir()
@@ -119,13 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("-c", "--concurrency", type=int, default=8)
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args(argv)
-    for tool in ("valgrind", "callgrind_control"):
-        if not any(os.access(os.path.join(d, tool), os.X_OK)
-                   for d in os.environ.get("PATH", "").split(os.pathsep)):
-            parser.error(f"{tool} is not installed (Debian: apt-get install valgrind)")
-    tree = Path(args.tree).resolve()
-    if not (tree / "proxy" / "__main__.py").exists():
-        parser.error(f"{tree} has no proxy package (give the repo or an exported revision)")
+    tree = c.check_tree_and_valgrind(parser, args.tree)
     for n in range(args.runs):
         per = count(tree, args.connections, args.concurrency)
         print(f"{tree}: run {n + 1}: {per:,.0f} instructions per connection "

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as c  # noqa: E402
-from bench.l4_instructions import _wait_listening  # noqa: E402
 
 REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\nok\n"
 
@@ -78,22 +75,17 @@ def count(tree: Path, requests: int, concurrency: int,
         [(c.LOCAL, p) for p in origins])})
     path = c.write_yaml(work / "proxy.yaml", config)
     out = work / "callgrind.out"
-    proxy = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-         c.PYTHON, "-m", "proxy", "--config", str(path)], cwd=tree,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy = c.proxy_under_callgrind(tree, path, out)
     loop = asyncio.new_event_loop()
     servers = [loop.run_until_complete(asyncio.start_server(_origin, c.LOCAL, p))
                for p in origins]
     try:
-        _wait_listening(listen, proxy)
+        c.wait_listening(listen, proxy)
         loop.run_until_complete(_clients(listen, 200, concurrency))  # warm-up, not counted
         time.sleep(1)
-        subprocess.run(["callgrind_control", "-i", "on", str(proxy.pid)], check=True,
-                       capture_output=True)
+        c.callgrind_switch(proxy, on=True)
         loop.run_until_complete(_clients(listen, requests, concurrency))
-        subprocess.run(["callgrind_control", "-i", "off", str(proxy.pid)], check=True,
-                       capture_output=True)
+        c.callgrind_switch(proxy, on=False)
     finally:
         proxy.send_signal(signal.SIGTERM)
         proxy.wait(120)
@@ -104,10 +96,7 @@ def count(tree: Path, requests: int, concurrency: int,
         if pending:
             loop.run_until_complete(asyncio.wait(pending, timeout=10))
         loop.close()
-    total = 0
-    for line in out.read_text(errors="replace").splitlines():
-        if line.startswith(("summary:", "totals:")):
-            total = max(total, int(line.split()[1]))
+    total = c.callgrind_total(out)
     if keep is not None:  # for callgrind_annotate
         keep.parent.mkdir(parents=True, exist_ok=True)
         out.replace(keep)
@@ -129,13 +118,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", metavar="FILE",
                         help="keep the last run's callgrind output (callgrind_annotate FILE)")
     args = parser.parse_args(argv)
-    for tool in ("valgrind", "callgrind_control"):
-        if not any(os.access(os.path.join(d, tool), os.X_OK)
-                   for d in os.environ.get("PATH", "").split(os.pathsep)):
-            parser.error(f"{tool} is not installed (Debian: apt-get install valgrind)")
-    tree = Path(args.tree).resolve()
-    if not (tree / "proxy" / "__main__.py").exists():
-        parser.error(f"{tree} has no proxy package (give the repo or an exported revision)")
+    tree = c.check_tree_and_valgrind(parser, args.tree)
     for n in range(args.runs):
         keep = Path(args.keep) if args.keep and n == args.runs - 1 else None
         per = count(tree, args.requests, args.concurrency, keep)

@@ -699,20 +699,7 @@ class _Row:
         outcomes[key] = outcomes.get(key, 0) + 1
         self.bytes_in += event.bytes_in
         self.bytes_out += event.bytes_out
-        # Row.latency inlined: this runs for every request of a sampled subscription.
-        ms = event.latency_ms or 0.0
-        self.n += 1
-        self.total += ms
-        if ms < self.low:
-            self.low = ms
-        if ms > self.high:
-            self.high = ms
-        i = 0 if ms <= LATENCY_MIN_MS else int(
-            _log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
-        if i > LATENCY_MAX_BUCKET:
-            i = LATENCY_MAX_BUCKET
-        buckets = self.buckets
-        buckets[i] = buckets.get(i, 0) + 1
+        self.latency(event.latency_ms or 0.0)
 
     def request_counts(self) -> tuple[dict, dict]:
         """(status classes, terminations) with their counts, each in first-seen order
