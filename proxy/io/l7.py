@@ -86,6 +86,7 @@ from proxy.http1.headers import (
 from proxy.http1.parse import DISCARD, RequestError, RequestHead, RequestReader, ResponseHead
 from proxy.http1.responses import CONTINUE_100, error_response, render, status_line
 from proxy.io import Deadline
+from proxy.io.writes import BatchedWrites, write_batch
 from proxy.io.upstream import TLSHandshakeError
 from proxy.model import Intent
 from proxy.routing import FORWARD, REDIRECT, RESPOND, RouteRequest
@@ -1296,7 +1297,7 @@ class Tunnel:
 
 # ====================================================================== client connection
 
-class L7Connection(asyncio.Protocol):
+class L7Connection(BatchedWrites, asyncio.Protocol):
     """One client connection of an HTTP listener."""
 
     # The class of its exchanges, and the one an exchange becomes when its pool
@@ -1309,6 +1310,8 @@ class L7Connection(asyncio.Protocol):
         self.bound = bound  # the listener slot: .name, .config, .closed
         self.loop = server.loop
         self.transport = None
+        self.out: list | None = None
+        self.batch = write_batch(self.loop)
         self.reader: RequestReader | None = None
         self.current: Exchange | None = None  # the exchange being answered
         self.parsing: Exchange | None = None  # the exchange whose request is being read
@@ -1685,10 +1688,6 @@ class L7Connection(asyncio.Protocol):
                 self.body_started += self.loop.time() - self.paused_at
                 self.timer.set(self._body_deadline(self.bound.config.timeouts))
 
-    def write(self, data: bytes) -> None:
-        if not self.write_closed:
-            self.transport.write(data)
-
     def forwarded_element(self, host: str | None) -> bytes:
         cache = self._fwd_cache
         if cache is not None and cache[0] == host:
@@ -1703,6 +1702,7 @@ class L7Connection(asyncio.Protocol):
         sends for a while, so the error response is not destroyed by a TCP reset."""
         if self.closed or self.write_closed:
             return
+        self.send_pending()
         self.closing = True
         self.write_closed = True
         self.timer.cancel()

@@ -33,6 +33,7 @@ import socket
 
 from proxy.http1.parse import DISCARD, ResponseError, ResponseReader
 from proxy.io import Deadline
+from proxy.io.writes import BatchedWrites, write_batch
 
 log = logging.getLogger("proxy.upstream")
 
@@ -47,16 +48,19 @@ class TLSHandshakeError(Exception):
         self.reason = reason
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(BatchedWrites, asyncio.Protocol):
     def __init__(self, pool: "UpstreamPool", key: Key):
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
+        self.out: list | None = None
+        self.batch = write_batch(pool.loop)
         self.reader = ResponseReader()
         self.exchange = None  # the Exchange using this connection, None while idle
         self.tunnel = None  # set when upgraded: an object with upstream_data/upstream_closed
         self.responses = 0  # responses completed here (> 0 means a reused connection)
         self.closed = False
+        self.write_closed = False  # = closed (BatchedWrites reads this name)
         self.idle_since = 0.0
         self.idle_limit = 30.0
         self.write_paused = False
@@ -101,7 +105,7 @@ class UpstreamConnection(asyncio.Protocol):
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = self.write_closed = True
         self.deadline.cancel()
         self.pool.forget(self)
         tunnel = self.tunnel
@@ -136,10 +140,6 @@ class UpstreamConnection(asyncio.Protocol):
     def reused(self) -> bool:
         return self.responses > 0
 
-    def write(self, data: bytes) -> None:
-        if not self.closed:
-            self.transport.write(data)
-
     def _on_deadline(self) -> None:
         exchange = self.exchange
         if exchange is not None:
@@ -148,7 +148,7 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close now (buffered writes are dropped: only used when the exchange is over)."""
         if not self.closed:
-            self.closed = True
+            self.closed = self.write_closed = True
             self.deadline.cancel()
             self.pool.forget(self)
             if self.transport is not None:
