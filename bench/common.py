@@ -778,6 +778,33 @@ def start_lblab(procs: Processes, name: str, config: dict, listen_port: int,
                        ready_line=LBLAB_READY, ready_port=listen_port, timeout=30)
 
 
+def export_revision(rev: str, dest: Path) -> Path:
+    """The proxy package at git revision `rev`, unpacked under `dest` (run from there)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, "proxy"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {rev} proxy failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    # The profiler wrapper puts its own repo root first on sys.path: a copy in the
+    # exported tree profiles that tree's proxy.
+    (dest / "bench").mkdir(exist_ok=True)
+    shutil.copy(BENCH / "profile_proxy.py", dest / "bench" / "profile_proxy.py")
+    return dest
+
+
+def start_lblab_at(procs: Processes, name: str, config: dict, port: int, cpu, tree: Path,
+                   profile_out: Path | None = None, env: dict | None = None):
+    """`python -m proxy` run from `tree` (an exported revision) instead of the repo."""
+    check_lblab_config(config)
+    path = write_yaml(procs.path(name, "proxy.yaml"), config)
+    argv = lblab_command(path, profile_out)
+    if profile_out is not None:
+        argv[1] = str(tree / "bench" / "profile_proxy.py")
+    return procs.start(name, argv, cpu=cpu, cwd=tree, env=env,
+                       ready_line=LBLAB_READY, ready_port=port, timeout=30)
+
+
 def lblab_runnable() -> str | None:
     """None when `python -m proxy` exists here, else why not."""
     if not (REPO / "proxy" / "__main__.py").exists():

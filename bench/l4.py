@@ -40,9 +40,7 @@ from __future__ import annotations
 import argparse
 import io
 import pstats
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -111,21 +109,6 @@ def wrk_request(workload: str) -> tuple[str, list[str]]:
     return "/", []
 
 
-def export_revision(rev: str, dest: Path) -> Path:
-    """The proxy package at git revision `rev`, unpacked under `dest` (run from there)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(c.REPO), "archive", "--format=tar", rev, "proxy"],
-                             capture_output=True)
-    if archive.returncode != 0:
-        raise c.BenchError(f"git archive {rev} proxy failed: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    # The profiler wrapper puts its own repo root first on sys.path: a copy in the
-    # exported tree profiles that tree's proxy.
-    (dest / "bench").mkdir(exist_ok=True)
-    shutil.copy(c.BENCH / "profile_proxy.py", dest / "bench" / "profile_proxy.py")
-    return dest
-
-
 # ---------------------------------------------------------------- configs
 
 def origin_config(work: Path, ports, bulk_file: Path) -> str:
@@ -149,18 +132,6 @@ def lblab_tcp_config(port: int, admin_port: int, backends) -> dict:
 
 
 # ---------------------------------------------------------------- one measurement
-
-def start_lblab_at(procs: c.Processes, name: str, config: dict, port: int, cpu, tree: Path,
-                   profile_out: Path | None = None):
-    """`python -m proxy` run from `tree` (an exported revision) instead of the repo."""
-    c.check_lblab_config(config)
-    path = c.write_yaml(procs.path(name, "proxy.yaml"), config)
-    argv = c.lblab_command(path, profile_out)
-    if profile_out is not None:
-        argv[1] = str(tree / "bench" / "profile_proxy.py")
-    return procs.start(name, argv, cpu=cpu, cwd=tree,
-                       ready_line=c.LBLAB_READY, ready_port=port, timeout=30)
-
 
 def read_profile(proc: c.Proc, path: Path, requests: int, top: int) -> dict:
     """Wait for the profiler's stats; calls per request and the top functions by own time."""
@@ -196,7 +167,7 @@ def run_target(target: str, workload: str, procs: c.Processes, args, backends, o
             record["config"] = config
         elif target == BASE:
             config = lblab_tcp_config(port, c.free_port(), backends)
-            proc = start_lblab_at(procs, BASE, config, port, proxy_cpu, base_tree, profile)
+            proc = c.start_lblab_at(procs, BASE, config, port, proxy_cpu, base_tree, profile)
             record["config"] = config
             record["revision"] = args.baseline
         elif target == "haproxy":
@@ -361,7 +332,7 @@ def main(argv=None) -> int:
         base_tree = None
         if args.baseline:
             try:
-                base_tree = export_revision(args.baseline, procs.path("base"))
+                base_tree = c.export_revision(args.baseline, procs.path("base"))
             except c.BenchError as exc:
                 skipped[BASE] = str(exc)
         for n in range(args.rounds):

@@ -17,6 +17,11 @@ In one run, wrk drives, one after another:
   nginx    nginx proxy_pass to an upstream of the same ports, with keepalive
   haproxy  HAProxy in http mode, roundrobin over the same ports, one thread
 
+--baseline REV adds, for each lblab target, the same target run from the proxy
+package at git revision REV (`lblab@base`, `lblab-zero@base`...), interleaved
+with it in every round: a before/after whose two sides meet the same moments
+of a noisy machine.
+
 Each proxy runs alone, pinned to --proxy-cpu; wrk, the origin and the reader
 share --client-cpu. The table gives req/s, p50 and p99 latency, error counts
 and each target's req/s as a ratio to nginx-as-proxy, per CPU-second of the
@@ -26,6 +31,7 @@ measured directly in the same round). Goal: LBLab >= 0.3x nginx per CPU-second.
     .venv/bin/python bench/l7.py -d 10 -c 50
     .venv/bin/python bench/l7.py -d 8 --rounds 3 --targets origin,lblab-zero,lblab,lblab-dash,nginx
     .venv/bin/python bench/l7.py -d 5 --with-subscriber --targets lblab,nginx
+    .venv/bin/python bench/l7.py -d 6 --rounds 5 --targets lblab-zero,lblab --baseline HEAD~1
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ GOAL_RATIO = 0.3  # per CPU-second (issue 16)
 TEACHING_GOAL = 0.10  # lblab against lblab-zero, per CPU-second
 DASHBOARD_GOAL = 0.05  # lblab-dash against lblab, per CPU-second
 DASHBOARD_QUERY = "requests=sample&max_per_s=200&interval_ms=250"  # explainer/bridge.py
+BASE = "@base"  # suffix of a target run from the proxy at --baseline REV
 
 
 def parse_args(argv=None):
@@ -62,6 +69,9 @@ def parse_args(argv=None):
                         help="measure every target this many times, interleaved; "
                              "the median round is reported (default 1)")
     parser.add_argument("--path", default="/", help="request path (default /)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run each lblab target from the proxy at this git revision "
+                             "(target@base), interleaved")
     parser.add_argument("--health-interval", default="1s",
                         help="active health checks of LBLab's pool (default 1s; 'off' for none)")
     args = parser.parse_args(argv)
@@ -69,13 +79,19 @@ def parse_args(argv=None):
     unknown = sorted(set(args.targets) - set(TARGETS))
     if unknown:
         parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    if args.baseline:
+        args.targets = [name for t in args.targets
+                        for name in ((t, t + BASE) if t.startswith("lblab") else (t,))]
     return args
 
 
-def run_target(target: str, procs: c.Processes, args, backends, opts) -> dict:
+def run_target(target: str, procs: c.Processes, args, backends, opts,
+               base_tree: Path | None = None) -> dict:
     """Start one target (pinned), measure it with wrk, stop it; return its record."""
     proxy_cpu, client_cpu = c.cpus(args)
     record: dict = {"target": target}
+    at_base = target.endswith(BASE)
+    target = target.removesuffix(BASE)
     port = backends[0][1] if target == "origin" else c.free_port()
     proc = None
     reader = None
@@ -91,7 +107,12 @@ def run_target(target: str, procs: c.Processes, args, backends, opts) -> dict:
             config = c.lblab_config(port, admin_port,
                                     {"web": c.lblab_pool(backends, health=health)})
             env = {"LBLAB_REQUEST_EVENTS": "0"} if target == "lblab-zero" else None
-            proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu, env=env)
+            if at_base:
+                proc = c.start_lblab_at(procs, "lblab", config, port, proxy_cpu, base_tree,
+                                        env=env)
+                record["revision"] = args.baseline
+            else:
+                proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu, env=env)
             record["config"] = config
             query = None
             if target == "lblab-dash":
@@ -153,12 +174,15 @@ def main(argv=None) -> int:
         ports = c.free_ports(args.backends)
         backends = [(c.LOCAL, p) for p in ports]
         c.start_origin(procs, ports, cpu=client_cpu)
+        base_tree = (c.export_revision(args.baseline, procs.path("base"))
+                     if args.baseline else None)
         for n in range(args.rounds):
             for target in rounds:
                 if args.rounds > 1:
                     print(f"round {n + 1}/{args.rounds}: {target} ...", file=sys.stderr)
                 try:
-                    rounds[target].append(run_target(target, procs, args, backends, opts))
+                    rounds[target].append(run_target(target, procs, args, backends, opts,
+                                                     base_tree))
                 except c.BenchError as exc:
                     skipped[target] = str(exc)
                     print(f"{target}: FAILED\n{exc}", file=sys.stderr)
@@ -175,6 +199,7 @@ def main(argv=None) -> int:
             rows.append({"target": target, "rps": "skipped"})
             continue
         res = chosen[target]["result"]
+        proc_name = PROC_NAME.get(target.removesuffix(BASE), "")
         label = target + (" +subscriber" if target == "lblab" and args.with_subscriber else "")
         added = _added_latency(res, origin) if target != "origin" else None
         rows.append({
@@ -183,11 +208,11 @@ def main(argv=None) -> int:
             "p50": c.fmt_ms(res.p50_ms),
             "p99": c.fmt_ms(res.p99_ms),
             "errors": str(res.error_count),
-            "cpu": _pct_cell(c.proxy_pct(res, PROC_NAME.get(target, ""))),
-            "sys": _pct_cell(c.system_pct(res, PROC_NAME.get(target, ""))),
-            "other": _pct_cell(c.other_load(res, c.cpus(args)[0], PROC_NAME.get(target, ""))),
+            "cpu": _pct_cell(c.proxy_pct(res, proc_name)),
+            "sys": _pct_cell(c.system_pct(res, proc_name)),
+            "other": _pct_cell(c.other_load(res, c.cpus(args)[0], proc_name)),
             "ratio": f"{res.rps / nginx_rps:.2f}x" if nginx_rps else "-",
-            "eff": c.fmt_rps(eff := c.per_cpu_second(res, PROC_NAME.get(target, ""))),
+            "eff": c.fmt_rps(eff := c.per_cpu_second(res, proc_name)),
             "eff_ratio": f"{eff / nginx_eff:.2f}x" if eff and nginx_eff else "-",
             "added": f"{c.fmt_ms(added[0])} / {c.fmt_ms(added[1])}" if added else "-",
             "each": " ".join(_short(_eff(r, target)) for r in rounds[target]),
@@ -264,7 +289,7 @@ def _wait_up(admin_port: int, count: int, timeout: float = 20.0) -> None:
 
 
 def _eff(record: dict, target: str) -> float | None:
-    return c.per_cpu_second(record["result"], PROC_NAME.get(target, ""))
+    return c.per_cpu_second(record["result"], PROC_NAME.get(target.removesuffix(BASE), ""))
 
 
 def _short(value: float | None) -> str:
@@ -284,17 +309,25 @@ def _feature_costs(rounds: dict[str, list[dict]]) -> dict:
     med = {t: c.median([e for r in rs if (e := _eff(r, t))] or [0.0])
            for t, rs in rounds.items() if t.startswith("lblab")}
     out: dict = {"lines": []}
-    for name, base, variant, goal in (
-            ("teaching_features_cost", "lblab-zero", "lblab", TEACHING_GOAL),
-            ("dashboard_cost", "lblab", "lblab-dash", DASHBOARD_GOAL)):
-        if not med.get(base) or not med.get(variant):
-            continue
-        cost = (med[base] - med[variant]) / med[base]
-        out[name] = round(cost, 4)
-        out["lines"].append(
-            f"{variant} against {base}, per CPU-second (median of rounds): "
-            f"{med[variant]:,.0f} vs {med[base]:,.0f} req/CPU-s, cost {cost:.1%} "
-            f"(goal <= {goal:.0%}: {'met' if cost <= goal else 'NOT met'})")
+    for suffix in ("", BASE):
+        for name, base, variant, goal in (
+                ("teaching_features_cost", "lblab-zero", "lblab", TEACHING_GOAL),
+                ("dashboard_cost", "lblab", "lblab-dash", DASHBOARD_GOAL)):
+            base, variant = base + suffix, variant + suffix
+            if not med.get(base) or not med.get(variant):
+                continue
+            cost = (med[base] - med[variant]) / med[base]
+            out[name + suffix.replace("@", "_")] = round(cost, 4)
+            out["lines"].append(
+                f"{variant} against {base}, per CPU-second (median of rounds): "
+                f"{med[variant]:,.0f} vs {med[base]:,.0f} req/CPU-s, cost {cost:.1%} "
+                f"(goal <= {goal:.0%}: {'met' if cost <= goal else 'NOT met'})")
+    for target in [t for t in med if not t.endswith(BASE)]:
+        if med.get(target) and med.get(target + BASE):
+            change = med[target] / med[target + BASE] - 1
+            out["lines"].append(
+                f"{target} against {target}{BASE}, per CPU-second (median of rounds): "
+                f"{med[target]:,.0f} vs {med[target + BASE]:,.0f} req/CPU-s ({change:+.1%})")
     return out
 
 

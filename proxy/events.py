@@ -168,7 +168,7 @@ class RequestEvent(Event):
     # "h2" for a request that came as an HTTP/2 stream (None: HTTP/1.x), with its stream id.
     protocol: str | None = None
     stream_id: int | None = None
-    # Not part of the event: (build, args) of a lazy event's fields not set yet
+    # Not part of the event: (build, *args) of a lazy event's fields not set yet
     # (see lazy_request). Never serialised, never compared.
     _lazy: tuple | None = dataclasses.field(default=None, init=False, repr=False,
                                             compare=False)
@@ -184,7 +184,7 @@ class RequestEvent(Event):
         # made the candidates' JSON (see _JsonParts).
         lazy = self._lazy
         if lazy is not None:
-            values = lazy[0](*lazy[1])
+            values = lazy[0](*lazy[1:])
             choice = values.get("_choice")
             candidates = choice.candidates_json() if choice is not None else None
             if candidates is not None:
@@ -341,12 +341,13 @@ class _Filling(RequestEvent):
     __delattr__ = object.__delattr__
 
 
-def lazy_request(build, args: tuple, ts: float, request_id: str, pool: str | None,
+def lazy_request(lazy: tuple, ts: float, request_id: str, pool: str | None,
                  backend: str | None, status: int, latency_ms: float, bytes_in: int,
                  bytes_out: int, termination: str, proxy_error: bool, error: str | None,
                  retries: list, retry_budget: dict | None, zone: dict | None,
                  queue: dict | None) -> RequestEvent:
-    """A RequestEvent whose other fields are `build(*args)` (a dict), made on first read.
+    """A RequestEvent whose other fields are `build(*args)` (a dict), made on first read;
+    `lazy` is `(build, *args)` (one tuple kept per event, not two).
 
     Building the whole event (candidates, timings, TLS views...) costs more than
     proxying a small request; most are never read in full (no subscriber, no
@@ -369,7 +370,7 @@ def lazy_request(build, args: tuple, ts: float, request_id: str, pool: str | Non
     ev.retry_budget = retry_budget
     ev.zone = zone
     ev.queue = queue
-    ev._lazy = (build, args)
+    ev._lazy = lazy
     ev.__class__ = RequestEvent
     return ev
 
@@ -394,8 +395,7 @@ def _lazy_defaults(cls: type) -> list:
 
 def _materialise(ev: Event, lazy: tuple) -> None:
     _setattr(ev, "_lazy", None)
-    build, args = lazy
-    _fill(ev, build(*args))
+    _fill(ev, lazy[0](*lazy[1:]))
 
 
 def _fill(ev: Event, values: dict) -> None:
@@ -519,27 +519,27 @@ for _cls in _FILLING:
 _REQUEST_JSON = _JsonParts(RequestEvent, _EAGER)
 
 
-def lazy_connection_open(build, args: tuple, ts: float, connection_id: str, listener: str,
+def lazy_connection_open(lazy: tuple, ts: float, connection_id: str, listener: str,
                          pool: str | None, backend: str | None) -> ConnectionOpen:
     """A ConnectionOpen whose other fields are `build(*args)` (a dict), made on first
-    read; as lazy_request, `args` are decision-time values."""
+    read; as lazy_request, `lazy` is `(build, *args)`, decision-time values."""
     ev = _new(_FillingOpen)
     ev.ts = ts
     ev.connection_id = connection_id
     ev.listener = listener
     ev.pool = pool
     ev.backend = backend
-    ev._lazy = (build, args)
+    ev._lazy = lazy
     ev.__class__ = ConnectionOpen
     return ev
 
 
-def lazy_connection(build, args: tuple, ts: float, connection_id: str, listener: str,
+def lazy_connection(lazy: tuple, ts: float, connection_id: str, listener: str,
                     pool: str | None, backend: str | None, bytes_in: int, bytes_out: int,
                     duration_ms: float, connect_ms: float | None, closed_by: str,
                     error: str | None) -> ConnectionEvent:
     """A ConnectionEvent whose other fields are `build(*args)` (a dict), made on first
-    read; as lazy_request, `args` are the values at the close."""
+    read; as lazy_request, `lazy` is `(build, *args)`, the values at the close."""
     ev = _new(_FillingConnection)
     ev.ts = ts
     ev.connection_id = connection_id
@@ -552,7 +552,7 @@ def lazy_connection(build, args: tuple, ts: float, connection_id: str, listener:
     ev.connect_ms = connect_ms
     ev.closed_by = closed_by
     ev.error = error
-    ev._lazy = (build, args)
+    ev._lazy = lazy
     ev.__class__ = ConnectionEvent
     return ev
 

@@ -617,7 +617,7 @@ class L4Connection(asyncio.Protocol):
 
     def _event(self, closed_by: str, error: str | None, phase: str) -> ConnectionEvent:
         return lazy_connection(
-            _closed_fields, (self.client_addr, self.kind, self.choice, self.retries, self.tls,
+            (_closed_fields, self.client_addr, self.kind, self.choice, self.retries, self.tls,
                              self.proxy_protocol),
             time.time(), self.connection_id, self.bound.name, self.pool_name,
             self.backend.name if self.backend is not None else None,
@@ -628,7 +628,7 @@ class L4Connection(asyncio.Protocol):
         backend = self.backend
         try:
             self.server.bus.publish(lazy_connection_open(
-                _open_fields, (self.client_addr, self.kind, self.choice, self.tls,
+                (_open_fields, self.client_addr, self.kind, self.choice, self.tls,
                                self.proxy_protocol, backend.zone),
                 time.time(), self.connection_id, self.bound.name, self.pool_name, backend.name))
         except Exception:

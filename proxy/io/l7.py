@@ -167,6 +167,12 @@ def _method_bytes(method: str) -> bytes:
 
 # ====================================================================== exchange
 
+# The retries of every exchange that has none, and of its event: one list kept by
+# the request store for all of them, not one each. Never appended to (a retry
+# makes the exchange a new list); an event is frozen, its readers only read.
+_NO_RETRIES: list = []
+
+
 class Exchange:
     """One request and its response, from the client's head to the event."""
 
@@ -217,7 +223,7 @@ class Exchange:
         self.up_chunked = head.chunked
         self.down_chunked = False
         self.out: list[bytes] = []
-        self.retries: list[dict] = []
+        self.retries: list[dict] = _NO_RETRIES
         self.failed: set | None = None
         self.t_route = self.t_pick = self.t_connect = self.t_first = 0.0
         self.keep_alive = head.keep_alive
@@ -887,7 +893,7 @@ class Exchange:
         self.failed.add(backend)
         if (retryable and len(self.retries) < self.pool.config.retries
                 and not self.conn.closed and self._budget_allows()):
-            self.retries.append({"backend": backend.name, "error": message})
+            self.retries = [*self.retries, {"backend": backend.name, "error": message}]
             if self.replay:
                 self.body_buf = self.replay + self.body_buf
                 self.body_buf_bytes += self.replay_bytes
@@ -1094,8 +1100,7 @@ class Exchange:
         zone = (_zone_view(choice, backend)
                 if choice is not None and choice.zone is not None else None)
         return lazy_request(
-            _request_fields,
-            (conn.bound.name, conn.client, head.method, head.target, head.host,
+            (_request_fields, conn.bound.name, conn.client, head.method, head.target, head.host,
              self.route_name, choice, self.split,
              self.sticky_learned, self.t0, self.t_route, self.t_pick, self.t_connect,
              self.t_first, now, conn.tls, self.upstream_tls, self.client_view,

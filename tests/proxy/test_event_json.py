@@ -38,7 +38,7 @@ def event_of(choice, n: int) -> RequestEvent:
     args = ("web", "127.0.0.1:5000", "GET", b"/a?b=\xe9", "example.test", "all", choice,
             None, None, 10.0, 10.001, 10.002, 10.003, 10.004, 10.005, None, None, None,
             None, "127.0.0.1", None)
-    return lazy_request(_request_fields, args, 1_700_000_000.25 + n, f"r{n}", "web",
+    return lazy_request((_request_fields, *args), 1_700_000_000.25 + n, f"r{n}", "web",
                         choice.backend.name if choice.backend else None, 200, 5.0, 0, 3,
                         "--", False, None, [], None, None, None)
 

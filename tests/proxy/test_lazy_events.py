@@ -47,7 +47,7 @@ def lazy(calls: list | None = None) -> RequestEvent:
             calls.append(1)
         return dict(RICH, **extra)
 
-    return lazy_request(build, ({},), **EAGER)
+    return lazy_request((build, {}), **EAGER)
 
 
 def test_a_lazy_event_reads_like_one_built_whole():
