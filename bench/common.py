@@ -593,15 +593,20 @@ def _nginx_http_common(work: Path) -> str:
 """
 
 
-def nginx_origin_config(work: Path, ports: Sequence[int], body: str = "ok") -> str:
-    """One nginx answering 200 `body` on every port (every path, /health included)."""
+def nginx_origin_config(work: Path, ports: Sequence[int], body: str = "ok",
+                        big_file: Path | None = None) -> str:
+    """One nginx answering 200 `body` on every port (every path, /health included);
+    with `big_file`, /big answers that file (sendfile)."""
+    big = (f"        location = /big {{ default_type application/octet-stream; "
+           f"alias {big_file}; }}\n" if big_file is not None else "")
     servers = "\n".join(
         f"""    server {{
         listen {LOCAL}:{port} reuseport backlog=4096;
-        location / {{ default_type text/plain; return 200 "{body}"; }}
+{big}        location / {{ default_type text/plain; return 200 "{body}"; }}
     }}""" for port in ports)
+    common = _nginx_http_common(work) + ("    sendfile on;\n" if big_file is not None else "")
     return _nginx_main(work, events=max(4096, 64 * len(ports))) + (
-        "http {\n" + _nginx_http_common(work) + servers + "\n}\n")
+        "http {\n" + common + servers + "\n}\n")
 
 
 def nginx_proxy_config(work: Path, listen_port: int, backends: Sequence[tuple[str, int]],
@@ -654,9 +659,15 @@ def start_nginx(procs: Processes, name: str, config_text: str, ports: Sequence[i
                        ready_port=ports)
 
 
-def start_origin(procs: Processes, ports: Sequence[int], cpu: int | None = CLIENT_CPU) -> Proc:
-    return start_nginx(procs, "origin", nginx_origin_config(procs.path("origin"), ports),
-                       ports, cpu)
+def start_origin(procs: Processes, ports: Sequence[int], cpu: int | None = CLIENT_CPU,
+                 big_kb: int = 0) -> Proc:
+    """The origin nginx; with big_kb, /big answers that many KiB."""
+    big_file = None
+    if big_kb:
+        big_file = procs.path("origin-files", "big.bin")
+        big_file.write_bytes(bytes(range(256)) * (big_kb * 4))
+    return start_nginx(procs, "origin", nginx_origin_config(procs.path("origin"), ports,
+                                                            big_file=big_file), ports, cpu)
 
 
 # ---------------------------------------------------------------- HAProxy

@@ -32,6 +32,7 @@ measured directly in the same round). Goal: LBLab >= 0.3x nginx per CPU-second.
     .venv/bin/python bench/l7.py -d 8 --rounds 3 --targets origin,lblab-zero,lblab,lblab-dash,nginx
     .venv/bin/python bench/l7.py -d 5 --with-subscriber --targets lblab,nginx
     .venv/bin/python bench/l7.py -d 6 --rounds 5 --targets lblab-zero,lblab --baseline HEAD~1
+    .venv/bin/python bench/l7.py -d 5 --rounds 3 --response-kb 256 --targets lblab,nginx,haproxy
 """
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def parse_args(argv=None):
                         help="measure every target this many times, interleaved; "
                              "the median round is reported (default 1)")
     parser.add_argument("--path", default="/", help="request path (default /)")
+    parser.add_argument("--response-kb", type=int, default=0, metavar="N",
+                        help="the origin answers N KiB (path /big) instead of 2 bytes: "
+                             "the relay of large bodies (default 0)")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run each lblab target from the proxy at this git revision "
                              "(target@base), interleaved")
@@ -79,6 +83,8 @@ def parse_args(argv=None):
     unknown = sorted(set(args.targets) - set(TARGETS))
     if unknown:
         parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    if args.response_kb:
+        args.path = "/big"
     if args.baseline:
         args.targets = [name for t in args.targets
                         for name in ((t, t + BASE) if t.startswith("lblab") else (t,))]
@@ -173,7 +179,7 @@ def main(argv=None) -> int:
     with c.Processes(keep=args.keep) as procs:
         ports = c.free_ports(args.backends)
         backends = [(c.LOCAL, p) for p in ports]
-        c.start_origin(procs, ports, cpu=client_cpu)
+        c.start_origin(procs, ports, cpu=client_cpu, big_kb=args.response_kb)
         base_tree = (c.export_revision(args.baseline, procs.path("base"))
                      if args.baseline else None)
         for n in range(args.rounds):

@@ -2,7 +2,7 @@
 import asyncio
 import socket
 
-from proxy.io.writes import BatchedWrites, write_batch
+from proxy.io.writes import DIRECT_BYTES, BatchedWrites, write_batch
 
 
 class Conn(BatchedWrites, asyncio.Protocol):
@@ -91,4 +91,19 @@ def test_sent_before_a_close_dropped_after_write_closed():
         assert _recv(peer) == b""
         conn.write(b"after")  # refused once closed
         assert conn.out is None
+    asyncio.run(main())
+
+
+def test_a_large_write_goes_at_once_after_what_is_queued():
+    async def main():
+        loop = asyncio.get_running_loop()
+        conn, peer = await _pair(loop)
+        big = b"x" * DIRECT_BYTES
+        conn.write(b"head;")
+        conn.write(big)  # sent now, the queued head first: no pass of the loop needed
+        assert _recv(peer) == b"head;" + big
+        conn.write(b"tail")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert _recv(peer) == b"tail"
     asyncio.run(main())
