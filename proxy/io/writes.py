@@ -86,21 +86,16 @@ class BatchedWrites:
         if self.write_closed:
             return
         out = self.out
-        if len(data) >= DIRECT_BYTES:
-            # A large write wakes its peer for a lot of data anyway; what it costs is the
-            # copy, which overlaps the peer's reading if it starts now.
-            if out is not None:
-                self.send_pending()
-            try:
-                self.transport.write(data)
-            except RuntimeError:  # closed under us: its connection_lost is on its way
-                pass
-            return
         if out is None:
             self.out = [data]
             self.batch.add(self)
         else:
             out.append(data)
+        if len(data) >= DIRECT_BYTES:
+            # A large write wakes its peer for a lot of data anyway; what it costs is the
+            # copy, which overlaps the peer's reading if it starts now (with what is
+            # queued before it, in one call; the batch then finds nothing to send).
+            self.send_pending()
 
     def send_pending(self) -> None:
         """Send what is queued now (the batch's flush, or before closing)."""
@@ -124,17 +119,9 @@ _BATCHES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteBatch]" = \
     weakref.WeakKeyDictionary()
 
 
-_last: WriteBatch | None = None  # the one asked for last: nearly always the one wanted
-
-
 def write_batch(loop: asyncio.AbstractEventLoop) -> WriteBatch:
     """The loop's WriteBatch."""
-    global _last
-    batch = _last
-    if batch is not None and batch._loop() is loop:
-        return batch
     batch = _BATCHES.get(loop)
     if batch is None:
         batch = _BATCHES[loop] = WriteBatch(loop)
-    _last = batch
     return batch
