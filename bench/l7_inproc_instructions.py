@@ -88,7 +88,7 @@ async def _child(variants: list[str], n: int, pace: float, full_event: bool) -> 
         for _ in range(n + 300):
             rig.one()
         rig.check()
-        events = list(server.bus._requests)[-n:]  # lazy, as published
+        events = list(server.bus._requests.ring)[-n:]  # lazy, as published
         _ctl("-z")
         for ev in events:
             ev.to_json()

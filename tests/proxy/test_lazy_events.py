@@ -121,6 +121,30 @@ def test_the_request_store_keeps_the_newest_and_finds_them_by_id():
     assert bus.request("r3") is None and bus.request("r7").status == 207
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_lookups_agree_with_a_scan_of_the_newest_kept(seed):
+    """The index is brought up to date by lookups, in steps of any size (one request,
+    more than the ring holds, enough to outgrow it twice): every lookup answers what
+    a scan of the newest `history` requests, newest first, would."""
+    import random
+
+    rng = random.Random(seed)
+    history = rng.choice([3, 7, 20])
+    bus = EventBus(history=history)
+    published: list[RequestEvent] = []
+    for step in range(400):
+        for _ in range(rng.choice([0, 1, 1, 2, history - 1, history, 3 * history])):
+            rid = f"r{rng.randrange(2 * history)}"  # ids repeat, as clients' may
+            ev = dataclasses.replace(lazy(), request_id=rid, status=200 + len(published) % 300)
+            published.append(ev)
+            bus.publish(ev)
+        rid = f"r{rng.randrange(2 * history + 2)}"
+        kept = published[-history:]
+        expected = next((e for e in reversed(kept) if e.request_id == rid), None)
+        assert bus.request(rid) is expected, (step, rid)
+    assert bus.recent_requests(history) == published[-history:]
+
+
 def test_a_lazy_event_stays_frozen():
     ev = lazy()
     with pytest.raises(dataclasses.FrozenInstanceError):
