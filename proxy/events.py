@@ -691,15 +691,21 @@ class _Row:
         buckets = self.buckets
         buckets[i] = buckets.get(i, 0) + 1
 
-    def count_request(self, event) -> None:
-        """One request event: what RequestStats.count does per request, in one call."""
-        self.count += 1
-        key = (event.status, event.proxy_error, event.termination)
-        outcomes = self.outcomes
-        outcomes[key] = outcomes.get(key, 0) + 1
-        self.bytes_in += event.bytes_in
-        self.bytes_out += event.bytes_out
-        self.latency(event.latency_ms or 0.0)
+    def add_outcome(self, outcome: tuple, counted: "_Outcome") -> None:
+        """Fold one outcome's requests (RequestStats.count_request) into this row."""
+        self.count += counted.count
+        self.outcomes[outcome] = counted.count
+        self.bytes_in += counted.bytes_in
+        self.bytes_out += counted.bytes_out
+        self.n += counted.count
+        self.total += counted.total
+        if counted.low < self.low:
+            self.low = counted.low
+        if counted.high > self.high:
+            self.high = counted.high
+        buckets = self.buckets
+        for i, n in counted.buckets.items():
+            buckets[i] = buckets.get(i, 0) + n
 
     def request_counts(self) -> tuple[dict, dict]:
         """(status classes, terminations) with their counts, each in first-seen order
@@ -726,6 +732,22 @@ class _Row:
                 "buckets": sorted(self.buckets.items())}
 
 
+class _Outcome:
+    """The requests of one (pool, backend, status, proxy_error, termination) since
+    the last request_stats line: what a sampled subscription updates per request
+    (one lookup by the event's own fields, no call), folded into the line's
+    per-backend rows (_Row.add_outcome) only when the line is made."""
+
+    __slots__ = ("count", "bytes_in", "bytes_out", "total", "low", "high", "buckets")
+
+    def __init__(self):
+        self.count = self.bytes_in = self.bytes_out = 0
+        self.total = 0.0
+        self.low = math.inf
+        self.high = 0.0
+        self.buckets: dict[int, int] = {}
+
+
 class RequestStats:
     """Exact counts of the data-plane events one subscription saw, between two lines.
 
@@ -739,9 +761,11 @@ class RequestStats:
         self.max_per_s = max_per_s
         self.interval = interval
         self.since = now
-        self.rows: dict[tuple, _Row] = {}
-        self.sent: dict[str, int] = {}
+        self.rows: dict[tuple, _Row] = {}  # connections': (kind, pool, backend)
+        self.requests: dict[tuple, _Outcome] = {}  # see count_request
+        self.sent: dict[str, int] = {}  # other kinds than requests
         self.not_sent: dict[str, int] = {}
+        self.requests_sent = self.requests_not_sent = 0
 
     def _row(self, key: tuple) -> _Row:
         row = self.rows.get(key)
@@ -749,14 +773,32 @@ class RequestStats:
             row = self.rows[key] = _Row()
         return row
 
+    def count_request(self, event) -> None:
+        key = (event.pool, event.backend, event.status, event.proxy_error, event.termination)
+        counted = self.requests.get(key)
+        if counted is None:
+            counted = self.requests[key] = _Outcome()
+        ms = event.latency_ms or 0.0
+        counted.count += 1
+        counted.bytes_in += event.bytes_in
+        counted.bytes_out += event.bytes_out
+        counted.total += ms
+        if ms < counted.low:
+            counted.low = ms
+        if ms > counted.high:
+            counted.high = ms
+        # latency_bucket(ms), inlined: this runs per request.
+        i = 0 if ms <= LATENCY_MIN_MS else int(
+            _log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
+        if i > LATENCY_MAX_BUCKET:
+            i = LATENCY_MAX_BUCKET
+        buckets = counted.buckets
+        buckets[i] = buckets.get(i, 0) + 1
+
     def count(self, event) -> None:
         kind = event.type
         if kind == "request":
-            key = ("request", event.pool, event.backend)
-            row = self.rows.get(key)
-            if row is None:
-                row = self.rows[key] = _Row()
-            row.count_request(event)
+            self.count_request(event)
         elif kind == "connection":
             row = self._row(("connection", event.pool, event.backend))
             row.count += 1
@@ -773,12 +815,26 @@ class RequestStats:
             self._row(("connection", event.pool, event.backend)).opened += 1
 
     def empty(self) -> bool:
-        return not (self.rows or self.sent or self.not_sent)
+        return not (self.rows or self.requests or self.sent or self.not_sent
+                    or self.requests_sent or self.requests_not_sent)
+
+    def _request_rows(self) -> dict[tuple, _Row]:
+        """(pool, backend) -> its requests' row, folded from the outcomes counted."""
+        rows: dict[tuple, _Row] = {}
+        for (pool, backend, status, proxy_error, termination), counted in self.requests.items():
+            row = rows.get((pool, backend))
+            if row is None:
+                row = rows[(pool, backend)] = _Row()
+            row.add_outcome((status, proxy_error, termination), counted)
+        return rows
 
     def line(self, now: float) -> str:
         """The request_stats line for the counts since the last one; counting restarts."""
         rows = []
-        for (kind, pool, backend), row in self.rows.items():
+        every = [(("request", pool, backend), row)
+                 for (pool, backend), row in self._request_rows().items()]
+        every += self.rows.items()
+        for (kind, pool, backend), row in every:
             if kind == "request":
                 statuses, terminations = row.request_counts()  # sets row.errors
             out = {"kind": kind, "pool": pool, "backend": backend, "count": row.count,
@@ -799,15 +855,22 @@ class RequestStats:
         line = _encode({
             "type": "request_stats", "ts": now, "since": self.since,
             "mode": self.mode, "max_per_s": self.max_per_s, "interval_s": self.interval,
-            "sent": self.sent, "not_sent": self.not_sent,
+            "sent": _with_requests(self.sent, self.requests_sent),
+            "not_sent": _with_requests(self.not_sent, self.requests_not_sent),
             "latency_buckets": {"min_ms": LATENCY_MIN_MS, "per_octave": LATENCY_PER_OCTAVE},
             "rows": rows,
         })
         self.since = now
         self.rows = {}
+        self.requests = {}
         self.sent = {}
         self.not_sent = {}
+        self.requests_sent = self.requests_not_sent = 0
         return line
+
+
+def _with_requests(counts: dict[str, int], requests: int) -> dict[str, int]:
+    return dict(counts, request=requests) if requests else counts
 
 
 class Subscription:
@@ -859,30 +922,33 @@ class Subscription:
         stats = self.stats
         if stats is not None and kind in SAMPLED_TYPES:
             if kind == "request":  # RequestStats.count's first case, one call saved
-                key = ("request", event.pool, event.backend)
-                row = stats.rows.get(key)
-                if row is None:
-                    row = stats.rows[key] = _Row()
-                row.count_request(event)
+                stats.count_request(event)
             else:
                 stats.count(event)
             if self.types is not None and kind not in self.types:
                 return False
-            if kind == "request" and not self._open_sent:
-                # _admit's common case, with _take inlined (this runs per request).
-                send = False
-                if self._rate > 0.0:
-                    ts = event.ts
-                    elapsed = ts - self._last
-                    if elapsed > 0.0:
-                        self._last = ts
-                        tokens = self._tokens + elapsed * self._rate
-                        self._tokens = tokens if tokens < self._capacity else self._capacity
-                    if self._tokens >= 1.0:
-                        self._tokens -= 1.0
-                        send = True
-            else:
-                send = self._admit(event, kind)
+            if kind == "request":
+                if self._open_sent:
+                    send = self._admit(event, kind)
+                else:
+                    # _admit's common case, with _take inlined (this runs per request).
+                    send = False
+                    if self._rate > 0.0:
+                        ts = event.ts
+                        elapsed = ts - self._last
+                        if elapsed > 0.0:
+                            self._last = ts
+                            tokens = self._tokens + elapsed * self._rate
+                            self._tokens = tokens if tokens < self._capacity else self._capacity
+                        if self._tokens >= 1.0:
+                            self._tokens -= 1.0
+                            send = True
+                if send:
+                    stats.requests_sent += 1
+                else:
+                    stats.requests_not_sent += 1
+                return send
+            send = self._admit(event, kind)
             table = stats.sent if send else stats.not_sent
             table[kind] = table.get(kind, 0) + 1
             return send
