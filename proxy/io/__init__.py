@@ -40,6 +40,10 @@ class _OnQueue:
 _ON_QUEUE = _OnQueue()
 
 
+def _nothing() -> None:
+    pass
+
+
 class Deadline:
     __slots__ = ("_loop", "_callback", "_handle", "_armed_at", "when", "__weakref__")
 
@@ -83,6 +87,14 @@ class Deadline:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+    def close(self) -> None:
+        """Cancel for good and let go of the callback: its owner (whose bound method it
+        is) and this deadline then form no reference cycle, so the owner is freed the
+        moment it is done with, not by a later pass of the cyclic GC. Setting the
+        deadline again afterwards is harmless: it fires into nothing."""
+        self.cancel()
+        self._callback = _nothing
 
     def _fire(self) -> None:
         self._handle = None

@@ -158,6 +158,10 @@ class L4Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         conn = self.conn
+        # Nothing calls a protocol after its connection_lost: letting go of the
+        # connection breaks the cycle with it (conn.upstream), so both are freed by
+        # their reference counts when the connection ends (see L4Connection.end).
+        self.conn = None
         if conn.upstream is self:  # not an attempt abandoned by a connect timeout
             conn.upstream_lost(exc)
 
@@ -583,7 +587,7 @@ class L4Connection(asyncio.Protocol):
         self.done = True
         was = self.phase
         self.phase = DONE
-        self.deadline.cancel()
+        self.deadline.close()  # no cycle left through its callback: freed on its last use
         attempt = self.attempt
         if attempt is not None:
             self.attempt = None
