@@ -232,6 +232,15 @@ class RequestReader:
         self.ended = False  # a request that closes the connection was read: ignore the rest
         self._wire = 0  # 1 + bytes fed inside a chunked body (framing bound); 0 outside
 
+    def close(self) -> None:
+        """The connection is over. llhttp's parser holds this reader's bound methods
+        and this reader holds the parser (and the sink, its connection, holds this
+        reader): let go of both, so all of it is freed by reference counting, not by
+        the cyclic GC. `feed` reads nothing more."""
+        self.ended = True
+        self.parser = None
+        self.sink = None
+
     # ------------------------------------------------------------ input
 
     def feed(self, data: bytes) -> bytes | None:
@@ -255,6 +264,9 @@ class RequestReader:
         except HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _Ended):
+                # Its traceback holds this frame, which holds it: a cycle, left for
+                # the cyclic GC (with the connection) unless let go of here.
+                cause = None
                 return None
             if isinstance(cause, RequestError):
                 raise cause from None
@@ -517,6 +529,12 @@ class ResponseReader:
         self._discard = False
         self.head: ResponseHead | None = None
         self.complete = False
+
+    def close(self) -> None:
+        """The backend connection is over: let go of the parser (see
+        RequestReader.close) and of the sink. Nothing is fed after this."""
+        self.parser = None
+        self.sink = DISCARD
 
     def expect(self, method: str) -> None:
         """Before sending a request: the next response answers `method`."""

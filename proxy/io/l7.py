@@ -1426,19 +1426,22 @@ class L7Connection(BatchedWrites, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.write_closed = True
-        self.timer.cancel()
+        self.timer.close()  # no cycle through its callback (see Deadline.close)
         self.server.connections.discard(self)
         self.bound.active -= 1
-        tunnel = self.tunnel
-        if tunnel is not None:
-            tunnel.client_closed(exc)
-            return
-        current = self.current
-        if current is not None:
-            current.on_client_lost()
-        pending = self.pending
-        while pending:
-            pending.popleft().on_client_lost()
+        try:
+            tunnel = self.tunnel
+            if tunnel is not None:
+                tunnel.client_closed(exc)
+                return
+            current = self.current
+            if current is not None:
+                current.on_client_lost()
+            pending = self.pending
+            while pending:
+                pending.popleft().on_client_lost()
+        finally:
+            self.reader.close()
 
     def pause_writing(self) -> None:
         self.write_paused = True

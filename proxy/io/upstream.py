@@ -106,21 +106,24 @@ class UpstreamConnection(BatchedWrites, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = self.write_closed = True
-        self.deadline.cancel()
+        self.deadline.close()  # no cycle through its callback (see Deadline.close)
         self.pool.forget(self)
-        tunnel = self.tunnel
-        if tunnel is not None:
-            self.tunnel = None
-            tunnel.upstream_closed(exc)
-            return
-        exchange = self.exchange
-        if exchange is None:
-            return
-        if exc is None and self.reader.eof():
-            # A body that ends with the connection ended just now.
-            exchange.on_response_complete()
-            return
-        exchange.on_upstream_lost(exc)
+        try:
+            tunnel = self.tunnel
+            if tunnel is not None:
+                self.tunnel = None
+                tunnel.upstream_closed(exc)
+                return
+            exchange = self.exchange
+            if exchange is None:
+                return
+            if exc is None and self.reader.eof():
+                # A body that ends with the connection ended just now.
+                exchange.on_response_complete()
+                return
+            exchange.on_upstream_lost(exc)
+        finally:
+            self.reader.close()
 
     def pause_writing(self) -> None:
         self.write_paused = True
