@@ -75,6 +75,10 @@ async def _child(variants: list[str], n: int, pace: float, full_event: bool) -> 
         if sub is not None:
             sub._last = clock[0]
             sub._tokens = 0.0  # no burst in the window: the steady share only
+        # A collection the earlier variants' allocations made due must not land in
+        # this one's window (one full pass is ~40M instructions, ~20k per request
+        # here): what the cyclic GC does in the window is then this variant's own.
+        gc.collect()
         _ctl("-z")
         for _ in range(n):
             rig.one()
