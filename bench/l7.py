@@ -33,6 +33,7 @@ measured directly in the same round). Goal: LBLab >= 0.3x nginx per CPU-second.
     .venv/bin/python bench/l7.py -d 5 --with-subscriber --targets lblab,nginx
     .venv/bin/python bench/l7.py -d 6 --rounds 5 --targets lblab-zero,lblab --baseline HEAD~1
     .venv/bin/python bench/l7.py -d 5 --rounds 3 --response-kb 256 --targets lblab,nginx,haproxy
+    .venv/bin/python bench/l7.py -d 5 --rounds 5 --close --targets lblab,nginx,haproxy --baseline HEAD~1
 """
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ def parse_args(argv=None):
     parser.add_argument("--response-kb", type=int, default=0, metavar="N",
                         help="the origin answers N KiB (path /big) instead of 2 bytes: "
                              "the relay of large bodies (default 0)")
+    parser.add_argument("--close", action="store_true",
+                        help="wrk sends Connection: close: a new client connection per "
+                             "request (connection churn on the client side; backends stay "
+                             "keep-alive)")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run each lblab target from the proxy at this git revision "
                              "(target@base), interleaved")
@@ -145,6 +150,7 @@ def run_target(target: str, procs: c.Processes, args, backends, opts,
             raise c.BenchError(f"{target}: GET {args.path} answered {status} {body[:200]!r}")
         before = c.metrics_snapshot(admin_port) if admin_port else {}
         result = c.run_wrk(f"http://{c.LOCAL}:{port}{args.path}", opts, procs.dir,
+                           headers=["Connection: close"] if args.close else (),
                            watch=[p for p in (proc, reader) if p is not None])
         record["wrk"] = result.as_dict()
         record["result"] = result
@@ -232,7 +238,8 @@ def main(argv=None) -> int:
                          ("added", "added p50/p99 ms"), ("each", "req/CPU-s each round")]))
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
           f"(+{args.warmup:g}s warm-up) on CPU {client_cpu}; proxies on CPU "
-          f"{c.cpus(args)[0]}; {args.backends} origin ports; rounds: {args.rounds}")
+          f"{c.cpus(args)[0]}; {args.backends} origin ports; rounds: {args.rounds}"
+          + ("; Connection: close (a new client connection per request)" if args.close else ""))
     verdict = None
     if "lblab" in chosen and nginx_rps:
         ratio = chosen["lblab"]["result"].rps / nginx_rps
