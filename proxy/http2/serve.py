@@ -89,7 +89,7 @@ class PrefaceSniff(asyncio.Protocol):
 
     def _hand_over(self, conn) -> None:
         self.done = True
-        self.timer.cancel()
+        self.timer.close()  # no cycle through its callback (see Deadline.close)
         self.server.connections.discard(self)
         transport = self.transport
         transport.set_protocol(conn)
@@ -104,7 +104,7 @@ class PrefaceSniff(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         if not self.done:
             self.done = True
-            self.timer.cancel()
+            self.timer.close()
             self.server.connections.discard(self)
 
     def _on_timer(self) -> None:
@@ -115,7 +115,7 @@ class PrefaceSniff(asyncio.Protocol):
     def shutdown(self) -> None:
         if not self.done:
             self.done = True
-            self.timer.cancel()
+            self.timer.close()
             self.server.connections.discard(self)
             self.transport.close()
 

@@ -550,7 +550,7 @@ class H2Connection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.timer.cancel()
+        self.timer.close()  # no cycle through its callback (see Deadline.close)
         self.server.connections.discard(self)
         self.bound.active -= 1
         if not self.closed_by:
@@ -803,6 +803,10 @@ class H2Connection(asyncio.Protocol):
     def _forget(self, stream: H2Stream) -> None:
         if self.streams.pop(stream.stream_id, None) is None:
             return
+        # Its exchange is finished and the stream ended: nothing reaches either
+        # again. The exchange holds the stream as its connection; letting go here
+        # frees both by reference counting, not by the cyclic GC.
+        stream.exchange = None
         if not self.streams:
             if self.closing:
                 self._close()

@@ -146,7 +146,7 @@ class ProxyHeaderAccept(asyncio.Protocol):
 
     def _finish(self) -> None:
         self.done = True
-        self.timer.cancel()
+        self.timer.close()  # no cycle through its callback (see Deadline.close)
         self.server.connections.discard(self)
 
     def _refuse(self, why: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from labs.backend.testing import free_port, start_backends
 from proxy.config import parse_config
+from proxy.http2.server import H2Exchange, H2Stream
 from proxy.http1.parse import RequestReader, ResponseReader
 from proxy.io import Deadline
 from proxy.io.l4 import L4Connection, L4Upstream
@@ -26,7 +27,7 @@ from proxy.io.upstream import UpstreamConnection
 from proxy.server import ProxyServer
 
 OURS = (L7Connection, L4Connection, L4Upstream, UpstreamConnection, RequestReader,
-        ResponseReader, Deadline)
+        ResponseReader, Deadline, H2Stream, H2Exchange)
 
 
 @pytest.fixture
@@ -79,6 +80,48 @@ async def test_closed_connections_leave_nothing_for_the_cyclic_gc(backend):
         gc.collect()
         left = sorted({type(o).__name__ for o in gc.garbage if isinstance(o, OURS)})
         assert left == [], f"reference cycles left by closed connections: {left}"
+    finally:
+        gc.set_debug(flags)
+        gc.garbage.clear()
+
+
+def h2_requests(port: int, count: int) -> list[int]:
+    """`count` GETs as streams of one HTTP/2 connection (blocking: run in a thread)."""
+    from tests.proxy.http2.h2client import H2Client
+
+    client = H2Client(port)
+    try:
+        statuses = []
+        for _ in range(count):
+            headers, _ = client.response(client.get("/"))
+            statuses.append(int(headers[b":status"]))
+        return statuses
+    finally:
+        client.close()
+
+
+@pytest.mark.asyncio
+async def test_ended_http2_streams_leave_nothing_for_the_cyclic_gc(backend):
+    port = free_port()
+    server = ProxyServer(parse_config({
+        "admin": {"listen": f"127.0.0.1:{free_port()}"},
+        "listeners": {"web": {"bind": f"127.0.0.1:{port}", "routes": ["all"],
+                              "http2": {"max_concurrent_streams": 100}}},
+        "routes": {"all": {"forward": "app"}},
+        "pools": {"app": {"backends": [{"name": "c1",
+                                        "address": f"127.0.0.1:{backend.port}"}]}}}))
+    await server.start()
+    gc.collect()
+    flags = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        assert await asyncio.to_thread(h2_requests, port, 20) == [200] * 20
+        await until(lambda: not server.connections)
+        await server.stop(grace=0)
+        await asyncio.sleep(0.05)
+        gc.collect()
+        left = sorted({type(o).__name__ for o in gc.garbage if isinstance(o, OURS)})
+        assert left == [], f"reference cycles left by ended streams: {left}"
     finally:
         gc.set_debug(flags)
         gc.garbage.clear()
