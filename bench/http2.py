@@ -15,6 +15,7 @@ req/s, mean request time, failures and LBLab's ratio to nginx per shape.
 
     .venv/bin/python bench/http2.py -d 10
     .venv/bin/python bench/http2.py -d 5 --streams 50 --connections 20
+    .venv/bin/python bench/http2.py -d 6 --targets lblab --baseline HEAD~1
 Needs h2load: `apt-get install nghttp2-client`. (Not named h2.py: bench/ is on
 sys.path when bench scripts run, and a bench/h2.py would hide the h2 package.)
 """
@@ -34,6 +35,7 @@ from bench import common as c  # noqa: E402
 
 H2LOAD = shutil.which("h2load") or "/usr/bin/h2load"
 TARGETS = ("lblab", "nginx")
+BASE = "lblab@base"  # lblab at --baseline REV
 
 
 def parse_args(argv=None):
@@ -47,10 +49,15 @@ def parse_args(argv=None):
                         help="concurrent streams per connection in the many shape (default 10)")
     parser.add_argument("--backends", type=int, default=4, help="origin ports (default 4)")
     parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run lblab from the proxy at this git revision (lblab@base), "
+                             "right after lblab")
     args = parser.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if set(args.targets) - set(TARGETS):
         parser.error(f"targets are {', '.join(TARGETS)}")
+    if args.baseline and "lblab" in args.targets:
+        args.targets.insert(args.targets.index("lblab") + 1, BASE)
     return args
 
 
@@ -96,12 +103,16 @@ def main(argv=None) -> int:
         ports = c.free_ports(args.backends)
         backends = [(c.LOCAL, p) for p in ports]
         c.start_origin(procs, ports, cpu=client_cpu)
+        base_tree = (c.export_revision(args.baseline, procs.path("base"))
+                     if args.baseline else None)
         for target in args.targets:
             port = c.free_port()
-            if target == "lblab":
+            if target in ("lblab", BASE):
                 config = c.lblab_config(port, c.free_port(), {"web": c.lblab_pool(backends)})
                 config["listeners"]["web"]["http2"] = {"max_concurrent_streams": 1000}
-                proc = c.start_lblab(procs, "lblab", config, port, proxy_cpu)
+                proc = (c.start_lblab(procs, "lblab", config, port, proxy_cpu)
+                        if target == "lblab" else
+                        c.start_lblab_at(procs, "lblab", config, port, proxy_cpu, base_tree))
             else:
                 text = nginx_h2_config(procs.path("nginx-h2"), port, backends)
                 proc = c.start_nginx(procs, "nginx-h2", text, [port], proxy_cpu)
