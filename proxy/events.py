@@ -684,12 +684,8 @@ class _Row:
             self.low = ms
         if ms > self.high:
             self.high = ms
-        i = 0 if ms <= LATENCY_MIN_MS else int(
-            _log2(ms / LATENCY_MIN_MS) * LATENCY_PER_OCTAVE)
-        if i > LATENCY_MAX_BUCKET:
-            i = LATENCY_MAX_BUCKET
-        buckets = self.buckets
-        buckets[i] = buckets.get(i, 0) + 1
+        i = latency_bucket(ms)  # per connection (requests: RequestStats.count_request)
+        self.buckets[i] = self.buckets.get(i, 0) + 1
 
     def add_outcome(self, outcome: tuple, counted: "_Outcome") -> None:
         """Fold one outcome's requests (RequestStats.count_request) into this row."""

@@ -12,6 +12,7 @@ toy backend) and asks the GC what it would have had to collect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 
 import pytest
@@ -25,6 +26,7 @@ from proxy.io.l4 import L4Connection, L4Upstream
 from proxy.io.l7 import L7Connection
 from proxy.io.upstream import UpstreamConnection
 from proxy.server import ProxyServer
+from tests.proxy.test_drain import wait_for
 
 OURS = (L7Connection, L4Connection, L4Upstream, UpstreamConnection, RequestReader,
         ResponseReader, Deadline, H2Stream, H2Exchange)
@@ -46,43 +48,46 @@ async def one_exchange(port: int) -> bytes:
     return data
 
 
-async def until(predicate, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < end, "timed out"
-        await asyncio.sleep(0.01)
+@contextlib.asynccontextmanager
+async def nothing_left_for_the_gc(server: ProxyServer):
+    """Around traffic through a started `server`: when it is done, its connections
+    ended and the server stopped, no object of the proxy's is cyclic garbage."""
+    gc.collect()
+    flags = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage
+    try:
+        yield
+        await wait_for(lambda: not server.connections)
+        await server.stop(grace=0)  # also closes the pooled backend connections
+        await asyncio.sleep(0.05)  # their connection_lost callbacks
+        gc.collect()
+        left = sorted({type(o).__name__ for o in gc.garbage if isinstance(o, OURS)})
+        assert left == [], f"reference cycles left by ended connections: {left}"
+    finally:
+        gc.set_debug(flags)
+        gc.garbage.clear()
+
+
+def pool(backend) -> dict:
+    return {"app": {"backends": [{"name": "c1", "address": f"127.0.0.1:{backend.port}"}]}}
 
 
 @pytest.mark.asyncio
 async def test_closed_connections_leave_nothing_for_the_cyclic_gc(backend):
     http_port, tcp_port = free_port(), free_port()
-    address = f"127.0.0.1:{backend.port}"
     server = ProxyServer(parse_config({
         "admin": {"listen": f"127.0.0.1:{free_port()}"},
         "listeners": {
             "web": {"bind": f"127.0.0.1:{http_port}", "routes": ["all"]},
             "raw": {"bind": f"127.0.0.1:{tcp_port}", "protocol": "tcp", "pool": "app"}},
         "routes": {"all": {"forward": "app"}},
-        "pools": {"app": {"backends": [{"name": "c1", "address": address}]}}}))
+        "pools": pool(backend)}))
     await server.start()
-    gc.collect()
-    flags = gc.get_debug()
-    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage
-    try:
+    async with nothing_left_for_the_gc(server):
         for _ in range(10):
             for port in (http_port, tcp_port):
                 data = await one_exchange(port)
                 assert data.startswith(b"HTTP/1.1 200"), data[:100]
-        await until(lambda: not server.connections)
-        await server.stop(grace=0)  # also closes the pooled backend connections
-        await asyncio.sleep(0.05)  # their connection_lost callbacks
-        gc.collect()
-        left = sorted({type(o).__name__ for o in gc.garbage if isinstance(o, OURS)})
-        assert left == [], f"reference cycles left by closed connections: {left}"
-    finally:
-        gc.set_debug(flags)
-        gc.garbage.clear()
 
 
 def h2_requests(port: int, count: int) -> list[int]:
@@ -108,20 +113,7 @@ async def test_ended_http2_streams_leave_nothing_for_the_cyclic_gc(backend):
         "listeners": {"web": {"bind": f"127.0.0.1:{port}", "routes": ["all"],
                               "http2": {"max_concurrent_streams": 100}}},
         "routes": {"all": {"forward": "app"}},
-        "pools": {"app": {"backends": [{"name": "c1",
-                                        "address": f"127.0.0.1:{backend.port}"}]}}}))
+        "pools": pool(backend)}))
     await server.start()
-    gc.collect()
-    flags = gc.get_debug()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+    async with nothing_left_for_the_gc(server):
         assert await asyncio.to_thread(h2_requests, port, 20) == [200] * 20
-        await until(lambda: not server.connections)
-        await server.stop(grace=0)
-        await asyncio.sleep(0.05)
-        gc.collect()
-        left = sorted({type(o).__name__ for o in gc.garbage if isinstance(o, OURS)})
-        assert left == [], f"reference cycles left by ended streams: {left}"
-    finally:
-        gc.set_debug(flags)
-        gc.garbage.clear()
