@@ -34,13 +34,22 @@ ratio to HAProxy, both raw and per CPU-second of the proxy. Goal: LBLab >= 0.9x 
 (bench/profile_proxy.py) and prints, per target, the Python function calls per request
 and the top functions by own time: the profile before and after a change, side by side.
 The profiler slows Python down, so such a run's req/s and ratios are not results.
+
+--syscalls attaches `strace -c -f` to every proxy during the measured run and prints,
+per target, the system calls per request (per connection, under churn): where a
+proxy's kernel time comes from, LBLab's uvloop beside HAProxy's own loop. strace
+stops each proxy at every call, so such a run's req/s are not results either.
+
+    .venv/bin/python bench/l4.py -d 3 -c 20 --workloads churn --targets lblab,haproxy --syscalls
 """
 from __future__ import annotations
 
 import argparse
 import io
 import pstats
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -83,6 +92,9 @@ def parse_args(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="run LBLab under cProfile during each measured run and print "
                              "its calls per request and top functions (not a benchmark)")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="count every proxy's system calls (strace -c) during each "
+                             "measured run and print them per request (not a benchmark)")
     parser.add_argument("--top", type=int, default=20, help="rows per profile (default 20)")
     args = parser.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -94,6 +106,8 @@ def parse_args(argv=None):
         unknown = sorted(set(given) - set(known))
         if unknown:
             parser.error(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    if args.syscalls and shutil.which("strace") is None:
+        parser.error("--syscalls needs strace on PATH (Debian: apt-get install -y strace)")
     if args.baseline and BASE not in args.targets:
         at = args.targets.index("lblab") + 1 if "lblab" in args.targets else len(args.targets)
         args.targets.insert(at, BASE)
@@ -152,6 +166,47 @@ def read_profile(proc: c.Proc, path: Path, requests: int, top: int) -> dict:
             "top": text[start:].rstrip().splitlines() if start >= 0 else []}
 
 
+class SyscallCounter:
+    """`strace -c -f` attached to a running proxy between start() and stop()."""
+
+    def __init__(self, pid: int, out: Path):
+        self.pid, self.out = pid, out
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["strace", "-c", "-f", "-o", str(self.out),
+                                      "-p", str(self.pid)], stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # attached to every thread before the run starts
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)  # detach: strace writes its summary
+            self.proc.wait(timeout=30)
+
+    def counts(self) -> dict[str, int]:
+        return parse_strace_summary(self.out.read_text() if self.out.exists() else "")
+
+
+def parse_strace_summary(text: str) -> dict[str, int]:
+    """{system call: calls} from `strace -c`'s table (errors counted among the calls)."""
+    counts = {}
+    for line in text.splitlines():
+        cells = line.split()
+        # % time, seconds, usecs/call, calls, [errors,] syscall
+        if len(cells) in (5, 6) and cells[3].isdigit() and cells[-1] != "total":
+            counts[cells[-1]] = int(cells[3])
+    return counts
+
+
+def per_request(counts: dict[str, int], requests: int) -> dict[str, float]:
+    """Calls per request, most frequent first, with the total under "total"."""
+    if not requests:
+        return {}
+    rows = {name: round(n / requests, 2) for name, n in
+            sorted(counts.items(), key=lambda kv: -kv[1])}
+    return {"total": round(sum(counts.values()) / requests, 2), **rows}
+
+
 def run_target(target: str, workload: str, procs: c.Processes, args, backends, opts,
                base_tree: Path | None = None) -> dict:
     proxy_cpu, _ = c.cpus(args)
@@ -188,12 +243,18 @@ def run_target(target: str, workload: str, procs: c.Processes, args, backends, o
         if profile is not None:
             hooks = {"on_start": lambda: proc.signal(signal.SIGUSR1),
                      "on_end": lambda: proc.signal(signal.SIGUSR2)}
+        tracer = None
+        if args.syscalls and proc is not None:
+            tracer = SyscallCounter(proc.pid, procs.path(target, f"{workload}.strace"))
+            hooks = {"on_start": tracer.start, "on_end": tracer.stop}
         result = c.run_wrk(f"http://{c.LOCAL}:{port}{path}", opts, procs.dir, headers=headers,
                            watch=watch, **hooks)
         record["wrk"] = result.as_dict()
         record["result"] = result
         if profile is not None:
             record["profile"] = read_profile(proc, profile, result.requests, args.top)
+        if tracer is not None:
+            record["syscalls"] = per_request(tracer.counts(), result.requests)
     finally:
         if proc is not None:
             procs.stop(proc)
@@ -299,6 +360,17 @@ def print_profiles(rounds: dict) -> None:
             print("\n".join(prof["top"]))
 
 
+def print_syscalls(rounds: dict) -> None:
+    print("\nsystem calls per request under strace -c (req/s above are NOT results: strace "
+          "slows every call down)")
+    for (workload, target), records in rounds.items():
+        for n, rec in enumerate(records, 1):
+            calls = rec.get("syscalls")
+            if calls:
+                print(f"{workload} {target} round {n}: " + ", ".join(
+                    f"{name} {v:g}" for name, v in calls.items() if v >= 0.05))
+
+
 def _median_round(records: list[dict]) -> dict:
     ordered = sorted(records, key=lambda r: r["result"].rps)
     return ordered[len(ordered) // 2]
@@ -363,6 +435,8 @@ def main(argv=None) -> int:
         print(verdict_line(workload, v))
     if args.profile:
         print_profiles(rounds)
+    if args.syscalls:
+        print_syscalls(rounds)
     for target, why in skipped.items():
         print(f"skipped {target}: {why.splitlines()[0]}")
     if not args.no_save:

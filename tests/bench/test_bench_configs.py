@@ -198,3 +198,26 @@ def test_l7_inproc_drives_real_requests_through_every_variant():
     assert out.returncode == 0, out.stderr
     for variant in ("zero", "lblab", "dash", "full"):
         assert f"round 1/1: {variant} " in out.stdout
+
+
+# strace -c's table as strace 6.1 writes it (calls with and without errors, the total).
+STRACE_SUMMARY = """\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 24.03    0.061210          13      4590           write
+ 11.75    0.029661           6      4590           close
+ 10.50    0.026159           5      4590      2295 read
+  3.53    0.008991           3      2295           accept4
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.126021           7     16065      2295 total
+"""
+
+
+def test_l4_syscalls_are_counted_per_request_from_straces_table():
+    from bench import l4
+
+    counts = l4.parse_strace_summary(STRACE_SUMMARY)
+    assert counts == {"write": 4590, "close": 4590, "read": 4590, "accept4": 2295}
+    assert l4.per_request(counts, 2295) == {"total": 7.0, "write": 2.0, "close": 2.0,
+                                            "read": 2.0, "accept4": 1.0}
+    assert l4.per_request(counts, 0) == {}
