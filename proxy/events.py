@@ -375,6 +375,23 @@ def lazy_request(lazy: tuple, ts: float, request_id: str, pool: str | None,
     return ev
 
 
+def with_lazy_fields(ev: Event, **fields) -> Event:
+    """`ev` with more of its lazily built fields given (an HTTP/2 stream's request:
+    protocol and stream_id), still lazy: nothing is built until someone reads it.
+
+    `dataclasses.replace` would read every field, building the whole event on
+    every request. An event already built (or not lazy) is copied with them."""
+    lazy = ev._lazy
+    if lazy is None:
+        return dataclasses.replace(ev, **fields)
+    _setattr(ev, "_lazy", (_extended, lazy, fields))
+    return ev
+
+
+def _extended(lazy: tuple, fields: dict) -> dict:
+    return {**lazy[0](*lazy[1:]), **fields}
+
+
 # Per lazy event class: the fields its lazy constructor sets, and (built on first
 # use) the others with their defaults.
 _LAZY_EAGER: dict[type, tuple[str, ...]] = {RequestEvent: _EAGER}

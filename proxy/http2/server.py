@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
 
 import h2.config
@@ -57,7 +56,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from proxy.errors import ERRORS
-from proxy.events import ConnectionEvent, Warning as WarningEvent
+from proxy.events import ConnectionEvent, Warning as WarningEvent, with_lazy_fields
 from proxy.http1 import chunked as framing
 from proxy.http1.headers import CONNECTION_OPTIONS, forwarded_element
 from proxy.http1.parse import RequestError, RequestHead, ResponseHead, split_target
@@ -178,9 +177,10 @@ class H2Exchange(UpstreamH2Mixin, Exchange):
     # ResponseHeaders, body bytes, Trailers and END, sent by flush().
 
     def _event(self, now, termination, error, proxy_error):
-        # The page labels a stream's request as HTTP/2 with its stream id.
+        # The page labels a stream's request as HTTP/2 with its stream id (given to
+        # the lazy builder: the event is still built only if someone reads it).
         event = super()._event(now, termination, error, proxy_error)
-        return dataclasses.replace(event, protocol="h2", stream_id=self.conn.stream_id)
+        return with_lazy_fields(event, protocol="h2", stream_id=self.conn.stream_id)
 
     def on_response_interim(self, resp: ResponseHead) -> None:
         return  # 1xx are not relayed over HTTP/2 (h2 sends informational heads rarely)
@@ -759,8 +759,13 @@ class H2Connection(asyncio.Protocol):
                     pending.popleft()
                 stream.pending_bytes -= len(piece)
                 self.bytes_out += len(piece)
+                if not pending and stream.end_pending is END:
+                    # The last piece carries the end: one DATA frame, not two.
+                    h2c.send_data(sid, piece, end_stream=True)
+                    stream.ended = True
+                    break
                 h2c.send_data(sid, piece)
-            if not pending and stream.end_pending is not None:
+            if not pending and stream.end_pending is not None and not stream.ended:
                 end = stream.end_pending
                 if isinstance(end, Trailers):
                     h2c.send_headers(sid, end.headers, end_stream=True)

@@ -15,7 +15,7 @@ import pytest
 
 from proxy.balancers.base import PickContext
 from proxy.config import load_config
-from proxy.events import EventBus, RequestEvent, lazy_request
+from proxy.events import EventBus, RequestEvent, lazy_request, with_lazy_fields
 from proxy.model import Health, Intent
 from proxy.runtime import Runtime, candidate_view
 
@@ -70,6 +70,18 @@ def test_the_counted_fields_are_there_without_building_the_rest():
     assert ev.candidates == [{"name": "b1"}]  # first read of the rich part: built once
     assert ev.path == "/a?b=c" and ev.grpc is None and ev.stream_id is None
     assert calls == [1]
+
+
+def test_an_http2_streams_fields_are_given_without_building_the_event():
+    calls: list = []
+    ev = with_lazy_fields(lazy(calls), protocol="h2", stream_id=7)
+    assert calls == []  # still lazy: the request of a stream costs no more than any other
+    eager = RequestEvent(**EAGER, **RICH, protocol="h2", stream_id=7)
+    assert json.loads(ev.to_json()) == json.loads(eager.to_json())
+    assert (ev.protocol, ev.stream_id) == ("h2", 7) and ev == eager
+    # An event already built (or never lazy) is copied with them.
+    built = with_lazy_fields(RequestEvent(**EAGER, **RICH), protocol="h2", stream_id=9)
+    assert (built.protocol, built.stream_id, built.path) == ("h2", 9, "/a?b=c")
 
 
 def test_replace_and_the_request_store_see_the_whole_event():
