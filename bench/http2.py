@@ -11,7 +11,9 @@ Targets: `lblab` (`python -m proxy`, `http2: true`, round robin over the origin
 ports, backends over HTTP/1.1 keep-alive) and `nginx` (`listen ... http2`,
 proxy_pass with upstream keep-alive to the same ports). Each runs alone, pinned
 to --proxy-cpu; h2load and the origin nginx share --client-cpu. The table gives
-req/s, mean request time, failures and LBLab's ratio to nginx per shape.
+req/s, mean request time, failures, the proxy's CPU during the measured run
+(h2load's warm-up is a run of its own before it) and LBLab's ratio to nginx per
+shape, raw and per CPU-second of the proxy.
 
     .venv/bin/python bench/http2.py -d 10
     .venv/bin/python bench/http2.py -d 5 --streams 50 --connections 20
@@ -70,23 +72,36 @@ def nginx_h2_config(work: Path, port: int, backends) -> str:
                         "        keepalive_requests 1000000;")
 
 
-def run_h2load(url: str, clients: int, streams: int, args) -> dict:
-    argv = [H2LOAD, "-c", str(clients), "-m", str(streams), "-t", "1",
-            "-D", str(args.duration), "--warm-up-time", str(args.warmup), url]
-    argv = c.pinned(c.cpus(args)[1], argv)
-    done = subprocess.run(argv, capture_output=True, text=True,
-                          timeout=args.duration + args.warmup + 60)
+def run_h2load(url: str, clients: int, streams: int, args, proc: c.Proc | None = None) -> dict:
+    """One h2load run: a warm-up run first (not measured), then the measured one, with
+    the CPU `proc` (the proxy) used during it only."""
+    client_cpu = c.cpus(args)[1]
+
+    def argv(seconds) -> list[str]:
+        return c.pinned(client_cpu, [H2LOAD, "-c", str(clients), "-m", str(streams), "-t", "1",
+                                     "-D", str(seconds), url])
+
+    if args.warmup > 0:
+        subprocess.run(argv(args.warmup), capture_output=True, text=True,
+                       timeout=args.warmup + 60)
+    meter = c.CpuMeter([proc] if proc is not None else [])
+    done = subprocess.run(argv(args.duration), capture_output=True, text=True,
+                          timeout=args.duration + 60)
+    cpu = meter.stop()
     out = done.stdout + done.stderr
     rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     reqs = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
                      r"(\d+) failed, (\d+) errored", out)
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
     if rps is None or reqs is None:
-        raise c.BenchError(f"h2load output not understood:\n$ {' '.join(argv)}\n{out}")
-    return {"command": " ".join(argv), "rps": float(rps.group(1)),
+        raise c.BenchError(f"h2load output not understood:\n$ {' '.join(argv(args.duration))}\n{out}")
+    pct = cpu["process_pct"].get(proc.name) if proc is not None else None
+    return {"command": " ".join(argv(args.duration)), "rps": float(rps.group(1)),
             "done": int(reqs.group(3)), "succeeded": int(reqs.group(4)),
             "failed": int(reqs.group(5)) + int(reqs.group(6)),
-            "mean": mean.group(1) if mean else "?", "output": out}
+            "mean": mean.group(1) if mean else "?", "cpu_pct": pct,
+            "per_cpu_s": float(rps.group(1)) / (pct / 100.0) if pct else None,
+            "output": out}
 
 
 def main(argv=None) -> int:
@@ -119,7 +134,7 @@ def main(argv=None) -> int:
             try:
                 for shape, (clients, streams) in shapes.items():
                     results[(target, shape)] = run_h2load(f"http://{c.LOCAL}:{port}/",
-                                                          clients, streams, args)
+                                                          clients, streams, args, proc)
             finally:
                 procs.stop(proc)
     rows = []
@@ -127,14 +142,19 @@ def main(argv=None) -> int:
         nginx = results.get(("nginx", shape))
         for target in args.targets:
             r = results[(target, shape)]
+            eff, ref = r.get("per_cpu_s"), nginx.get("per_cpu_s") if nginx else None
             rows.append({"shape": f"{shape} ({clients} conn x {streams} streams)",
                          "target": target, "rps": c.fmt_rps(r["rps"]), "mean": r["mean"],
                          "failed": str(r["failed"]),
-                         "ratio": f"{r['rps'] / nginx['rps']:.2f}x" if nginx else "-"})
+                         "cpu": f"{r['cpu_pct']:.0f}%" if r.get("cpu_pct") else "-",
+                         "eff": c.fmt_rps(eff),
+                         "ratio": f"{r['rps'] / nginx['rps']:.2f}x" if nginx else "-",
+                         "eff_ratio": f"{eff / ref:.2f}x" if eff and ref else "-"})
     print()
     print(c.table(rows, [("shape", "shape"), ("target", "target"), ("rps", "req/s"),
                          ("mean", "mean req time"), ("failed", "failed"),
-                         ("ratio", "vs nginx")]))
+                         ("ratio", "vs nginx"), ("cpu", "proxy CPU"), ("eff", "req/CPU-s"),
+                         ("eff_ratio", "vs nginx /CPU-s")]))
     print(f"\nh2load -D {args.duration}s (+{args.warmup}s warm-up) on CPU {client_cpu}; "
           f"proxies on CPU {proxy_cpu}; {args.backends} origin ports")
     if not args.no_save:

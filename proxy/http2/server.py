@@ -54,6 +54,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hpack import NeverIndexedHeaderTuple
 
 from proxy.errors import ERRORS
 from proxy.events import ConnectionEvent, Warning as WarningEvent, with_lazy_fields
@@ -81,6 +82,11 @@ _RESPONSE_DROP = frozenset({
 _CONNECTION_SPECIFIC = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
 })
+# Response fields whose values (almost) never repeat, sent HPACK "never indexed"
+# (RFC 7541 6.2.3): added to the dynamic table, each would only push out an entry
+# that does repeat, and the encoder scans that table on every field it sends.
+# set-cookie also carries session secrets, which RFC 7541 7.1.3 keeps out of it.
+_NOT_INDEXED = frozenset({b"date", b"set-cookie"})
 
 
 class ResponseHeaders:
@@ -107,7 +113,8 @@ def response_headers(resp: ResponseHead, drop=_RESPONSE_DROP) -> list[tuple[byte
         lname = name.lower()
         if lname in drop or (strip and lname in strip) or lname.startswith(b"proxy-"):
             continue
-        out.append((lname, value))
+        out.append(NeverIndexedHeaderTuple(lname, value) if lname in _NOT_INDEXED
+                   else (lname, value))
     return out
 
 
@@ -190,8 +197,11 @@ class H2Exchange(UpstreamH2Mixin, Exchange):
         headers = response_headers(resp)
         choice = self.choice
         if choice is not None and choice.set_cookie:
-            headers.append((b"set-cookie", choice.set_cookie.encode("latin-1")))
-        headers.append((b"x-request-id", self.request_id.encode("latin-1")))
+            headers.append(NeverIndexedHeaderTuple(b"set-cookie",
+                                                   choice.set_cookie.encode("latin-1")))
+        # Unique per request: never indexed (see _NOT_INDEXED).
+        headers.append(NeverIndexedHeaderTuple(b"x-request-id",
+                                               self.request_id.encode("latin-1")))
         if how == framing.LENGTH or (how == framing.NONE and resp.content_length is not None
                                      and resp.status != 204):
             headers.append((b"content-length", b"%d" % resp.content_length))

@@ -64,6 +64,28 @@ def test_curl_prior_knowledge(proxy):
     assert version == "2" and json.loads(body)["path"] == "/pk"
 
 
+def test_fields_unique_to_a_response_stay_out_of_the_hpack_table(proxy):
+    """x-request-id (one per request) and date (one per second) are sent "never indexed"
+    (RFC 7541 6.2.3): the client's decoding table keeps only fields that repeat."""
+    client = H2Client(proxy.port("web"))
+    sids = [client.get(f"/hpack/{i}") for i in range(8)]
+    for sid in sids:
+        client.response(sid)
+    client.close()
+    heads = [e.headers for e in client.events if isinstance(e, h2.events.ResponseReceived)]
+    assert len(heads) == 8
+    ids = set()
+    for headers in heads:
+        fields = {bytes(h[0]): h for h in headers}
+        assert not fields[b"x-request-id"].indexable and not fields[b"date"].indexable
+        assert fields[b"content-type"].indexable  # the same in every response: indexed
+        ids.add(fields[b"x-request-id"][1])
+    assert len(ids) == 8
+    table = [name for name, _ in client.conn.decoder.header_table.dynamic_entries]
+    assert b"content-type" in table
+    assert b"x-request-id" not in table and b"date" not in table
+
+
 def test_one_connection_spreads_over_the_backends(proxy):
     client = H2Client(proxy.port("web"))
     sids = [client.get(f"/spread/{i}") for i in range(6)]  # six streams at once
