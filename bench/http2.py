@@ -84,9 +84,9 @@ def run_h2load(url: str, clients: int, streams: int, args, proc: c.Proc | None =
     if args.warmup > 0:
         subprocess.run(argv(args.warmup), capture_output=True, text=True,
                        timeout=args.warmup + 60)
+    measured = argv(args.duration)
     meter = c.CpuMeter([proc] if proc is not None else [])
-    done = subprocess.run(argv(args.duration), capture_output=True, text=True,
-                          timeout=args.duration + 60)
+    done = subprocess.run(measured, capture_output=True, text=True, timeout=args.duration + 60)
     cpu = meter.stop()
     out = done.stdout + done.stderr
     rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
@@ -94,9 +94,9 @@ def run_h2load(url: str, clients: int, streams: int, args, proc: c.Proc | None =
                      r"(\d+) failed, (\d+) errored", out)
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
     if rps is None or reqs is None:
-        raise c.BenchError(f"h2load output not understood:\n$ {' '.join(argv(args.duration))}\n{out}")
+        raise c.BenchError(f"h2load output not understood:\n$ {' '.join(measured)}\n{out}")
     pct = cpu["process_pct"].get(proc.name) if proc is not None else None
-    return {"command": " ".join(argv(args.duration)), "rps": float(rps.group(1)),
+    return {"command": " ".join(measured), "rps": float(rps.group(1)),
             "done": int(reqs.group(3)), "succeeded": int(reqs.group(4)),
             "failed": int(reqs.group(5)) + int(reqs.group(6)),
             "mean": mean.group(1) if mean else "?", "cpu_pct": pct,

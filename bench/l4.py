@@ -106,6 +106,9 @@ def parse_args(argv=None):
         unknown = sorted(set(given) - set(known))
         if unknown:
             parser.error(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    if args.syscalls and args.profile:
+        parser.error("--syscalls and --profile each slow the proxy down in their own way: "
+                     "give one of them per run")
     if args.syscalls and shutil.which("strace") is None:
         parser.error("--syscalls needs strace on PATH (Debian: apt-get install -y strace)")
     if args.baseline and BASE not in args.targets:

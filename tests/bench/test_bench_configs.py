@@ -221,3 +221,11 @@ def test_l4_syscalls_are_counted_per_request_from_straces_table():
     assert l4.per_request(counts, 2295) == {"total": 7.0, "write": 2.0, "close": 2.0,
                                             "read": 2.0, "accept4": 1.0}
     assert l4.per_request(counts, 0) == {}
+
+
+def test_l4_syscalls_and_profile_are_not_given_together(capsys):
+    from bench import l4
+
+    with pytest.raises(SystemExit):
+        l4.parse_args(["--syscalls", "--profile"])
+    assert "give one of them per run" in capsys.readouterr().err
